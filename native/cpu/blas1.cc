@@ -1,0 +1,101 @@
+// Vector kernels of the training loop: gradient accumulation (axpy), scaling, squared norms (float64 accumulation,
+// in a fixed order so the result does not depend on the thread count), and the fused AdamW update.
+#include <cmath>
+#include <vector>
+
+#include "napi_util.h"
+#include "threadpool.h"
+
+namespace dalle {
+namespace {
+
+constexpr int64_t kGrain = 1 << 15;
+constexpr int64_t kBlock = 1 << 14;  // sum-of-squares partials: one per block, summed in block order
+
+// axpy(n, alpha, x, y): y += alpha * x
+Napi::Value Axpy(const Napi::CallbackInfo& info) {
+  const char* op = "axpy";
+  int64_t n = arg_i64(info, 0, op);
+  float alpha = (float)arg_f64(info, 1, op);
+  const float* x = arg_data<const float>(info, 2, op);
+  float* y = arg_data<float>(info, 3, op);
+  DALLE_CHECK(n >= 0 && (n == 0 || (x && y)), op, "bad arguments: n=%lld", (long long)n);
+  parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; i++) y[i] += alpha * x[i];
+  });
+  return info.Env().Undefined();
+}
+
+// scale(n, alpha, x): x *= alpha
+Napi::Value Scale(const Napi::CallbackInfo& info) {
+  const char* op = "scale";
+  int64_t n = arg_i64(info, 0, op);
+  float alpha = (float)arg_f64(info, 1, op);
+  float* x = arg_data<float>(info, 2, op);
+  DALLE_CHECK(n >= 0 && (n == 0 || x), op, "bad arguments: n=%lld", (long long)n);
+  parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; i++) x[i] *= alpha;
+  });
+  return info.Env().Undefined();
+}
+
+// sumSquares(n, x) -> sum of x^2 in float64 (NaN/Inf propagate, so a non-finite gradient is visible).
+Napi::Value SumSquares(const Napi::CallbackInfo& info) {
+  const char* op = "sumSquares";
+  int64_t n = arg_i64(info, 0, op);
+  const float* x = arg_data<const float>(info, 1, op);
+  DALLE_CHECK(n >= 0 && (n == 0 || x), op, "bad arguments: n=%lld", (long long)n);
+  int64_t blocks = (n + kBlock - 1) / kBlock;
+  std::vector<double> partial(blocks > 0 ? blocks : 1, 0.0);
+  parallel_for(blocks, 1, [&](int64_t b, int64_t e) {
+    for (int64_t blk = b; blk < e; blk++) {
+      int64_t lo = blk * kBlock, hi = lo + kBlock < n ? lo + kBlock : n;
+      double s = 0;
+      for (int64_t i = lo; i < hi; i++) s += (double)x[i] * x[i];
+      partial[blk] = s;
+    }
+  });
+  double total = 0;
+  for (double p : partial) total += p;
+  return Napi::Number::New(info.Env(), total);
+}
+
+// adamw(n, param, grad, m, v, lr, beta1, beta2, eps, weightDecay, gradScale, step)
+// Decoupled weight decay (Loshchilov & Hutter): p -= lr * (mhat / (sqrt(vhat) + eps) + wd * p), on fp32 master weights;
+// the gradient is multiplied by gradScale first (1 / loss scale, or the clipping factor).
+Napi::Value AdamW(const Napi::CallbackInfo& info) {
+  const char* op = "adamw";
+  int64_t n = arg_i64(info, 0, op);
+  float* p = arg_data<float>(info, 1, op);
+  const float* g = arg_data<const float>(info, 2, op);
+  float* m = arg_data<float>(info, 3, op);
+  float* v = arg_data<float>(info, 4, op);
+  double lr = arg_f64(info, 5, op), b1 = arg_f64(info, 6, op), b2 = arg_f64(info, 7, op);
+  double eps = arg_f64(info, 8, op), wd = arg_f64(info, 9, op), gscale = arg_f64(info, 10, op);
+  int64_t step = arg_i64(info, 11, op);
+  DALLE_CHECK(n >= 0 && (n == 0 || (p && g && m && v)), op, "bad arguments: n=%lld", (long long)n);
+  DALLE_CHECK(step >= 1, op, "step must be >= 1 (bias correction), got %lld", (long long)step);
+  const float bc1 = (float)(1.0 / (1.0 - std::pow(b1, (double)step)));
+  const float bc2 = (float)(1.0 / (1.0 - std::pow(b2, (double)step)));
+  const float fb1 = (float)b1, fb2 = (float)b2, flr = (float)lr, feps = (float)eps, fwd = (float)wd, fgs = (float)gscale;
+  parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; i++) {
+      float gi = g[i] * fgs;
+      float mi = fb1 * m[i] + (1.0f - fb1) * gi;
+      float vi = fb2 * v[i] + (1.0f - fb2) * gi * gi;
+      m[i] = mi;
+      v[i] = vi;
+      float update = (mi * bc1) / (std::sqrt(vi * bc2) + feps);
+      p[i] -= flr * (update + fwd * p[i]);
+    }
+  });
+  return info.Env().Undefined();
+}
+
+DALLE_EXPORT("axpy", Axpy);
+DALLE_EXPORT("scale", Scale);
+DALLE_EXPORT("sumSquares", SumSquares);
+DALLE_EXPORT("adamw", AdamW);
+
+}  // namespace
+}  // namespace dalle

@@ -1,0 +1,439 @@
+// conv2d (stride 1, "same" zero padding, odd square kernel) forward and backward, NCHW float32.
+//
+// Key: B batch, C = Cin, Co = Cout, H x W image, k kernel (odd), p = (k - 1) / 2, Hp = H + 2p, Wp = W + 2p,
+// T = C * k * k taps (tap t = (c * k + kh) * k + kw, the inner layout of the weights (Co, C, k, k)), HW = H * W.
+//
+// Two implementations:
+// - direct (k = 3, 5, 7 on AVX-512 / AVX2; conv_simd.h): each thread zero-pads one image at a time into its own
+//   buffer and runs register-tiled kernels on it, no im2col. The dVAE's convolutions have few channels (16-256), where
+//   an im2col matrix would be 9x the image and make the step memory-bound.
+//     forward: y = correlation of the padded x with w;  dx: correlation of the padded dy with w flipped and transposed;
+//     dw: lanes along image columns, summed over groups of images.
+// - GEMM (k = 1 always; any k on the portable ISA or when k > 7): im2col / col2im around sgemm (gemm.h).
+//     forward: y[b] (Co, HW) = w (Co, T) @ col[b] (T, HW);  dx: col2im(w^T @ dy[b]);  dw = sum_b dy[b] @ col[b]^T.
+// Determinism: every output element is computed by one thread in an order fixed by the shapes alone (how work is
+// split between threads never changes an element's summation order), so results are bitwise identical for any thread
+// count. The weight gradient sums images in order 0..B-1.
+#include "conv.h"
+
+#include <cstring>
+
+#include "allocator.h"
+#include "conv_kernels.h"
+#include "cpu_features.h"
+#include "error.h"
+#include "gemm.h"
+#include "napi_util.h"
+#include "threadpool.h"
+
+namespace dalle {
+namespace {
+
+// A workspace from the caching allocator, returned on scope exit (exceptions included).
+struct Workspace {
+  float* p = nullptr;
+  size_t bytes = 0;
+  explicit Workspace(size_t floats) : bytes(floats * sizeof(float)) {
+    if (bytes) p = static_cast<float*>(cache_alloc(bytes));
+  }
+  ~Workspace() {
+    if (p) cache_free(p, bytes);
+  }
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
+};
+
+// The part [begin, end) of n items that thread i of n_threads takes: the same contiguous split as parallel_for.
+inline void split(int64_t n, int i, int n_threads, int64_t* begin, int64_t* end) {
+  int64_t chunk = (n + n_threads - 1) / n_threads;
+  *begin = i * chunk < n ? i * chunk : n;
+  *end = *begin + chunk < n ? *begin + chunk : n;
+}
+
+struct DirectKernels {
+  int (*fwd_mr)();
+  int (*dw_co)(int64_t);
+  int (*dw_units)(int64_t);
+  void (*fwd)(const ConvFwdJob*);
+  void (*dw)(const ConvDwJob*);
+  void (*db)(const ConvDbJob*);
+};
+
+// The direct kernels for this ISA and k, or null (then the GEMM path runs).
+const DirectKernels* direct_kernels(int64_t k) {
+#if defined(DALLE_X86)
+  static const DirectKernels avx512 = {conv_fwd_mr_avx512, conv_dw_tile_co_avx512, conv_dw_tile_units_avx512,
+                                       conv_fwd_avx512,    conv_dw_avx512,         conv_db_avx512};
+  static const DirectKernels avx2 = {conv_fwd_mr_avx2, conv_dw_tile_co_avx2, conv_dw_tile_units_avx2,
+                                     conv_fwd_avx2,    conv_dw_avx2,         conv_db_avx2};
+  if (k != 3 && k != 5 && k != 7) return nullptr;
+  switch (active_isa()) {
+    case Isa::Avx512: return &avx512;
+    case Isa::Avx2: return &avx2;
+    default: return nullptr;
+  }
+#else
+  (void)k;
+  return nullptr;
+#endif
+}
+
+// ---- padding --------------------------------------------------------------------------------------------------------
+
+// Channels [c0, c1) of one image x (C, H, W) into xp (C, Hp, Wp) with a zero border of p.
+void pad_channels(const float* x, int64_t H, int64_t W, int64_t p, int64_t c0, int64_t c1, float* xp) {
+  const int64_t Hp = H + 2 * p, Wp = W + 2 * p;
+  for (int64_t c = c0; c < c1; c++) {
+    const float* src = x + c * H * W;
+    float* dst = xp + c * Hp * Wp;
+    memset(dst, 0, sizeof(float) * (p * Wp + p));  // top rows and the first row's left border
+    for (int64_t h = 0; h < H; h++) {
+      float* row = dst + (p + h) * Wp + p;
+      memcpy(row, src + h * W, sizeof(float) * W);
+      // right border of this row and left border of the next
+      memset(row + W, 0, sizeof(float) * 2 * p);
+    }
+    memset(dst + (p + H) * Wp + p, 0, sizeof(float) * (p * Wp - p));  // bottom rows (the left border is written)
+  }
+}
+
+// ---- weight packing for the direct kernels --------------------------------------------------------------------------
+
+// Forward: wb[(blk * T + t) * mr + m] = w[blk * mr + m][t], zero past Co.
+void pack_fwd(const float* w, int64_t Co, int64_t T, int64_t mr, float* wb) {
+  const int64_t blocks = (Co + mr - 1) / mr;
+  parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t blk = b0; blk < b1; blk++) {
+      float* dst = wb + blk * T * mr;
+      for (int64_t t = 0; t < T; t++)
+        for (int64_t m = 0; m < mr; m++) {
+          const int64_t co = blk * mr + m;
+          dst[t * mr + m] = co < Co ? w[co * T + t] : 0.0f;
+        }
+    }
+  });
+}
+
+// dx as a forward convolution of dy (Co channels in, C out) with w'(c, (co, kh, kw)) = w[co][c][k-1-kh][k-1-kw].
+void pack_dx(const float* w, int64_t Co, int64_t C, int64_t k, int64_t mr, float* wb) {
+  const int64_t kk = k * k, T = Co * kk, blocks = (C + mr - 1) / mr;
+  parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t blk = b0; blk < b1; blk++) {
+      float* dst = wb + blk * T * mr;
+      for (int64_t co = 0; co < Co; co++)
+        for (int64_t kh = 0; kh < k; kh++)
+          for (int64_t kw = 0; kw < k; kw++) {
+            const int64_t t = (co * k + kh) * k + kw;
+            const int64_t src = (k - 1 - kh) * k + (k - 1 - kw);
+            for (int64_t m = 0; m < mr; m++) {
+              const int64_t c = blk * mr + m;
+              dst[t * mr + m] = c < C ? w[(co * C + c) * kk + src] : 0.0f;
+            }
+          }
+    }
+  });
+}
+
+// ---- direct path ----------------------------------------------------------------------------------------------------
+
+// y (B, Co, H, W) = correlation of x (B, C, H, W) with packed weights wb (see ConvFwdJob); bias may be null.
+void direct_forward(const DirectKernels& kern, const float* x, const float* wb, const float* bias, float* y, int64_t B,
+                    int64_t C, int64_t Co, int64_t H, int64_t W, int64_t k) {
+  const int64_t p = k / 2, Hp = H + 2 * p, Wp = W + 2 * p;
+  const int64_t img = C * Hp * Wp + kConvSlack;
+  const int threads = num_threads();
+  // Bands of output rows: a band's input rows should stay in L2 across the channel blocks (~256 KiB), and there
+  // should be a few items per thread when the batch is small. Neither choice changes any result.
+  int64_t band = (256 * 1024 / 4) / (C * Wp) - (k - 1);
+  if (band < 1) band = 1;
+  if (band > H) band = H;
+  int64_t nb = (H + band - 1) / band;
+  if (B * nb < 4 * threads) {
+    nb = (4 * threads + B - 1) / B;
+    if (nb > H) nb = H;
+  }
+  band = (H + nb - 1) / nb;
+  nb = (H + band - 1) / band;
+  const int64_t items = B * nb;
+  Workspace ws((size_t)img * threads);
+  parallel_run([&](int ti, int tn) {
+    int64_t i0, i1;
+    split(items, ti, tn, &i0, &i1);
+    float* xp = ws.p + (size_t)img * ti;
+    int64_t padded = -1;
+    for (int64_t it = i0; it < i1; it++) {
+      const int64_t b = it / nb, h0 = (it % nb) * band, h1 = h0 + band < H ? h0 + band : H;
+      if (b != padded) {
+        pad_channels(x + b * C * H * W, H, W, p, 0, C, xp);
+        memset(xp + C * Hp * Wp, 0, sizeof(float) * kConvSlack);
+        padded = b;
+      }
+      ConvFwdJob job{xp, wb, bias, y + b * Co * H * W, C, Co, H, W, k, h0, h1, 0, Co};
+      kern.fwd(&job);
+    }
+  });
+}
+
+void direct_dw(const DirectKernels& kern, const float* x, const float* dy, float* dw, int64_t B, int64_t C,
+               int64_t Co, int64_t H, int64_t W, int64_t k) {
+  const int64_t p = k / 2, Hp = H + 2 * p, Wp = W + 2 * p, HW = H * W;
+  const int64_t img = C * Hp * Wp + kConvSlack;
+  const int64_t U = kern.dw_units(k), MR = kern.dw_co(k);
+  const int64_t units = C * k, ublocks = (units + U - 1) / U, cblocks = (Co + MR - 1) / MR;
+  const int64_t tiles = ublocks * cblocks;  // unit-block major: a thread's units are contiguous
+  // Images per group: the lane sums close once per group (fixed by the shapes, never by the thread count).
+  int64_t G = 2048 / HW;
+  if (G < 1) G = 1;
+  if (G > B) G = B;
+  const int threads = num_threads();
+  Workspace ws((size_t)img * G * threads);
+  parallel_run([&](int ti, int tn) {
+    int64_t t0, t1;
+    split(tiles, ti, tn, &t0, &t1);
+    if (t0 >= t1) return;
+    float* xp = ws.p + (size_t)img * G * ti;
+    const int64_t ub0 = t0 / cblocks, ub1 = (t1 - 1) / cblocks;
+    const int64_t c0 = ub0 * U / k;
+    const int64_t last_unit = (ub1 + 1) * U < units ? (ub1 + 1) * U - 1 : units - 1;
+    const int64_t c1 = last_unit / k + 1;
+    for (int64_t g0 = 0; g0 < B; g0 += G) {
+      const int64_t gn = B - g0 < G ? B - g0 : G;
+      for (int64_t g = 0; g < gn; g++) pad_channels(x + (g0 + g) * C * HW, H, W, p, c0, c1, xp + g * img);
+      for (int64_t t = t0; t < t1; t++) {
+        const int64_t ub = t / cblocks, cb = t % cblocks;
+        const int64_t u0 = ub * U, co0 = cb * MR;
+        ConvDwJob job{xp, dy + g0 * Co * HW, dw, img, Co * HW, gn, C, Co, H, W, k, co0,
+                      Co - co0 < MR ? Co - co0 : MR, u0, units - u0 < U ? units - u0 : U, g0 > 0};
+        kern.dw(&job);
+      }
+    }
+  });
+}
+
+void bias_grad(const DirectKernels* kern, const float* dy, float* db, int64_t B, int64_t Co, int64_t HW) {
+  parallel_for(Co, 1, [&](int64_t c0, int64_t c1) {
+    if (kern) {
+      ConvDbJob job{dy, db, B, Co, HW, c0, c1};
+      kern->db(&job);
+      return;
+    }
+    for (int64_t co = c0; co < c1; co++) {  // 8 partial sums in a fixed order
+      float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      for (int64_t b = 0; b < B; b++) {
+        const float* q = dy + (b * Co + co) * HW;
+        int64_t i = 0;
+        for (; i + 8 <= HW; i += 8)
+          for (int j = 0; j < 8; j++) s[j] += q[i + j];
+        for (; i < HW; i++) s[i % 8] += q[i];
+      }
+      db[co] = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    }
+  });
+}
+
+// ---- GEMM path ------------------------------------------------------------------------------------------------------
+
+// col (T, HW): col[(c, kh, kw)][h * W + w] = x[c][h + kh - p][w + kw - p], zero outside.
+void im2col(const float* x, int64_t C, int64_t H, int64_t W, int64_t k, float* col) {
+  const int64_t p = k / 2, HW = H * W;
+  for (int64_t c = 0; c < C; c++)
+    for (int64_t kh = 0; kh < k; kh++)
+      for (int64_t kw = 0; kw < k; kw++) {
+        float* dst = col + ((c * k + kh) * k + kw) * HW;
+        for (int64_t h = 0; h < H; h++) {
+          const int64_t hi = h + kh - p;
+          float* d = dst + h * W;
+          if (hi < 0 || hi >= H) {
+            memset(d, 0, sizeof(float) * W);
+            continue;
+          }
+          const float* s = x + (c * H + hi) * W;
+          for (int64_t w = 0; w < W; w++) {
+            const int64_t wi = w + kw - p;
+            d[w] = (wi >= 0 && wi < W) ? s[wi] : 0.0f;
+          }
+        }
+      }
+}
+
+// dx (C, H, W) = sum over taps of dcol scattered back (the adjoint of im2col), taps in order.
+void col2im(const float* col, int64_t C, int64_t H, int64_t W, int64_t k, float* dx) {
+  const int64_t p = k / 2, HW = H * W;
+  memset(dx, 0, sizeof(float) * C * HW);
+  for (int64_t c = 0; c < C; c++)
+    for (int64_t kh = 0; kh < k; kh++)
+      for (int64_t kw = 0; kw < k; kw++) {
+        const float* src = col + ((c * k + kh) * k + kw) * HW;
+        for (int64_t h = 0; h < H; h++) {
+          const int64_t hi = h + kh - p;
+          if (hi < 0 || hi >= H) continue;
+          float* d = dx + (c * H + hi) * W;
+          const float* s = src + h * W;
+          for (int64_t w = 0; w < W; w++) {
+            const int64_t wi = w + kw - p;
+            if (wi >= 0 && wi < W) d[wi] += s[w];
+          }
+        }
+      }
+}
+
+void add_bias(float* y, const float* bias, int64_t B, int64_t Co, int64_t HW) {
+  parallel_for(B * Co, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+      const float bv = bias[r % Co];
+      float* q = y + r * HW;
+      for (int64_t i = 0; i < HW; i++) q[i] += bv;
+    }
+  });
+}
+
+void gemm_forward(const float* x, const float* w, const float* bias, float* y, int64_t B, int64_t C, int64_t Co,
+                  int64_t H, int64_t W, int64_t k) {
+  const int64_t HW = H * W, T = C * k * k;
+  if (k == 1) {
+    sgemm_batched(B, false, false, Co, HW, C, 1.0f, w, C, 0, x, HW, C * HW, 0.0f, y, HW, Co * HW);
+  } else {
+    // One image per thread at a time; each image's GEMM runs on its thread alone (same result as a threaded one).
+    const int threads = num_threads();
+    Workspace ws((size_t)T * HW * threads);
+    parallel_run([&](int ti, int tn) {
+      int64_t b0, b1;
+      split(B, ti, tn, &b0, &b1);
+      float* col = ws.p + (size_t)T * HW * ti;
+      for (int64_t b = b0; b < b1; b++) {
+        im2col(x + b * C * HW, C, H, W, k, col);
+        sgemm(false, false, Co, HW, T, 1.0f, w, T, col, HW, 0.0f, y + b * Co * HW, HW);
+      }
+    });
+  }
+  if (bias) add_bias(y, bias, B, Co, HW);
+}
+
+void gemm_dx(const float* w, const float* dy, float* dx, int64_t B, int64_t C, int64_t Co, int64_t H, int64_t W,
+             int64_t k) {
+  const int64_t HW = H * W, T = C * k * k;
+  if (k == 1) {
+    sgemm_batched(B, true, false, C, HW, Co, 1.0f, w, C, 0, dy, HW, Co * HW, 0.0f, dx, HW, C * HW);
+    return;
+  }
+  const int threads = num_threads();
+  Workspace ws((size_t)T * HW * threads);
+  parallel_run([&](int ti, int tn) {
+    int64_t b0, b1;
+    split(B, ti, tn, &b0, &b1);
+    float* col = ws.p + (size_t)T * HW * ti;
+    for (int64_t b = b0; b < b1; b++) {
+      sgemm(true, false, T, HW, Co, 1.0f, w, T, dy + b * Co * HW, HW, 0.0f, col, HW);
+      col2im(col, C, H, W, k, dx + b * C * HW);
+    }
+  });
+}
+
+// dw (Co, T) = sum_b dy[b] (Co, HW) @ col[b]^T, images in order.
+void gemm_dw(const float* x, const float* dy, float* dw, int64_t B, int64_t C, int64_t Co, int64_t H, int64_t W,
+             int64_t k) {
+  const int64_t HW = H * W, T = C * k * k;
+  Workspace ws(k == 1 ? 0 : (size_t)T * HW);
+  for (int64_t b = 0; b < B; b++) {
+    const float* col = x + b * C * HW;
+    if (k != 1) {
+      const float* xb = x + b * C * HW;
+      parallel_for(C, 1, [&](int64_t c0, int64_t c1) {
+        im2col(xb + c0 * HW, c1 - c0, H, W, k, ws.p + c0 * k * k * HW);
+      });
+      col = ws.p;
+    }
+    sgemm(false, true, Co, T, HW, 1.0f, dy + b * Co * HW, HW, col, HW, b == 0 ? 0.0f : 1.0f, dw, T);
+  }
+}
+
+void check_conv(const char* op, int64_t B, int64_t C, int64_t Co, int64_t H, int64_t W, int64_t k) {
+  int64_t xs[4] = {B, C, H, W}, ws[4] = {Co, C, k, k};
+  DALLE_CHECK(B > 0 && C > 0 && Co > 0 && H > 0 && W > 0, op,
+              "dimensions must be positive: x %s, w %s", shape_str(xs, 4).c_str(), shape_str(ws, 4).c_str());
+  DALLE_CHECK(k > 0 && k % 2 == 1, op, "kernel size must be odd and positive, got k = %lld (w %s)", (long long)k,
+              shape_str(ws, 4).c_str());
+  DALLE_CHECK(B * C * H * W < (int64_t(1) << 40) && B * Co * H * W < (int64_t(1) << 40) && Co * C * k * k < (int64_t(1) << 40),
+              op, "tensor too large: x %s, w %s", shape_str(xs, 4).c_str(), shape_str(ws, 4).c_str());
+}
+
+}  // namespace
+
+void conv2d_forward(const float* x, const float* w, const float* bias, float* y, int64_t B, int64_t Cin, int64_t Cout,
+                    int64_t H, int64_t W, int64_t k) {
+  check_conv("conv2dForward", B, Cin, Cout, H, W, k);
+  const DirectKernels* kern = direct_kernels(k);
+  if (!kern) {
+    gemm_forward(x, w, bias, y, B, Cin, Cout, H, W, k);
+    return;
+  }
+  const int64_t mr = kern->fwd_mr(), T = Cin * k * k;
+  Workspace wb((size_t)((Cout + mr - 1) / mr) * mr * T);
+  pack_fwd(w, Cout, T, mr, wb.p);
+  direct_forward(*kern, x, wb.p, bias, y, B, Cin, Cout, H, W, k);
+}
+
+void conv2d_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db, int64_t B,
+                     int64_t Cin, int64_t Cout, int64_t H, int64_t W, int64_t k) {
+  check_conv("conv2dBackward", B, Cin, Cout, H, W, k);
+  const DirectKernels* kern = direct_kernels(k);
+  if (db) bias_grad(kern, dy, db, B, Cout, H * W);
+  if (!kern) {
+    if (dx) gemm_dx(w, dy, dx, B, Cin, Cout, H, W, k);
+    if (dw) gemm_dw(x, dy, dw, B, Cin, Cout, H, W, k);
+    return;
+  }
+  if (dx) {
+    const int64_t mr = kern->fwd_mr(), T = Cout * k * k;
+    Workspace wb((size_t)((Cin + mr - 1) / mr) * mr * T);
+    pack_dx(w, Cout, Cin, k, mr, wb.p);
+    direct_forward(*kern, dy, wb.p, nullptr, dx, B, Cout, Cin, H, W, k);
+  }
+  if (dw) direct_dw(*kern, x, dy, dw, B, Cin, Cout, H, W, k);
+}
+
+namespace {
+
+// conv2dForward(x, w, bias | null, y, B, Cin, Cout, H, W, k)
+Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
+  const char* op = "conv2dForward";
+  const float* x = arg_data<const float>(info, 0, op);
+  const float* w = arg_data<const float>(info, 1, op);
+  const float* bias = arg_data<const float>(info, 2, op);
+  float* y = arg_data<float>(info, 3, op);
+  int64_t B = arg_i64(info, 4, op), Cin = arg_i64(info, 5, op), Cout = arg_i64(info, 6, op);
+  int64_t H = arg_i64(info, 7, op), W = arg_i64(info, 8, op), k = arg_i64(info, 9, op);
+  check_conv(op, B, Cin, Cout, H, W, k);
+  DALLE_CHECK(x && w && y, op, "x, w and y must be non-null (x (%lld, %lld, %lld, %lld))", (long long)B,
+              (long long)Cin, (long long)H, (long long)W);
+  conv2d_forward(x, w, bias, y, B, Cin, Cout, H, W, k);
+  return info.Env().Undefined();
+}
+
+// conv2dBackward(x, w, dy, dx | null, dw | null, db | null, B, Cin, Cout, H, W, k)
+Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
+  const char* op = "conv2dBackward";
+  const float* x = arg_data<const float>(info, 0, op);
+  const float* w = arg_data<const float>(info, 1, op);
+  const float* dy = arg_data<const float>(info, 2, op);
+  float* dx = arg_data<float>(info, 3, op);
+  float* dw = arg_data<float>(info, 4, op);
+  float* db = arg_data<float>(info, 5, op);
+  int64_t B = arg_i64(info, 6, op), Cin = arg_i64(info, 7, op), Cout = arg_i64(info, 8, op);
+  int64_t H = arg_i64(info, 9, op), W = arg_i64(info, 10, op), k = arg_i64(info, 11, op);
+  check_conv(op, B, Cin, Cout, H, W, k);
+  DALLE_CHECK(dy, op, "dy must be non-null (dy (%lld, %lld, %lld, %lld))", (long long)B, (long long)Cout,
+              (long long)H, (long long)W);
+  DALLE_CHECK(!dx || w, op, "dx needs w (w (%lld, %lld, %lld, %lld))", (long long)Cout, (long long)Cin, (long long)k,
+              (long long)k);
+  DALLE_CHECK(!dw || x, op, "dw needs x (x (%lld, %lld, %lld, %lld))", (long long)B, (long long)Cin, (long long)H,
+              (long long)W);
+  conv2d_backward(x, w, dy, dx, dw, db, B, Cin, Cout, H, W, k);
+  return info.Env().Undefined();
+}
+
+DALLE_EXPORT("conv2dForward", Conv2dForward);
+DALLE_EXPORT("conv2dBackward", Conv2dBackward);
+
+}  // namespace
+}  // namespace dalle

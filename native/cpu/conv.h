@@ -1,0 +1,27 @@
+// Image ops of the dVAE, NCHW float32, contiguous.
+// conv2d: stride 1, "same" zero padding, odd square kernel k (1x1 runs as a GEMM). Weights (Cout, Cin, k, k) as in
+// OpenAI's released dVAE; bias (Cout) may be null.
+#pragma once
+#include <cstdint>
+
+namespace dalle {
+
+// x (B, Cin, H, W), w (Cout, Cin, k, k), bias (Cout) or null -> y (B, Cout, H, W)
+void conv2d_forward(const float* x, const float* w, const float* bias, float* y, int64_t B, int64_t Cin,
+                    int64_t Cout, int64_t H, int64_t W, int64_t k);
+
+// Gradients; each output pointer may be null (not needed). dx, dw, db are overwritten (not accumulated):
+// the autograd layer accumulates.
+void conv2d_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db, int64_t B,
+                     int64_t Cin, int64_t Cout, int64_t H, int64_t W, int64_t k);
+
+// 2x2 max-pool, stride 2 (H, W even): x (B, C, H, W) -> y (B, C, H/2, W/2); argmax (B, C, H/2, W/2) int32 holds the
+// winning position 0..3 within each window (first max on ties) for the backward pass.
+void maxpool2x2_forward(const float* x, float* y, int32_t* argmax, int64_t B, int64_t C, int64_t H, int64_t W);
+void maxpool2x2_backward(const float* dy, const int32_t* argmax, float* dx, int64_t B, int64_t C, int64_t H, int64_t W);
+
+// Nearest-neighbour 2x upsampling: x (B, C, H, W) -> y (B, C, 2H, 2W); backward sums each 2x2 block.
+void upsample2x_forward(const float* x, float* y, int64_t B, int64_t C, int64_t H, int64_t W);
+void upsample2x_backward(const float* dy, float* dx, int64_t B, int64_t C, int64_t H, int64_t W);
+
+}  // namespace dalle

@@ -1,0 +1,68 @@
+// AVX-512 direct-convolution kernels: the vector layer for conv_simd.h, and this ISA's tile sizes.
+// Leaf functions only (see binding.gyp): no std headers, everything but the entry points has internal linkage.
+#include <immintrin.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace dalle {
+namespace {
+
+typedef __m512 V;
+constexpr int VL = 16;
+static inline V vzero() { return _mm512_setzero_ps(); }
+static inline V vloadu(const float* p) { return _mm512_loadu_ps(p); }
+static inline __mmask16 first_n(int n) { return (__mmask16)((1u << n) - 1u); }  // 0 <= n <= 16
+static inline V vload_n(const float* p, int n) { return _mm512_maskz_loadu_ps(first_n(n), p); }
+static inline V vset1(float x) { return _mm512_set1_ps(x); }
+static inline V vfma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+static inline V vadd(V a, V b) { return _mm512_add_ps(a, b); }
+static inline void vstoreu(float* p, V v) { _mm512_storeu_ps(p, v); }
+static inline void vstore_n(float* p, V v, int n) { _mm512_mask_storeu_ps(p, first_n(n), v); }
+// Fixed order: halves, then quarters, then pairs.
+static inline float vhsum(V v) {
+  __m256 a = _mm256_add_ps(_mm512_extractf32x8_ps(v, 0), _mm512_extractf32x8_ps(v, 1));
+  __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  b = _mm_add_ps(b, _mm_movehl_ps(b, b));
+  b = _mm_add_ss(b, _mm_movehdup_ps(b));
+  return _mm_cvtss_f32(b);
+}
+
+}  // namespace
+}  // namespace dalle
+
+#define DALLE_CONV_SIMD_LAYER 1
+#include "conv_simd.h"
+
+namespace dalle {
+
+// Forward tile: 8 output channels x 3 vectors of 16 pixels = 24 accumulators.
+enum : int { kFwdMr = 8, kFwdNr = 3 };
+
+int conv_fwd_mr_avx512() { return kFwdMr; }
+
+void conv_fwd_avx512(const ConvFwdJob* jb) {
+  switch (jb->k) {
+    case 3: fwd_run<kFwdMr, kFwdNr, 3>(jb); break;
+    case 5: fwd_run<kFwdMr, kFwdNr, 5>(jb); break;
+    case 7: fwd_run<kFwdMr, kFwdNr, 7>(jb); break;
+    default: fwd_run<kFwdMr, kFwdNr, 0>(jb); break;
+  }
+}
+
+// Weight-gradient tile: MR output channels x U units of k taps (about 24 accumulators).
+int conv_dw_tile_co_avx512(int64_t k) { return k == 3 ? 4 : k == 5 ? 4 : 3; }
+int conv_dw_tile_units_avx512(int64_t k) { return k == 3 ? 2 : 1; }
+
+void conv_dw_avx512(const ConvDwJob* jb) {
+  switch (jb->k) {
+    case 3: dw_run<4, 2, 3>(jb); break;
+    case 5: dw_run<4, 1, 5>(jb); break;
+    case 7: dw_run<3, 1, 7>(jb); break;
+    default: break;  // conv.cc runs other k through im2col + GEMM
+  }
+}
+
+void conv_db_avx512(const ConvDbJob* jb) { db_run(jb); }
+
+}  // namespace dalle

@@ -1,0 +1,197 @@
+// The direct-convolution kernels, written once over a small vector layer and compiled per ISA: conv_avx512.cc and
+// conv_avx2.cc each define the layer (V, VL, vzero, vloadu, vload_n, vset1, vfma, vadd, vstoreu, vstore_n, vhsum;
+// all `static inline`) and then include this file. Everything here has internal linkage (an anonymous namespace), so
+// nothing compiled with one ISA's flags can be picked by the linker for code compiled with another's. No std headers.
+//
+// Shapes key as in conv_kernels.h: C in, Co out, k kernel (odd), Hp = H + k - 1, Wp = W + k - 1, T = C * k * k.
+#pragma once
+#ifndef DALLE_CONV_SIMD_LAYER
+#error "define the vector layer (DALLE_CONV_SIMD_LAYER) before including conv_simd.h"
+#endif
+
+#include "conv_kernels.h"
+
+namespace dalle {
+namespace {
+
+// ---- forward / dx: lanes along output columns, an MR (channels) x NR (pixel vectors) register tile ----------------
+// A "slot" is one vector of output pixels: row h, columns w0 .. w0 + n - 1 (n <= VL). Slots of a tile may lie on
+// different rows. xs[j] points at the padded input under the slot's first pixel (xp + h * Wp + w0): tap (c, kh, kw)
+// reads xs[j] + c * HpWp + kh * Wp + kw. Lanes past n read padding or the next row (finite) and are never stored.
+// K > 0: k fixed at compile time (kw loop unrolled); K == 0: k at run time.
+template <int MR, int NR, int K>
+void fwd_tile(const float* const* xs, float* const* ys, const int* ns, const float* wb, const float* bias,
+              int64_t C, int64_t k_rt, int64_t HpWp, int64_t Wp, int64_t HW, int mrows) {
+  const int64_t k = K > 0 ? K : k_rt;
+  V acc[MR][NR];
+  for (int m = 0; m < MR; m++) {
+    V b = (bias && m < mrows) ? vset1(bias[m]) : vzero();
+    for (int j = 0; j < NR; j++) acc[m][j] = b;
+  }
+  const float* x0[NR];
+  for (int j = 0; j < NR; j++) x0[j] = xs[j];
+  for (int64_t c = 0; c < C; c++) {
+    for (int64_t kh = 0; kh < k; kh++) {
+      const int64_t off = c * HpWp + kh * Wp;
+      if (K > 0) {
+#pragma GCC unroll 8
+        for (int kw = 0; kw < K; kw++) {
+          V xv[NR];
+          for (int j = 0; j < NR; j++) xv[j] = vloadu(x0[j] + off + kw);
+          for (int m = 0; m < MR; m++) {
+            V wv = vset1(wb[kw * MR + m]);
+            for (int j = 0; j < NR; j++) acc[m][j] = vfma(wv, xv[j], acc[m][j]);
+          }
+        }
+        wb += K * MR;
+      } else {
+        for (int64_t kw = 0; kw < k; kw++) {
+          V xv[NR];
+          for (int j = 0; j < NR; j++) xv[j] = vloadu(x0[j] + off + kw);
+          for (int m = 0; m < MR; m++) {
+            V wv = vset1(wb[m]);
+            for (int j = 0; j < NR; j++) acc[m][j] = vfma(wv, xv[j], acc[m][j]);
+          }
+          wb += MR;
+        }
+      }
+    }
+  }
+  for (int m = 0; m < MR; m++) {
+    if (m >= mrows) break;
+    for (int j = 0; j < NR; j++) {
+      float* dst = ys[j] + m * HW;
+      if (ns[j] == VL) {
+        vstoreu(dst, acc[m][j]);
+      } else {
+        vstore_n(dst, acc[m][j], ns[j]);
+      }
+    }
+  }
+}
+
+template <int MR, int NR, int K>
+void fwd_tile_n(int n, const float* const* xs, float* const* ys, const int* ns, const float* wb, const float* bias,
+                int64_t C, int64_t k_rt, int64_t HpWp, int64_t Wp, int64_t HW, int mrows) {
+  if constexpr (NR > 1) {
+    if (n < NR) {
+      fwd_tile_n<MR, NR - 1, K>(n, xs, ys, ns, wb, bias, C, k_rt, HpWp, Wp, HW, mrows);
+      return;
+    }
+  }
+  fwd_tile<MR, NR, K>(xs, ys, ns, wb, bias, C, k_rt, HpWp, Wp, HW, mrows);
+}
+
+template <int MR, int NR, int K>
+void fwd_run(const ConvFwdJob* jb) {
+  const int64_t k = jb->k, H = jb->H, W = jb->W, HW = H * W, Wp = W + k - 1, HpWp = (H + k - 1) * Wp;
+  const int64_t T = jb->C * k * k, vpr = (W + VL - 1) / VL;  // vectors per row
+  for (int64_t co = jb->co0; co < jb->co1; co += MR) {
+    const float* wb = jb->wb + (co / MR) * T * MR;
+    const float* bias = jb->bias ? jb->bias + co : nullptr;
+    const int mrows = (int)(jb->Co - co < MR ? jb->Co - co : MR);
+    const float* xs[NR];
+    float* ys[NR];
+    int ns[NR];
+    int n = 0;
+    for (int64_t h = jb->h0; h < jb->h1; h++) {
+      for (int64_t v = 0; v < vpr; v++) {
+        const int64_t w0 = v * VL;
+        xs[n] = jb->xp + h * Wp + w0;
+        ys[n] = jb->y + co * HW + h * W + w0;
+        ns[n] = (int)(W - w0 < VL ? W - w0 : VL);
+        if (++n == NR) {
+          fwd_tile<MR, NR, K>(xs, ys, ns, wb, bias, jb->C, k, HpWp, Wp, HW, mrows);
+          n = 0;
+        }
+      }
+    }
+    if (n) fwd_tile_n<MR, NR, K>(n, xs, ys, ns, wb, bias, jb->C, k, HpWp, Wp, HW, mrows);
+  }
+}
+
+// ---- weight gradient: lanes along columns w, an MR (output channels) x U*K (taps) register tile ------------------
+template <int MR, int U, int K>
+void dw_tile(const ConvDwJob* jb) {
+  const int64_t H = jb->H, W = jb->W, HW = H * W, Wp = W + K - 1, HpWp = (H + K - 1) * Wp;
+  const int64_t T = jb->C * K * K;
+  V acc[MR][U * K];
+  for (int m = 0; m < MR; m++)
+    for (int t = 0; t < U * K; t++) acc[m][t] = vzero();
+  int64_t uoff[U];
+  for (int u = 0; u < U; u++) {
+    const int64_t unit = jb->u0 + u, c = unit / K, kh = unit % K;
+    uoff[u] = c * HpWp + kh * Wp;
+  }
+  // One loop over every vector of every row; the last vector of a row is masked (lanes past W load zeros), so one
+  // loop body keeps the accumulators in registers.
+  const int64_t vpr = (W + VL - 1) / VL;
+  for (int64_t g = 0; g < jb->G; g++) {
+    const float* dyg = jb->dy + g * jb->dy_stride + jb->co0 * HW;
+    const float* xg = jb->xp + g * jb->xp_stride;
+    for (int64_t h = 0; h < H; h++) {
+      const float* dr = dyg + h * W;
+      const float* xr = xg + h * Wp;
+      for (int64_t v = 0; v < vpr; v++) {
+        const int64_t w0 = v * VL;
+        const int n = (int)(W - w0 < VL ? W - w0 : VL);
+        V dv[MR];
+        for (int m = 0; m < MR; m++) dv[m] = vload_n(dr + m * HW + w0, n);
+        for (int u = 0; u < U; u++) {
+#pragma GCC unroll 8
+          for (int kw = 0; kw < K; kw++) {
+            V xv = vload_n(xr + uoff[u] + w0 + kw, n);
+            for (int m = 0; m < MR; m++) acc[m][u * K + kw] = vfma(dv[m], xv, acc[m][u * K + kw]);
+          }
+        }
+      }
+    }
+  }
+  for (int m = 0; m < MR; m++) {
+    float* dst = jb->dw + (jb->co0 + m) * T + jb->u0 * K;
+    for (int t = 0; t < U * K; t++) {
+      float s = vhsum(acc[m][t]);
+      dst[t] = jb->accumulate ? dst[t] + s : s;
+    }
+  }
+}
+
+template <int MR, int U, int K>
+void dw_run(const ConvDwJob* jb) {
+  if constexpr (MR > 1) {
+    if (jb->nco < MR) {
+      dw_run<MR - 1, U, K>(jb);
+      return;
+    }
+  }
+  if constexpr (U > 1) {
+    if (jb->nu < U) {
+      dw_run<MR, U - 1, K>(jb);
+      return;
+    }
+  }
+  dw_tile<MR, U, K>(jb);
+}
+
+// ---- bias gradient -------------------------------------------------------------------------------------------------
+void db_run(const ConvDbJob* jb) {
+  const int64_t HW = jb->HW, full = HW - HW % (4 * VL);
+  for (int64_t co = jb->co0; co < jb->co1; co++) {
+    V s0 = vzero(), s1 = vzero(), s2 = vzero(), s3 = vzero();
+    for (int64_t b = 0; b < jb->B; b++) {
+      const float* p = jb->dy + (b * jb->Co + co) * HW;
+      int64_t i = 0;
+      for (; i < full; i += 4 * VL) {
+        s0 = vadd(s0, vloadu(p + i));
+        s1 = vadd(s1, vloadu(p + i + VL));
+        s2 = vadd(s2, vloadu(p + i + 2 * VL));
+        s3 = vadd(s3, vloadu(p + i + 3 * VL));
+      }
+      for (; i < HW; i += VL) s0 = vadd(s0, vload_n(p + i, (int)(HW - i < VL ? HW - i : VL)));
+    }
+    jb->db[co] = vhsum(vadd(vadd(s0, s1), vadd(s2, s3)));
+  }
+}
+
+}  // namespace
+}  // namespace dalle

@@ -1,0 +1,193 @@
+// Data movement: strided copy (what makes a view contiguous, and what slice's backward scatters with), fill, and
+// casts between f32, f16, bf16 and i32. f16/bf16 are raw uint16 bit patterns; f32 -> 16-bit rounds to nearest even.
+#include <cmath>
+#include <cstring>
+
+#include "napi_util.h"
+#include "threadpool.h"
+
+namespace dalle {
+namespace {
+
+constexpr int kMaxRank = 8;
+
+// Copies a (shape) block whose elements sit at src + sum(i_d * src_strides[d]) to dst + sum(i_d * dst_strides[d]).
+// Strides are in elements. The innermost dimension is copied as a run when both strides are 1.
+template <class T>
+void strided_copy(T* dst, const T* src, int rank, const int64_t* shape, const int64_t* dst_strides,
+                  const int64_t* src_strides) {
+  int64_t outer = 1;
+  for (int d = 0; d + 1 < rank; d++) outer *= shape[d];
+  int64_t inner = rank ? shape[rank - 1] : 1;
+  int64_t ds = rank ? dst_strides[rank - 1] : 1, ss = rank ? src_strides[rank - 1] : 1;
+  parallel_for(outer, inner >= 4096 ? 1 : (4096 / (inner ? inner : 1)) + 1, [&](int64_t b, int64_t e) {
+    for (int64_t o = b; o < e; o++) {
+      int64_t rem = o, doff = 0, soff = 0;
+      for (int d = rank - 2; d >= 0; d--) {
+        int64_t i = rem % shape[d];
+        rem /= shape[d];
+        doff += i * dst_strides[d];
+        soff += i * src_strides[d];
+      }
+      T* dp = dst + doff;
+      const T* sp = src + soff;
+      if (ds == 1 && ss == 1) {
+        memcpy(dp, sp, inner * sizeof(T));
+      } else {
+        for (int64_t i = 0; i < inner; i++) dp[i * ds] = sp[i * ss];
+      }
+    }
+  });
+}
+
+// stridedCopy(dst, src, itemBytes, shape, dstStrides, srcStrides)
+Napi::Value StridedCopy(const Napi::CallbackInfo& info) {
+  const char* op = "stridedCopy";
+  void* dst = arg_ptr(info, 0, op);
+  const void* src = arg_ptr(info, 1, op);
+  int64_t item = arg_i64(info, 2, op);
+  std::vector<int64_t> shape = arg_i64_array(info, 3, op), ds = arg_i64_array(info, 4, op),
+                       ss = arg_i64_array(info, 5, op);
+  int rank = (int)shape.size();
+  DALLE_CHECK(rank <= kMaxRank, op, "rank %d is over the limit of %d", rank, kMaxRank);
+  DALLE_CHECK((int)ds.size() == rank && (int)ss.size() == rank, op, "shape %s needs %d strides per side",
+              shape_str(shape.data(), rank).c_str(), rank);
+  int64_t n = 1;
+  for (int64_t s : shape) {
+    DALLE_CHECK(s >= 0, op, "negative dimension in shape %s", shape_str(shape.data(), rank).c_str());
+    n *= s;
+  }
+  DALLE_CHECK(item == 1 || item == 2 || item == 4 || item == 8, op, "item size %lld is not 1, 2, 4 or 8 bytes",
+              (long long)item);
+  if (n == 0) return info.Env().Undefined();
+  DALLE_CHECK(dst && src, op, "null address for a non-empty copy of shape %s", shape_str(shape.data(), rank).c_str());
+  switch (item) {
+    case 1: strided_copy((uint8_t*)dst, (const uint8_t*)src, rank, shape.data(), ds.data(), ss.data()); break;
+    case 2: strided_copy((uint16_t*)dst, (const uint16_t*)src, rank, shape.data(), ds.data(), ss.data()); break;
+    case 4: strided_copy((uint32_t*)dst, (const uint32_t*)src, rank, shape.data(), ds.data(), ss.data()); break;
+    case 8: strided_copy((uint64_t*)dst, (const uint64_t*)src, rank, shape.data(), ds.data(), ss.data()); break;
+    default: fail(op, __FILE__, __LINE__, "item size %lld is not 1, 2, 4 or 8 bytes", (long long)item);
+  }
+  return info.Env().Undefined();
+}
+
+// fill(dst, itemBytes, count, value, kind): kind "f32" | "i32" | "u16" (value = raw 16-bit pattern).
+Napi::Value Fill(const Napi::CallbackInfo& info) {
+  const char* op = "fill";
+  void* dst = arg_ptr(info, 0, op);
+  int64_t n = arg_i64(info, 1, op);
+  double value = arg_f64(info, 2, op);
+  std::string kind = arg_str(info, 3, op);
+  DALLE_CHECK(n >= 0, op, "negative count %lld", (long long)n);
+  if (n == 0) return info.Env().Undefined();
+  DALLE_CHECK(dst != nullptr, op, "null address");
+  if (kind == "f32") {
+    float v = (float)value;
+    float* p = (float*)dst;
+    parallel_for(n, 1 << 16, [&](int64_t b, int64_t e) {
+      if (v == 0.0f && !std::signbit(v)) memset(p + b, 0, (e - b) * sizeof(float));
+      else for (int64_t i = b; i < e; i++) p[i] = v;
+    });
+  } else if (kind == "i32") {
+    int32_t v = (int32_t)value, *p = (int32_t*)dst;
+    parallel_for(n, 1 << 16, [&](int64_t b, int64_t e) { for (int64_t i = b; i < e; i++) p[i] = v; });
+  } else if (kind == "u16") {
+    uint16_t v = (uint16_t)value, *p = (uint16_t*)dst;
+    parallel_for(n, 1 << 16, [&](int64_t b, int64_t e) { for (int64_t i = b; i < e; i++) p[i] = v; });
+  } else {
+    fail(op, __FILE__, __LINE__, "unknown fill kind '%s' (f32, i32 or u16)", kind.c_str());
+  }
+  return info.Env().Undefined();
+}
+
+inline uint32_t f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+inline float bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+inline uint16_t f32_to_bf16(float f) {
+  uint32_t u = f32_bits(f);
+  if ((u & 0x7fffffff) > 0x7f800000) return (uint16_t)((u >> 16) | 0x40);  // NaN stays NaN (quiet)
+  return (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+}
+inline float bf16_to_f32(uint16_t h) { return bits_f32((uint32_t)h << 16); }
+
+// IEEE binary16, round to nearest even, with subnormals, overflow to Inf, NaN preserved.
+inline uint16_t f32_to_f16(float f) {
+  uint32_t x = f32_bits(f);
+  uint32_t sign = (x >> 16) & 0x8000;
+  uint32_t ax = x & 0x7fffffff;
+  if (ax > 0x7f800000) return (uint16_t)(sign | 0x7e00);
+  if (ax >= 0x477ff000) return (uint16_t)(sign | 0x7c00);  // rounds to >= 65520 -> Inf
+  if (ax < 0x38800000) {                                   // below the smallest normal 2^-14: subnormal or zero
+    if (ax < 0x33000000) return (uint16_t)sign;            // < 2^-25 rounds to zero
+    uint32_t mant = (ax & 0x7fffff) | 0x800000;
+    int shift = 126 - (int)(ax >> 23);                     // 14 + (127 - exp) - 1 ... aligns to 2^-24 units
+    // exact round-to-nearest-even on the bits shifted out
+    uint32_t rem = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
+    uint32_t val = mant >> shift;
+    if (rem > half || (rem == half && (val & 1))) val++;
+    return (uint16_t)(sign | val);
+  }
+  uint32_t exp = (ax >> 23) - 112;  // rebias 127 -> 15
+  uint32_t mant = ax & 0x7fffff;
+  uint32_t h = (exp << 10) | (mant >> 13);
+  uint32_t rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++;  // may carry into the exponent: still correct
+  return (uint16_t)(sign | h);
+}
+
+inline float f16_to_f32(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+  uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
+  if (exp == 0) {
+    if (mant == 0) return bits_f32(sign);
+    float v = (float)mant * 5.9604644775390625e-08f;  // mant * 2^-24
+    return sign ? -v : v;
+  }
+  if (exp == 31) return bits_f32(sign | 0x7f800000 | (mant << 13));
+  return bits_f32(sign | ((exp + 112) << 23) | (mant << 13));
+}
+
+// cast(dst, dstDtype, src, srcDtype, count): dtypes "f32" | "f16" | "bf16" | "i32". i32 <- float truncates toward zero.
+Napi::Value Cast(const Napi::CallbackInfo& info) {
+  const char* op = "cast";
+  void* dst = arg_ptr(info, 0, op);
+  std::string dt = arg_str(info, 1, op);
+  const void* src = arg_ptr(info, 2, op);
+  std::string st = arg_str(info, 3, op);
+  int64_t n = arg_i64(info, 4, op);
+  DALLE_CHECK(n >= 0, op, "negative count");
+  if (n == 0) return info.Env().Undefined();
+  auto load = [&](int64_t i) -> float {
+    if (st == "f32") return ((const float*)src)[i];
+    if (st == "f16") return f16_to_f32(((const uint16_t*)src)[i]);
+    if (st == "bf16") return bf16_to_f32(((const uint16_t*)src)[i]);
+    return (float)((const int32_t*)src)[i];
+  };
+  bool ok_src = st == "f32" || st == "f16" || st == "bf16" || st == "i32";
+  bool ok_dst = dt == "f32" || dt == "f16" || dt == "bf16" || dt == "i32";
+  DALLE_CHECK(ok_src && ok_dst, op, "unsupported cast %s -> %s", st.c_str(), dt.c_str());
+  int sk = st == "f32" ? 0 : st == "f16" ? 1 : st == "bf16" ? 2 : 3;
+  int dk = dt == "f32" ? 0 : dt == "f16" ? 1 : dt == "bf16" ? 2 : 3;
+  parallel_for(n, 1 << 15, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; i++) {
+      if (sk == 3 && dk == 3) { ((int32_t*)dst)[i] = ((const int32_t*)src)[i]; continue; }
+      float v = sk == 0 ? ((const float*)src)[i] : load(i);
+      switch (dk) {
+        case 0: ((float*)dst)[i] = v; break;
+        case 1: ((uint16_t*)dst)[i] = f32_to_f16(v); break;
+        case 2: ((uint16_t*)dst)[i] = f32_to_bf16(v); break;
+        default:  // truncation toward zero, saturating (NaN -> 0), so no float->int conversion is undefined
+          ((int32_t*)dst)[i] = !(v == v) ? 0 : v >= 2147483647.0f ? INT32_MAX : v <= -2147483648.0f ? INT32_MIN : (int32_t)v;
+          break;
+      }
+    }
+  });
+  return info.Env().Undefined();
+}
+
+DALLE_EXPORT("stridedCopy", StridedCopy);
+DALLE_EXPORT("fill", Fill);
+DALLE_EXPORT("cast", Cast);
+
+}  // namespace
+}  // namespace dalle

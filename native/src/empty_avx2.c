@@ -1,0 +1,1 @@
+/* placeholder so the ISA library is never empty */

@@ -1,0 +1,161 @@
+// Persistent workers that wait on a generation counter. A parallel region costs a wake-up (workers spin briefly
+// before sleeping, so back-to-back kernels do not pay a futex round trip each) and a join.
+#include "threadpool.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define DALLE_PAUSE() _mm_pause()
+#else
+#define DALLE_PAUSE() ((void)0)
+#endif
+
+namespace dalle {
+namespace {
+
+thread_local bool in_pool_thread = false;
+
+class ThreadPool {
+ public:
+  ~ThreadPool() { resize(1); }
+
+  int size() const { return size_; }
+
+  void resize(int n) {
+    if (n < 1) n = 1;
+    if (n == size_ && (int)workers_.size() == n - 1) return;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+      generation_.fetch_add(1);
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) t.join();
+    workers_.clear();
+    stop_ = false;
+    size_ = n;
+    // Each worker starts from the generation current now: reading it later, in the new thread, could miss a region
+    // that the caller started in between, and the caller would wait for that worker forever.
+    uint64_t start = generation_.load();
+    for (int i = 1; i < n; i++) workers_.emplace_back([this, i, start] { worker_loop(i, start); });
+  }
+
+  void run(ThreadFn fn, void* ctx) {
+    if (size_ == 1 || in_pool_thread) {
+      fn(ctx, 0, 1);
+      return;
+    }
+    std::lock_guard<std::mutex> region(region_mu_);  // one parallel region at a time
+    fn_ = fn;
+    ctx_ = ctx;
+    pending_.store(size_ - 1);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      generation_.fetch_add(1, std::memory_order_release);
+    }
+    cv_.notify_all();
+    in_pool_thread = true;
+    fn(ctx, 0, size_);
+    in_pool_thread = false;
+    for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; spin++) {
+      if (spin < 20000) {
+        DALLE_PAUSE();
+      } else {
+        std::unique_lock<std::mutex> lock(done_mu_);
+        done_cv_.wait(lock, [this] { return pending_.load() == 0; });
+      }
+    }
+  }
+
+ private:
+  void worker_loop(int index, uint64_t seen) {
+    in_pool_thread = true;
+    for (;;) {
+      for (int spin = 0; generation_.load(std::memory_order_acquire) == seen && spin < 20000; spin++) DALLE_PAUSE();
+      if (generation_.load(std::memory_order_acquire) == seen) {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return generation_.load() != seen; });
+      }
+      seen = generation_.load();
+      if (stop_) return;
+      fn_(ctx_, index, size_);
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        std::lock_guard<std::mutex> lock(done_mu_);
+        done_cv_.notify_one();
+      }
+    }
+  }
+
+  int size_ = 1;
+  std::vector<std::thread> workers_;
+  std::mutex mu_, done_mu_, region_mu_;
+  std::condition_variable cv_, done_cv_;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  bool stop_ = false;
+  ThreadFn fn_ = nullptr;
+  void* ctx_ = nullptr;
+};
+
+int default_threads() {
+  if (const char* env = std::getenv("DALLE_THREADS")) {
+    int n = std::atoi(env);
+    if (n > 0) return n;
+  }
+  unsigned hw = std::thread::hardware_concurrency();
+  return hw ? (int)hw : 1;
+}
+
+ThreadPool& pool() {
+  static ThreadPool* p = [] {
+    auto* tp = new ThreadPool();  // never destroyed: workers must outlive static destructors of other units
+    tp->resize(default_threads());
+    return tp;
+  }();
+  return *p;
+}
+
+struct ForCtx {
+  int64_t n, chunk;
+  RangeFn fn;
+  void* ctx;
+};
+
+}  // namespace
+
+int num_threads() { return pool().size(); }
+
+void set_num_threads(int n) {
+  if (n <= 0) n = default_threads();
+  pool().resize(n);
+}
+
+void parallel_run_raw(ThreadFn fn, void* ctx) { pool().run(fn, ctx); }
+
+void parallel_for_raw(int64_t n, int64_t grain, RangeFn fn, void* ctx) {
+  if (n <= 0) return;
+  if (grain < 1) grain = 1;
+  int64_t threads = pool().size();
+  int64_t max_chunks = (n + grain - 1) / grain;
+  if (threads > max_chunks) threads = max_chunks;
+  if (threads <= 1 || in_pool_thread) {
+    fn(ctx, 0, n);
+    return;
+  }
+  ForCtx fc{n, (n + threads - 1) / threads, fn, ctx};
+  pool().run(
+      [](void* c, int i, int) {
+        auto* f = static_cast<ForCtx*>(c);
+        int64_t b = i * f->chunk, e = b + f->chunk < f->n ? b + f->chunk : f->n;
+        if (b < e) f->fn(f->ctx, b, e);
+      },
+      &fc);
+}
+
+}  // namespace dalle

@@ -1,0 +1,104 @@
+/**
+ * The base of every dalle command (not itself a command: it lives outside src/commands so oclif does not list it).
+ * It owns the shared flags, resolves the config (defaults < --config FILE < --set < runtime flags), draws core events
+ * (bars, or JSON lines under --json), and turns named core errors into exit codes with suggestions.
+ */
+import { Command, Interfaces, ux } from '@oclif/core';
+import { ConfigOf, ConfigSchema, Override, parseSetArgument, resolveConfig } from '../core/config';
+import { EventSource } from '../core/events';
+import { decorateKnownError, exitCodeOf } from './exit-codes';
+import { RUNTIME_FLAG_KEYS, sharedFlags } from './flags';
+import { createRenderer } from './render';
+
+export type CommandFlags<T extends typeof Command> = Interfaces.InferredFlags<
+  (typeof BaseCommand)['baseFlags'] & T['flags']
+>;
+export type CommandArgs<T extends typeof Command> = Interfaces.InferredArgs<T['args']>;
+type SharedFlags = Interfaces.InferredFlags<typeof sharedFlags>;
+
+export abstract class BaseCommand<T extends typeof Command> extends Command {
+  static override enableJsonFlag = true;
+  static override baseFlags = sharedFlags;
+
+  protected flags!: CommandFlags<T>;
+  protected args!: CommandArgs<T>;
+  /** Stop drawing events: unsubscribe and close each renderer. */
+  private readonly closers: (() => void)[] = [];
+
+  public override async init(): Promise<void> {
+    await super.init();
+    const { args, flags } = await this.parse({
+      flags: this.ctor.flags,
+      baseFlags: (super.ctor as typeof BaseCommand).baseFlags,
+      enableJsonFlag: this.ctor.enableJsonFlag,
+      args: this.ctor.args,
+      strict: this.ctor.strict,
+    });
+    this.flags = flags as CommandFlags<T>;
+    this.args = args as CommandArgs<T>;
+  }
+
+  /** The config of `schema`: its defaults, then --config FILE, then every --set, then --seed/--device/... */
+  protected loadConfig<C extends ConfigSchema>(schema: C): ConfigOf<C> {
+    return resolveConfig(schema, { file: this.sharedFlags.config, sets: this.configOverrides() });
+  }
+
+  /** --set arguments in order, then the runtime flags that were given, each labelled with its argument for errors. */
+  protected configOverrides(): Override[] {
+    const flags = this.sharedFlags;
+    const overrides = (flags.set ?? []).map(parseSetArgument);
+    for (const [flag, keyPath] of Object.entries(RUNTIME_FLAG_KEYS) as [keyof typeof RUNTIME_FLAG_KEYS, string][]) {
+      const value = flags[flag];
+      if (value === undefined) continue;
+      overrides.push({ keyPath, text: String(value), argument: this.describeFlagSource(flag, value) });
+    }
+    return overrides;
+  }
+
+  /**
+   * Draws the events of `source` until the command ends: progress bars on a terminal, plain lines in a log, or one
+   * JSON line per event under --json. Returns `source`, so `const events = this.renderEvents(new CoreEmitter())`.
+   */
+  protected renderEvents<E extends EventSource>(source: E): E {
+    const renderer = createRenderer({ json: this.jsonEnabled(), writeJsonLine: (line) => ux.stdout(line) });
+    const unsubscribe = source.on((event) => renderer.handle(event));
+    this.closers.push(() => {
+      unsubscribe();
+      renderer.close();
+    });
+    return source;
+  }
+
+  // JSON output is JSON Lines: events, then the result (or `{"error": ...}`) as the last line, one object per line.
+  protected override logJson(json: unknown): void {
+    ux.stdout(JSON.stringify(json));
+  }
+
+  protected override async catch(error: Interfaces.CommandError): Promise<unknown> {
+    this.stopRendering(); // stop the bars before the error is printed under them
+    const decorated = decorateKnownError(error) as Interfaces.CommandError;
+    // Under --json oclif prints the error as JSON and does not throw, so the exit code must be set here.
+    if (this.jsonEnabled()) process.exitCode = exitCodeOf(decorated);
+    return super.catch(decorated);
+  }
+
+  protected override async finally(error: Error | undefined): Promise<unknown> {
+    this.stopRendering();
+    return super.finally(error);
+  }
+
+  private stopRendering(): void {
+    for (const close of this.closers.splice(0)) close();
+  }
+
+  private get sharedFlags(): SharedFlags {
+    return this.flags as unknown as SharedFlags;
+  }
+
+  // `--threads 4` or, when it came from the environment, `DALLE_THREADS=4`.
+  private describeFlagSource(flag: keyof typeof RUNTIME_FLAG_KEYS, value: unknown): string {
+    const env = flag === 'threads' ? sharedFlags.threads.env : undefined;
+    const given = this.argv.some((arg) => arg === `--${flag}` || arg.startsWith(`--${flag}=`));
+    return !given && env !== undefined ? `${env}=${String(value)}` : `--${flag} ${String(value)}`;
+  }
+}

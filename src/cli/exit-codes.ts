@@ -1,0 +1,55 @@
+/**
+ * Named errors -> exit codes and suggestions. Core modules throw their own named errors (ConfigError, ...); the CLI
+ * looks them up here by `error.name`, so the core never imports the CLI. Adding a named error is one line in POLICIES.
+ */
+import { ConfigError } from '../core/config';
+
+/** Exit codes that scripts can rely on. oclif itself uses 2 for flag-parsing errors. */
+export const ExitCode = {
+  /** An unexpected failure (a bug: please report it with the stack from DEBUG=*). */
+  failure: 1,
+  /** Bad flags or arguments (oclif's parser). */
+  usage: 2,
+  /** A config problem: unknown key, wrong type, out of range, malformed YAML. */
+  config: 3,
+  /** A missing or unreadable input: data set, checkpoint, run directory. */
+  input: 4,
+  /** The job failed while running: out of memory, no CUDA device, non-finite loss. */
+  runtime: 5,
+} as const;
+
+interface ErrorPolicy {
+  readonly exit: number;
+  readonly suggestions: (error: Error) => readonly (string | undefined)[];
+}
+
+const POLICIES: Readonly<Record<string, ErrorPolicy>> = {
+  ConfigError: {
+    exit: ExitCode.config,
+    suggestions: (error) => [(error as ConfigError).hint],
+  },
+};
+
+/** Error fields that oclif's error printer and exit handling read. */
+interface OclifErrorFields {
+  oclif?: { exit?: number };
+  suggestions?: string[];
+}
+
+/**
+ * Adds oclif's exit code and suggestions to a known named error, so oclif prints
+ * "ConfigError: <message>" with "Try this: <suggestions>" and exits with the error's code. Other errors pass unchanged.
+ */
+export function decorateKnownError(error: unknown): unknown {
+  if (!(error instanceof Error) || !Object.hasOwn(POLICIES, error.name)) return error;
+  const policy = POLICIES[error.name];
+  const fields = error as Error & OclifErrorFields;
+  fields.oclif = { ...fields.oclif, exit: policy.exit };
+  fields.suggestions = policy.suggestions(error).filter((text): text is string => text !== undefined);
+  return error;
+}
+
+/** The exit code oclif will use for this error. */
+export function exitCodeOf(error: unknown): number {
+  return (error as OclifErrorFields | undefined)?.oclif?.exit ?? ExitCode.failure;
+}

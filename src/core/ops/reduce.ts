@@ -1,0 +1,382 @@
+// Reductions: sum, mean and max over a list of axes (all axes when none are given), with keepDims, on
+// native/cpu/reduce.cc. The kernel reduces the middle dimension of a contiguous (outer, R, inner) block. Axes that are
+// adjacent in memory (size-1 dimensions in between do not count) collapse into one such pass; sum and mean over
+// separated groups of axes run one pass per group, last group first. max over separated groups copies the input once
+// with the reduced axes moved to the end (their row-major order kept), so each output has one argmax.
+// Sums accumulate in float64 in a fixed order: the result does not depend on the thread count.
+// max's gradient goes to the first maximal element (lowest row-major index over the reduced axes), as in PyTorch's
+// max(dim); the other tied elements get zero. A NaN counts as the maximum.
+// Inputs may be strided views or f16/bf16 (widened to f32); outputs and gradients are f32.
+// sumToShape(g, shape) sums a broadcast gradient back to an input's shape (what binary ops' backward needs).
+import { kernel, native } from '../native';
+import { OpCase, applyOp, defineOp } from '../tensor/op';
+import { RefTensor, refForEach, refTensor } from '../tensor/reference';
+import { Shape, Tensor, contiguousStrides, numel, shapeStr } from '../tensor/tensor';
+
+type ReduceKernel = (
+  code: number, x: number, outer: number, R: number, inner: number, out: number, idx: number | null, scale: number,
+) => void;
+type MaxBackwardKernel = (dx: number, g: number, idx: number, outer: number, R: number, inner: number) => void;
+type EwUnaryKernel = (
+  code: number, out: number, x: number, shape: number[], strides: number[], alpha: number, beta: number,
+) => void;
+
+const SUM = 0;
+const MAX = 1;
+const EW_AFFINE = 0; // native/cpu/elementwise.cc: y = alpha * x + beta
+
+let reduceK: ReduceKernel | undefined;
+let maxBackwardK: MaxBackwardKernel | undefined;
+let ewUnaryK: EwUnaryKernel | undefined;
+const reduceKernel = (): ReduceKernel => (reduceK ??= kernel<ReduceKernel>('reduce'));
+const maxBackwardKernel = (): MaxBackwardKernel => (maxBackwardK ??= kernel<MaxBackwardKernel>('reduceMaxBackward'));
+const ewUnaryKernel = (): EwUnaryKernel => (ewUnaryK ??= kernel<EwUnaryKernel>('ewUnary'));
+
+export interface ReduceAttrs {
+  /** Axes to reduce (negative ones count from the end), or null for all. */
+  axes: number[] | null;
+  keepDims: boolean;
+}
+
+/** Sorted, distinct, non-negative axes; null means every axis. */
+export function normalizeAxes(rank: number, axes: readonly number[] | null, op: string): number[] {
+  if (axes === null) return Array.from({ length: rank }, (_, i) => i);
+  const out = axes.map((a) => {
+    if (!Number.isInteger(a) || a < -rank || a >= rank) {
+      throw new Error(`dalle: ${op}: axis ${a} is out of range for a rank-${rank} tensor`);
+    }
+    return a < 0 ? a + rank : a;
+  });
+  if (new Set(out).size !== out.length) throw new Error(`dalle: ${op}: repeated axis in [${axes.join(', ')}]`);
+  return out.sort((p, q) => p - q);
+}
+
+function reducedShape(shape: Shape, axes: readonly number[], keepDims: boolean): number[] {
+  const set = new Set(axes);
+  const out: number[] = [];
+  shape.forEach((d, i) => {
+    if (!set.has(i)) out.push(d);
+    else if (keepDims) out.push(1);
+  });
+  return out;
+}
+
+/** Groups of reduced axes that are adjacent once size-1 dimensions are ignored: [first, last] per group. */
+function reducedRuns(shape: Shape, axes: readonly number[]): Array<[number, number]> {
+  const set = new Set(axes);
+  const runs: Array<[number, number]> = [];
+  let open: [number, number] | null = null;
+  for (let d = 0; d < shape.length; d++) {
+    if (shape[d] === 1) continue;
+    if (set.has(d)) {
+      if (open) open[1] = d;
+      else runs.push((open = [d, d]));
+    } else {
+      open = null;
+    }
+  }
+  return runs;
+}
+
+function prod(shape: Shape, from: number, to: number): number {
+  let p = 1;
+  for (let i = from; i < to; i++) p *= shape[i];
+  return p;
+}
+
+/** A contiguous f32 tensor with x's values (x itself when it already is one): the caller disposes it if !== x. */
+function contiguousF32(x: Tensor, op: string): Tensor {
+  if (x.dtype === 'i32') {
+    throw new Error(`dalle: ${op} takes a float tensor, got i32 ${shapeStr(x.shape)}; cast(x, 'f32') first`);
+  }
+  if (x.dtype === 'f32') return x.isContiguous() ? x : x.copyContiguousRaw();
+  const src = x.isContiguous() ? x : x.copyContiguousRaw();
+  const out = Tensor.empty(x.shape, 'f32');
+  native.cast(out.address, 'f32', src.address, src.dtype, x.size);
+  if (src !== x) src.dispose();
+  return out;
+}
+
+/**
+ * scale * (sum of x over `axes`), no autograd: a new contiguous f32 tensor. One native pass per group of adjacent
+ * reduced axes, the last group first.
+ */
+export function reduceSumRaw(x: Tensor, axesIn: readonly number[] | null, keepDims: boolean, scale = 1, op = 'sum'): Tensor {
+  const axes = normalizeAxes(x.rank, axesIn, op);
+  const outShape = reducedShape(x.shape, axes, keepDims);
+  const src = contiguousF32(x, op);
+  const runs = reducedRuns(x.shape, axes);
+  let cur = src;
+  let curShape = [...x.shape];
+  if (runs.length === 0 || x.size === 0) {
+    // Nothing to add up (only size-1 axes), or an empty input: a scaled copy, or zeros (NaN for a mean) when R = 0.
+    const out = Tensor.empty(outShape, 'f32');
+    const R = prod(x.shape, 0, x.rank) === 0 ? numel(axes.map((a) => x.shape[a])) : 1;
+    if (out.size > 0) {
+      reduceKernel()(SUM, R === 0 ? 0 : src.address, out.size, R === 0 ? 0 : 1, 1, out.address, null, scale);
+    }
+    if (src !== x) src.dispose();
+    return out;
+  }
+  for (let k = runs.length - 1; k >= 0; k--) {
+    const [first, last] = runs[k];
+    const outer = prod(curShape, 0, first);
+    const R = prod(curShape, first, last + 1);
+    const inner = prod(curShape, last + 1, curShape.length);
+    const nextShape = curShape.map((d, i) => (i >= first && i <= last ? 1 : d));
+    const next = Tensor.empty(nextShape, 'f32');
+    reduceKernel()(SUM, cur.address, outer, R, inner, next.address, null, k === 0 ? scale : 1);
+    if (cur !== src) cur.dispose();
+    cur = next;
+    curShape = nextShape;
+  }
+  if (src !== x) src.dispose();
+  const out = cur.viewAs(outShape, contiguousStrides(outShape), cur.offset);
+  cur.dispose();
+  return out;
+}
+
+/**
+ * Sums a gradient g of a broadcast result back to `shape` (leading dimensions summed away, dimensions where `shape`
+ * has 1 summed with the 1 kept). Returns g itself when the shapes already match; otherwise a new f32 tensor.
+ */
+export function sumToShape(g: Tensor, shape: Shape): Tensor {
+  const lead = g.rank - shape.length;
+  const bad = (): Error => new Error(`dalle: sumToShape: ${shapeStr(g.shape)} does not broadcast from ${shapeStr(shape)}`);
+  if (lead < 0) throw bad();
+  const axes: number[] = [];
+  for (let d = 0; d < g.rank; d++) {
+    if (d < lead) axes.push(d);
+    else if (shape[d - lead] !== g.shape[d]) {
+      if (shape[d - lead] !== 1) throw bad();
+      axes.push(d);
+    }
+  }
+  if (axes.length === 0 && lead === 0) return g;
+  const r = reduceSumRaw(g, axes, true, 1, 'sumToShape');
+  const out = r.viewAs(shape, contiguousStrides(shape), r.offset);
+  r.dispose();
+  return out;
+}
+
+/** g (shaped like the reduction's output) spread over x's shape, times alpha, as a new contiguous f32 tensor. */
+function spreadGradient(g: Tensor, xShape: Shape, axes: readonly number[], keepDims: boolean, alpha: number): Tensor {
+  const gs = g.dtype === 'f32' ? g : contiguousF32(g, 'reduce backward');
+  const set = new Set(axes);
+  const strides: number[] = [];
+  let j = 0;
+  for (let d = 0; d < xShape.length; d++) {
+    if (set.has(d)) {
+      strides.push(0);
+      if (keepDims) j++;
+    } else {
+      strides.push(gs.strides[j++]);
+    }
+  }
+  const out = Tensor.empty(xShape, 'f32');
+  if (out.size > 0) ewUnaryKernel()(EW_AFFINE, out.address, gs.address, [...xShape], strides, alpha, 0);
+  if (gs !== g) gs.dispose();
+  return out;
+}
+
+// ---- references -----------------------------------------------------------------------------------------------------
+
+function refReduce(x: RefTensor, attrs: ReduceAttrs, op: 'sum' | 'mean' | 'max'): RefTensor {
+  const axes = normalizeAxes(x.shape.length, attrs.axes, op);
+  const set = new Set(axes);
+  const keptShape = reducedShape(x.shape, axes, true);
+  const out = refTensor(reducedShape(x.shape, axes, attrs.keepDims));
+  const keptStrides = contiguousStrides(keptShape);
+  if (op === 'max') out.data.fill(-Infinity);
+  refForEach(x.shape, (flat, idx) => {
+    let o = 0;
+    for (let d = 0; d < idx.length; d++) if (!set.has(d)) o += idx[d] * keptStrides[d];
+    const v = x.data[flat];
+    if (op === 'max') {
+      if (v > out.data[o] || Number.isNaN(v)) out.data[o] = Number.isNaN(out.data[o]) ? out.data[o] : v;
+    } else {
+      out.data[o] += v;
+    }
+  });
+  if (op === 'mean') {
+    const count = numel(axes.map((a) => x.shape[a]));
+    for (let i = 0; i < out.data.length; i++) out.data[i] /= count;
+  }
+  return out;
+}
+
+function reduceCases(op: 'sum' | 'mean' | 'max'): OpCase<ReduceAttrs>[] {
+  const c = (shape: number[], axes: number[] | null, keepDims: boolean, extra: Partial<OpCase<ReduceAttrs>> = {}) => ({
+    name: `${shapeStr(shape)} axes ${axes ? `[${axes.join(',')}]` : 'all'}${keepDims ? ' keepDims' : ''}`,
+    inputs: [{ shape }],
+    attrs: { axes, keepDims },
+    ...extra,
+  });
+  const cases: OpCase<ReduceAttrs>[] = [
+    c([1], null, false),
+    c([7, 33], [1], false),
+    c([7, 33], [0], true),
+    c([129], null, false),
+    c([3, 5, 7], [0, 2], false),
+    c([3, 5, 7], [-1], true),
+    c([2, 3, 4, 5], [1, 2], true),
+    c([5, 1, 7, 1, 3], [0, 2], false), // adjacent once the size-1 dimension between them is ignored
+    c([2, 3, 4], [0, 1, 2], true),
+    c([4, 5], [], false),
+    c([3, 4], [0], false, { name: 'tiny full', gradcheck: 'full' }),
+  ];
+  // Large: the parallel path (many rows), the split-R path (few outputs, long rows), a column sum.
+  cases.push(c([129, 1031], [1], false));
+  if (op === 'max') {
+    // Long rows make near-ties likely enough to trouble finite differences: forward only (backward: elementwise.test).
+    cases.push(c([2, 33001, 3], [1], false, { gradcheck: 'none' }));
+    cases.push(c([70001], null, false, { gradcheck: 'none' }));
+    cases.push(c([1031, 33], [0], false, { gradcheck: 'none' }));
+  } else {
+    cases.push(c([2, 33001, 3], [1], false));
+    cases.push(c([70001], null, false));
+    cases.push(c([1031, 33], [0], false));
+  }
+  return cases;
+}
+
+// ---- sum / mean ----------------------------------------------------------------------------------------------------
+
+function countOf(shape: Shape, attrs: ReduceAttrs, op: string): number {
+  return numel(normalizeAxes(shape.length, attrs.axes, op).map((a) => shape[a]));
+}
+
+export const sumOp = defineOp<ReduceAttrs>({
+  name: 'sum',
+  forward([x], attrs) {
+    return reduceSumRaw(x, attrs.axes, attrs.keepDims, 1, 'sum');
+  },
+  backward(ctx, g) {
+    const x = ctx.inputs[0];
+    return [spreadGradient(g, x.shape, normalizeAxes(x.rank, ctx.attrs.axes, 'sum'), ctx.attrs.keepDims, 1)];
+  },
+  reference([x], attrs) {
+    return refReduce(x, attrs, 'sum');
+  },
+  cases() {
+    return reduceCases('sum');
+  },
+});
+
+export const meanOp = defineOp<ReduceAttrs>({
+  name: 'mean',
+  forward([x], attrs) {
+    return reduceSumRaw(x, attrs.axes, attrs.keepDims, 1 / countOf(x.shape, attrs, 'mean'), 'mean');
+  },
+  backward(ctx, g) {
+    const x = ctx.inputs[0];
+    const axes = normalizeAxes(x.rank, ctx.attrs.axes, 'mean');
+    return [spreadGradient(g, x.shape, axes, ctx.attrs.keepDims, 1 / countOf(x.shape, ctx.attrs, 'mean'))];
+  },
+  reference([x], attrs) {
+    return refReduce(x, attrs, 'mean');
+  },
+  cases() {
+    return reduceCases('mean');
+  },
+});
+
+// ---- max -------------------------------------------------------------------------------------------------------------
+
+/** How max maps x onto (outer, R, inner): directly, or after moving the reduced axes to the end (perm). */
+interface MaxPlan {
+  perm: number[] | null;
+  outer: number;
+  R: number;
+  inner: number;
+}
+
+function planMax(shape: Shape, axes: readonly number[]): MaxPlan {
+  const runs = reducedRuns(shape, axes);
+  const n = numel(shape);
+  if (runs.length === 0) return { perm: null, outer: n, R: 1, inner: 1 };
+  if (runs.length === 1) {
+    const [first, last] = runs[0];
+    return { perm: null, outer: prod(shape, 0, first), R: prod(shape, first, last + 1), inner: prod(shape, last + 1, shape.length) };
+  }
+  const set = new Set(axes);
+  const kept = shape.map((_, i) => i).filter((i) => !set.has(i));
+  const R = numel(axes.map((a) => shape[a]));
+  return { perm: [...kept, ...axes], outer: R === 0 ? 0 : n / R, R, inner: 1 };
+}
+
+export const maxOp = defineOp<ReduceAttrs>({
+  name: 'max',
+  forward([x], attrs, ctx) {
+    const axes = normalizeAxes(x.rank, attrs.axes, 'max');
+    const outShape = reducedShape(x.shape, axes, attrs.keepDims);
+    const plan = planMax(x.shape, axes);
+    if (plan.R === 0 && plan.outer * plan.inner > 0) {
+      throw new Error(`dalle: max over an empty axis of ${shapeStr(x.shape)} (axes [${axes.join(', ')}])`);
+    }
+    const x32 = contiguousF32(x, 'max');
+    let src = x32;
+    if (plan.perm) {
+      const p = plan.perm;
+      const view = x32.viewAs(p.map((d) => x32.shape[d]), p.map((d) => x32.strides[d]), x32.offset);
+      src = view.copyContiguousRaw();
+      view.dispose();
+    }
+    const out = Tensor.empty(outShape, 'f32');
+    // The argmax is kept only when a backward can follow (an input that requires gradients).
+    const idx = x.requiresGrad ? Tensor.empty(outShape, 'i32') : null;
+    if (out.size > 0) reduceKernel()(MAX, src.address, plan.outer, plan.R, plan.inner, out.address, idx ? idx.address : null, 1);
+    if (src !== x32) src.dispose();
+    if (x32 !== x) x32.dispose();
+    if (idx) ctx.save('argmax', idx);
+    return out;
+  },
+  backward(ctx, gIn) {
+    const x = ctx.inputs[0];
+    const plan = planMax(x.shape, normalizeAxes(x.rank, ctx.attrs.axes, 'max'));
+    const idx = ctx.saved('argmax');
+    const g = contiguousF32(gIn, 'max backward');
+    const p = plan.perm;
+    const dxShape = p ? p.map((d) => x.shape[d]) : [...x.shape];
+    const dx = Tensor.zeros(dxShape, 'f32');
+    if (g.size > 0) maxBackwardKernel()(dx.address, g.address, idx.address, plan.outer, plan.R, plan.inner);
+    if (g !== gIn) g.dispose();
+    if (!p) return [dx];
+    // dx holds the gradient in the permuted layout: view it back in x's order and copy.
+    const inverse = new Array<number>(p.length);
+    p.forEach((d, i) => (inverse[d] = i));
+    const view = dx.viewAs(inverse.map((i) => dxShape[i]), inverse.map((i) => dx.strides[i]), 0);
+    const out = view.copyContiguousRaw();
+    view.dispose();
+    dx.dispose();
+    return [out];
+  },
+  reference([x], attrs) {
+    return refReduce(x, attrs, 'max');
+  },
+  cases() {
+    return reduceCases('max');
+  },
+});
+
+// ---- functional API ----------------------------------------------------------------------------------------------------
+
+function axesAttr(axes: number | readonly number[] | null | undefined): number[] | null {
+  if (axes === undefined || axes === null) return null;
+  return typeof axes === 'number' ? [axes] : [...axes];
+}
+
+/** Sum over `axes` (a number, a list, or all axes when omitted); keepDims keeps reduced axes as size 1. */
+export function sum(x: Tensor, axes?: number | readonly number[] | null, keepDims = false): Tensor {
+  return applyOp(sumOp, [x], { axes: axesAttr(axes), keepDims });
+}
+
+/** Mean over `axes` (all when omitted). */
+export function mean(x: Tensor, axes?: number | readonly number[] | null, keepDims = false): Tensor {
+  return applyOp(meanOp, [x], { axes: axesAttr(axes), keepDims });
+}
+
+/** Maximum over `axes` (all when omitted); the gradient goes to the first maximal element. */
+export function max(x: Tensor, axes?: number | readonly number[] | null, keepDims = false): Tensor {
+  return applyOp(maxOp, [x], { axes: axesAttr(axes), keepDims });
+}
