@@ -28,8 +28,15 @@ function dalleProcess(args: string[], env: NodeJS.ProcessEnv = {}) {
   });
 }
 
+const temporaryDirs: string[] = [];
+after(() => {
+  for (const dir of temporaryDirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** A dVAE config with a misspelled key (`lrr`) on line 5, column 3. */
 function typoConfig(): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dalle-cli-'));
+  temporaryDirs.push(dir);
   const file = path.join(dir, 'typo.yaml');
   fs.writeFileSync(file, 'kind: dvae\nmodel:\n  n_hid: 64\ntrain:\n  lrr: 3e-4\n');
   return file;

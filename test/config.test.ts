@@ -27,9 +27,20 @@ import {
 const ROOT = path.resolve(__dirname, '..', '..');
 const CONFIGS = path.join(ROOT, 'configs');
 
+const temporaryDirs: string[] = [];
+after(() => {
+  for (const dir of temporaryDirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+function temporaryDir(): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dalle-config-'));
+  temporaryDirs.push(dir);
+  return dir;
+}
+
 /** Writes `text` to a fresh temporary YAML file and returns its path. */
 function yamlFile(text: string, name = 'test.yaml'): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dalle-config-'));
+  const dir = temporaryDir();
   const file = path.join(dir, name);
   fs.writeFileSync(file, text);
   return file;
@@ -383,7 +394,7 @@ describe('config: writing', () => {
   });
 
   it('writeRunConfig writes config.yaml atomically and readRunConfig reads it back', () => {
-    const runDir = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'dalle-run-')), 'runs', 'demo');
+    const runDir = path.join(temporaryDir(), 'runs', 'demo');
     const config = resolveConfig(dvaeConfig, { file: path.join(CONFIGS, 'dvae-emoji.yaml'), sets: ['runtime.seed=3'] });
     const written = writeRunConfig(runDir, dvaeConfig, config);
     assert.equal(written, path.join(runDir, 'config.yaml'));

@@ -7,16 +7,19 @@
 // Backward (per (b, h)):  dP = dO v^T, dS = P * (dP - rowsum(dP * P)), dq = scale dS k, dk = scale dS^T q, dv = P^T dO.
 //
 // Memory: the forward saves only the log-sum-exp per row, not P. P is (BH, Tq, Tk), quadratic in the sequence
-// (21 MB a layer for the small prior, 1.6 GB for the paper's 62 heads x 1280^2 at batch 4); recomputing S = q k^T in
-// the backward costs one GEMM of the five the backward runs anyway. The backward materializes P and dS for a group
-// of heads at a time (a bounded workspace) so that dk and dv are plain GEMMs over whole columns: no partial sums,
-// no atomics.
+// (21 MB a layer for the small prior, 1.6 GB a layer for the paper's 62 heads x 1280^2 at batch 4, kept for every
+// layer until the backward); recomputing S = q k^T costs the backward one extra GEMM (five instead of four) and a
+// row of exps. The backward materializes P and dS for a group of heads at a time (a workspace of at most 64 MB
+// unless one head needs more, reused by the caching allocator) so that dk and dv are plain GEMMs over whole key
+// columns: no partial sums, no atomics.
 // Work: the forward runs (b, h, block of 64 queries) tasks in parallel; each computes only the key range its rows may
 // see (the union of their allowed ranges: causal blocks skip the upper triangle). The backward runs (b, h, query
 // block) tasks for P, dS and dq, then (b, h, key block of 64) tasks for dk and dv over the query rows that may see
-// them. Each output element is written by exactly one GEMM call: same bits for any thread count.
+// them. Each output element is written by exactly one GEMM call (whose result does not depend on its thread count):
+// same bits for any thread count.
 // q, k, v and dO may be strided in (b, h, t) (e.g. permuted views of a (B, T, H, D) projection); their last dimension
 // is contiguous. out, lse and the gradients are contiguous.
+#include <atomic>
 #include <cmath>
 #include <cstring>
 
@@ -167,8 +170,16 @@ Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
   G.compute_ranges();
 
   const int64_t nqb = (Tq + kBlock - 1) / kBlock;
+  const size_t ws_bytes = (size_t)(kBlock * (Tk > 0 ? Tk : 1)) * sizeof(float);  // S, then P, of a query block
+  std::atomic<bool> out_of_memory{false};
   parallel_for(BH * nqb, 1, [&](int64_t t0, int64_t t1) {
-    Buffer<float> ws(kBlock * (Tk > 0 ? Tk : 1));  // S, then P, of one query block: (rows, W)
+    float* ws;
+    try {  // nothing may throw inside a pool thread: report after the parallel region
+      ws = static_cast<float*>(cache_alloc(ws_bytes));
+    } catch (...) {
+      out_of_memory = true;
+      return;
+    }
     for (int64_t t = t0; t < t1; t++) {
       const int64_t bh = t / nqb, b = bh / G.H, h = bh % G.H;
       const int64_t i0 = (t % nqb) * kBlock, i1 = i0 + kBlock < Tq ? i0 + kBlock : Tq, rows = i1 - i0;
@@ -185,7 +196,7 @@ Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
         continue;
       }
       const int64_t W = ke - kb;
-      float* S = ws.p;
+      float* S = ws;
       sgemm(false, true, rows, W, D, G.scale, qb + i0 * qs.t, qs.t, kbp + kb * ks.t, ks.t, 0.0f, S, W);
       for (int64_t i = i0; i < i1; i++) {
         float* s = S + (i - i0) * W;
@@ -204,7 +215,10 @@ Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
       }
       sgemm(false, false, rows, Dv, W, 1.0f, S, W, vb + kb * vs.t, vs.t, 0.0f, ob, Dv);
     }
+    cache_free(ws, ws_bytes);
   });
+  DALLE_CHECK(!out_of_memory, op, "out of memory for a %zu-byte workspace (B=%lld H=%lld Tq=%lld Tk=%lld)", ws_bytes,
+              (long long)G.B, (long long)G.H, (long long)Tq, (long long)Tk);
   return info.Env().Undefined();
 }
 

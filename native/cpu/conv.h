@@ -16,11 +16,14 @@ void conv2d_backward(const float* x, const float* w, const float* dy, float* dx,
                      int64_t Cin, int64_t Cout, int64_t H, int64_t W, int64_t k);
 
 // 2x2 max-pool, stride 2 (H, W even): x (B, C, H, W) -> y (B, C, H/2, W/2); argmax (B, C, H/2, W/2) int32 holds the
-// winning position 0..3 within each window (first max on ties) for the backward pass.
+// winning position 0..3 within each window (row-major: 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right; first
+// max on ties; a NaN wins, as in PyTorch) for the backward pass. Backward: H, W are x's; dx is overwritten (zero
+// except at the winners).
 void maxpool2x2_forward(const float* x, float* y, int32_t* argmax, int64_t B, int64_t C, int64_t H, int64_t W);
 void maxpool2x2_backward(const float* dy, const int32_t* argmax, float* dx, int64_t B, int64_t C, int64_t H, int64_t W);
 
-// Nearest-neighbour 2x upsampling: x (B, C, H, W) -> y (B, C, 2H, 2W); backward sums each 2x2 block.
+// Nearest-neighbour 2x upsampling: x (B, C, H, W) -> y (B, C, 2H, 2W); backward sums each 2x2 block of dy
+// (B, C, 2H, 2W) into dx (B, C, H, W) (H, W are x's; dx overwritten).
 void upsample2x_forward(const float* x, float* y, int64_t B, int64_t C, int64_t H, int64_t W);
 void upsample2x_backward(const float* dy, float* dx, int64_t B, int64_t C, int64_t H, int64_t W);
 

@@ -13,6 +13,13 @@ constexpr int VL = 16;
 static inline V vzero() { return _mm512_setzero_ps(); }
 static inline V vloadu(const float* p) { return _mm512_loadu_ps(p); }
 static inline __mmask16 first_n(int n) { return (__mmask16)((1u << n) - 1u); }  // 0 <= n <= 16
+// A load kept in a register: GCC would otherwise fold a reused load into each FMA as a memory operand (one load per
+// use, most of them split across cache lines).
+static inline V vloadu_reg(const float* p) {
+  V v = vloadu(p);
+  __asm__("" : "+v"(v));
+  return v;
+}
 static inline V vload_n(const float* p, int n) { return _mm512_maskz_loadu_ps(first_n(n), p); }
 static inline V vset1(float x) { return _mm512_set1_ps(x); }
 static inline V vfma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
@@ -36,13 +43,27 @@ static inline float vhsum(V v) {
 
 namespace dalle {
 
+// Tile sizes; the macros let native/dev/conv/build.sh try others (-DCONV_FWD_MR=6 ...).
+#ifndef CONV_FWD_MR
+#define CONV_FWD_MR 8
+#endif
+#ifndef CONV_FWD_NR
+#define CONV_FWD_NR 3
+#endif
+#ifndef CONV_DW3_MR
+#define CONV_DW3_MR 4
+#endif
+#ifndef CONV_DW3_U
+#define CONV_DW3_U 2
+#endif
 // Forward tile: 8 output channels x 3 vectors of 16 pixels = 24 accumulators.
-enum : int { kFwdMr = 8, kFwdNr = 3 };
+enum : int { kFwdMr = CONV_FWD_MR, kFwdNr = CONV_FWD_NR };
 
 int conv_fwd_mr_avx512() { return kFwdMr; }
 
 void conv_fwd_avx512(const ConvFwdJob* jb) {
   switch (jb->k) {
+    case 1: fwd_run<kFwdMr, kFwdNr, 1>(jb); break;
     case 3: fwd_run<kFwdMr, kFwdNr, 3>(jb); break;
     case 5: fwd_run<kFwdMr, kFwdNr, 5>(jb); break;
     case 7: fwd_run<kFwdMr, kFwdNr, 7>(jb); break;
@@ -51,12 +72,13 @@ void conv_fwd_avx512(const ConvFwdJob* jb) {
 }
 
 // Weight-gradient tile: MR output channels x U units of k taps (about 24 accumulators).
-int conv_dw_tile_co_avx512(int64_t k) { return k == 3 ? 4 : k == 5 ? 4 : 3; }
-int conv_dw_tile_units_avx512(int64_t k) { return k == 3 ? 2 : 1; }
+int conv_dw_tile_co_avx512(int64_t k) { return k == 1 ? 4 : k == 3 ? CONV_DW3_MR : k == 5 ? 4 : 3; }
+int conv_dw_tile_units_avx512(int64_t k) { return k == 1 ? 6 : k == 3 ? CONV_DW3_U : 1; }
 
 void conv_dw_avx512(const ConvDwJob* jb) {
   switch (jb->k) {
-    case 3: dw_run<4, 2, 3>(jb); break;
+    case 1: dw_run<4, 6, 1>(jb); break;
+    case 3: dw_run<CONV_DW3_MR, CONV_DW3_U, 3>(jb); break;
     case 5: dw_run<4, 1, 5>(jb); break;
     case 7: dw_run<3, 1, 7>(jb); break;
     default: break;  // conv.cc runs other k through im2col + GEMM

@@ -1,5 +1,5 @@
 // The direct-convolution kernels, written once over a small vector layer and compiled per ISA: conv_avx512.cc and
-// conv_avx2.cc each define the layer (V, VL, vzero, vloadu, vload_n, vset1, vfma, vadd, vstoreu, vstore_n, vhsum;
+// conv_avx2.cc each define the layer (V, VL, vzero, vloadu, vloadu_reg, vload_n, vset1, vfma, vadd, vstoreu, vstore_n, vhsum;
 // all `static inline`) and then include this file. Everything here has internal linkage (an anonymous namespace), so
 // nothing compiled with one ISA's flags can be picked by the linker for code compiled with another's. No std headers.
 //
@@ -18,10 +18,12 @@ namespace {
 // A "slot" is one vector of output pixels: row h, columns w0 .. w0 + n - 1 (n <= VL). Slots of a tile may lie on
 // different rows. xs[j] points at the padded input under the slot's first pixel (xp + h * Wp + w0): tap (c, kh, kw)
 // reads xs[j] + c * HpWp + kh * Wp + kw. Lanes past n read padding or the next row (finite) and are never stored.
-// K > 0: k fixed at compile time (kw loop unrolled); K == 0: k at run time.
+// K > 0: k fixed at compile time (kw loop unrolled); K == 0: k at run time. K == 1 reads the unpadded input in place,
+// so it masks its loads (the lanes past n may lie past the end of the tensor). Only kernel rows [kh0, kh1) are
+// summed: tiles on the image's first and last p rows skip the rows of taps that fall on the zero padding.
 template <int MR, int NR, int K>
 void fwd_tile(const float* const* xs, float* const* ys, const int* ns, const float* wb, const float* bias,
-              int64_t C, int64_t k_rt, int64_t HpWp, int64_t Wp, int64_t HW, int mrows) {
+              int64_t C, int64_t k_rt, int64_t kh0, int64_t kh1, int64_t HpWp, int64_t Wp, int64_t HW, int mrows) {
   const int64_t k = K > 0 ? K : k_rt;
   V acc[MR][NR];
   for (int m = 0; m < MR; m++) {
@@ -31,28 +33,27 @@ void fwd_tile(const float* const* xs, float* const* ys, const int* ns, const flo
   const float* x0[NR];
   for (int j = 0; j < NR; j++) x0[j] = xs[j];
   for (int64_t c = 0; c < C; c++) {
-    for (int64_t kh = 0; kh < k; kh++) {
+    for (int64_t kh = kh0; kh < kh1; kh++) {
       const int64_t off = c * HpWp + kh * Wp;
+      const float* w = wb + (c * k + kh) * k * MR;
       if (K > 0) {
 #pragma GCC unroll 8
         for (int kw = 0; kw < K; kw++) {
           V xv[NR];
-          for (int j = 0; j < NR; j++) xv[j] = vloadu(x0[j] + off + kw);
+          for (int j = 0; j < NR; j++) xv[j] = K == 1 ? vload_n(x0[j] + off, ns[j]) : vloadu_reg(x0[j] + off + kw);
           for (int m = 0; m < MR; m++) {
-            V wv = vset1(wb[kw * MR + m]);
+            V wv = vset1(w[kw * MR + m]);
             for (int j = 0; j < NR; j++) acc[m][j] = vfma(wv, xv[j], acc[m][j]);
           }
         }
-        wb += K * MR;
       } else {
         for (int64_t kw = 0; kw < k; kw++) {
           V xv[NR];
           for (int j = 0; j < NR; j++) xv[j] = vloadu(x0[j] + off + kw);
           for (int m = 0; m < MR; m++) {
-            V wv = vset1(wb[m]);
+            V wv = vset1(w[kw * MR + m]);
             for (int j = 0; j < NR; j++) acc[m][j] = vfma(wv, xv[j], acc[m][j]);
           }
-          wb += MR;
         }
       }
     }
@@ -72,46 +73,72 @@ void fwd_tile(const float* const* xs, float* const* ys, const int* ns, const flo
 
 template <int MR, int NR, int K>
 void fwd_tile_n(int n, const float* const* xs, float* const* ys, const int* ns, const float* wb, const float* bias,
-                int64_t C, int64_t k_rt, int64_t HpWp, int64_t Wp, int64_t HW, int mrows) {
+                int64_t C, int64_t k_rt, int64_t kh0, int64_t kh1, int64_t HpWp, int64_t Wp, int64_t HW,
+                int mrows) {
   if constexpr (NR > 1) {
     if (n < NR) {
-      fwd_tile_n<MR, NR - 1, K>(n, xs, ys, ns, wb, bias, C, k_rt, HpWp, Wp, HW, mrows);
+      fwd_tile_n<MR, NR - 1, K>(n, xs, ys, ns, wb, bias, C, k_rt, kh0, kh1, HpWp, Wp, HW, mrows);
       return;
     }
   }
-  fwd_tile<MR, NR, K>(xs, ys, ns, wb, bias, C, k_rt, HpWp, Wp, HW, mrows);
+  fwd_tile<MR, NR, K>(xs, ys, ns, wb, bias, C, k_rt, kh0, kh1, HpWp, Wp, HW, mrows);
 }
+
+// Slots are gathered row by row into tiles of NR; interior rows share tiles across rows, each of the first and last
+// p rows gets its own tiles with its kernel-row range. Each tile runs over every block of output channels while its
+// input rows are in L1. (Which slots share a tile never changes a result: each lane is its own chain of FMAs in tap
+// order.)
+template <int MR, int NR, int K>
+struct FwdTiles {
+  const ConvFwdJob* jb;
+  int64_t HpWp, Wp, HW, T;
+  const float* xs[NR];
+  float* ys[NR];  // at channel 0
+  int ns[NR];
+  int n = 0;
+
+  void flush(int64_t kh0, int64_t kh1) {
+    if (!n) return;
+    float* yc[NR];
+    for (int64_t co = jb->co0; co < jb->co1; co += MR) {
+      for (int j = 0; j < n; j++) yc[j] = ys[j] + co * HW;
+      const float* wb = jb->wb + (co / MR) * T * MR;
+      const float* bias = jb->bias ? jb->bias + co : nullptr;
+      const int mrows = (int)(jb->Co - co < MR ? jb->Co - co : MR);
+      fwd_tile_n<MR, NR, K>(n, xs, yc, ns, wb, bias, jb->C, jb->k, kh0, kh1, HpWp, Wp, HW, mrows);
+    }
+    n = 0;
+  }
+};
 
 template <int MR, int NR, int K>
 void fwd_run(const ConvFwdJob* jb) {
-  const int64_t k = jb->k, H = jb->H, W = jb->W, HW = H * W, Wp = W + k - 1, HpWp = (H + k - 1) * Wp;
-  const int64_t T = jb->C * k * k, vpr = (W + VL - 1) / VL;  // vectors per row
-  for (int64_t co = jb->co0; co < jb->co1; co += MR) {
-    const float* wb = jb->wb + (co / MR) * T * MR;
-    const float* bias = jb->bias ? jb->bias + co : nullptr;
-    const int mrows = (int)(jb->Co - co < MR ? jb->Co - co : MR);
-    const float* xs[NR];
-    float* ys[NR];
-    int ns[NR];
-    int n = 0;
-    for (int64_t h = jb->h0; h < jb->h1; h++) {
-      for (int64_t v = 0; v < vpr; v++) {
-        const int64_t w0 = v * VL;
-        xs[n] = jb->xp + h * Wp + w0;
-        ys[n] = jb->y + co * HW + h * W + w0;
-        ns[n] = (int)(W - w0 < VL ? W - w0 : VL);
-        if (++n == NR) {
-          fwd_tile<MR, NR, K>(xs, ys, ns, wb, bias, jb->C, k, HpWp, Wp, HW, mrows);
-          n = 0;
-        }
-      }
+  const int64_t k = jb->k, p = (k - 1) / 2, H = jb->H, W = jb->W, vpr = (W + VL - 1) / VL;  // vectors per row
+  FwdTiles<MR, NR, K> t;
+  t.jb = jb;
+  t.Wp = W + k - 1;
+  t.HpWp = (H + k - 1) * t.Wp;
+  t.HW = H * W;
+  t.T = jb->C * k * k;
+  for (int64_t h = jb->h0; h < jb->h1; h++) {
+    const bool border = h < p || h >= H - p;
+    if (border) t.flush(0, k);  // close the interior tile
+    const int64_t kh0 = border && p - h > 0 ? p - h : 0, kh1 = border && H + p - h < k ? H + p - h : k;
+    for (int64_t v = 0; v < vpr; v++) {
+      const int64_t w0 = v * VL;
+      t.xs[t.n] = jb->xp + h * t.Wp + w0;
+      t.ys[t.n] = jb->y + h * W + w0;
+      t.ns[t.n] = (int)(W - w0 < VL ? W - w0 : VL);
+      if (++t.n == NR) t.flush(kh0, kh1);
     }
-    if (n) fwd_tile_n<MR, NR, K>(n, xs, ys, ns, wb, bias, jb->C, k, HpWp, Wp, HW, mrows);
+    if (border) t.flush(kh0, kh1);
   }
+  t.flush(0, k);
 }
 
 // ---- weight gradient: lanes along columns w, an MR (output channels) x U*K (taps) register tile ------------------
-template <int MR, int U, int K>
+// FULL: W is a multiple of VL, so every load is a whole vector (masked loads are slower on Zen 4).
+template <int MR, int U, int K, bool FULL>
 void dw_tile(const ConvDwJob* jb) {
   const int64_t H = jb->H, W = jb->W, HW = H * W, Wp = W + K - 1, HpWp = (H + K - 1) * Wp;
   const int64_t T = jb->C * K * K;
@@ -123,32 +150,42 @@ void dw_tile(const ConvDwJob* jb) {
     const int64_t unit = jb->u0 + u, c = unit / K, kh = unit % K;
     uoff[u] = c * HpWp + kh * Wp;
   }
-  // One loop over every vector of every row; the last vector of a row is masked (lanes past W load zeros), so one
-  // loop body keeps the accumulators in registers.
-  const int64_t vpr = (W + VL - 1) / VL;
-  for (int64_t g = 0; g < jb->G; g++) {
-    const float* dyg = jb->dy + g * jb->dy_stride + jb->co0 * HW;
-    const float* xg = jb->xp + g * jb->xp_stride;
-    for (int64_t h = 0; h < H; h++) {
-      const float* dr = dyg + h * W;
-      const float* xr = xg + h * Wp;
-      for (int64_t v = 0; v < vpr; v++) {
-        const int64_t w0 = v * VL;
-        const int n = (int)(W - w0 < VL ? W - w0 : VL);
-        V dv[MR];
-        for (int m = 0; m < MR; m++) dv[m] = vload_n(dr + m * HW + w0, n);
-        for (int u = 0; u < U; u++) {
+  // One flat loop over every vector of every row of every image (nested loops made GCC keep the accumulators in
+  // memory); the last vector of a row is masked (lanes past W load zeros).
+  const int64_t vpr = (W + VL - 1) / VL, steps = jb->G * H * vpr;
+  const int last_n = (int)(W - (vpr - 1) * VL);
+  const float* dr = jb->dy + jb->co0 * HW;  // row h of image g, channel co0
+  const float* xr = jb->xp;                 // padded row h of image g
+  int64_t v = 0, h = 0;
+  for (int64_t s = 0; s < steps; s++) {
+    const int64_t w0 = v * VL;
+    const int n = v + 1 == vpr ? last_n : VL;
+    V dv[MR];
+    for (int m = 0; m < MR; m++) dv[m] = FULL ? vloadu_reg(dr + m * HW + w0) : vload_n(dr + m * HW + w0, n);
+    for (int u = 0; u < U; u++) {
 #pragma GCC unroll 8
-          for (int kw = 0; kw < K; kw++) {
-            V xv = vload_n(xr + uoff[u] + w0 + kw, n);
-            for (int m = 0; m < MR; m++) acc[m][u * K + kw] = vfma(dv[m], xv, acc[m][u * K + kw]);
-          }
-        }
+      for (int kw = 0; kw < K; kw++) {
+        const float* xq = xr + uoff[u] + w0 + kw;
+        V xv = FULL ? vloadu_reg(xq) : vload_n(xq, n);
+        for (int m = 0; m < MR; m++) acc[m][u * K + kw] = vfma(dv[m], xv, acc[m][u * K + kw]);
+      }
+    }
+    if (++v == vpr) {
+      v = 0;
+      dr += W;
+      xr += Wp;
+      if (++h == H) {
+        h = 0;
+        dr += jb->dy_stride - HW;
+        xr += jb->xp_stride - H * Wp;
       }
     }
   }
+  // Fully unrolled, so that the accumulators are never addressed as an array (GCC would keep them in memory).
+#pragma GCC unroll 16
   for (int m = 0; m < MR; m++) {
     float* dst = jb->dw + (jb->co0 + m) * T + jb->u0 * K;
+#pragma GCC unroll 32
     for (int t = 0; t < U * K; t++) {
       float s = vhsum(acc[m][t]);
       dst[t] = jb->accumulate ? dst[t] + s : s;
@@ -170,7 +207,11 @@ void dw_run(const ConvDwJob* jb) {
       return;
     }
   }
-  dw_tile<MR, U, K>(jb);
+  if (jb->W % VL == 0) {
+    dw_tile<MR, U, K, true>(jb);
+  } else {
+    dw_tile<MR, U, K, false>(jb);
+  }
 }
 
 // ---- bias gradient -------------------------------------------------------------------------------------------------

@@ -4,9 +4,9 @@
 //
 // Operands are strided (strides in elements; a broadcast dimension has stride 0) and the output is contiguous. The
 // driver drops size-1 dimensions and merges neighbours that are contiguous for every operand, splits the output into
-// fixed chunks across the thread pool and hands each innermost run whose strides are 0 or 1 to the best ISA's leaf
-// (elementwise_avx512.cc, elementwise_avx2.cc); other runs take the portable loop below. The portable code is also
-// the readable reference of every formula. Vector leaves handle tails with masked loads (never a scalar epilogue), so
+// fixed chunks across the thread pool and hands each innermost run to the best ISA's leaf (elementwise_avx512.cc,
+// elementwise_avx2.cc), gathering operands whose stride is not 0 or 1 into a small unit-stride buffer first. The
+// portable code (the isa 'portable', and machines without x86 leaves) is also the readable reference of every formula. Vector leaves handle tails with masked loads (never a scalar epilogue), so
 // an element's value does not depend on where a thread's chunk starts: results are the same for any thread count.
 //
 // gelu is the tanh approximation of GPT-2 / DALL-E: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), computed as the
@@ -112,11 +112,38 @@ void binary_portable(int code, const float* a, int64_t sa, const float* b, int64
 
 // ---- one run, on the best ISA ------------------------------------------------------------------------------------
 
+#if defined(DALLE_X86)
+inline int unary_leaf(Isa isa, int code, const float* x, float* y, int64_t n, float alpha, float beta) {
+  if (isa == Isa::Avx512) return ew_unary_avx512(code, x, y, n, alpha, beta);
+  if (isa == Isa::Avx2) return ew_unary_avx2(code, x, y, n, alpha, beta);
+  return 0;
+}
+
+inline int binary_leaf(Isa isa, int code, const float* a, int64_t sa, const float* b, int64_t sb, float* y, int64_t n) {
+  if (isa == Isa::Avx512) return ew_binary_avx512(code, a, sa, b, sb, y, n);
+  if (isa == Isa::Avx2) return ew_binary_avx2(code, a, sa, b, sb, y, n);
+  return 0;
+}
+#endif
+
+// Runs with other strides are gathered into unit-stride pieces of this many elements for the vector leaves, so an
+// element gets the same value whatever the layout of its operands.
+constexpr int64_t kGather = 512;
+
 inline void unary_run(Isa isa, int code, const float* x, int64_t sx, float* y, int64_t n, float alpha, float beta) {
 #if defined(DALLE_X86)
-  if (sx == 1) {
-    if (isa == Isa::Avx512 && ew_unary_avx512(code, x, y, n, alpha, beta)) return;
-    if (isa == Isa::Avx2 && ew_unary_avx2(code, x, y, n, alpha, beta)) return;
+  if (isa != Isa::Portable) {
+    if (sx == 1) {
+      if (unary_leaf(isa, code, x, y, n, alpha, beta)) return;
+    } else {
+      float buf[kGather];
+      for (int64_t i = 0; i < n; i += kGather) {
+        const int64_t len = n - i < kGather ? n - i : kGather;
+        for (int64_t k = 0; k < len; k++) buf[k] = x[(i + k) * sx];
+        if (!unary_leaf(isa, code, buf, y + i, len, alpha, beta)) unary_portable(code, buf, 1, y + i, len, alpha, beta);
+      }
+      return;
+    }
   }
 #else
   (void)isa;
@@ -126,9 +153,29 @@ inline void unary_run(Isa isa, int code, const float* x, int64_t sx, float* y, i
 
 inline void binary_run(Isa isa, int code, const float* a, int64_t sa, const float* b, int64_t sb, float* y, int64_t n) {
 #if defined(DALLE_X86)
-  if ((sa == 0 || sa == 1) && (sb == 0 || sb == 1)) {
-    if (isa == Isa::Avx512 && ew_binary_avx512(code, a, sa, b, sb, y, n)) return;
-    if (isa == Isa::Avx2 && ew_binary_avx2(code, a, sa, b, sb, y, n)) return;
+  if (isa != Isa::Portable) {
+    const bool va = sa == 0 || sa == 1, vb = sb == 0 || sb == 1;
+    if (va && vb) {
+      if (binary_leaf(isa, code, a, sa, b, sb, y, n)) return;
+    } else {
+      float ba[kGather], bb[kGather];
+      for (int64_t i = 0; i < n; i += kGather) {
+        const int64_t len = n - i < kGather ? n - i : kGather;
+        const float* pa = a + i * sa;
+        const float* pb = b + i * sb;
+        if (!va) {
+          for (int64_t k = 0; k < len; k++) ba[k] = a[(i + k) * sa];
+          pa = ba;
+        }
+        if (!vb) {
+          for (int64_t k = 0; k < len; k++) bb[k] = b[(i + k) * sb];
+          pb = bb;
+        }
+        const int64_t qa = va ? sa : 1, qb = vb ? sb : 1;
+        if (!binary_leaf(isa, code, pa, qa, pb, qb, y + i, len)) binary_portable(code, pa, qa, pb, qb, y + i, len);
+      }
+      return;
+    }
   }
 #else
   (void)isa;

@@ -126,11 +126,19 @@ static inline __m512 gelu_grad16(__m512 x) {
 
 }  // namespace
 
+// Full vectors with plain loads and stores, the tail masked: the same arithmetic either way.
 #define DALLE_EW_UNARY_LOOP(EXPR)                            \
-  for (int64_t i = 0; i < n; i += 16) {                      \
-    const __mmask16 m = tail16(n - i);                       \
-    const __m512 v = _mm512_maskz_loadu_ps(m, x + i);        \
-    _mm512_mask_storeu_ps(y + i, m, (EXPR));                 \
+  {                                                          \
+    int64_t i = 0;                                           \
+    for (; i + 16 <= n; i += 16) {                           \
+      const __m512 v = _mm512_loadu_ps(x + i);               \
+      _mm512_storeu_ps(y + i, (EXPR));                       \
+    }                                                        \
+    if (i < n) {                                             \
+      const __mmask16 m = tail16(n - i);                     \
+      const __m512 v = _mm512_maskz_loadu_ps(m, x + i);      \
+      _mm512_mask_storeu_ps(y + i, m, (EXPR));               \
+    }                                                        \
   }                                                          \
   return 1
 
@@ -152,11 +160,19 @@ int ew_unary_avx512(int code, const float* x, float* y, int64_t n, float alpha, 
 
 // sa / sb: 1 = a vector operand, 0 = one value broadcast over the run.
 #define DALLE_EW_BINARY_LOOP(EXPR)                                             \
-  for (int64_t i = 0; i < n; i += 16) {                                        \
-    const __mmask16 m = tail16(n - i);                                         \
-    const __m512 p = sa ? _mm512_maskz_loadu_ps(m, a + i) : ca;                \
-    const __m512 q = sb ? _mm512_maskz_loadu_ps(m, b + i) : cb;                \
-    _mm512_mask_storeu_ps(y + i, m, (EXPR));                                   \
+  {                                                                            \
+    int64_t i = 0;                                                             \
+    for (; i + 16 <= n; i += 16) {                                             \
+      const __m512 p = sa ? _mm512_loadu_ps(a + i) : ca;                       \
+      const __m512 q = sb ? _mm512_loadu_ps(b + i) : cb;                       \
+      _mm512_storeu_ps(y + i, (EXPR));                                         \
+    }                                                                          \
+    if (i < n) {                                                               \
+      const __mmask16 m = tail16(n - i);                                       \
+      const __m512 p = sa ? _mm512_maskz_loadu_ps(m, a + i) : ca;              \
+      const __m512 q = sb ? _mm512_maskz_loadu_ps(m, b + i) : cb;              \
+      _mm512_mask_storeu_ps(y + i, m, (EXPR));                                 \
+    }                                                                          \
   }                                                                            \
   return 1
 

@@ -165,39 +165,6 @@ void sgemm_pack_avx2(const void* src, int64_t ld, int kmajor, int64_t len, int64
 
 namespace {
 
-static inline __attribute__((always_inline)) void rowb_block(int MM, int64_t nn, int64_t K, float alpha,
-                                                             const float* a, const float* B, int64_t ldb, float beta,
-                                                             float* c, int64_t rsc, int64_t csc) {
-  __m256 acc[4][4];
-  for (int i = 0; i < MM; i++)
-    for (int j = 0; j < 4; j++) acc[i][j] = _mm256_setzero_ps();
-  __m256i mk[4];
-  for (int j = 0; j < 4; j++) mk[j] = lanes8(nn - 8 * j);
-  for (int64_t k = 0; k < K; k++) {
-    const float* br = B + k * ldb;
-    __m256 b0, b1, b2, b3;
-    if (nn == 32) {
-      b0 = _mm256_loadu_ps(br), b1 = _mm256_loadu_ps(br + 8), b2 = _mm256_loadu_ps(br + 16),
-      b3 = _mm256_loadu_ps(br + 24);
-    } else {
-      b0 = _mm256_maskload_ps(br, mk[0]), b1 = _mm256_maskload_ps(br + 8, mk[1]),
-      b2 = _mm256_maskload_ps(br + 16, mk[2]), b3 = _mm256_maskload_ps(br + 24, mk[3]);
-    }
-    for (int i = 0; i < MM; i++) {
-      __m256 av = _mm256_broadcast_ss(a + i * K + k);
-      acc[i][0] = _mm256_fmadd_ps(av, b0, acc[i][0]);
-      acc[i][1] = _mm256_fmadd_ps(av, b1, acc[i][1]);
-      acc[i][2] = _mm256_fmadd_ps(av, b2, acc[i][2]);
-      acc[i][3] = _mm256_fmadd_ps(av, b3, acc[i][3]);
-    }
-  }
-  for (int i = 0; i < MM; i++) {
-    float tmp[32];
-    for (int j = 0; j < 4; j++) _mm256_storeu_ps(tmp + 8 * j, acc[i][j]);
-    for (int64_t j = 0; j < nn; j++) store_scalar(c + i * rsc + j * csc, tmp[j], alpha, beta);
-  }
-}
-
 static inline __attribute__((always_inline)) void dot_block(int MM, int64_t nn, int64_t K, float alpha,
                                                             const float* a, const float* B, int64_t ldb, float beta,
                                                             float* c, int64_t rsc, int64_t csc) {
@@ -228,18 +195,38 @@ static inline __attribute__((always_inline)) void dot_block(int MM, int64_t nn, 
 
 }  // namespace
 
+// B (K, N) row-major: k outer, whole rows of B streamed into accumulators in `work` (see gemm_avx512.cc).
 void sgemm_small_rowb_avx2(int64_t M, int64_t N, int64_t K, float alpha, const float* a, const float* B, int64_t ldb,
-                           float beta, float* c, int64_t rsc, int64_t csc) {
-  for (int64_t n0 = 0; n0 < N; n0 += 32) {
-    int64_t nn = mini(32, N - n0);
-    for (int64_t m0 = 0; m0 < M; m0 += 4) {
-      int64_t mm = mini(4, M - m0);
-      const float* am = a + m0 * K;
-      float* cm = c + m0 * rsc + n0 * csc;
-      if (mm == 4) rowb_block(4, nn, K, alpha, am, B + n0, ldb, beta, cm, rsc, csc);
-      else if (mm == 3) rowb_block(3, nn, K, alpha, am, B + n0, ldb, beta, cm, rsc, csc);
-      else if (mm == 2) rowb_block(2, nn, K, alpha, am, B + n0, ldb, beta, cm, rsc, csc);
-      else rowb_block(1, nn, K, alpha, am, B + n0, ldb, beta, cm, rsc, csc);
+                           float beta, float* c, int64_t rsc, int64_t csc, float* work) {
+  // Columns per pass: as many as keep M rows of accumulators in kRowbWork floats (16 KiB, L1): M = 1 streams rows
+  // of 4096 columns, M = 8 of 512 (twice that thrashed L1 and halved the speed, native/dev/gemm).
+  const int64_t chunk = (kRowbWork / (M > 0 ? M : 1)) / 16 * 16;
+  for (int64_t n0 = 0; n0 < N; n0 += chunk) {
+    const int64_t nn = mini(chunk, N - n0);
+    const int64_t nv = (nn + 7) / 8;
+    const __m256i tail = lanes8(nn - (nv - 1) * 8), full = lanes8(8);
+    for (int64_t i = 0; i < M * chunk; i += 8) _mm256_storeu_ps(work + i, _mm256_setzero_ps());
+    for (int64_t k = 0; k < K; k += 2) {
+      const bool two = k + 1 < K;
+      const float* b0 = B + k * ldb + n0;
+      const float* b1 = two ? b0 + ldb : b0;
+      for (int64_t v = 0; v < nv; v++) {
+        const __m256i m = v == nv - 1 ? tail : full;
+        const __m256 x0 = _mm256_maskload_ps(b0 + 8 * v, m);
+        const __m256 x1 = two ? _mm256_maskload_ps(b1 + 8 * v, m) : _mm256_setzero_ps();
+        for (int64_t i = 0; i < M; i++) {
+          const float* ai = a + i * K + k;
+          float* w = work + i * chunk + 8 * v;
+          __m256 acc = _mm256_fmadd_ps(_mm256_broadcast_ss(ai), x0, _mm256_loadu_ps(w));
+          if (two) acc = _mm256_fmadd_ps(_mm256_broadcast_ss(ai + 1), x1, acc);
+          _mm256_storeu_ps(w, acc);
+        }
+      }
+    }
+    for (int64_t i = 0; i < M; i++) {
+      const float* w = work + i * chunk;
+      float* ci = c + i * rsc + n0 * csc;
+      for (int64_t j = 0; j < nn; j++) store_scalar(ci + j * csc, w[j], alpha, beta);
     }
   }
 }

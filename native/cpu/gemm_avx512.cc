@@ -258,59 +258,6 @@ static inline void store_scalar(float* c, float v, float alpha, float beta) {
   *c = beta == 0.0f ? alpha * v : alpha * v + beta * *c;
 }
 
-// C[0:MM, n0:n0+64) for B (K, N) row-major; MM a compile-time constant after inlining.
-static inline __attribute__((always_inline)) void rowb_block(int MM, int64_t nn, int64_t K, float alpha,
-                                                             const float* a, const float* B, int64_t ldb, float beta,
-                                                             float* c, int64_t rsc, int64_t csc) {
-  __m512 acc[4][4];
-  for (int i = 0; i < MM; i++)
-    for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
-  __mmask16 mk[4];
-  for (int j = 0; j < 4; j++) mk[j] = mask16(nn - 16 * j);
-  if (nn == 64) {
-    for (int64_t k = 0; k < K; k++) {
-      const float* br = B + k * ldb;
-      __m512 b0 = _mm512_loadu_ps(br), b1 = _mm512_loadu_ps(br + 16), b2 = _mm512_loadu_ps(br + 32),
-             b3 = _mm512_loadu_ps(br + 48);
-      for (int i = 0; i < MM; i++) {
-        __m512 av = _mm512_set1_ps(a[i * K + k]);
-        acc[i][0] = _mm512_fmadd_ps(av, b0, acc[i][0]);
-        acc[i][1] = _mm512_fmadd_ps(av, b1, acc[i][1]);
-        acc[i][2] = _mm512_fmadd_ps(av, b2, acc[i][2]);
-        acc[i][3] = _mm512_fmadd_ps(av, b3, acc[i][3]);
-      }
-    }
-  } else {
-    for (int64_t k = 0; k < K; k++) {
-      const float* br = B + k * ldb;
-      __m512 b0 = _mm512_maskz_loadu_ps(mk[0], br), b1 = _mm512_maskz_loadu_ps(mk[1], br + 16),
-             b2 = _mm512_maskz_loadu_ps(mk[2], br + 32), b3 = _mm512_maskz_loadu_ps(mk[3], br + 48);
-      for (int i = 0; i < MM; i++) {
-        __m512 av = _mm512_set1_ps(a[i * K + k]);
-        acc[i][0] = _mm512_fmadd_ps(av, b0, acc[i][0]);
-        acc[i][1] = _mm512_fmadd_ps(av, b1, acc[i][1]);
-        acc[i][2] = _mm512_fmadd_ps(av, b2, acc[i][2]);
-        acc[i][3] = _mm512_fmadd_ps(av, b3, acc[i][3]);
-      }
-    }
-  }
-  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-  for (int i = 0; i < MM; i++) {
-    if (csc == 1) {
-      for (int j = 0; j < 4; j++) {
-        float* p = c + i * rsc + 16 * j;
-        __m512 v = _mm512_mul_ps(va, acc[i][j]);
-        if (beta != 0.0f) v = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mk[j], p), v);
-        _mm512_mask_storeu_ps(p, mk[j], v);
-      }
-    } else {
-      float tmp[64];
-      for (int j = 0; j < 4; j++) _mm512_storeu_ps(tmp + 16 * j, acc[i][j]);
-      for (int64_t j = 0; j < nn; j++) store_scalar(c + i * rsc + j * csc, tmp[j], alpha, beta);
-    }
-  }
-}
-
 // C[0:MM, n0:n0+4) for B (N, K): 4 x MM dot products of length K.
 static inline __attribute__((always_inline)) void dot_block(int MM, int64_t nn, int64_t K, float alpha,
                                                             const float* a, const float* B, int64_t ldb, float beta,
@@ -355,18 +302,57 @@ static inline __attribute__((always_inline)) void dot_block(int MM, int64_t nn, 
 
 }  // namespace
 
+// B (K, N) row-major: k outer, streaming whole rows of B (4 at a time) into accumulators kept in `work` (MM rows x
+// a chunk of columns, L1-resident), so B is read once, sequentially. (A first version held a 64-column strip in
+// registers and walked down K: a strided pattern that ran 3x slower than the dot kernel, native/dev/gemm.)
 void sgemm_small_rowb_avx512(int64_t M, int64_t N, int64_t K, float alpha, const float* a, const float* B,
-                             int64_t ldb, float beta, float* c, int64_t rsc, int64_t csc) {
-  for (int64_t n0 = 0; n0 < N; n0 += 64) {
-    int64_t nn = mini(64, N - n0);
-    for (int64_t m0 = 0; m0 < M; m0 += 4) {
-      int64_t mm = mini(4, M - m0);
-      const float* am = a + m0 * K;
-      float* cm = c + m0 * rsc + n0 * csc;
-      if (mm == 4) rowb_block(4, nn, K, alpha, am, B + n0, ldb, beta, cm, rsc, csc);
-      else if (mm == 3) rowb_block(3, nn, K, alpha, am, B + n0, ldb, beta, cm, rsc, csc);
-      else if (mm == 2) rowb_block(2, nn, K, alpha, am, B + n0, ldb, beta, cm, rsc, csc);
-      else rowb_block(1, nn, K, alpha, am, B + n0, ldb, beta, cm, rsc, csc);
+                             int64_t ldb, float beta, float* c, int64_t rsc, int64_t csc, float* work) {
+  // Columns per pass: as many as keep M rows of accumulators in kRowbWork floats (16 KiB, L1): M = 1 streams rows
+  // of 4096 columns, M = 8 of 512 (twice that thrashed L1 and halved the speed, native/dev/gemm).
+  const int64_t chunk = (kRowbWork / (M > 0 ? M : 1)) / 16 * 16;
+  for (int64_t n0 = 0; n0 < N; n0 += chunk) {
+    const int64_t nn = mini(chunk, N - n0);
+    const int64_t nv = (nn + 15) / 16;
+    const __mmask16 tail = mask16(nn - (nv - 1) * 16);
+    for (int64_t i = 0; i < M * chunk; i += 16) _mm512_storeu_ps(work + i, _mm512_setzero_ps());
+    for (int64_t k = 0; k < K; k += 4) {
+      const int64_t kk = mini(4, K - k);
+      const float* b0 = B + k * ldb + n0;
+      const float* b1 = kk > 1 ? b0 + ldb : b0;
+      const float* b2 = kk > 2 ? b0 + 2 * ldb : b0;
+      const float* b3 = kk > 3 ? b0 + 3 * ldb : b0;
+      for (int64_t v = 0; v < nv; v++) {
+        const __mmask16 m = v == nv - 1 ? tail : (__mmask16)0xFFFF;
+        const __m512 x0 = _mm512_maskz_loadu_ps(m, b0 + 16 * v);
+        const __m512 x1 = kk > 1 ? _mm512_maskz_loadu_ps(m, b1 + 16 * v) : _mm512_setzero_ps();
+        const __m512 x2 = kk > 2 ? _mm512_maskz_loadu_ps(m, b2 + 16 * v) : _mm512_setzero_ps();
+        const __m512 x3 = kk > 3 ? _mm512_maskz_loadu_ps(m, b3 + 16 * v) : _mm512_setzero_ps();
+        for (int64_t i = 0; i < M; i++) {
+          const float* ai = a + i * K + k;
+          float* w = work + i * chunk + 16 * v;
+          __m512 acc = _mm512_loadu_ps(w);
+          acc = _mm512_fmadd_ps(_mm512_set1_ps(ai[0]), x0, acc);
+          if (kk > 1) acc = _mm512_fmadd_ps(_mm512_set1_ps(ai[1]), x1, acc);
+          if (kk > 2) acc = _mm512_fmadd_ps(_mm512_set1_ps(ai[2]), x2, acc);
+          if (kk > 3) acc = _mm512_fmadd_ps(_mm512_set1_ps(ai[3]), x3, acc);
+          _mm512_storeu_ps(w, acc);
+        }
+      }
+    }
+    for (int64_t i = 0; i < M; i++) {
+      const float* w = work + i * chunk;
+      float* ci = c + i * rsc + n0 * csc;
+      if (csc == 1) {
+        const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+        for (int64_t v = 0; v < nv; v++) {
+          const __mmask16 m = v == nv - 1 ? tail : (__mmask16)0xFFFF;
+          __m512 r = _mm512_mul_ps(va, _mm512_loadu_ps(w + 16 * v));
+          if (beta != 0.0f) r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, ci + 16 * v), r);
+          _mm512_mask_storeu_ps(ci + 16 * v, m, r);
+        }
+      } else {
+        for (int64_t j = 0; j < nn; j++) store_scalar(ci + j * csc, w[j], alpha, beta);
+      }
     }
   }
 }

@@ -34,10 +34,10 @@ void gemm_bf16_pack_avx512(const void* src, int64_t ld, int kmajor, int64_t len,
 
 // Small M (<= kSmallM rows of op(A)): no packing of B. C[m, n] (at c[m * rsc + n * csc]) = alpha * sum_k a[m * K + k]
 // * op(B)(k, n) + beta * C; `a` is op(A) copied into a contiguous (M, K) block. B is (K, N) with row stride ldb
-// (rowb) or (N, K) (dot).
-enum : int { kSmallM = 8 };
+// (rowb; `work` holds kRowbWork floats of accumulators: 16 KiB, L1-resident) or (N, K) (dot).
+enum : int { kSmallM = 8, kRowbWork = 4096 };
 void sgemm_small_rowb_avx512(int64_t M, int64_t N, int64_t K, float alpha, const float* a, const float* B,
-                             int64_t ldb, float beta, float* c, int64_t rsc, int64_t csc);
+                             int64_t ldb, float beta, float* c, int64_t rsc, int64_t csc, float* work);
 void sgemm_small_dot_avx512(int64_t M, int64_t N, int64_t K, float alpha, const float* a, const float* B,
                             int64_t ldb, float beta, float* c, int64_t rsc, int64_t csc);
 
@@ -46,7 +46,7 @@ void sgemm_ukernel_avx2(int64_t kc, const float* a, const float* b, float* c, in
                         int64_t mr, int64_t nr);
 void sgemm_pack_avx2(const void* src, int64_t ld, int kmajor, int64_t len, int64_t kc, int64_t W, void* dst);
 void sgemm_small_rowb_avx2(int64_t M, int64_t N, int64_t K, float alpha, const float* a, const float* B, int64_t ldb,
-                           float beta, float* c, int64_t rsc, int64_t csc);
+                           float beta, float* c, int64_t rsc, int64_t csc, float* work);
 void sgemm_small_dot_avx2(int64_t M, int64_t N, int64_t K, float alpha, const float* a, const float* B, int64_t ldb,
                           float beta, float* c, int64_t rsc, int64_t csc);
 
@@ -58,7 +58,7 @@ void sgemm_pack_portable(const void* src, int64_t ld, int kmajor, int64_t len, i
 void bf16_to_f32_pack_portable(const void* src, int64_t ld, int kmajor, int64_t len, int64_t kc, int64_t W,
                                void* dst);
 void sgemm_small_rowb_portable(int64_t M, int64_t N, int64_t K, float alpha, const float* a, const float* B,
-                               int64_t ldb, float beta, float* c, int64_t rsc, int64_t csc);
+                               int64_t ldb, float beta, float* c, int64_t rsc, int64_t csc, float* work);
 void sgemm_small_dot_portable(int64_t M, int64_t N, int64_t K, float alpha, const float* a, const float* B,
                               int64_t ldb, float beta, float* c, int64_t rsc, int64_t csc);
 

@@ -90,21 +90,26 @@ void bf16_to_f32_pack_portable(const void* src_, int64_t ld, int kmajor, int64_t
 }
 
 void sgemm_small_rowb_portable(int64_t M, int64_t N, int64_t K, float alpha, const float* a, const float* B,
-                               int64_t ldb, float beta, float* c, int64_t rsc, int64_t csc) {
-  constexpr int NB = 64;
-  float acc[NB];
-  for (int64_t m = 0; m < M; m++) {
-    for (int64_t n0 = 0; n0 < N; n0 += NB) {
-      const int64_t nn = mini(NB, N - n0);
-      for (int j = 0; j < NB; j++) acc[j] = 0.0f;
-      for (int64_t k = 0; k < K; k++) {
+                               int64_t ldb, float beta, float* c, int64_t rsc, int64_t csc, float* work) {
+  // Columns per pass: as many as keep M rows of accumulators in kRowbWork floats (16 KiB, L1): M = 1 streams rows
+  // of 4096 columns, M = 8 of 512 (twice that thrashed L1 and halved the speed, native/dev/gemm).
+  const int64_t chunk = (kRowbWork / (M > 0 ? M : 1)) / 16 * 16;
+  for (int64_t n0 = 0; n0 < N; n0 += chunk) {
+    const int64_t nn = mini(chunk, N - n0);
+    for (int64_t i = 0; i < M * chunk; i++) work[i] = 0.0f;
+    for (int64_t k = 0; k < K; k++) {
+      const float* br = B + k * ldb + n0;
+      for (int64_t m = 0; m < M; m++) {
         const float av = a[m * K + k];
-        const float* br = B + k * ldb + n0;
-        for (int64_t j = 0; j < nn; j++) acc[j] += av * br[j];
+        float* w = work + m * chunk;
+        for (int64_t j = 0; j < nn; j++) w[j] += av * br[j];
       }
+    }
+    for (int64_t m = 0; m < M; m++) {
       for (int64_t j = 0; j < nn; j++) {
         float* p = c + m * rsc + (n0 + j) * csc;
-        *p = beta == 0.0f ? alpha * acc[j] : alpha * acc[j] + beta * *p;
+        const float v = work[m * chunk + j];
+        *p = beta == 0.0f ? alpha * v : alpha * v + beta * *p;
       }
     }
   }

@@ -24,6 +24,14 @@ std::mutex mu;
 std::unordered_map<size_t, std::vector<void*>> free_lists;  // size class -> cached blocks
 AllocStats stats;
 
+// Touches every page of a new block once. A cached block is later reused for requests of any size in its class; without
+// this, a larger request than the block's first one would touch fresh pages (and fault) in the middle of a step.
+void prefault(void* p, size_t bytes) {
+  volatile char* c = static_cast<volatile char*>(p);
+  for (size_t off = 0; off < bytes; off += 4096) c[off] = 0;
+  if (bytes) c[bytes - 1] = 0;
+}
+
 void* os_alloc(size_t cls) {
 #if defined(__linux__)
   if (cls >= kMmapThreshold) {
@@ -32,11 +40,13 @@ void* os_alloc(size_t cls) {
 #ifdef MADV_HUGEPAGE
     madvise(p, cls, MADV_HUGEPAGE);
 #endif
+    prefault(p, cls);
     return p;
   }
 #endif
   void* p = nullptr;
   if (posix_memalign(&p, kAlign, cls) != 0 || !p) throw std::bad_alloc();
+  prefault(p, cls);
   return p;
 }
 

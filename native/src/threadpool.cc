@@ -5,6 +5,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
+#include <exception>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -54,6 +55,7 @@ class ThreadPool {
     std::lock_guard<std::mutex> region(region_mu_);  // one parallel region at a time
     fn_ = fn;
     ctx_ = ctx;
+    error_ = nullptr;
     pending_.store(size_ - 1);
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -61,8 +63,9 @@ class ThreadPool {
     }
     cv_.notify_all();
     in_pool_thread = true;
-    fn(ctx, 0, size_);
+    run_guarded(0);
     in_pool_thread = false;
+    // Always wait for every worker, even when the caller's part threw: they still use ctx, which lives on our stack.
     for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; spin++) {
       if (spin < 20000) {
         DALLE_PAUSE();
@@ -71,6 +74,7 @@ class ThreadPool {
         done_cv_.wait(lock, [this] { return pending_.load() == 0; });
       }
     }
+    if (error_) std::rethrow_exception(error_);  // the first failure of any thread, on the calling thread
   }
 
  private:
@@ -84,7 +88,7 @@ class ThreadPool {
       }
       seen = generation_.load();
       if (stop_) return;
-      fn_(ctx_, index, size_);
+      run_guarded(index);
       if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
         std::lock_guard<std::mutex> lock(done_mu_);
         done_cv_.notify_one();
@@ -92,7 +96,19 @@ class ThreadPool {
     }
   }
 
+  // A C++ exception must not leave a pool thread (std::terminate would abort the process): keep the first one.
+  void run_guarded(int index) {
+    try {
+      fn_(ctx_, index, size_);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mu_);
+      if (!error_) error_ = std::current_exception();
+    }
+  }
+
   int size_ = 1;
+  std::mutex error_mu_;
+  std::exception_ptr error_;
   std::vector<std::thread> workers_;
   std::mutex mu_, done_mu_, region_mu_;
   std::condition_variable cv_, done_cv_;

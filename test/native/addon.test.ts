@@ -12,6 +12,22 @@ describe('native addon', () => {
     );
   });
 
+  it('carries an error thrown inside a pool thread back to JavaScript, and the pool keeps working', () => {
+    const before = native.numThreads();
+    try {
+      native.setThreads(2);
+      const fail = native.selfTestParallelError as (n: number) => void;
+      for (let i = 0; i < 20; i++) assert.throws(() => fail(64), /chunk \[\d+, 64\) failed on purpose/);
+      assert.ok(native.sumSquares !== undefined);
+      const p = native.alloc(4 * 100_000);
+      native.fill(p, 100_000, 2, 'f32');
+      assert.strictEqual((native.sumSquares as (n: number, x: number) => number)(100_000, p), 400_000);
+      native.free(p, 4 * 100_000);
+    } finally {
+      native.setThreads(before);
+    }
+  });
+
   it('rejects bad arguments with an error, never a crash', () => {
     assert.throws(() => native.alloc(-1), /cannot allocate/);
     assert.throws(() => native.stridedCopy(0, 0, 3, [2], [1], [1]), /item size 3/);

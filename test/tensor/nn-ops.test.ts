@@ -31,9 +31,10 @@ function ints(shape: number[], lo: number, hi: number): Tensor {
   return Tensor.from(Int32Array.from({ length: n }, () => rand.int(lo, hi)), shape, 'i32');
 }
 
+/** The lower triangle aligned to the last query: query i (of the last Tq of Tk positions) sees keys j <= i + Tk - Tq. */
 function tril(Tq: number, Tk: number): Tensor {
   const m = new Int32Array(Tq * Tk);
-  for (let i = 0; i < Tq; i++) for (let j = 0; j <= i + Tk - Tq && j < Tk; j++) if (j >= 0) m[i * Tk + j] = 1;
+  for (let i = 0; i < Tq; i++) for (let j = 0; j <= i + Tk - Tq && j < Tk; j++) m[i * Tk + j] = 1;
   return Tensor.from(m, [Tq, Tk], 'i32');
 }
 
@@ -229,6 +230,39 @@ describe('nn ops', () => {
     });
   });
 
+  it('softmax and logSoftmax stay accurate over the whole exp range on every ISA', () => {
+    const info = native.cpuInfo();
+    const isas: Array<'portable' | 'avx2' | 'avx512'> = ['portable', ...(info.avx2 ? ['avx2' as const] : []), ...(info.avx512 ? ['avx512' as const] : [])];
+    const C = 1001;
+    const xs = Float32Array.from({ length: C }, (_, j) => -90 + (180 * j) / (C - 1) + 0.37 * Math.sin(j));
+    // float64 reference
+    let m = -Infinity;
+    for (const x of xs) m = Math.max(m, x);
+    let s = 0;
+    for (const x of xs) s += Math.exp(x - m);
+    const lse = m + Math.log(s);
+    try {
+      for (const isa of isas) {
+        native.setIsa(isa);
+        tidy(() => {
+          const x = Tensor.from(xs, [1, C]);
+          const lp = logSoftmax(x).toArray();
+          const p = softmax(x).toArray();
+          for (let j = 0; j < C; j++) {
+            const want = xs[j] - lse;
+            assert.ok(Math.abs(lp[j] - want) <= 2e-5 * Math.max(1, Math.abs(want)), `${isa} logSoftmax[${j}]: ${lp[j]} vs ${want}`);
+            const wp = Math.exp(want);
+            // Probabilities below f32's normal range may flush; above it, relative accuracy 1e-5.
+            if (wp > 1e-37) assert.ok(Math.abs(p[j] - wp) <= 1e-5 * wp, `${isa} softmax[${j}]: ${p[j]} vs ${wp}`);
+            else assert.ok(p[j] <= 2e-37, `${isa} softmax[${j}]: ${p[j]} vs ${wp}`);
+          }
+        });
+      }
+    } finally {
+      native.setIsa('avx512');
+    }
+  });
+
   describe('strided inputs and shapes', () => {
     it('softmax, logSoftmax and layerNorm of a transposed view equal those of its contiguous copy', () => {
       tidy(() => {
@@ -272,6 +306,7 @@ describe('nn ops', () => {
       x: values(N * V), gx: values(N * V), ln: values(N * C), gln: values(N * C), gain: values(C), bias: values(C),
       table: values(V * C), idx: intsOf(N, V), gemb: values(N * C), tgt: intsOf(N, V), w: values(N),
       q: values(B * H * T * D), k: values(B * H * T * D), v: values(B * H * T * D), go: values(B * H * T * D),
+      q1: values(40 * 64), k1: values(300 * 64), v1: values(300 * 64), go1: values(40 * 64),
       mask: Int32Array.from({ length: T * T }, (_, i) => (i % 7 === 0 || (i * 31) % 5 ? 1 : 0)),
     };
     const run = (): Float32Array[] => tidy(() => {
@@ -308,6 +343,11 @@ describe('nn ops', () => {
         backward(o, Tensor.from(data.go, [B, H, T, D]));
         out.push(...[o, q.grad!, k.grad!, v.grad!].map((t) => t.toArray() as Float32Array));
       }
+      // One (b, h) and one query block: the kernel's GEMMs run on every thread themselves.
+      const [q1, k1, v1] = [data.q1, data.k1, data.v1].map((a) => leaf(a, [1, 1, a.length / 64, 64]));
+      const o1 = attention(q1, k1, v1, null, { causal: true });
+      backward(o1, Tensor.from(data.go1, [1, 1, 40, 64]));
+      out.push(...[o1, q1.grad!, k1.grad!, v1.grad!].map((t) => t.toArray() as Float32Array));
       return out;
     });
     try {

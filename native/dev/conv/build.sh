@@ -8,14 +8,14 @@ INC="-Inative/src -Inative/cpu -Inode_modules/node-addon-api -I/usr/include/node
 BASE="-std=c++17 -O3 -fno-math-errno -Wall -Wno-sign-compare -DDALLE_X86=1 -DNAPI_VERSION=8 -DNAPI_CPP_EXCEPTIONS $INC"
 AVX2="-mavx2 -mfma -mf16c"
 AVX512="-mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mfma -mf16c"
-objs=()
-cc() { local src="$1"; shift; local o="$out/$(basename "${src%.*}").o"; g++ $BASE "$@" -c "$src" -o "$o" & objs+=("$o"); }
+objs=(); pids=()
+cc() { local src="$1"; shift; local o="$out/$(basename "${src%.*}").o"; g++ $BASE "$@" -c "$src" -o "$o" & objs+=("$o"); pids+=($!); }
 for f in native/src/threadpool.cc native/src/cpu_features.cc native/src/error.cc native/src/allocator.cc \
          native/src/napi_util.cc native/cpu/conv.cc native/cpu/pool.cc native/dev/conv/conv_dev.cc; do
-  [ -f "$f" ] && cc "$f"
+  [ -f "$f" ] && cc "$f" ${TILE_FLAGS:-}
 done
-cc native/cpu/conv_avx2.cc $AVX2
-cc native/cpu/conv_avx512.cc $AVX512
+cc native/cpu/conv_avx2.cc $AVX2 ${TILE_FLAGS:-}
+cc native/cpu/conv_avx512.cc $AVX512 ${TILE_FLAGS:-}
 if [ -f native/cpu/gemm.cc ]; then
   for f in native/cpu/gemm*.cc; do
     case "$f" in *_avx512.cc) cc "$f" $AVX512 ;; *_avx2.cc) cc "$f" $AVX2 ;; *) cc "$f" ;; esac
@@ -23,7 +23,7 @@ if [ -f native/cpu/gemm.cc ]; then
 else
   cc native/dev/conv/naive_gemm.cc
 fi
-wait
+for p in "${pids[@]}"; do wait "$p" || { echo "build failed" >&2; exit 1; }; done
 # The N-API entry points are never called here: stub the napi_* C functions they reference.
 nm -u "${objs[@]}" 2>/dev/null | awk '$2 ~ /^napi_/ {print $2}' | sort -u |
   awk 'BEGIN {print "#include <cstdlib>"} {print "extern \"C\" void " $1 "() { abort(); }"}' > "$out/napi_stubs.cc"

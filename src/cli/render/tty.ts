@@ -95,7 +95,7 @@ export class TtyRenderer implements EventRenderer {
     return this.multibar;
   }
 
-  // `train    ████████░░░░ 1200/20000 update | 2.51 update/s | ETA 2h05m | loss 3.214 lr 1.00e-4`
+  // `train    ████████░░░░ 1200/20000 update | 2.51 update/s | ETA 2h05m | loss 3.214 lr 1e-4`
   private formatBar(options: Options, params: Params, payload: BarPayload): string {
     const name = payload.task.padEnd(this.taskWidth);
     const parts = payload.hasTotal

@@ -56,7 +56,7 @@ export function describeLocation(location: ConfigLocation): string | undefined {
   return location.argument;
 }
 
-// `configs/x.yaml:7:3: train.lr: expected a number >= 0, got "fast"`: the compiler-style prefix lets editors jump to it.
+// `configs/x.yaml:7:3: train.lr: expected a number >= 0, got "fast"`: a compiler-style prefix editors can jump to.
 function formatConfigMessage(problem: string, details: ConfigErrorDetails): string {
   const parts = [describeLocation(details), details.keyPath, problem].filter((part) => part !== undefined);
   return parts.join(': ');

@@ -1,6 +1,6 @@
 /**
- * Config fields: the leaves of a config schema. Each field has a type, a default, a one-line doc (why this default), and
- * optional bounds, choices or a custom check. Declaring one is one line:
+ * Config fields: the leaves of a config schema. Each field has a type, a default, a one-line doc (why this default),
+ * and optional bounds, choices or a custom check. Declaring one is one line:
  *
  *   lr: num(1e-4, 'peak AdamW step size (paper A.2: 1e-4)', { min: 0 }),
  *

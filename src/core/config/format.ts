@@ -19,7 +19,10 @@ export function formatConfigYaml<C extends ConfigSchema>(
   options: FormatOptions = {},
 ): string {
   const document = new Document(config);
-  document.commentBefore = ` ${schema.doc}\n Fully resolved "${schema.kind}" config: defaults, then the YAML file, then --set and flags.`;
+  document.commentBefore = [
+    ` ${schema.doc}`,
+    ` Fully resolved "${schema.kind}" config: defaults, then the YAML file, then --set and flags.`,
+  ].join('\n');
   decorate(document.contents as YAML.YAMLMap, schema.sections, [], options);
   return document.toString({ lineWidth: 0 });
 }

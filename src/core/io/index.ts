@@ -4,3 +4,4 @@ export * from './dtype';
 export * from './errors';
 export * from './npy';
 export * from './safetensors';
+export * from './tensors';

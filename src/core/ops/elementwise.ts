@@ -47,7 +47,7 @@ function asF32(x: Tensor, op: string): Tensor {
 }
 
 /** numpy broadcasting of two shapes, with an error naming the op and both shapes. */
-export function broadcastShape(a: Shape, b: Shape, op = 'broadcast'): number[] {
+function broadcastShape(a: Shape, b: Shape, op = 'broadcast'): number[] {
   const rank = Math.max(a.length, b.length);
   const out = new Array<number>(rank);
   for (let i = 0; i < rank; i++) {

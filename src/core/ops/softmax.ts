@@ -71,7 +71,7 @@ function softmaxCases(): OpCase<Record<string, never>>[] {
     { name: '3x5x129', inputs: [{ shape: [3, 5, 129] }], attrs: {} },
     { name: 'rank 1', inputs: [{ shape: [17] }], attrs: {} },
     { name: '3x1031', inputs: [{ shape: [3, 1031] }], attrs: {} },
-    { name: 'large logits 2x4099', inputs: [{ shape: [2, 4099], kind: 'uniform' }], attrs: {} },
+    { name: '2x4099 uniform', inputs: [{ shape: [2, 4099], kind: 'uniform' }], attrs: {} },
   ];
 }
 

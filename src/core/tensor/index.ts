@@ -6,3 +6,5 @@ export * from './op';
 export * from './reference';
 export * from './blas1';
 export { Storage, liveStorage, storagesLeakedToGc } from './storage';
+export * from './random';
+export * from './rng';

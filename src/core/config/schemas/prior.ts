@@ -17,38 +17,40 @@ export const priorConfig = defineConfig(
       n_layers: int(64, 'transformer blocks (paper: 64)', { min: 1 }),
       n_heads: int(62, 'attention heads per block (paper: 62)', { min: 1 }),
       head_dim: int(64, 'width of one head; d_model = n_heads * head_dim (paper: 64)', { min: 1 }),
-      text_len: int(256, 'text positions; shorter captions are padded with per-position pad tokens (paper: 256)', { min: 1 }),
+      text_len: int(256, 'text positions; short captions get per-position pad tokens (paper: 256)', { min: 1 }),
       text_vocab: int(16384, 'BPE vocabulary size, pad tokens excluded (paper: 16384)', { min: 2 }),
       image_grid: int(32, 'image tokens per side: the dVAE grid, 32x32 = 1024 tokens (paper: 32)', { min: 1 }),
       image_vocab: int(8192, 'image token vocabulary: the dVAE codebook size (paper: 8192)', { min: 2 }),
-      conv_kernel: int(11, 'side of the convolutional attention mask of the last layer; odd, centred (paper: 11)', { min: 1, check: odd }),
+      conv_kernel: int(11, 'side of the convolutional mask of the last layer, odd (paper: 11)', { min: 1, check: odd }),
     },
     data: {
-      bpe_dropout: num(0.1, 'probability of dropping a BPE merge while encoding training captions (paper: 0.1)', { min: 0, lessThan: 1 }),
+      bpe_dropout: num(0.1, 'chance of dropping each BPE merge in training (paper: 0.1)', { min: 0, lessThan: 1 }),
       lowercase: bool(true, 'captions are lower-cased before BPE (paper: yes)'),
     },
     train: {
       steps: int(430_000, 'total updates (paper: 430,000)', { min: 1 }),
       batch_size: int(1024, 'caption-image pairs per update (paper: 1024)', { min: 1 }),
       lr: num(4.5e-4, 'peak Adam step size, reached after the warmup (paper: 4.5e-4)', { greaterThan: 0 }),
-      lr_min: num(4.5e-4 / 32, 'final step size; the paper halved lr 5 times on plateaus, ending at lr/32; we cosine-decay to it', { min: 0 }),
+      // The paper halved lr five times on loss plateaus, ending at lr/32; we cosine-decay to the same end value.
+      lr_min: num(4.5e-4 / 32, 'step size at the end of training (paper: lr/32)', { min: 0 }),
       warmup_steps: int(5_000, 'linear warmup of the step size from 0 (paper: 5,000)', { min: 0 }),
       beta1: num(0.9, 'Adam first-moment decay (paper: 0.9)', { min: 0, lessThan: 1 }),
       beta2: num(0.96, 'Adam second-moment decay (paper: 0.96)', { min: 0, lessThan: 1 }),
       eps: num(1e-8, 'Adam denominator epsilon (paper: 1e-8)', { greaterThan: 0 }),
-      weight_decay: num(4.5e-2, 'decoupled weight decay, not on gains, biases or embeddings (paper: 4.5e-2)', { min: 0 }),
-      grad_clip: num(4, 'clip the global gradient norm to this; 0 = no clipping (paper: 4)', { min: 0 }),
+      weight_decay: num(4.5e-2, 'weight decay, not on gains, biases or embeddings (paper: 4.5e-2)', { min: 0 }),
+      grad_clip: num(4, 'clip the global gradient norm to this; 0 = off (paper: 4)', { min: 0 }),
       text_loss_weight: num(1 / 8, 'weight of the text cross-entropy (paper: 1/8)', { min: 0 }),
-      image_loss_weight: num(7 / 8, 'weight of the image cross-entropy: the image is what we generate (paper: 7/8)', { min: 0 }),
+      image_loss_weight: num(7 / 8, 'weight of the image cross-entropy, what we generate (paper: 7/8)', { min: 0 }),
+      // Per-resblock fp16 gradient scaling (paper B.2); init, min and max are multiplied by the data-parallel workers.
       grad_scale: {
-        init: num(2 ** 13, 'initial per-resblock fp16 gradient scale, times the data-parallel workers (paper: 2^13)', { greaterThan: 0 }),
-        growth: num(2 ** (1 / 1000), 'scale multiplier after each finite update: doubles every 1000 updates (paper: 2^(1/1000))', { min: 1 }),
-        backoff: num(Math.SQRT2, 'scale divisor after a non-finite gradient; the update is skipped (paper: sqrt 2)', { min: 1 }),
-        min: num(2 ** 7, 'smallest scale, times the workers (paper: 2^7)', { greaterThan: 0 }),
-        max: num(2 ** 24, 'largest scale, times the workers (paper: 2^24)', { greaterThan: 0 }),
+        init: num(2 ** 13, 'initial per-resblock gradient scale (paper: 2^13)', { greaterThan: 0 }),
+        growth: num(2 ** (1 / 1000), 'scale factor after each finite update (paper: 2^(1/1000))', { min: 1 }),
+        backoff: num(Math.SQRT2, 'divisor after a non-finite gradient (update skipped) (paper: sqrt 2)', { min: 1 }),
+        min: num(2 ** 7, 'smallest scale (paper: 2^7)', { greaterThan: 0 }),
+        max: num(2 ** 24, 'largest scale (paper: 2^24)', { greaterThan: 0 }),
       },
-      checkpoint_every: int(5_000, 'updates between checkpoints: a crash loses at most this much work', { min: 1 }),
-      sample_every: int(5_000, 'updates between sample grids for fixed captions written to samples/', { min: 1 }),
+      checkpoint_every: int(5_000, 'updates between checkpoints: a crash loses at most this much', { min: 1 }),
+      sample_every: int(5_000, 'updates between sample grids for fixed captions in samples/', { min: 1 }),
       log_every: int(100, 'updates between metrics.jsonl lines', { min: 1 }),
     },
   },
@@ -56,21 +58,22 @@ export const priorConfig = defineConfig(
     {
       keyPath: 'model.conv_kernel',
       related: ['model.image_grid'],
-      check: (c) =>
-        c.model.conv_kernel <= 2 * c.model.image_grid - 1
+      check: ({ model: m }) =>
+        m.conv_kernel <= 2 * m.image_grid - 1
           ? undefined
-          : `must be at most 2 * model.image_grid - 1 = ${2 * c.model.image_grid - 1}, got ${c.model.conv_kernel}`,
+          : `must be at most 2 * model.image_grid - 1 = ${2 * m.image_grid - 1}, got ${m.conv_kernel}`,
     },
     {
       keyPath: 'train.lr_min',
       related: ['train.lr'],
-      check: (c) => (c.train.lr_min <= c.train.lr ? undefined : `must be <= train.lr (${c.train.lr}), got ${c.train.lr_min}`),
+      check: (c) =>
+        c.train.lr_min <= c.train.lr ? undefined : `must be <= train.lr (${c.train.lr}), got ${c.train.lr_min}`,
     },
     {
       keyPath: 'train.grad_scale.init',
       related: ['train.grad_scale.min', 'train.grad_scale.max'],
       check: ({ train: { grad_scale: s } }) =>
-        s.min <= s.init && s.init <= s.max ? undefined : `must lie in [grad_scale.min, grad_scale.max] = [${s.min}, ${s.max}], got ${s.init}`,
+        s.min <= s.init && s.init <= s.max ? undefined : `must lie in [min, max] = [${s.min}, ${s.max}], got ${s.init}`,
     },
   ],
 );

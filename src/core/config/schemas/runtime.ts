@@ -6,10 +6,10 @@ export const DEVICES = ['cpu', 'cuda'] as const;
 export const PRECISIONS = ['fp32', 'bf16', 'fp16'] as const;
 
 export const runtimeSection = {
-  seed: int(0, 'seeds every random stream (initialisation, data order, dropout, sampling): same seed, same run', { min: 0, max: 2 ** 32 - 1 }),
-  threads: int(0, 'CPU threads for the native kernels; 0 = all cores (env DALLE_THREADS sets it too)', { min: 0 }),
+  seed: int(0, 'seeds every random stream (init, data order, dropout, sampling)', { min: 0, max: 2 ** 32 - 1 }),
+  threads: int(0, 'CPU threads for the native kernels; 0 = all cores (env DALLE_THREADS)', { min: 0 }),
   device: oneOf(DEVICES, 'cpu', 'where tensors live: cpu always works; cuda needs the CUDA build and a GPU'),
-  precision: oneOf(PRECISIONS, 'fp32', 'compute precision: fp32 is the exact reference; bf16/fp16 keep fp32 master weights'),
+  precision: oneOf(PRECISIONS, 'fp32', 'compute precision; fp32 is the reference, bf16/fp16 keep fp32 master weights'),
 } satisfies Section;
 
 export type RuntimeConfig = Resolved<typeof runtimeSection>;

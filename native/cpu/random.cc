@@ -1,0 +1,91 @@
+// Philox4x32-10 streams filled in parallel: value i of a request depends only on (key, offset + i), so the result is
+// the same for any thread count and equals the TypeScript reference (src/core/tensor/rng.ts, whose module comment
+// defines the stream). Uniform values are bit-exact; normal and Gumbel values go through libm in double and are
+// rounded once, like the reference.
+#include <cmath>
+#include <cstring>
+
+#include "napi_util.h"
+#include "threadpool.h"
+
+namespace dalle {
+namespace {
+
+inline void philox_block(uint32_t c0, uint32_t c1, uint32_t k0, uint32_t k1, uint32_t out[4]) {
+  uint32_t c2 = 0, c3 = 0;
+  for (int r = 0; r < 10; r++) {
+    uint64_t p0 = (uint64_t)0xD2511F53u * c0, p1 = (uint64_t)0xCD9E8D57u * c2;
+    uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0, n1 = (uint32_t)p1;
+    uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1, n3 = (uint32_t)p0;
+    c0 = n0; c1 = n1; c2 = n2; c3 = n3;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
+}
+
+// Word w of the stream: lane w % 4 of the block at counter w / 4.
+struct Stream {
+  uint32_t k0, k1;
+  uint64_t offset;
+  uint64_t cached_counter = ~0ull;
+  uint32_t block[4];
+  uint32_t word(uint64_t i) {
+    uint64_t w = offset + i, c = w >> 2;
+    if (c != cached_counter) {
+      philox_block((uint32_t)c, (uint32_t)(c >> 32), k0, k1, block);
+      cached_counter = c;
+    }
+    return block[w & 3];
+  }
+};
+
+// philoxFill(dst f32, n, key0, key1, offsetLo, offsetHi, kind, a, b)
+//   kind "uniform": a + (b - a) * u with u = (word >> 8) * 2^-24 (a = 0, b = 1 gives the reference exactly)
+//   kind "normal":  mean a, std b, Box-Muller on word pairs (2 words per pair of values)
+//   kind "gumbel":  -ln(-ln((word + 0.5) * 2^-32))
+Napi::Value PhiloxFill(const Napi::CallbackInfo& info) {
+  const char* op = "philoxFill";
+  float* dst = arg_data<float>(info, 0, op);
+  int64_t n = arg_i64(info, 1, op);
+  uint32_t k0 = (uint32_t)arg_i64(info, 2, op), k1 = (uint32_t)arg_i64(info, 3, op);
+  uint64_t offset = (uint64_t)(uint32_t)arg_i64(info, 4, op) | ((uint64_t)(uint32_t)arg_i64(info, 5, op) << 32);
+  std::string kind = arg_str(info, 6, op);
+  double a = arg_f64(info, 7, op), b = arg_f64(info, 8, op);
+  DALLE_CHECK(n >= 0 && (n == 0 || dst), op, "bad destination for %lld values", (long long)n);
+  const double two32 = 4294967296.0;
+  if (kind == "uniform") {
+    bool exact = a == 0.0 && b == 1.0;
+    parallel_for(n, 1 << 14, [&](int64_t lo, int64_t hi) {
+      Stream s{k0, k1, offset};
+      for (int64_t i = lo; i < hi; i++) {
+        float u = (float)(s.word(i) >> 8) * 5.9604644775390625e-08f;
+        dst[i] = exact ? u : (float)(a + (b - a) * (double)u);
+      }
+    });
+  } else if (kind == "normal") {
+    int64_t pairs = (n + 1) / 2;
+    parallel_for(pairs, 1 << 13, [&](int64_t lo, int64_t hi) {
+      Stream s{k0, k1, offset};
+      for (int64_t p = lo; p < hi; p++) {
+        double u1 = ((double)s.word(2 * p) + 1.0) / two32, u2 = (double)s.word(2 * p + 1) / two32;
+        double radius = std::sqrt(-2.0 * std::log(u1)), angle = 2.0 * M_PI * u2;
+        dst[2 * p] = (float)(a + b * radius * std::cos(angle));
+        if (2 * p + 1 < n) dst[2 * p + 1] = (float)(a + b * radius * std::sin(angle));
+      }
+    });
+  } else if (kind == "gumbel") {
+    parallel_for(n, 1 << 14, [&](int64_t lo, int64_t hi) {
+      Stream s{k0, k1, offset};
+      for (int64_t i = lo; i < hi; i++) dst[i] = (float)-std::log(-std::log(((double)s.word(i) + 0.5) / two32));
+    });
+  } else {
+    fail(op, __FILE__, __LINE__, "unknown distribution '%s' (uniform, normal, gumbel)", kind.c_str());
+  }
+  return info.Env().Undefined();
+}
+
+DALLE_EXPORT("philoxFill", PhiloxFill);
+
+}  // namespace
+}  // namespace dalle
