@@ -3,12 +3,14 @@
 // python3-torch 1.13 (oneDNN convolutions), jemalloc preloaded and told to keep its memory, OpenBLAS's AVX-512 kernels,
 // the same thread count). Set-up: bash bench/setup.sh.
 //   node dist/bench/conv2d.js [--threads 2] [--reps 10] [--rounds 2] [--filter 3x3] [--no-torch] [--json]
+// DALLE_ADDON=path loads another build of the addon (a copy, say, while build/ is being rebuilt).
 // Times are the best of --reps after warm-up, and the best over --rounds (each round runs PyTorch, then ours), since
 // other processes on a shared 2-core machine add noise. "step" = forward + backward (dx, dw, db; the 7x7 input
 // convolution has no dx, in both). GFLOP/s counts 2 B H W Co C k^2 per pass (padding taps included); the peak is
 // 64 FLOP/cycle/core at 3.3 GHz unless DALLE_PEAK_GFLOPS says otherwise.
 // Key: B batch, C in channels, Co out channels, H x W image, k kernel.
 import { spawnSync } from 'child_process';
+import * as fs from 'fs';
 import * as path from 'path';
 
 interface Addon {
@@ -23,7 +25,7 @@ interface Addon {
     db: number | null, B: number, C: number, Co: number, H: number, W: number, k: number): void;
 }
 // eslint-disable-next-line @typescript-eslint/no-var-requires
-const addon: Addon = require(path.join(__dirname, '../../build/Release/dalle_native.node'));
+const addon: Addon = require(process.env.DALLE_ADDON ?? path.join(__dirname, '../../build/Release/dalle_native.node'));
 
 interface Shape {
   name: string; B: number; Cin: number; Cout: number; H: number; W: number; k: number; dx: boolean;
@@ -141,6 +143,18 @@ function timeTorch(shapes: Shape[], threads: number, reps: number): { version: s
   return { version: `torch ${out.torch}, ${out.threads} threads`, results: new Map(out.results.map((t) => [t.name, t])) };
 }
 
+/** "AMD EPYC (family 25, model 17)": the peak depends on it (Zen 4, family 25, runs 512-bit FMAs at half the rate of
+ * Zen 5, family 26). */
+function cpuName(): string {
+  try {
+    const info = fs.readFileSync('/proc/cpuinfo', 'utf8');
+    const field = (key: string): string => (info.match(new RegExp(`^${key}\\s*:\\s*(.*)$`, 'm')) ?? [])[1] ?? '?';
+    return `${field('model name')} (family ${field('cpu family')}, model ${field('model')})`;
+  } catch {
+    return 'unknown CPU';
+  }
+}
+
 function main(): void {
   const opt = args();
   const shapes = SHAPES.filter((s) => s.name.includes(opt.filter));
@@ -182,7 +196,7 @@ function main(): void {
   const total = (key: 'ours_step_ms' | 'torch_step_ms'): number =>
     rows.reduce((acc, r) => acc + (r[key] ?? NaN) * r.count, 0);
   const summary = {
-    isa: addon.cpuInfo().isa, threads: opt.threads, peak_gflops: peak, reference: torchNote,
+    isa: addon.cpuInfo().isa, cpu: cpuName(), threads: opt.threads, peak_gflops: peak, reference: torchNote,
     dvae_conv_step_ours_ms: total('ours_step_ms'), dvae_conv_step_torch_ms: opt.torch ? total('torch_step_ms') : null,
   };
   if (opt.json) {
@@ -190,7 +204,7 @@ function main(): void {
     return;
   }
   const f = (v: number | null, d = 3): string => (v === null || !isFinite(v) ? '-' : v.toFixed(d));
-  console.log(`conv2d, batch ${B}, ${opt.threads} threads, ISA ${summary.isa}; reference: ${torchNote || 'none'}`);
+  console.log(`conv2d, batch ${B}, ${opt.threads} threads, ISA ${summary.isa}, ${cpuName()}; reference: ${torchNote || 'none'}`);
   console.log(`GFLOP/s of the step (fwd + bwd), % of peak ${peak.toFixed(0)} GFLOP/s; ratio = ours / PyTorch (< 1: ours faster)`);
   const head = ['shape', 'n', 'fwd ms', 'step ms', 'GFLOP/s', '%peak', 'torch fwd', 'torch step', 'ratio'];
   console.log(head[0].padEnd(20) + head.slice(1).map((h) => h.padStart(11)).join(''));

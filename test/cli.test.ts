@@ -231,3 +231,20 @@ describe('cli: the base command draws core events', () => {
     );
   });
 });
+
+describe('dalle info', () => {
+  it('reports the kernels, the threads it was given and every registered op', async () => {
+    const { stdout, error } = await dalle(['info', '--threads', '1', '--json']);
+    assert.equal(error, undefined);
+    const report = JSON.parse(stdout.trim().split('\n').pop()!);
+    assert.equal(report.threads, 1);
+    assert.ok(['portable', 'avx2', 'avx512'].includes(report.cpu.isa));
+    assert.ok(report.ops.includes('matmul') && report.ops.includes('conv2d'));
+  });
+
+  it('refuses a device it does not have, with exit code and advice', () => {
+    const result = dalleProcess(['info', '--device', 'cuda']);
+    assert.equal(result.status, 5);
+    assert.match(result.stderr, /no CUDA backend yet; use --device cpu/);
+  });
+});

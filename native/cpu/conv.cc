@@ -184,11 +184,23 @@ void direct_dw(const DirectKernels& kern, const float* x, const float* dy, float
   const int64_t img = C * Hp * Wp + kConvSlack;
   const int64_t U = kern.dw_units(k), MR = kern.dw_co(k);
   const int64_t units = C * k, ublocks = (units + U - 1) / U, cblocks = (Co + MR - 1) / MR;
-  const int64_t tiles = ublocks * cblocks;  // unit-block major: a thread's units are contiguous
   // Images per group: the lane sums close once per group (fixed by the shapes, never by the thread count).
   int64_t G = 2048 / HW;
   if (G < 1) G = 1;
   if (G > B) G = B;
+  // Tiles in chunks of output channels whose dy (of a group) stays in L2 (~256 KiB) while every unit-block runs over
+  // it; within a chunk, unit-block major. (Sweeping all of dy once per unit-block reread it from L3: 2 MiB per unit at
+  // Co 256, 16 x 16.) The order never changes a result: each tile owns its dw elements.
+  int64_t chunk = (256 * 1024) / (G * HW * MR * (int64_t)sizeof(float));
+  if (chunk < 1) chunk = 1;
+  if (chunk > cblocks) chunk = cblocks;
+  const int64_t tiles = ublocks * cblocks;
+  auto tile_at = [&](int64_t t, int64_t* ub, int64_t* cb) {
+    const int64_t ch = t / (ublocks * chunk), rem = t % (ublocks * chunk);
+    const int64_t n_in = cblocks - ch * chunk < chunk ? cblocks - ch * chunk : chunk;
+    *ub = rem / n_in;
+    *cb = ch * chunk + rem % n_in;
+  };
   const int threads = num_threads();
   Workspace ws(p > 0 ? (size_t)img * G * threads : 0);
   parallel_run([&](int ti, int tn) {
@@ -196,9 +208,16 @@ void direct_dw(const DirectKernels& kern, const float* x, const float* dy, float
     split(tiles, ti, tn, &t0, &t1);
     if (t0 >= t1) return;
     float* xp = p > 0 ? ws.p + (size_t)img * G * ti : nullptr;
-    const int64_t ub0 = t0 / cblocks, ub1 = (t1 - 1) / cblocks;
-    const int64_t c0 = ub0 * U / k;
-    const int64_t last_unit = (ub1 + 1) * U < units ? (ub1 + 1) * U - 1 : units - 1;
+    // The input channels this thread's tiles read.
+    int64_t ub_lo = ublocks, ub_hi = -1;
+    for (int64_t t = t0; t < t1; t++) {
+      int64_t ub, cb;
+      tile_at(t, &ub, &cb);
+      if (ub < ub_lo) ub_lo = ub;
+      if (ub > ub_hi) ub_hi = ub;
+    }
+    const int64_t c0 = ub_lo * U / k;
+    const int64_t last_unit = (ub_hi + 1) * U < units ? (ub_hi + 1) * U - 1 : units - 1;
     const int64_t c1 = last_unit / k + 1;
     for (int64_t g0 = 0; g0 < B; g0 += G) {
       const int64_t gn = B - g0 < G ? B - g0 : G;
@@ -206,11 +225,12 @@ void direct_dw(const DirectKernels& kern, const float* x, const float* dy, float
         for (int64_t g = 0; g < gn; g++) pad_channels(x + (g0 + g) * C * HW, H, W, p, c0, c1, xp + g * img);
       }
       for (int64_t t = t0; t < t1; t++) {
-        const int64_t ub = t / cblocks, cb = t % cblocks;
+        int64_t ub, cb;
+        tile_at(t, &ub, &cb);
         const int64_t u0 = ub * U, co0 = cb * MR;
         // k = 1 reads the input in place
-        ConvDwJob job{p > 0 ? xp : x + g0 * C * HW, dy + g0 * Co * HW, dw, p > 0 ? img : C * HW, Co * HW, gn, C, Co, H, W, k, co0,
-                      Co - co0 < MR ? Co - co0 : MR, u0, units - u0 < U ? units - u0 : U, g0 > 0};
+        ConvDwJob job{p > 0 ? xp : x + g0 * C * HW, dy + g0 * Co * HW, dw, p > 0 ? img : C * HW, Co * HW, gn, C, Co,
+                      H, W, k, co0, Co - co0 < MR ? Co - co0 : MR, u0, units - u0 < U ? units - u0 : U, g0 > 0};
         kern.dw(&job);
       }
     }

@@ -1,6 +1,7 @@
 // Image ops of the dVAE, NCHW float32, contiguous.
 // conv2d: stride 1, "same" zero padding, odd square kernel k (1x1 runs as a GEMM). Weights (Cout, Cin, k, k) as in
-// OpenAI's released dVAE; bias (Cout) may be null.
+// OpenAI's released dVAE; bias (Cout) may be null. Outputs must not overlap inputs. Results are bitwise identical for
+// any thread count (each output element is summed by one thread in an order fixed by the shapes).
 #pragma once
 #include <cstdint>
 

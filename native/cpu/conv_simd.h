@@ -85,55 +85,44 @@ void fwd_tile_n(int n, const float* const* xs, float* const* ys, const int* ns, 
 }
 
 // Slots are gathered row by row into tiles of NR; interior rows share tiles across rows, each of the first and last
-// p rows gets its own tiles with its kernel-row range. Each tile runs over every block of output channels while its
-// input rows are in L1. (Which slots share a tile never changes a result: each lane is its own chain of FMAs in tap
-// order.)
-template <int MR, int NR, int K>
-struct FwdTiles {
-  const ConvFwdJob* jb;
-  int64_t HpWp, Wp, HW, T;
-  const float* xs[NR];
-  float* ys[NR];  // at channel 0
-  int ns[NR];
-  int n = 0;
-
-  void flush(int64_t kh0, int64_t kh1) {
-    if (!n) return;
-    float* yc[NR];
-    for (int64_t co = jb->co0; co < jb->co1; co += MR) {
-      for (int j = 0; j < n; j++) yc[j] = ys[j] + co * HW;
-      const float* wb = jb->wb + (co / MR) * T * MR;
-      const float* bias = jb->bias ? jb->bias + co : nullptr;
-      const int mrows = (int)(jb->Co - co < MR ? jb->Co - co : MR);
-      fwd_tile_n<MR, NR, K>(n, xs, yc, ns, wb, bias, jb->C, jb->k, kh0, kh1, HpWp, Wp, HW, mrows);
-    }
-    n = 0;
-  }
-};
-
+// p rows gets its own tiles with its kernel-row range. (Which slots share a tile never changes a result: each lane is
+// its own chain of FMAs in tap order.)
 template <int MR, int NR, int K>
 void fwd_run(const ConvFwdJob* jb) {
-  const int64_t k = jb->k, p = (k - 1) / 2, H = jb->H, W = jb->W, vpr = (W + VL - 1) / VL;  // vectors per row
-  FwdTiles<MR, NR, K> t;
-  t.jb = jb;
-  t.Wp = W + k - 1;
-  t.HpWp = (H + k - 1) * t.Wp;
-  t.HW = H * W;
-  t.T = jb->C * k * k;
-  for (int64_t h = jb->h0; h < jb->h1; h++) {
-    const bool border = h < p || h >= H - p;
-    if (border) t.flush(0, k);  // close the interior tile
-    const int64_t kh0 = border && p - h > 0 ? p - h : 0, kh1 = border && H + p - h < k ? H + p - h : k;
-    for (int64_t v = 0; v < vpr; v++) {
-      const int64_t w0 = v * VL;
-      t.xs[t.n] = jb->xp + h * t.Wp + w0;
-      t.ys[t.n] = jb->y + h * W + w0;
-      t.ns[t.n] = (int)(W - w0 < VL ? W - w0 : VL);
-      if (++t.n == NR) t.flush(kh0, kh1);
+  const int64_t k = jb->k, p = (k - 1) / 2, H = jb->H, W = jb->W, HW = H * W, Wp = W + k - 1;
+  const int64_t HpWp = (H + k - 1) * Wp, T = jb->C * k * k, vpr = (W + VL - 1) / VL;  // vectors per row
+  for (int64_t co = jb->co0; co < jb->co1; co += MR) {
+    const float* wb = jb->wb + (co / MR) * T * MR;
+    const float* bias = jb->bias ? jb->bias + co : nullptr;
+    const int mrows = (int)(jb->Co - co < MR ? jb->Co - co : MR);
+    const float* xs[NR];
+    float* ys[NR];
+    int ns[NR];
+    int n = 0;
+    for (int64_t h = jb->h0; h < jb->h1; h++) {
+      const bool border = h < p || h >= H - p;
+      if (border && n) {  // close the interior tile
+        fwd_tile_n<MR, NR, K>(n, xs, ys, ns, wb, bias, jb->C, k, 0, k, HpWp, Wp, HW, mrows);
+        n = 0;
+      }
+      const int64_t kh0 = border && p - h > 0 ? p - h : 0, kh1 = border && H + p - h < k ? H + p - h : k;
+      for (int64_t v = 0; v < vpr; v++) {
+        const int64_t w0 = v * VL;
+        xs[n] = jb->xp + h * Wp + w0;
+        ys[n] = jb->y + co * HW + h * W + w0;
+        ns[n] = (int)(W - w0 < VL ? W - w0 : VL);
+        if (++n == NR) {
+          fwd_tile<MR, NR, K>(xs, ys, ns, wb, bias, jb->C, k, kh0, kh1, HpWp, Wp, HW, mrows);
+          n = 0;
+        }
+      }
+      if (border && n) {
+        fwd_tile_n<MR, NR, K>(n, xs, ys, ns, wb, bias, jb->C, k, kh0, kh1, HpWp, Wp, HW, mrows);
+        n = 0;
+      }
     }
-    if (border) t.flush(kh0, kh1);
+    if (n) fwd_tile_n<MR, NR, K>(n, xs, ys, ns, wb, bias, jb->C, k, 0, k, HpWp, Wp, HW, mrows);
   }
-  t.flush(0, k);
 }
 
 // ---- weight gradient: lanes along columns w, an MR (output channels) x U*K (taps) register tile ------------------
@@ -145,18 +134,25 @@ void dw_tile(const ConvDwJob* jb) {
   V acc[MR][U * K];
   for (int m = 0; m < MR; m++)
     for (int t = 0; t < U * K; t++) acc[m][t] = vzero();
-  int64_t uoff[U];
+  // Output rows [h0, h1): a unit (c, kh) reads padded rows h + kh, all zero padding unless p <= h + kh < H + p;
+  // rows where every unit of the tile reads padding are skipped.
+  const int64_t p = (K - 1) / 2;
+  int64_t uoff[U], h0 = H, h1 = 0;
   for (int u = 0; u < U; u++) {
     const int64_t unit = jb->u0 + u, c = unit / K, kh = unit % K;
     uoff[u] = c * HpWp + kh * Wp;
+    const int64_t lo = p - kh > 0 ? p - kh : 0, hi = H + p - kh < H ? H + p - kh : H;
+    if (lo < h0) h0 = lo;
+    if (hi > h1) h1 = hi;
   }
-  // One flat loop over every vector of every row of every image (nested loops made GCC keep the accumulators in
+  if (h1 < h0) h1 = h0;
+  // One flat loop over every vector of rows [h0, h1) of every image (nested loops made GCC keep the accumulators in
   // memory); the last vector of a row is masked (lanes past W load zeros).
-  const int64_t vpr = (W + VL - 1) / VL, steps = jb->G * H * vpr;
+  const int64_t rows = h1 - h0, vpr = (W + VL - 1) / VL, steps = jb->G * rows * vpr;
   const int last_n = (int)(W - (vpr - 1) * VL);
-  const float* dr = jb->dy + jb->co0 * HW;  // row h of image g, channel co0
-  const float* xr = jb->xp;                 // padded row h of image g
-  int64_t v = 0, h = 0;
+  const float* dr = jb->dy + jb->co0 * HW + h0 * W;  // row h of image g, channel co0
+  const float* xr = jb->xp + h0 * Wp;                // padded row h of image g
+  int64_t v = 0, h = 0;                              // h counts rows from h0
   for (int64_t s = 0; s < steps; s++) {
     const int64_t w0 = v * VL;
     const int n = v + 1 == vpr ? last_n : VL;
@@ -174,10 +170,10 @@ void dw_tile(const ConvDwJob* jb) {
       v = 0;
       dr += W;
       xr += Wp;
-      if (++h == H) {
+      if (++h == rows) {
         h = 0;
-        dr += jb->dy_stride - HW;
-        xr += jb->xp_stride - H * Wp;
+        dr += jb->dy_stride - rows * W;
+        xr += jb->xp_stride - rows * Wp;
       }
     }
   }

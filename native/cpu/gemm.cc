@@ -43,18 +43,16 @@ struct Impl {
   int kpad;                 // packed k rounded up to this (2 for bf16 pairs)
   GemmPackFn pack;
   GemmUkernelFn ukernel;
-  // small-M kernels (fp32 only; null for bf16)
-  void (*small_rowb)(int64_t, int64_t, int64_t, float, const float*, const float*, int64_t, float, float*, int64_t,
-                     int64_t, float*);
-  void (*small_dot)(int64_t, int64_t, int64_t, float, const float*, const float*, int64_t, float, float*, int64_t,
-                    int64_t);
+  // small-M kernels (null where there are none: bf16 without AVX512_BF16 takes the packed path)
+  GemmSmallFn small_rowb, small_dot;
 };
 
-// Block sizes, tuned with native/dev/gemm on this Zen 4 VM (32 KiB L1d, 1 MiB L2 per core, 32 MiB L3), 1 thread,
-// 2048^3: KC 256 -> 512 gained 4% (fewer passes over C), KC 768 / 1024 no more; NC below 1000 lost 5-10% (op(A) is
-// packed again for every NC block); MC hardly matters with the A sliver in L1 (96..384 within noise).
+// Block sizes, tuned with native/dev/gemm on this Zen 4 VM (32 KiB L1d, 1 MiB L2 per core, 32 MiB L3), 1 thread:
+// KC 256 -> 512 gained 4% at 2048^3 (fewer passes over C), 1024 another 1-3% (1024^3: 107 -> 110 GFLOP/s; bf16
+// 212 -> 215); NC below 1000 lost 5-10% (op(A) is packed again for every NC block); MC hardly matters with the A
+// sliver in L1 (96..384 within noise).
 struct Blocking {
-  int64_t kc = 512, mc = 192, nc = 3072;
+  int64_t kc = 1024, mc = 192, nc = 3072;
 };
 Blocking g_blocking;
 
@@ -64,17 +62,17 @@ Impl select_impl(bool bf16) {
   const Blocking& b = g_blocking;
   if (isa == Isa::Avx512) {
     im.mr = kMrAvx512, im.nr = kNrAvx512;
-    im.ukernel = reinterpret_cast<GemmUkernelFn>(&sgemm_ukernel_avx512);
+    im.ukernel = &sgemm_ukernel_avx512;
     im.pack = &sgemm_pack_avx512;
     im.small_rowb = &sgemm_small_rowb_avx512, im.small_dot = &sgemm_small_dot_avx512;
   } else if (isa == Isa::Avx2) {
     im.mr = kMrAvx2, im.nr = kNrAvx2;
-    im.ukernel = reinterpret_cast<GemmUkernelFn>(&sgemm_ukernel_avx2);
+    im.ukernel = &sgemm_ukernel_avx2;
     im.pack = &sgemm_pack_avx2;
     im.small_rowb = &sgemm_small_rowb_avx2, im.small_dot = &sgemm_small_dot_avx2;
   } else {
     im.mr = kMrPortable, im.nr = kNrPortable;
-    im.ukernel = reinterpret_cast<GemmUkernelFn>(&sgemm_ukernel_portable);
+    im.ukernel = &sgemm_ukernel_portable;
     im.pack = &sgemm_pack_portable;
     im.small_rowb = &sgemm_small_rowb_portable, im.small_dot = &sgemm_small_dot_portable;
   }
@@ -83,9 +81,10 @@ Impl select_impl(bool bf16) {
     im.in_size = 2;
     im.small_rowb = nullptr, im.small_dot = nullptr;
     if (isa == Isa::Avx512 && cpu_features().avx512_bf16) {
-      im.ukernel = reinterpret_cast<GemmUkernelFn>(&gemm_bf16_ukernel_avx512);
+      im.ukernel = &gemm_bf16_ukernel_avx512;
       im.pack = &gemm_bf16_pack_avx512;
       im.packed_size = 2, im.kpad = 2;
+      im.small_rowb = &gemm_bf16_small_rowb_avx512, im.small_dot = &gemm_bf16_small_dot_avx512;
     } else {
       im.pack = &bf16_to_f32_pack_portable;  // convert while packing, then the fp32 kernel of this ISA
     }
@@ -191,6 +190,22 @@ void gemm_block(const Impl& im, const Problem& p, int64_t m0, int64_t m1, int64_
   }
 }
 
+// Copies rows [0, rows) x [0, K) of a matrix whose element (r, k) is at src[r * rs + k * cs] into a contiguous
+// (rows, K) block, element size es (4 or 2).
+void gather_rows(const char* src, int64_t rs, int64_t cs, int64_t rows, int64_t K, int es, void* dst) {
+  if (es == 4) {
+    const float* s = reinterpret_cast<const float*>(src);
+    float* d = static_cast<float*>(dst);
+    for (int64_t r = 0; r < rows; r++)
+      for (int64_t k = 0; k < K; k++) d[r * K + k] = s[r * rs + k * cs];
+  } else {
+    const uint16_t* s = reinterpret_cast<const uint16_t*>(src);
+    uint16_t* d = static_cast<uint16_t*>(dst);
+    for (int64_t r = 0; r < rows; r++)
+      for (int64_t k = 0; k < K; k++) d[r * K + k] = s[r * rs + k * cs];
+  }
+}
+
 // Small M: op(A) rows copied contiguous, B streamed unpacked. Columns [n0, n1).
 void gemm_small_m(const Impl& im, const Problem& p, int64_t n0, int64_t n1) {
   if (n0 >= n1) return;
@@ -198,16 +213,15 @@ void gemm_small_m(const Impl& im, const Problem& p, int64_t n0, int64_t n1) {
     scale_c(p, 0, p.M, n0, n1);
     return;
   }
-  const float* A = reinterpret_cast<const float*>(p.A);
-  const float* B = reinterpret_cast<const float*>(p.B);
-  float* a = static_cast<float*>(tl_abuf.get((size_t)(p.M * p.K) * 4 + 64));
-  for (int64_t m = 0; m < p.M; m++)
-    for (int64_t k = 0; k < p.K; k++) a[m * p.K + k] = p.ta ? A[k * p.lda + m] : A[m * p.lda + k];
+  const int es = im.in_size;
+  void* a = tl_abuf.get((size_t)(p.M * p.K) * es + 64);
+  // op(A)(m, k) = A[m * lda + k], or A[k * lda + m] when transposed
+  gather_rows(p.A, p.ta ? 1 : p.lda, p.ta ? p.lda : 1, p.M, p.K, es, a);
+  float* work = static_cast<float*>(tl_wbuf.get(sizeof(float) * kRowbWork));
   if (p.tb) {
-    im.small_dot(p.M, n1 - n0, p.K, p.alpha, a, B + n0 * p.ldb, p.ldb, p.beta, p.C + n0, p.ldc, 1);
+    im.small_dot(p.M, n1 - n0, p.K, p.alpha, a, p.B + n0 * p.ldb * es, p.ldb, p.beta, p.C + n0, p.ldc, 1, work);
   } else {
-    float* work = static_cast<float*>(tl_wbuf.get(sizeof(float) * kRowbWork));
-    im.small_rowb(p.M, n1 - n0, p.K, p.alpha, a, B + n0, p.ldb, p.beta, p.C + n0, p.ldc, 1, work);
+    im.small_rowb(p.M, n1 - n0, p.K, p.alpha, a, p.B + n0 * es, p.ldb, p.beta, p.C + n0, p.ldc, 1, work);
   }
 }
 
@@ -219,17 +233,17 @@ void gemm_small_n(const Impl& im, const Problem& p, int64_t m0, int64_t m1) {
     scale_c(p, m0, m1, 0, p.N);
     return;
   }
-  const float* A = reinterpret_cast<const float*>(p.A);
-  const float* B = reinterpret_cast<const float*>(p.B);
-  float* b = static_cast<float*>(tl_bbuf.get((size_t)(p.N * p.K) * 4 + 64));
-  for (int64_t n = 0; n < p.N; n++)
-    for (int64_t k = 0; k < p.K; k++) b[n * p.K + k] = p.tb ? B[n * p.ldb + k] : B[k * p.ldb + n];
+  const int es = im.in_size;
+  void* b = tl_bbuf.get((size_t)(p.N * p.K) * es + 64);
+  // op(B)^T (n, k) = B[n * ldb + k] when transposed, else B[k * ldb + n]
+  gather_rows(p.B, p.tb ? p.ldb : 1, p.tb ? 1 : p.ldb, p.N, p.K, es, b);
+  float* work = static_cast<float*>(tl_wbuf.get(sizeof(float) * kRowbWork));
   // op(A)^T (k, m) = A[k * lda + m] (transposed A: row-major (K, M), "rowb") or A[m * lda + k] ("dot" form).
   if (p.ta) {
-    float* work = static_cast<float*>(tl_wbuf.get(sizeof(float) * kRowbWork));
-    im.small_rowb(p.N, m1 - m0, p.K, p.alpha, b, A + m0, p.lda, p.beta, p.C + m0 * p.ldc, 1, p.ldc, work);
+    im.small_rowb(p.N, m1 - m0, p.K, p.alpha, b, p.A + m0 * es, p.lda, p.beta, p.C + m0 * p.ldc, 1, p.ldc, work);
   } else {
-    im.small_dot(p.N, m1 - m0, p.K, p.alpha, b, A + m0 * p.lda, p.lda, p.beta, p.C + m0 * p.ldc, 1, p.ldc);
+    im.small_dot(p.N, m1 - m0, p.K, p.alpha, b, p.A + m0 * p.lda * es, p.lda, p.beta, p.C + m0 * p.ldc, 1, p.ldc,
+                 work);
   }
 }
 

@@ -139,24 +139,37 @@ static void pack_copy32(const float* src, int64_t ld, int64_t len, int64_t kc, i
 // ---------------------------------------------------------------------------------------------------------------
 // fp32
 
-void sgemm_ukernel_avx512(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha, float beta,
-                          int64_t mr, int64_t nr) {
-  enum { MR = 8, NV = 3 };
-  __m512 acc[MR][NV];
-  for (int i = 0; i < MR; i++)
-    for (int j = 0; j < NV; j++) acc[i][j] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < kc; k++) {
-    __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), b2 = _mm512_loadu_ps(b + 32);
-    for (int i = 0; i < MR; i++) {
-      __m512 av = _mm512_set1_ps(a[i]);
-      acc[i][0] = _mm512_fmadd_ps(av, b0, acc[i][0]);
-      acc[i][1] = _mm512_fmadd_ps(av, b1, acc[i][1]);
-      acc[i][2] = _mm512_fmadd_ps(av, b2, acc[i][2]);
-    }
-    a += MR;
-    b += NV * 16;
+// One kernel body per width: NV = 3 for full 48-column tiles, NV = 1 or 2 for the last tile of a row of C when it
+// is 16 or 32 wide (1024 = 21 x 48 + 16: computing that tile at full width wasted 3% at 1024^3). The packed B sliver
+// keeps its 48-float row stride.
+#define DALLE_SGEMM_UK(NAME, NV_)                                                                                 \
+  static void NAME(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha, float beta,   \
+                   int64_t mr, int64_t nr) {                                                                     \
+    enum { MR = 8, NV = NV_ };                                                                                   \
+    __m512 acc[MR][NV];                                                                                          \
+    for (int i = 0; i < MR; i++)                                                                                 \
+      for (int j = 0; j < NV; j++) acc[i][j] = _mm512_setzero_ps();                                             \
+    for (int64_t k = 0; k < kc; k++) {                                                                           \
+      __m512 bv[NV];                                                                                             \
+      for (int j = 0; j < NV; j++) bv[j] = _mm512_loadu_ps(b + 16 * j);                                          \
+      for (int i = 0; i < MR; i++) {                                                                             \
+        __m512 av = _mm512_set1_ps(a[i]);                                                                        \
+        for (int j = 0; j < NV; j++) acc[i][j] = _mm512_fmadd_ps(av, bv[j], acc[i][j]);                          \
+      }                                                                                                          \
+      a += MR;                                                                                                   \
+      b += kNrAvx512;                                                                                            \
+    }                                                                                                            \
+    DALLE_STORE_TILE(acc, MR, NV);                                                                               \
   }
-  DALLE_STORE_TILE(acc, MR, NV);
+DALLE_SGEMM_UK(sgemm_uk_8x48, 3)
+DALLE_SGEMM_UK(sgemm_uk_8x32, 2)
+DALLE_SGEMM_UK(sgemm_uk_8x16, 1)
+
+static void sgemm_ukernel_avx512_typed(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha,
+                                       float beta, int64_t mr, int64_t nr) {
+  if (nr > 32) sgemm_uk_8x48(kc, a, b, c, ldc, alpha, beta, mr, nr);
+  else if (nr > 16) sgemm_uk_8x32(kc, a, b, c, ldc, alpha, beta, mr, nr);
+  else sgemm_uk_8x16(kc, a, b, c, ldc, alpha, beta, mr, nr);
 }
 
 void sgemm_pack_avx512(const void* src, int64_t ld, int kmajor, int64_t len, int64_t kc, int64_t W, void* dst) {
@@ -170,27 +183,36 @@ void sgemm_pack_avx512(const void* src, int64_t ld, int kmajor, int64_t len, int
 // ---------------------------------------------------------------------------------------------------------------
 // bf16 with vdpbf16ps: A and B packed as k-pairs, [kp][W][2] bf16 per sliver, kp = ceil(kc / 2).
 
-void gemm_bf16_ukernel_avx512(int64_t kc, const uint16_t* a, const uint16_t* b, float* c, int64_t ldc, float alpha,
-                              float beta, int64_t mr, int64_t nr) {
-  enum { MR = 8, NV = 3 };
-  const int64_t kp = (kc + 1) / 2;
-  __m512 acc[MR][NV];
-  for (int i = 0; i < MR; i++)
-    for (int j = 0; j < NV; j++) acc[i][j] = _mm512_setzero_ps();
-  const uint32_t* a32 = reinterpret_cast<const uint32_t*>(a);
-  for (int64_t k = 0; k < kp; k++) {
-    __m512bh b0 = (__m512bh)_mm512_loadu_si512(b), b1 = (__m512bh)_mm512_loadu_si512(b + 32),
-             b2 = (__m512bh)_mm512_loadu_si512(b + 64);
-    for (int i = 0; i < MR; i++) {
-      __m512bh av = (__m512bh)_mm512_set1_epi32((int)a32[i]);
-      acc[i][0] = _mm512_dpbf16_ps(acc[i][0], av, b0);
-      acc[i][1] = _mm512_dpbf16_ps(acc[i][1], av, b1);
-      acc[i][2] = _mm512_dpbf16_ps(acc[i][2], av, b2);
-    }
-    a32 += MR;
-    b += NV * 32;
+#define DALLE_BF16_UK(NAME, NV_)                                                                                  \
+  static void NAME(int64_t kc, const uint16_t* a, const uint16_t* b, float* c, int64_t ldc, float alpha,          \
+                   float beta, int64_t mr, int64_t nr) {                                                          \
+    enum { MR = 8, NV = NV_ };                                                                                    \
+    const int64_t kp = (kc + 1) / 2;                                                                              \
+    __m512 acc[MR][NV];                                                                                           \
+    for (int i = 0; i < MR; i++)                                                                                  \
+      for (int j = 0; j < NV; j++) acc[i][j] = _mm512_setzero_ps();                                              \
+    const uint32_t* a32 = reinterpret_cast<const uint32_t*>(a);                                                   \
+    for (int64_t k = 0; k < kp; k++) {                                                                            \
+      __m512bh bv[NV];                                                                                            \
+      for (int j = 0; j < NV; j++) bv[j] = (__m512bh)_mm512_loadu_si512(b + 32 * j);                              \
+      for (int i = 0; i < MR; i++) {                                                                              \
+        __m512bh av = (__m512bh)_mm512_set1_epi32((int)a32[i]);                                                   \
+        for (int j = 0; j < NV; j++) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], av, bv[j]);                          \
+      }                                                                                                           \
+      a32 += MR;                                                                                                  \
+      b += 2 * kNrAvx512;                                                                                         \
+    }                                                                                                             \
+    DALLE_STORE_TILE(acc, MR, NV);                                                                                \
   }
-  DALLE_STORE_TILE(acc, MR, NV);
+DALLE_BF16_UK(bf16_uk_8x48, 3)
+DALLE_BF16_UK(bf16_uk_8x32, 2)
+DALLE_BF16_UK(bf16_uk_8x16, 1)
+
+static void gemm_bf16_ukernel_avx512_typed(int64_t kc, const uint16_t* a, const uint16_t* b, float* c, int64_t ldc,
+                                           float alpha, float beta, int64_t mr, int64_t nr) {
+  if (nr > 32) bf16_uk_8x48(kc, a, b, c, ldc, alpha, beta, mr, nr);
+  else if (nr > 16) bf16_uk_8x32(kc, a, b, c, ldc, alpha, beta, mr, nr);
+  else bf16_uk_8x16(kc, a, b, c, ldc, alpha, beta, mr, nr);
 }
 
 void gemm_bf16_pack_avx512(const void* src_, int64_t ld, int kmajor, int64_t len, int64_t kc, int64_t W,
@@ -305,7 +327,7 @@ static inline __attribute__((always_inline)) void dot_block(int MM, int64_t nn, 
 // B (K, N) row-major: k outer, streaming whole rows of B (4 at a time) into accumulators kept in `work` (MM rows x
 // a chunk of columns, L1-resident), so B is read once, sequentially. (A first version held a 64-column strip in
 // registers and walked down K: a strided pattern that ran 3x slower than the dot kernel, native/dev/gemm.)
-void sgemm_small_rowb_avx512(int64_t M, int64_t N, int64_t K, float alpha, const float* a, const float* B,
+static void sgemm_small_rowb_avx512_typed(int64_t M, int64_t N, int64_t K, float alpha, const float* a, const float* B,
                              int64_t ldb, float beta, float* c, int64_t rsc, int64_t csc, float* work) {
   // Columns per pass: as many as keep M rows of accumulators in kRowbWork floats (16 KiB, L1): M = 1 streams rows
   // of 4096 columns, M = 8 of 512 (twice that thrashed L1 and halved the speed, native/dev/gemm).
@@ -357,7 +379,7 @@ void sgemm_small_rowb_avx512(int64_t M, int64_t N, int64_t K, float alpha, const
   }
 }
 
-void sgemm_small_dot_avx512(int64_t M, int64_t N, int64_t K, float alpha, const float* a, const float* B,
+static void sgemm_small_dot_avx512_typed(int64_t M, int64_t N, int64_t K, float alpha, const float* a, const float* B,
                             int64_t ldb, float beta, float* c, int64_t rsc, int64_t csc) {
   for (int64_t n0 = 0; n0 < N; n0 += 4) {
     int64_t nn = mini(4, N - n0);
@@ -372,6 +394,134 @@ void sgemm_small_dot_avx512(int64_t M, int64_t N, int64_t K, float alpha, const 
       else dot_block(1, nn, K, alpha, am, bn, ldb, beta, cm, rsc, csc);
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// bf16 small M (AVX512_BF16).
+
+namespace {
+
+static inline float bf16_scalar(uint16_t h) {
+  union {
+    uint32_t u;
+    float f;
+  } v;
+  v.u = (uint32_t)h << 16;
+  return v.f;
+}
+
+// 16 bf16 -> 16 fp32 (lanes past the mask are zero).
+static inline __m512 load_bf16x16(__mmask16 m, const uint16_t* p) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+}
+
+static inline __mmask32 mask32(int64_t n) {
+  return n >= 32 ? (__mmask32)0xFFFFFFFFu : n <= 0 ? (__mmask32)0 : (__mmask32)((1u << n) - 1);
+}
+
+static inline __attribute__((always_inline)) void dot_block_bf16(int MM, int64_t nn, int64_t K, float alpha,
+                                                                 const uint16_t* a, const uint16_t* B, int64_t ldb,
+                                                                 float beta, float* c, int64_t rsc, int64_t csc) {
+  __m512 acc[4][4];
+  for (int i = 0; i < MM; i++)
+    for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
+  const uint16_t* bp[4];
+  for (int j = 0; j < 4; j++) bp[j] = B + (j < nn ? j : 0) * ldb;
+  for (int64_t k = 0; k < K; k += 32) {
+    const __mmask32 m = mask32(K - k);
+    __m512bh b0 = (__m512bh)_mm512_maskz_loadu_epi16(m, bp[0] + k), b1 = (__m512bh)_mm512_maskz_loadu_epi16(m, bp[1] + k),
+             b2 = (__m512bh)_mm512_maskz_loadu_epi16(m, bp[2] + k), b3 = (__m512bh)_mm512_maskz_loadu_epi16(m, bp[3] + k);
+    for (int i = 0; i < MM; i++) {
+      __m512bh av = (__m512bh)_mm512_maskz_loadu_epi16(m, a + i * K + k);
+      acc[i][0] = _mm512_dpbf16_ps(acc[i][0], av, b0);
+      acc[i][1] = _mm512_dpbf16_ps(acc[i][1], av, b1);
+      acc[i][2] = _mm512_dpbf16_ps(acc[i][2], av, b2);
+      acc[i][3] = _mm512_dpbf16_ps(acc[i][3], av, b3);
+    }
+  }
+  for (int i = 0; i < MM; i++)
+    for (int j = 0; j < 4; j++)
+      if (j < nn) store_scalar(c + i * rsc + j * csc, hsum(acc[i][j]), alpha, beta);
+}
+
+}  // namespace
+
+void gemm_bf16_small_dot_avx512(int64_t M, int64_t N, int64_t K, float alpha, const void* a_, const void* B_,
+                                int64_t ldb, float beta, float* c, int64_t rsc, int64_t csc, float* work) {
+  (void)work;
+  const uint16_t* a = static_cast<const uint16_t*>(a_);
+  const uint16_t* B = static_cast<const uint16_t*>(B_);
+  for (int64_t n0 = 0; n0 < N; n0 += 4) {
+    const int64_t nn = mini(4, N - n0);
+    for (int64_t m0 = 0; m0 < M; m0 += 4) {
+      const int64_t mm = mini(4, M - m0);
+      const uint16_t* am = a + m0 * K;
+      float* cm = c + m0 * rsc + n0 * csc;
+      const uint16_t* bn = B + n0 * ldb;
+      if (mm == 4) dot_block_bf16(4, nn, K, alpha, am, bn, ldb, beta, cm, rsc, csc);
+      else if (mm == 3) dot_block_bf16(3, nn, K, alpha, am, bn, ldb, beta, cm, rsc, csc);
+      else if (mm == 2) dot_block_bf16(2, nn, K, alpha, am, bn, ldb, beta, cm, rsc, csc);
+      else dot_block_bf16(1, nn, K, alpha, am, bn, ldb, beta, cm, rsc, csc);
+    }
+  }
+}
+
+// As the fp32 rowb (k outer, accumulators in `work`), B rows widened to fp32 as they stream in.
+void gemm_bf16_small_rowb_avx512(int64_t M, int64_t N, int64_t K, float alpha, const void* a_, const void* B_,
+                                 int64_t ldb, float beta, float* c, int64_t rsc, int64_t csc, float* work) {
+  const uint16_t* a = static_cast<const uint16_t*>(a_);
+  const uint16_t* B = static_cast<const uint16_t*>(B_);
+  const int64_t chunk = (kRowbWork / (M > 0 ? M : 1)) / 16 * 16;
+  for (int64_t n0 = 0; n0 < N; n0 += chunk) {
+    const int64_t nn = mini(chunk, N - n0);
+    const int64_t nv = (nn + 15) / 16;
+    const __mmask16 tail = mask16(nn - (nv - 1) * 16);
+    for (int64_t i = 0; i < M * chunk; i += 16) _mm512_storeu_ps(work + i, _mm512_setzero_ps());
+    for (int64_t k = 0; k < K; k += 2) {
+      const bool two = k + 1 < K;
+      const uint16_t* b0 = B + k * ldb + n0;
+      const uint16_t* b1 = two ? b0 + ldb : b0;
+      for (int64_t v = 0; v < nv; v++) {
+        const __mmask16 m = v == nv - 1 ? tail : (__mmask16)0xFFFF;
+        const __m512 x0 = load_bf16x16(m, b0 + 16 * v);
+        const __m512 x1 = two ? load_bf16x16(m, b1 + 16 * v) : _mm512_setzero_ps();
+        for (int64_t i = 0; i < M; i++) {
+          const uint16_t* ai = a + i * K + k;
+          float* w = work + i * chunk + 16 * v;
+          __m512 acc = _mm512_fmadd_ps(_mm512_set1_ps(bf16_scalar(ai[0])), x0, _mm512_loadu_ps(w));
+          if (two) acc = _mm512_fmadd_ps(_mm512_set1_ps(bf16_scalar(ai[1])), x1, acc);
+          _mm512_storeu_ps(w, acc);
+        }
+      }
+    }
+    for (int64_t i = 0; i < M; i++) {
+      const float* w = work + i * chunk;
+      float* ci = c + i * rsc + n0 * csc;
+      for (int64_t j = 0; j < nn; j++) store_scalar(ci + j * csc, w[j], alpha, beta);
+    }
+  }
+}
+
+// Uniform signatures (gemm_kernels.h) over the typed versions above.
+void sgemm_ukernel_avx512(int64_t kc, const void* a, const void* b, float* c, int64_t ldc, float alpha, float beta,
+                          int64_t mr, int64_t nr) {
+  sgemm_ukernel_avx512_typed(kc, static_cast<const float*>(a), static_cast<const float*>(b), c, ldc, alpha, beta, mr, nr);
+}
+
+void gemm_bf16_ukernel_avx512(int64_t kc, const void* a, const void* b, float* c, int64_t ldc, float alpha, float beta,
+                              int64_t mr, int64_t nr) {
+  gemm_bf16_ukernel_avx512_typed(kc, static_cast<const uint16_t*>(a), static_cast<const uint16_t*>(b), c, ldc, alpha, beta, mr, nr);
+}
+
+void sgemm_small_rowb_avx512(int64_t M, int64_t N, int64_t K, float alpha, const void* a, const void* B,
+                             int64_t ldb, float beta, float* c, int64_t rsc, int64_t csc, float* work) {
+  sgemm_small_rowb_avx512_typed(M, N, K, alpha, static_cast<const float*>(a), static_cast<const float*>(B), ldb, beta, c, rsc, csc, work);
+}
+
+void sgemm_small_dot_avx512(int64_t M, int64_t N, int64_t K, float alpha, const void* a, const void* B,
+                            int64_t ldb, float beta, float* c, int64_t rsc, int64_t csc, float* work) {
+  (void)work;
+  sgemm_small_dot_avx512_typed(M, N, K, alpha, static_cast<const float*>(a), static_cast<const float*>(B), ldb, beta, c, rsc, csc);
 }
 
 }  // namespace dalle

@@ -18,7 +18,7 @@ inline float bf16_to_f32(uint16_t h) {
 }
 }  // namespace
 
-void sgemm_ukernel_portable(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha,
+static void sgemm_ukernel_portable_typed(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha,
                             float beta, int64_t mr, int64_t nr) {
   constexpr int MR = kMrPortable, NR = kNrPortable;
   float acc[MR][NR] = {};
@@ -89,7 +89,7 @@ void bf16_to_f32_pack_portable(const void* src_, int64_t ld, int kmajor, int64_t
   }
 }
 
-void sgemm_small_rowb_portable(int64_t M, int64_t N, int64_t K, float alpha, const float* a, const float* B,
+static void sgemm_small_rowb_portable_typed(int64_t M, int64_t N, int64_t K, float alpha, const float* a, const float* B,
                                int64_t ldb, float beta, float* c, int64_t rsc, int64_t csc, float* work) {
   // Columns per pass: as many as keep M rows of accumulators in kRowbWork floats (16 KiB, L1): M = 1 streams rows
   // of 4096 columns, M = 8 of 512 (twice that thrashed L1 and halved the speed, native/dev/gemm).
@@ -115,7 +115,7 @@ void sgemm_small_rowb_portable(int64_t M, int64_t N, int64_t K, float alpha, con
   }
 }
 
-void sgemm_small_dot_portable(int64_t M, int64_t N, int64_t K, float alpha, const float* a, const float* B,
+static void sgemm_small_dot_portable_typed(int64_t M, int64_t N, int64_t K, float alpha, const float* a, const float* B,
                               int64_t ldb, float beta, float* c, int64_t rsc, int64_t csc) {
   for (int64_t n = 0; n < N; n++) {
     const float* br = B + n * ldb;
@@ -132,6 +132,23 @@ void sgemm_small_dot_portable(int64_t M, int64_t N, int64_t K, float alpha, cons
       *p = beta == 0.0f ? alpha * v : alpha * v + beta * *p;
     }
   }
+}
+
+// Uniform signatures (gemm_kernels.h) over the typed versions above.
+void sgemm_ukernel_portable(int64_t kc, const void* a, const void* b, float* c, int64_t ldc, float alpha, float beta,
+                            int64_t mr, int64_t nr) {
+  sgemm_ukernel_portable_typed(kc, static_cast<const float*>(a), static_cast<const float*>(b), c, ldc, alpha, beta, mr, nr);
+}
+
+void sgemm_small_rowb_portable(int64_t M, int64_t N, int64_t K, float alpha, const void* a, const void* B,
+                               int64_t ldb, float beta, float* c, int64_t rsc, int64_t csc, float* work) {
+  sgemm_small_rowb_portable_typed(M, N, K, alpha, static_cast<const float*>(a), static_cast<const float*>(B), ldb, beta, c, rsc, csc, work);
+}
+
+void sgemm_small_dot_portable(int64_t M, int64_t N, int64_t K, float alpha, const void* a, const void* B,
+                              int64_t ldb, float beta, float* c, int64_t rsc, int64_t csc, float* work) {
+  (void)work;
+  sgemm_small_dot_portable_typed(M, N, K, alpha, static_cast<const float*>(a), static_cast<const float*>(B), ldb, beta, c, rsc, csc);
 }
 
 }  // namespace dalle

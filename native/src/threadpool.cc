@@ -10,6 +10,10 @@
 #include <thread>
 #include <vector>
 
+#if defined(__linux__)
+#include <pthread.h>
+#endif
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define DALLE_PAUSE() _mm_pause()
@@ -80,6 +84,9 @@ class ThreadPool {
  private:
   void worker_loop(int index, uint64_t seen) {
     in_pool_thread = true;
+#if defined(__linux__)
+    pthread_setname_np(pthread_self(), "dalle-pool");  // visible in top -H, perf and /proc/PID/task/*/comm
+#endif
     for (;;) {
       for (int spin = 0; generation_.load(std::memory_order_acquire) == seen && spin < 20000; spin++) DALLE_PAUSE();
       if (generation_.load(std::memory_order_acquire) == seen) {

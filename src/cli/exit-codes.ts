@@ -3,6 +3,7 @@
  * looks them up here by `error.name`, so the core never imports the CLI. Adding a named error is one line in POLICIES.
  */
 import { ConfigError } from '../core/config';
+import { DataError } from '../core/data/errors';
 
 /** Exit codes that scripts can rely on. oclif itself uses 2 for flag-parsing errors. */
 export const ExitCode = {
@@ -27,6 +28,11 @@ const POLICIES: Readonly<Record<string, ErrorPolicy>> = {
   ConfigError: {
     exit: ExitCode.config,
     suggestions: (error) => [(error as ConfigError).hint],
+  },
+  DataError: { exit: ExitCode.input, suggestions: (error) => [(error as DataError).hint] },
+  DeviceUnavailableError: {
+    exit: ExitCode.runtime,
+    suggestions: () => ['run on the CPU with --device cpu (or set runtime.device: cpu in the config)'],
   },
 };
 

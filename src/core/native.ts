@@ -43,6 +43,8 @@ export interface NativeAddon {
 const candidates = ['build/Release/dalle_native.node', 'build/Debug/dalle_native.node'];
 
 function load(): NativeAddon {
+  // DALLE_ADDON=path loads another build (e.g. a copy kept for benchmarking while build/ is being rebuilt).
+  if (process.env.DALLE_ADDON) return require(path.resolve(process.env.DALLE_ADDON)) as NativeAddon;
   // dist/src/core/native.js and src/core/native.ts both sit three levels below the package root.
   const root = path.resolve(__dirname, '..', '..', '..');
   const tried: string[] = [];

@@ -236,7 +236,7 @@ describe('native gemm', function () {
     it(`${dt}: odd shapes (M, N, K all different; small M, small N, K past one block) with alpha/beta and padding`, () => {
       const shapes: [number, number, number][] = [
         [13, 1, 300], [1, 517, 64], [300, 5, 17], [5, 250, 513], [2, 3, 4], [9, 100, 1000], [100, 3, 64],
-        [8, 200, 96], [49, 97, 311], [600, 50, 520], [17, 1030, 9], [4, 9, 700], [9, 3100, 20],
+        [8, 200, 96], [49, 97, 311], [600, 50, 520], [17, 1030, 9], [4, 9, 700], [9, 3100, 20], [20, 30, 1100],
       ];
       const scalars: [number, number][] = [[1, 0], [-0.5, 1], [2, 0.25], [0, 0.5]];
       eachPath((isa, threads) => {

@@ -1,13 +1,28 @@
 // GEMM development harness (llm.c style): every version checked against the double-accumulation reference on odd
-// shapes, then benchmarked. Versions:
+// shapes (all transposes, alpha/beta, beta = 0 with NaN in C, padded leading dimensions, 1 and 2 threads), then
+// benchmarked. Versions:
 //   1  naive i-k-j loops (what the compiler makes of the definition)
 //   2  packed + blocked, portable micro-kernel 4 x 16 (ISA cap "portable")
 //   3  packed + blocked, AVX2 6 x 16
 //   4  packed + blocked, AVX-512 8 x 48 (+ small-M / small-N paths that skip packing)
 //   5  bf16 inputs: vdpbf16ps 8 x 48 on k-pairs (or converted to fp32 without AVX512_BF16)
+// What was tried (this Zen 4 VM, 1 thread, CPUTIME=1; see also microkernel.cc):
+//   - micro-kernel shape: 4x64 .. 14x32 all reach the FMA peak on packed data (1 zmm FMA a cycle): kept 8 x 48.
+//   - loop order: jr > ir (B sliver reused from L1, as GotoBLAS) 99-108 GFLOP/s at 2048^3; ir > jr (A sliver in L1,
+//     B panel streamed from L2/L3) 105-111: kept ir > jr.
+//   - KC 128 / 192 / 256 / 384 / 512 / 768 / 1024: 89 / 95 / 99 / 104 / 109 / 110 / 109 (2048^3); after the edge
+//     kernels below, 512 vs 1024: 107 vs 110 (1024^3), 111 vs 112 (2048^3), bf16 212 vs 215: KC = 1024.
+//   - N edge: 1024 = 21 x 48 + 16; the last tile at full 48 width wasted 3%: 8 x 32 and 8 x 16 kernels for the edge
+//     (1024^3: 105.5 -> 107.6).
+//   - NC 240 / 480 / 960 / 3072: 98 / 102 / 106 / 109 (op(A) is re-packed per NC block): NC = 3072. MC: no effect.
+//   - small M, B (K, N): a 64-column strip in registers walking down K ran 9 GFLOP/s at M = 1 (strided, one page per
+//     row); k outer with accumulators in a 16 KiB L1 buffer 17-19; its chunk must keep M x chunk in L1 (M = 8 with a
+//     32 KiB chunk fell from 60 to 29).
+//   - bf16 small M: packing B cost as much as the arithmetic (15 GFLOP/s at M = 1); vdpbf16ps dot products on the
+//     unpacked (N, K) weight: 67.
 // Usage: gemm_dev                 check all, then benchmark the standard shapes on 1 and 2 threads
 //        gemm_dev M N K [T] [ta tb] [version]   benchmark one shape
-// Env: KC, MC, NC override the block sizes (gemm_set_blocking) for tuning.
+// Env: KC, MC, NC override the block sizes (gemm_set_blocking) for tuning; CPUTIME=1 times with the thread's CPU clock.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -86,7 +101,8 @@ static int check_all() {
   std::uniform_real_distribution<float> U(-1.0f, 1.0f);
   const int64_t shapes[][3] = {{1, 1, 1},    {7, 7, 7},     {33, 33, 33},   {129, 129, 129}, {257, 257, 257},
                                {13, 1, 300}, {1, 517, 64},  {300, 5, 17},   {9, 100, 1000},  {100, 3, 64},
-                               {64, 64, 0},  {5, 250, 513}, {400, 777, 65}, {2, 3, 4},       {600, 50, 520}};
+                               {64, 64, 0},  {5, 250, 513}, {400, 777, 65}, {2, 3, 4},       {600, 50, 520},
+                               {20, 30, 1100}, {9, 3100, 20}};
   int fails = 0, checks = 0;
   // Threads outermost: resizing the pool between every call is slow (and hit a start-up race in threadpool.cc).
   for (int threads : {1, 2}) {

@@ -4,7 +4,7 @@
  * Widths: encoder groups n_hid, 2n_hid, 4n_hid, 8n_hid; every group but the last halves the side, so the token grid is
  * resolution / 2^(n_groups - 1) (paper: 256 / 8 = 32).
  */
-import { int, num } from '../fields';
+import { int, num, str } from '../fields';
 import { ConfigOf, defineConfig } from '../schema';
 import { runtimeSection } from './runtime';
 
@@ -27,6 +27,9 @@ export const dvaeConfig = defineConfig(
     },
     data: {
       resolution: int(256, 'side of the square training crops in pixels (paper: 256)', { min: 1 }),
+      path: str(null, 'images: a folder (+ .txt captions), a .jsonl/.csv manifest or .tar shards; see dataset inspect'),
+      max_input_pixels: int(50_000_000, 'larger images are skipped undecoded, so one huge file cannot exhaust memory', { min: 1 }),
+      prefetch_batches: int(2, 'batches decoding on background threads while a step trains: the step never waits', { min: 1 }),
     },
     train: {
       steps: int(3_000_000, 'total updates (paper: 3,000,000)', { min: 1 }),

@@ -1,0 +1,25 @@
+import { BaseCommand } from '../cli/base-command';
+import { EngineReport, engineReport } from '../core/engine-info';
+import { applyRuntime } from '../core/runtime';
+
+export default class InfoCommand extends BaseCommand<typeof InfoCommand> {
+  static override summary = 'Show the engine on this machine: CPU kernels in use, threads, registered ops.';
+
+  static override description =
+    'Loads the native addon and reports which kernels it picked for this CPU (AVX-512, AVX2 or portable), whether ' +
+    'AVX512_BF16 is there, the thread count (--threads or DALLE_THREADS; 0 = all cores) and every registered op. ' +
+    'Include its --json output in bug reports.';
+
+  static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> --threads 1 --json'];
+
+  async run(): Promise<EngineReport> {
+    applyRuntime({ threads: this.flags.threads ?? 0, device: this.flags.device ?? 'cpu' });
+    const report = engineReport();
+    this.log(`dalle ${report.version} (node ${report.node}, ${report.platform})`);
+    this.log(`CPU kernels: ${report.cpu.isa}${report.cpu.avx512bf16 ? ' + AVX512_BF16' : ''}`);
+    this.log(`threads:     ${report.threads}`);
+    this.log(`CUDA:        ${report.cuda ? 'available' : 'not built'}`);
+    this.log(`ops (${report.ops.length}): ${report.ops.join(', ')}`);
+    return report;
+  }
+}

@@ -1,0 +1,315 @@
+/**
+ * The training data loader: batches of B images as one float32 (B, 3, R, R) array in [0, 1], with one caption each.
+ *
+ * Order: epoch e visits the records in a shuffle that depends only on (seed, e), and draws each record's caption
+ * from its captions with numbers that depend only on (seed, e) too (order.ts). Batches run on across epoch ends, so
+ * training is a stream of steps. A record that fails to decode is skipped, counted by reason, and replaced by the
+ * next one in the order; it is remembered and passed over in later epochs.
+ *
+ * Prefetch: the loader keeps `prefetchBatches` x B records decoding (sharp on libuv's thread pool) while the caller
+ * trains, and refills that window each time it hands out a batch. Records that are whole files go to sharp as paths,
+ * so each is one worker-thread task that finishes during a synchronous training step (image.ts).
+ *
+ * Resume: state() is (epoch, position) after the last batch handed out. A loader made with that state hands out
+ * exactly the batches an uninterrupted loader would have handed out next: decoding is deterministic, so the same
+ * records fail in the same places. Save state() (or batch.state) with each checkpoint.
+ */
+import { CoreEvent, EventSink, silentSink } from '../events';
+import { Philox } from '../tensor/rng';
+import { DataError, SkipError, SkipReason } from './errors';
+import { decodeImage, DEFAULT_MAX_INPUT_PIXELS, DecodeOptions, rgbToChw } from './image';
+import { captionDraws, dataRandom, epochOrder, pickCaption } from './order';
+import { SkipReport } from './skips';
+import { DataRecord, DataSource } from './sources/types';
+
+export interface LoaderOptions {
+  /** Images per batch (B). */
+  readonly batchSize: number;
+  /** Side of the square images in pixels (R). */
+  readonly resolution: number;
+  /** The run's seed; the loader draws from its own fork of it (order.ts). */
+  readonly seed: number;
+  /** Images with more pixels are skipped as 'too-large' (default DEFAULT_MAX_INPUT_PIXELS). */
+  readonly maxInputPixels?: number;
+  /** Batches decoding ahead of the one being trained on (K, default 2). */
+  readonly prefetchBatches?: number;
+  /** Visit records in a seeded shuffle (default) or in source order (evaluation). */
+  readonly shuffle?: boolean;
+  readonly events?: EventSink;
+}
+
+/** Where the loader is: JSON-safe, for a checkpoint's state.json. */
+export interface LoaderState {
+  /** The seed and record count it was made with: resuming on other data would not be a resume. */
+  readonly seed: number;
+  readonly records: number;
+  /** The next record to hand out is order(epoch)[position]. */
+  readonly epoch: number;
+  readonly position: number;
+}
+
+export interface Batch {
+  /** (B, 3, R, R), RGB in [0, 1]: Tensor.from(batch.images, batch.shape). */
+  readonly images: Float32Array;
+  readonly shape: readonly [number, number, number, number];
+  /** One caption per image ('' for an image without captions). */
+  readonly captions: readonly string[];
+  /** The records' ids, for reports and debugging. */
+  readonly ids: readonly string[];
+  /** The epoch of the batch's first image. */
+  readonly epoch: number;
+  /** The loader's state right after this batch: what a checkpoint taken after training on it must save. */
+  readonly state: LoaderState;
+}
+
+/** What the loader has done, for a command's result or a run's report. */
+export interface LoaderReport {
+  readonly records: number;
+  readonly skipped: ReturnType<SkipReport['toJSON']>;
+}
+
+interface Position {
+  readonly epoch: number;
+  readonly position: number;
+}
+
+type Decoded = Uint8Array | SkipError;
+
+/** A record whose decode has started: consumed strictly in this order. */
+interface InFlight {
+  readonly index: number;
+  readonly epoch: number;
+  /** The loader's position once this record is consumed. */
+  readonly after: Position;
+  readonly caption: string;
+  readonly outcome: Promise<Decoded>;
+  settled: boolean;
+}
+
+const DEFAULT_PREFETCH_BATCHES = 2;
+
+export class DataLoader {
+  readonly batchSize: number;
+  readonly resolution: number;
+  readonly prefetchBatches: number;
+  private readonly records: readonly DataRecord[];
+  private readonly seed: number;
+  private readonly shuffle: boolean;
+  private readonly decodeOptions: DecodeOptions;
+  private readonly events: EventSink;
+  private readonly random: Philox;
+  /** Index-time skips of the source plus decode-time skips. */
+  private readonly skips = new SkipReport();
+  /** Records that failed to decode: passed over from then on (their failure is deterministic). */
+  private readonly bad = new Set<number>();
+  private readonly inFlight: InFlight[] = [];
+  /** After the last batch handed out. */
+  private consumed: Position;
+  /** The next record to start decoding. */
+  private scheduled: Position;
+  private plan: { epoch: number; order: Uint32Array; draws: Float64Array } | undefined;
+  /** next() calls run one after another, so concurrent callers still get batches in order. */
+  private tail: Promise<unknown> = Promise.resolve();
+  private closed = false;
+
+  constructor(source: DataSource, options: LoaderOptions, state?: LoaderState) {
+    this.records = source.records;
+    this.batchSize = positiveInteger(options.batchSize, 'batchSize');
+    this.resolution = positiveInteger(options.resolution, 'resolution');
+    this.prefetchBatches = positiveInteger(options.prefetchBatches ?? DEFAULT_PREFETCH_BATCHES, 'prefetchBatches');
+    this.seed = options.seed;
+    this.shuffle = options.shuffle ?? true;
+    this.decodeOptions = {
+      resolution: this.resolution,
+      maxInputPixels: options.maxInputPixels ?? DEFAULT_MAX_INPUT_PIXELS,
+    };
+    this.events = options.events ?? silentSink;
+    this.random = dataRandom(this.seed);
+    this.skips.merge(source.skipped);
+    if (this.records.length === 0) {
+      throw new DataError(
+        `no usable records in ${source.path} (${source.skipped.describe()})`,
+        `run \`dalle dataset inspect ${source.path}\` to see what was skipped and why`,
+      );
+    }
+    this.consumed = state === undefined ? { epoch: 0, position: 0 } : this.checkState(state, source.path);
+    this.scheduled = this.consumed;
+  }
+
+  /** A loader that continues from `state` (saved from state() or batch.state of an earlier run). */
+  static fromState(source: DataSource, options: LoaderOptions, state: LoaderState): DataLoader {
+    return new DataLoader(source, options, state);
+  }
+
+  state(): LoaderState {
+    return { seed: this.seed, records: this.records.length, ...this.consumed };
+  }
+
+  /** The next batch. Decoding of the batches after it continues in the background while the caller trains. */
+  next(): Promise<Batch> {
+    const batch = this.tail.then(() => this.assemble());
+    this.tail = batch.catch(() => undefined);
+    return batch;
+  }
+
+  /** Records in the prefetch window whose decode has finished (a test of the prefetch; a gauge for reports). */
+  readyCount(): number {
+    return this.inFlight.filter((item) => item.settled).length;
+  }
+
+  report(): LoaderReport {
+    return { records: this.records.length, skipped: this.skips.toJSON() };
+  }
+
+  get skipped(): SkipReport {
+    return this.skips;
+  }
+
+  /** Stops prefetching. Decodes already started finish on their own; their results are dropped. */
+  close(): void {
+    this.closed = true;
+    this.inFlight.length = 0;
+  }
+
+  private async assemble(): Promise<Batch> {
+    if (this.closed) throw new Error('dalle: DataLoader.next() after close()');
+    const { batchSize, resolution } = this;
+    const imageSize = 3 * resolution * resolution;
+    const images = new Float32Array(batchSize * imageSize);
+    const captions: string[] = [];
+    const ids: string[] = [];
+    let firstEpoch: number | undefined;
+    while (captions.length < batchSize) {
+      this.startDecodes();
+      const item = this.inFlight.shift() as InFlight;
+      const outcome = await item.outcome;
+      this.consumed = item.after;
+      if (outcome instanceof SkipError) {
+        this.noteSkip(item.index, outcome);
+        continue;
+      }
+      rgbToChw(outcome, resolution, images, captions.length * imageSize);
+      captions.push(item.caption);
+      ids.push(this.records[item.index].id);
+      firstEpoch ??= item.epoch;
+    }
+    this.startDecodes();
+    return {
+      images,
+      shape: [batchSize, 3, resolution, resolution],
+      captions,
+      ids,
+      epoch: firstEpoch as number,
+      state: this.state(),
+    };
+  }
+
+  /** Fills the window of records decoding ahead, in order, passing over records known to be bad. */
+  private startDecodes(): void {
+    const n = this.records.length;
+    const window = this.prefetchBatches * this.batchSize;
+    while (this.inFlight.length < window) {
+      if (this.bad.size >= n) {
+        throw new DataError(
+          `none of the ${n} records could be decoded (${this.skips.describe()})`,
+          'run `dalle dataset inspect PATH` to see the reasons',
+        );
+      }
+      const { epoch, position } = this.scheduled;
+      const plan = this.planFor(epoch);
+      const index = plan.order[position];
+      this.scheduled = position + 1 === n ? { epoch: epoch + 1, position: 0 } : { epoch, position: position + 1 };
+      if (this.bad.has(index)) continue;
+      const record = this.records[index];
+      const item: InFlight = {
+        index,
+        epoch,
+        after: this.scheduled,
+        caption: pickCaption(record.captions, plan.draws[index]),
+        outcome: this.decode(record),
+        settled: false,
+      };
+      void item.outcome.then(
+        () => (item.settled = true),
+        () => (item.settled = true),
+      );
+      this.inFlight.push(item);
+    }
+  }
+
+  private planFor(epoch: number): { epoch: number; order: Uint32Array; draws: Float64Array } {
+    if (this.plan?.epoch !== epoch) {
+      const n = this.records.length;
+      this.plan = {
+        epoch,
+        order: epochOrder(this.random, epoch, n, this.shuffle),
+        draws: captionDraws(this.random, epoch, n),
+      };
+      this.emit({ type: 'log', level: 'debug', message: `data: epoch ${epoch} begins (${n} records)` });
+    }
+    return this.plan;
+  }
+
+  /** Resolves to the decoded image or the SkipError; other errors (bugs) reject and surface from next(). */
+  private decode(record: DataRecord): Promise<Decoded> {
+    const work =
+      record.file !== undefined
+        ? decodeImage(record.file, this.decodeOptions)
+        : record.load().then((bytes) => decodeImage(bytes, this.decodeOptions));
+    const outcome = work.catch((error: unknown) => {
+      if (error instanceof SkipError) return error;
+      throw error;
+    });
+    outcome.catch(() => undefined); // rejections are handled where the item is consumed (or dropped on close)
+    return outcome;
+  }
+
+  private noteSkip(index: number, error: SkipError): void {
+    if (this.bad.has(index)) return; // in flight twice (a window longer than an epoch): count it once
+    this.bad.add(index);
+    const id = this.records[index].id;
+    const firstOfReason = this.skips.count(error.reason) === 0;
+    this.skips.add(error.reason, id, error.detail);
+    this.emit({
+      type: 'log',
+      level: firstOfReason ? 'warn' : 'debug',
+      message: `data: skipped ${id} (${error.reason}: ${error.detail})${firstOfReason ? describeLater(error.reason) : ''}`,
+    });
+  }
+
+  private checkState(state: LoaderState, where: string): Position {
+    const n = this.records.length;
+    const changed =
+      state.records !== n
+        ? `it was saved for ${state.records} records and ${where} has ${n}`
+        : state.seed !== this.seed
+          ? `it was saved with seed ${state.seed}, not ${this.seed}`
+          : undefined;
+    if (changed !== undefined) {
+      throw new DataError(
+        `cannot resume the data loader: ${changed}`,
+        'resume with the same data set and seed, or start a new run',
+      );
+    }
+    if (!Number.isSafeInteger(state.epoch) || state.epoch < 0 || !Number.isSafeInteger(state.position)) {
+      throw new DataError(`cannot resume the data loader: bad position ${JSON.stringify(state)}`);
+    }
+    if (state.position < 0 || state.position >= n) {
+      throw new DataError(`cannot resume the data loader: position ${state.position} is outside 0..${n - 1}`);
+    }
+    return { epoch: state.epoch, position: state.position };
+  }
+
+  private emit(event: CoreEvent): void {
+    this.events.emit(event);
+  }
+}
+
+function describeLater(reason: SkipReason): string {
+  return `; further '${reason}' skips are counted in the report`;
+}
+
+function positiveInteger(value: number, name: string): number {
+  if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`DataLoader: ${name} must be a positive integer, got ${value}`);
+  return value;
+}
