@@ -10,6 +10,8 @@
 // Tails use masked loads and stores with the same code, so each element's value is independent of its position.
 #include <immintrin.h>
 
+#include "simd_math_avx512.h"
+
 #include <cstdint>
 
 // GCC 12 warns about the undefined upper part that _mm512_* intrinsics start from (a false positive).
@@ -27,23 +29,7 @@ static inline __m512 v1(float f) { return _mm512_set1_ps(f); }
 
 static inline __mmask16 tail16(int64_t n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1); }
 
-static inline __m512 exp16(__m512 x) {
-  x = _mm512_max_ps(v1(-104.0f), x);
-  x = _mm512_min_ps(v1(89.0f), x);
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, v1(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, v1(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, v1(-2.12194440e-4f), r);
-  const __m512 r2 = _mm512_mul_ps(r, r);
-  __m512 p = v1(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, v1(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, v1(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, v1(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, v1(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, v1(5.0000001201e-1f));
-  p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, v1(1.0f)));
-  return _mm512_scalef_ps(p, n);
-}
+using simd512::exp16;
 
 static inline __m512 log16(__m512 x) {
   // x = m 2^e with m in [0.5, 1); then m < sqrt(1/2) -> 2m - 1, e - 1, else m - 1 (Cephes logf).

@@ -8,6 +8,8 @@
 // how rows are split among threads.
 #include <immintrin.h>
 
+#include "simd_math_avx512.h"
+
 #include <cstddef>
 #include <cstdint>
 
@@ -21,24 +23,7 @@ namespace {
 
 static inline __mmask16 tail_mask(int64_t n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1); }
 
-static inline __m512 exp_ps(__m512 x) {
-  // max/min with x second: a NaN x is returned unchanged.
-  x = _mm512_max_ps(_mm512_set1_ps(-127.0f), x);
-  x = _mm512_min_ps(_mm512_set1_ps(88.5f), x);
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  const __m512 r2 = _mm512_mul_ps(r, r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  return _mm512_scalef_ps(p, n);
-}
+using simd512::exp16;
 
 }  // namespace
 
@@ -62,8 +47,8 @@ float row_exp_avx512(const float* x, float* y, int64_t n, float shift, float mul
   __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
-    __m512 e0 = exp_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i), vs));
-    __m512 e1 = exp_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i + 16), vs));
+    __m512 e0 = exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), vs));
+    __m512 e1 = exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i + 16), vs));
     s0 = _mm512_add_ps(s0, e0);
     s1 = _mm512_add_ps(s1, e1);
     if (y) {
@@ -73,7 +58,7 @@ float row_exp_avx512(const float* x, float* y, int64_t n, float shift, float mul
   }
   for (; i < n; i += 16) {
     __mmask16 k = tail_mask(n - i);
-    __m512 e = exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), vs));
+    __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), vs));
     s0 = _mm512_mask_add_ps(s0, k, s0, e);
     if (y) _mm512_mask_storeu_ps(y + i, k, _mm512_mul_ps(e, vm));
   }
@@ -129,7 +114,7 @@ void row_logsoftmax_bwd_avx512(const float* y, const float* g, float* dx, int64_
   const __m512 vs = _mm512_set1_ps(s);
   for (int64_t i = 0; i < n; i += 16) {
     __mmask16 k = tail_mask(n - i);
-    __m512 e = exp_ps(_mm512_maskz_loadu_ps(k, y + i));
+    __m512 e = exp16(_mm512_maskz_loadu_ps(k, y + i));
     _mm512_mask_storeu_ps(dx + i, k, _mm512_fnmadd_ps(e, vs, _mm512_maskz_loadu_ps(k, g + i)));
   }
 }

@@ -3,7 +3,7 @@
  * looks them up here by `error.name`, so the core never imports the CLI. Adding a named error is one line in POLICIES.
  */
 import { ConfigError } from '../core/config';
-import { DataError } from '../core/data/errors';
+import type { DataError } from '../core/data/errors';
 
 /** Exit codes that scripts can rely on. oclif itself uses 2 for flag-parsing errors. */
 export const ExitCode = {

@@ -4,7 +4,14 @@
  */
 export { mapWithConcurrency } from './concurrency';
 export { DataError, SkipError, SkipReason } from './errors';
-export { classifyDecodeFailure, decodeImage, DecodeOptions, DEFAULT_MAX_INPUT_PIXELS, loadImageChw, rgbToChw } from './image';
+export {
+  classifyDecodeFailure,
+  decodeImage,
+  DecodeOptions,
+  DEFAULT_MAX_INPUT_PIXELS,
+  loadImageChw,
+  rgbToChw,
+} from './image';
 export { inspectDataset, InspectOptions, InspectReport } from './inspect';
 export { Batch, DataLoader, LoaderOptions, LoaderReport, LoaderState } from './loader';
 export { captionDraws, DATA_STREAM_ID, dataRandom, epochOrder, pickCaption } from './order';

@@ -45,7 +45,9 @@ export async function inspectDataset(target: string, options: InspectOptions): P
   skipped.merge(source.skipped);
 
   const toCheck = source.records.slice(0, Math.max(0, options.decode));
-  if (toCheck.length > 0) events.emit({ type: 'stage', name: 'decoding', detail: `the first ${toCheck.length} records` });
+  if (toCheck.length > 0) {
+    events.emit({ type: 'stage', name: 'decoding', detail: `the first ${toCheck.length} records` });
+  }
   const decodeOptions = {
     resolution: options.resolution ?? 32,
     maxInputPixels: options.maxInputPixels ?? DEFAULT_MAX_INPUT_PIXELS,

@@ -13,13 +13,27 @@
  * Resume: state() is (epoch, position) after the last batch handed out. A loader made with that state hands out
  * exactly the batches an uninterrupted loader would have handed out next: decoding is deterministic, so the same
  * records fail in the same places. Save state() (or batch.state) with each checkpoint.
+ *
+ * In a training loop:
+ *   const source = await openDataSource(config.data.path);
+ *   const options = { batchSize: config.train.batch_size, resolution: config.data.resolution,
+ *     seed: config.runtime.seed, maxInputPixels: config.data.max_input_pixels,
+ *     prefetchBatches: config.data.prefetch_batches };
+ *   const loader = saved ? DataLoader.fromState(source, options, saved) : new DataLoader(source, options);
+ *   for (let step = firstStep; step < config.train.steps; step++) {
+ *     const batch = await loader.next();               // (B, 3, R, R) in [0, 1], decoded while the last step ran
+ *     const images = Tensor.from(batch.images, batch.shape);
+ *     ... forward, backward, optimizer update ...
+ *     if (checkpointDue(step)) writeCheckpoint({ ..., data: batch.state });   // state.json: the data position
+ *   }
+ *   loader.close();
  */
 import { CoreEvent, EventSink, silentSink } from '../events';
 import { Philox } from '../tensor/rng';
 import { DataError, SkipError, SkipReason } from './errors';
 import { decodeImage, DEFAULT_MAX_INPUT_PIXELS, DecodeOptions, rgbToChw } from './image';
 import { captionDraws, dataRandom, epochOrder, pickCaption } from './order';
-import { SkipReport } from './skips';
+import { SkipReport, SkipSummary } from './skips';
 import { DataRecord, DataSource } from './sources/types';
 
 export interface LoaderOptions {
@@ -65,7 +79,7 @@ export interface Batch {
 /** What the loader has done, for a command's result or a run's report. */
 export interface LoaderReport {
   readonly records: number;
-  readonly skipped: ReturnType<SkipReport['toJSON']>;
+  readonly skipped: SkipSummary;
 }
 
 interface Position {
@@ -165,7 +179,7 @@ export class DataLoader {
     return this.skips;
   }
 
-  /** Stops prefetching. Decodes already started finish on their own; their results are dropped. */
+  /** Stops prefetching (a pending next() rejects). Decodes already started finish on their own, unused. */
   close(): void {
     this.closed = true;
     this.inFlight.length = 0;
@@ -173,6 +187,7 @@ export class DataLoader {
 
   private async assemble(): Promise<Batch> {
     if (this.closed) throw new Error('dalle: DataLoader.next() after close()');
+    await deliverFinishedWork();
     const { batchSize, resolution } = this;
     const imageSize = 3 * resolution * resolution;
     const images = new Float32Array(batchSize * imageSize);
@@ -183,6 +198,7 @@ export class DataLoader {
       this.startDecodes();
       const item = this.inFlight.shift() as InFlight;
       const outcome = await item.outcome;
+      if (this.closed) throw new Error('dalle: DataLoader closed while a batch was being assembled');
       this.consumed = item.after;
       if (outcome instanceof SkipError) {
         this.noteSkip(item.index, outcome);
@@ -206,6 +222,7 @@ export class DataLoader {
 
   /** Fills the window of records decoding ahead, in order, passing over records known to be bad. */
   private startDecodes(): void {
+    if (this.closed) return;
     const n = this.records.length;
     const window = this.prefetchBatches * this.batchSize;
     while (this.inFlight.length < window) {
@@ -273,7 +290,7 @@ export class DataLoader {
     this.emit({
       type: 'log',
       level: firstOfReason ? 'warn' : 'debug',
-      message: `data: skipped ${id} (${error.reason}: ${error.detail})${firstOfReason ? describeLater(error.reason) : ''}`,
+      message: `data: skipped ${id} (${error.reason}: ${error.detail})${firstOfReason ? laterSkips(error.reason) : ''}`,
     });
   }
 
@@ -305,11 +322,22 @@ export class DataLoader {
   }
 }
 
-function describeLater(reason: SkipReason): string {
+/**
+ * Lets the event loop run its poll phase once (between two check phases), so reads that finished during the caller's
+ * synchronous training step are delivered and the decodes waiting on them (tar records: read, then decode) start
+ * now, to run during the next step, rather than when a later batch waits for them. Costs two loop turns.
+ */
+async function deliverFinishedWork(): Promise<void> {
+  for (let turn = 0; turn < 2; turn++) await new Promise<void>((resolve) => setImmediate(resolve));
+}
+
+function laterSkips(reason: SkipReason): string {
   return `; further '${reason}' skips are counted in the report`;
 }
 
 function positiveInteger(value: number, name: string): number {
-  if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`DataLoader: ${name} must be a positive integer, got ${value}`);
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw new RangeError(`DataLoader: ${name} must be a positive integer, got ${value}`);
+  }
   return value;
 }

@@ -224,6 +224,8 @@ export const matmulOp = defineOp<MatmulAttrs>({
             name: `${M}x${K}x${N} tA=${transA} tB=${transB}`,
             inputs: [{ shape: transA ? [K, M] : [M, K] }, { shape: transB ? [N, K] : [K, N] }],
             attrs: { transA, transB },
+            // Each output sums K unit-scale products: float32 rounding grows like sqrt(K).
+            tol: { atol: 1e-5 * Math.sqrt(K) },
           });
         }
       }

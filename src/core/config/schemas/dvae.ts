@@ -28,8 +28,8 @@ export const dvaeConfig = defineConfig(
     data: {
       resolution: int(256, 'side of the square training crops in pixels (paper: 256)', { min: 1 }),
       path: str(null, 'images: a folder (+ .txt captions), a .jsonl/.csv manifest or .tar shards; see dataset inspect'),
-      max_input_pixels: int(50_000_000, 'larger images are skipped undecoded, so one huge file cannot exhaust memory', { min: 1 }),
-      prefetch_batches: int(2, 'batches decoding on background threads while a step trains: the step never waits', { min: 1 }),
+      max_input_pixels: int(50_000_000, 'larger images are skipped undecoded: no one file exhausts memory', { min: 1 }),
+      prefetch_batches: int(2, 'batches decoding in the background while a step trains, so it never waits', { min: 1 }),
     },
     train: {
       steps: int(3_000_000, 'total updates (paper: 3,000,000)', { min: 1 }),

@@ -19,7 +19,15 @@ import { SkipReport, SkipSummary } from '../skips';
 import { licensesMarkdown } from './licenses';
 import { emojiCaption, renderIconPng } from './render';
 import { EMOJI_SETS, EmojiSet, emojiSetSpecs, loadEmojiSet } from './sets';
-import { EmojiPair, SPLIT_NAMES, SPLIT_RULE, splitEmojiPairs, SplitName, VAL_FRACTION, ZEROSHOT_FRACTION } from './split';
+import {
+  EmojiPair,
+  SPLIT_NAMES,
+  SPLIT_RULE,
+  splitEmojiPairs,
+  SplitName,
+  VAL_FRACTION,
+  ZEROSHOT_FRACTION,
+} from './split';
 
 export interface EmojiDatasetOptions {
   readonly out: string;
@@ -81,7 +89,8 @@ export async function buildEmojiDataset(options: EmojiDatasetOptions): Promise<E
   }
   const pairs = splitEmojiPairs(stylesByName, { seed: options.seed, size: options.size });
 
-  events.emit({ type: 'stage', name: 'rendering', detail: `${pairs.length} images at ${options.resolution} px to ${out}` });
+  const detail = `${pairs.length} images at ${options.resolution} px to ${out}`;
+  events.emit({ type: 'stage', name: 'rendering', detail });
   const skipped = new SkipReport();
   const lines = new Map<SplitName, (ManifestLine | undefined)[]>(SPLIT_NAMES.map((split) => [split, []]));
   await writeDirectoryAtomic(
@@ -92,7 +101,8 @@ export async function buildEmojiDataset(options: EmojiDatasetOptions): Promise<E
       const renderStarted = Date.now();
       let done = 0;
       let lastProgress = 0;
-      await mapWithConcurrency(numbered, options.concurrency ?? DEFAULT_RENDER_CONCURRENCY, async ({ pair, number }) => {
+      const concurrency = options.concurrency ?? DEFAULT_RENDER_CONCURRENCY;
+      await mapWithConcurrency(numbered, concurrency, async ({ pair, number }) => {
         const line = await renderPair(pair, number, folder, setByStyle, options.resolution, skipped);
         (lines.get(pair.split) as (ManifestLine | undefined)[])[number] = line;
         done++;
@@ -113,7 +123,8 @@ export async function buildEmojiDataset(options: EmojiDatasetOptions): Promise<E
       events.emit({ type: 'done', task: 'render' });
       for (const split of SPLIT_NAMES) {
         const rendered = (lines.get(split) ?? []).filter((line): line is ManifestLine => line !== undefined);
-        fs.writeFileSync(path.join(folder, split, 'manifest.jsonl'), rendered.map((l) => JSON.stringify(l) + '\n').join(''));
+        const manifest = rendered.map((line) => JSON.stringify(line) + '\n').join('');
+        fs.writeFileSync(path.join(folder, split, 'manifest.jsonl'), manifest);
       }
       const counts = countPairs(lines);
       fs.writeFileSync(path.join(folder, 'LICENSES.md'), licensesMarkdown(sets, counts.byStyle));

@@ -13,8 +13,9 @@ export function licensesMarkdown(sets: readonly EmojiSet[], pairsByStyle: Readon
   ];
   for (const set of sets) {
     const license = set.license;
+    const images = pairsByStyle.get(set.spec.style) ?? 0;
     lines.push(
-      `## ${set.title} ("${set.spec.style} style", ${pairsByStyle.get(set.spec.style) ?? 0} images)`,
+      `## ${set.title} ("${set.spec.style} style", ${images} image${images === 1 ? '' : 's'})`,
       '',
       `- Source: npm package \`${set.packageName}@${set.version}\``,
       `- Author: ${set.author.name}${set.author.url === undefined ? '' : ` (${set.author.url})`}`,

@@ -47,18 +47,21 @@ export function emojiPackageName(spec: EmojiSetSpec): string {
   return `@iconify-json/${spec.prefix}`;
 }
 
-/** The sets named by their styles (or prefixes), in the order given; an unknown name is a DataError. */
+/** The sets named by their styles (or prefixes), in the order given, once each; an unknown name is a DataError. */
 export function emojiSetSpecs(names: readonly string[]): EmojiSetSpec[] {
-  return names.map((name) => {
+  if (names.length === 0) throw new DataError('no emoji styles given', `choose from ${styleList()}`);
+  const specs = names.map((name) => {
     const spec = EMOJI_SETS.find((set) => set.style === name || set.prefix === name);
     if (spec === undefined) {
-      throw new DataError(
-        `unknown emoji style "${name}"`,
-        `choose from ${EMOJI_SETS.map((set) => set.style).join(', ')}`,
-      );
+      throw new DataError(`unknown emoji style "${name}"`, `choose from ${styleList()}`);
     }
     return spec;
   });
+  return [...new Set(specs)];
+}
+
+function styleList(): string {
+  return EMOJI_SETS.map((set) => set.style).join(', ');
 }
 
 /**

@@ -44,7 +44,10 @@ export const SPLIT_RULE =
  * `stylesByName`: for each emoji name, the styles that have it (in a fixed style order). Returns every chosen pair,
  * sorted by split, then name, then style order.
  */
-export function splitEmojiPairs(stylesByName: ReadonlyMap<string, readonly string[]>, options: SplitOptions): EmojiPair[] {
+export function splitEmojiPairs(
+  stylesByName: ReadonlyMap<string, readonly string[]>,
+  options: SplitOptions,
+): EmojiPair[] {
   const valFraction = options.valFraction ?? VAL_FRACTION;
   const zeroshotFraction = options.zeroshotFraction ?? ZEROSHOT_FRACTION;
   const ranked = [...stylesByName.keys()]

@@ -8,7 +8,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { mapWithConcurrency } from '../concurrency';
 import { SkipReport } from '../skips';
-import { fileRecord, IMAGE_EXTENSIONS, METADATA_EXTENSIONS, parseCaptionText } from './files';
+import { SkipError } from '../errors';
+import { fileRecord, fileSkipError, IMAGE_EXTENSIONS, METADATA_EXTENSIONS, parseCaptionText } from './files';
 import { DataRecord, DataSource, SourceOptions } from './types';
 
 /** Caption files read at once: enough to hide file-system latency, few enough to leave the thread pool to others. */
@@ -36,16 +37,25 @@ export async function openFolderSource(root: string, options: SourceOptions = {}
   const captions = await mapWithConcurrency(images, CAPTION_READS_IN_FLIGHT, async (image) => {
     const captionFile = captionFileOf(image);
     if (!captionFiles.has(captionFile)) return [];
-    return parseCaptionText(await fs.promises.readFile(path.join(root, captionFile), 'utf8'));
+    try {
+      return parseCaptionText(await fs.promises.readFile(path.join(root, captionFile), 'utf8'));
+    } catch (error) {
+      return fileSkipError(error);
+    }
   });
 
   const records: DataRecord[] = [];
   images.forEach((image, i) => {
-    if (options.requireCaptions === true && captions[i].length === 0) {
+    const imageCaptions = captions[i];
+    if (imageCaptions instanceof SkipError) {
+      skipped.add(imageCaptions.reason, image, `its caption file: ${imageCaptions.detail}`);
+      return;
+    }
+    if (options.requireCaptions === true && imageCaptions.length === 0) {
       skipped.add('no-caption', image, `no caption in ${captionFileOf(image)}`);
       return;
     }
-    records.push(fileRecord(image, path.join(root, image), captions[i]));
+    records.push(fileRecord(image, path.join(root, image), imageCaptions));
   });
   return { kind: 'folder', path: root, records, skipped };
 }

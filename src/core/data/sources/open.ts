@@ -29,7 +29,10 @@ export async function openDataSource(target: string, options: SourceOptions = {}
 export function detectSourceKind(target: string): SourceKind {
   const stat = fs.statSync(target, { throwIfNoEntry: false });
   if (stat === undefined) {
-    throw new DataError(`no data set at ${target}: the path does not exist`, 'give a folder, a .jsonl or .csv manifest, or .tar shards');
+    throw new DataError(
+      `no data set at ${target}: the path does not exist`,
+      'give a folder, a .jsonl or .csv manifest, or .tar shards',
+    );
   }
   if (stat.isDirectory()) {
     const names = fs.readdirSync(target);

@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import * as tar from 'tar-stream';
 import { DataError, SkipError } from '../errors';
 import { SkipReport } from '../skips';
-import { IMAGE_EXTENSIONS, parseCaptionText } from './files';
+import { fileSkipError, IMAGE_EXTENSIONS, parseCaptionText } from './files';
 import { DataRecord, DataSource, SourceOptions } from './types';
 
 /** Where one image lies inside a shard. */
@@ -55,7 +55,7 @@ export async function openTarSource(target: string, options: SourceOptions = {})
 function sampleRecord(sample: Sample, skipped: SkipReport, options: SourceOptions): DataRecord | undefined {
   const id = `${path.basename(sample.shard)}:${sample.key}`;
   const [image, ...extra] = sample.images;
-  for (const duplicate of extra) skipped.add('duplicate', `${id}`, `${duplicate.member}: the sample already has an image`);
+  for (const duplicate of extra) skipped.add('duplicate', id, `${duplicate.member}: the sample already has an image`);
   if (image === undefined) {
     skipped.add('no-image', id, 'a sample with captions but no image');
     return undefined;
@@ -161,14 +161,16 @@ async function readRange(shard: string, entry: ImageEntry): Promise<Buffer> {
   try {
     handle = await fs.promises.open(shard, 'r');
   } catch (error) {
-    throw new SkipError((error as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing-file' : 'unreadable', String(error));
+    throw fileSkipError(error);
   }
   try {
     const bytes = Buffer.alloc(entry.size);
     let done = 0;
     while (done < entry.size) {
       const { bytesRead } = await handle.read(bytes, done, entry.size - done, entry.offset + done);
-      if (bytesRead === 0) throw new SkipError('truncated', `${entry.member}: ${done} of ${entry.size} bytes in the shard`);
+      if (bytesRead === 0) {
+        throw new SkipError('truncated', `${entry.member}: ${done} of ${entry.size} bytes in the shard`);
+      }
       done += bytesRead;
     }
     return bytes;
