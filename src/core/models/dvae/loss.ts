@@ -1,0 +1,139 @@
+// The dVAE's training objective (Ramesh et al. 2021, Appendix A.3) and the pieces it is made of.
+// - Pixels x in [0, 1] are mapped to x' = (1 - 2 eps) x + eps in (eps, 1 - eps), eps = 0.1, so the logit-Laplace
+//   density stays finite; the decoder's mu maps back with clamp((sigmoid(mu) - eps) / (1 - 2 eps), 0, 1).
+// - Likelihood: logit-Laplace, p(x | mu, b) = 1 / (2 b x (1 - x)) exp(-|logit(x) - mu| / b), the decoder giving mu and
+//   ln b per channel; its negative log is ln 2 + ln b + ln x + ln(1 - x) + |logit(x) - mu| / b.
+// - Posterior sample: gumbel-softmax relaxation softmax((logits + g) / tau) over the codebook, g ~ Gumbel(0, 1).
+// - Prior: uniform over V codes at every cell, so KL(q || p) = sum_v q_v ln q_v + ln V per cell, q = softmax(logits).
+// - Loss = recon + beta * kl, both summed over an image (its pixels and channels / its grid cells) and averaged over
+//   the batch: the negative ELBO in nats per image when beta = 1, for the mapped pixels x' (the map's constant Jacobian
+//   is left out: -ln p(x) = recon - C H W ln(1 - 2 eps)).
+// abs is not an engine op: |z| = relu(z) + relu(-z) (gradient sign(z), 0 at 0), and clamp(v, 0, 1) = relu(v) - relu(v - 1).
+// Key: B = batch, C = image channels, V = vocab_size, H, W = image side, h, w = grid side.
+import { add, addScalar, affine, exp, log, logSoftmax, mul, neg, permute, relu, slice, softmax, sub, sum } from '../../ops';
+import { Philox, Tensor, randGumbel, shapeStr } from '../../tensor';
+import type { Dvae } from './dvae';
+
+/** The paper's eps: pixels live in (eps, 1 - eps) for the logit-Laplace likelihood. */
+export const LOGIT_LAPLACE_EPS = 0.1;
+
+/** x in [0, 1] -> (1 - 2 eps) x + eps (the released map_pixels). */
+export function mapPixels(x: Tensor, eps = LOGIT_LAPLACE_EPS): Tensor {
+  return affine(x, 1 - 2 * eps, eps);
+}
+
+/** y -> clamp((y - eps) / (1 - 2 eps), 0, 1) (the released unmap_pixels). */
+export function unmapPixels(y: Tensor, eps = LOGIT_LAPLACE_EPS): Tensor {
+  return clamp01(affine(y, 1 / (1 - 2 * eps), -eps / (1 - 2 * eps)));
+}
+
+/** clamp(v, 0, 1) from two relus. */
+export function clamp01(v: Tensor): Tensor {
+  return sub(relu(v), relu(addScalar(v, -1)));
+}
+
+/** |z| from two relus (the engine has no abs op). */
+export function abs(z: Tensor): Tensor {
+  return add(relu(z), relu(neg(z)));
+}
+
+/**
+ * Negative log-likelihood of mapped pixels under the logit-Laplace distribution, per element.
+ * xMapped (B, C, H, W) in (0, 1), stats (B, 2C, H, W) = [mu, ln b] -> (B, C, H, W).
+ */
+export function logitLaplaceNll(xMapped: Tensor, stats: Tensor): Tensor {
+  const [B, C, H, W] = xMapped.shape;
+  if (stats.rank !== 4 || stats.shape[0] !== B || stats.shape[1] !== 2 * C || stats.shape[2] !== H || stats.shape[3] !== W) {
+    throw new Error(`dalle: logit-Laplace stats must be (${B}, ${2 * C}, ${H}, ${W}) for pixels ${shapeStr(xMapped.shape)}, got ${shapeStr(stats.shape)}`);
+  }
+  const mu = slice(stats, [[0, B], [0, C], [0, H], [0, W]]); // (B, C, H, W)
+  const lnB = slice(stats, [[0, B], [C, 2 * C], [0, H], [0, W]]); // (B, C, H, W)
+  const lnX = log(xMapped); // (B, C, H, W)
+  const ln1mX = log(affine(xMapped, -1, 1));
+  const logit = sub(lnX, ln1mX);
+  const dev = mul(abs(sub(logit, mu)), exp(neg(lnB))); // |logit(x) - mu| / b
+  return add(addScalar(add(lnB, add(lnX, ln1mX)), Math.LN2), dev);
+}
+
+/** Logits (B, V, h, w) -> (B, h, w, V), codebook last (softmax's axis). */
+function codebookLast(logits: Tensor): Tensor {
+  return permute(logits, [0, 2, 3, 1]);
+}
+
+/** Relaxed one-hot codes softmax((logits + g) / tau) over the codebook: (B, V, h, w) -> (B, V, h, w). */
+export function gumbelSoftmax(logits: Tensor, tau: number, rng: Philox): Tensor {
+  if (!(tau > 0)) throw new Error(`dalle: gumbel-softmax temperature must be > 0, got ${tau}`);
+  const l = codebookLast(logits); // (B, h, w, V)
+  const g = randGumbel(rng, l.shape); // (B, h, w, V)
+  const y = softmax(mul(add(l, g), 1 / tau)); // (B, h, w, V)
+  return permute(y, [0, 3, 1, 2]); // (B, V, h, w)
+}
+
+/** KL(softmax(logits) || uniform over V) per cell: logits (B, V, h, w) -> (B, h, w), in nats. */
+export function klToUniform(logits: Tensor): Tensor {
+  const V = logits.shape[1];
+  const lq = logSoftmax(codebookLast(logits)); // (B, h, w, V)
+  return addScalar(sum(mul(exp(lq), lq), -1), Math.log(V)); // (B, h, w)
+}
+
+/** The most likely code at each cell (no noise; ties go to the lowest code): (B, V, h, w) -> i32 (B, h, w). */
+export function argmaxCodes(logits: Tensor): Tensor {
+  const [B, V, h, w] = logits.shape;
+  const data = logits.toArray() as Float32Array; // row-major (B, V, h, w)
+  const hw = h * w;
+  const codes = new Int32Array(B * hw);
+  for (let b = 0; b < B; b++) {
+    const base = b * V * hw;
+    for (let p = 0; p < hw; p++) {
+      let best = 0;
+      let bestV = data[base + p];
+      for (let v = 1; v < V; v++) {
+        const x = data[base + v * hw + p];
+        if (x > bestV) {
+          bestV = x;
+          best = v;
+        }
+      }
+      codes[b * hw + p] = best;
+    }
+  }
+  return Tensor.from(codes, [B, h, w], 'i32');
+}
+
+export interface DvaeLossOptions {
+  /** Gumbel-softmax temperature (paper: cosine from 1 to 1/16 over 150k updates). */
+  tau: number;
+  /** KL weight (paper: linear from 0 to 6.6 over 5k updates). */
+  beta: number;
+  /** Source of the gumbel noise (advance it from the run's generator so a resumed run draws the same noise). */
+  rng: Philox;
+}
+
+export interface DvaeLossResult {
+  /** recon + beta * kl: the quantity to minimize (scalar). */
+  loss: Tensor;
+  /** Logit-Laplace NLL of the mapped pixels, nats per image (scalar). */
+  recon: Tensor;
+  /** KL(q || uniform), nats per image (summed over the grid) (scalar). */
+  kl: Tensor;
+  /** recon / (C H W): nats per pixel channel, comparable across resolutions (scalar). */
+  reconPerDim: Tensor;
+  /** kl / (h w): nats per grid cell, at most ln V (scalar). */
+  klPerCell: Tensor;
+}
+
+/** The training objective on images x (B, C, H, W) in [0, 1]. Call backward(result.loss) for the gradients. */
+export function dvaeLoss(model: Dvae, x: Tensor, opts: DvaeLossOptions): DvaeLossResult {
+  const { beta, tau, rng } = opts;
+  if (!(beta >= 0)) throw new Error(`dalle: KL weight beta must be >= 0, got ${beta}`);
+  const [B, C, H, W] = x.shape;
+  const xm = mapPixels(x, model.eps); // (B, C, H, W)
+  const logits = model.encoder.forward(xm); // (B, V, h, w)
+  const [, , h, w] = logits.shape;
+  const z = gumbelSoftmax(logits, tau, rng); // (B, V, h, w)
+  const stats = model.decoder.forward(z); // (B, 2C, H, W)
+  const recon = mul(sum(logitLaplaceNll(xm, stats)), 1 / B);
+  const kl = mul(sum(klToUniform(logits)), 1 / B);
+  const loss = add(recon, mul(kl, beta));
+  return { loss, recon, kl, reconPerDim: mul(recon, 1 / (C * H * W)), klPerCell: mul(kl, 1 / (h * w)) };
+}
