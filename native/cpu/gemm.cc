@@ -9,6 +9,10 @@
 // calls (allocated once from the caching allocator, grown when needed): no page faults in steady state.
 // Small M (<= kSmallM, e.g. generation with batch 1..8) skips packing B (it would cost as much as the arithmetic)
 // and streams B once; small N runs as the transposed problem on the same path.
+// bf16: AVX512_BF16 packs k-pairs and runs vdpbf16ps; without it, bf16 is widened to fp32 while packing and runs the
+// fp32 kernel of the active ISA (AVX-512, AVX2 or portable).
+// Threads: problems under kParallelMinMacs run on the caller; otherwise each pool thread takes a block of C (split
+// along M or N in whole tiles, choose_grid) and runs the blocked algorithm on it with its own packed panels.
 #include "gemm.h"
 
 #include <cstring>
@@ -174,8 +178,9 @@ void gemm_block(const Impl& im, const Problem& p, int64_t m0, int64_t m1, int64_
         // op(A)[ic:ic+mc, pc:pc+kc]: element (m, k) = A[m * lda + k], or A[k * lda + m] (kmajor) when transposed
         const char* asrc = p.ta ? p.A + (pc * p.lda + ic) * es : p.A + (ic * p.lda + pc) * es;
         im.pack(asrc, p.lda, p.ta ? 1 : 0, mc, kc, im.mr, abuf);
-        // ir outer: the A sliver (MR x kc, <= 16 KiB) stays in L1 while the B panel streams from L2 / L3. Measured
-        // 2-5% faster than jr outer (B sliver KC x 48 does not fit the 32 KiB L1 at kc >= 256).
+        // ir outer: the A sliver (MR x kc: 8 x 1024 floats, 32 KiB at most) stays in L1 / L2 while the B panel
+        // streams from L2 / L3 (hardware prefetch). Measured 2-5% faster than jr outer (GotoBLAS's order: a B sliver
+        // of kc x 48 floats does not fit the 32 KiB L1 at kc >= 256).
         for (int64_t ir = 0; ir < mc; ir += im.mr) {
           const int64_t mr = min64(im.mr, mc - ir);
           const char* as = abuf + ir * kcp * im.packed_size;
@@ -453,7 +458,8 @@ Napi::Value SgemmBatched(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// gemmSetBlocking(kc, mc, nc): block sizes for tuning (0 restores the default).
+// gemmSetBlocking(kc, mc, nc): block sizes for tuning (0 restores the default). Not synchronized with GEMMs running
+// on other threads: call it between benchmark runs only.
 Napi::Value GemmSetBlocking(const Napi::CallbackInfo& info) {
   gemm_set_blocking(arg_i64(info, 0, "gemmSetBlocking"), arg_i64(info, 1, "gemmSetBlocking"),
                     arg_i64(info, 2, "gemmSetBlocking"));

@@ -3,6 +3,7 @@
 #include "threadpool.h"
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <exception>
@@ -23,6 +24,10 @@
 
 namespace dalle {
 namespace {
+
+// How long a waiting thread spins before it sleeps on a condition variable: long enough to catch the next kernel of a
+// step (back-to-back regions are microseconds apart), short enough not to starve other work on a busy machine.
+constexpr std::chrono::microseconds kSpin(50);
 
 thread_local bool in_pool_thread = false;
 
@@ -70,8 +75,9 @@ class ThreadPool {
     run_guarded(0);
     in_pool_thread = false;
     // Always wait for every worker, even when the caller's part threw: they still use ctx, which lives on our stack.
+    const auto spin_until = std::chrono::steady_clock::now() + kSpin;
     for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; spin++) {
-      if (spin < 20000) {
+      if ((spin & 63) != 0 || std::chrono::steady_clock::now() < spin_until) {
         DALLE_PAUSE();
       } else {
         std::unique_lock<std::mutex> lock(done_mu_);
@@ -88,7 +94,13 @@ class ThreadPool {
     pthread_setname_np(pthread_self(), "dalle-pool");  // visible in top -H, perf and /proc/PID/task/*/comm
 #endif
     for (;;) {
-      for (int spin = 0; generation_.load(std::memory_order_acquire) == seen && spin < 20000; spin++) DALLE_PAUSE();
+      // Spin a bounded time, not a count: PAUSE costs anywhere from 10 to 140 cycles across CPUs, and a long spin
+      // steals the core from the caller when the machine is oversubscribed.
+      const auto spin_until = std::chrono::steady_clock::now() + kSpin;
+      for (int spin = 0; generation_.load(std::memory_order_acquire) == seen; spin++) {
+        if ((spin & 63) == 0 && std::chrono::steady_clock::now() >= spin_until) break;
+        DALLE_PAUSE();
+      }
       if (generation_.load(std::memory_order_acquire) == seen) {
         std::unique_lock<std::mutex> lock(mu_);
         cv_.wait(lock, [&] { return generation_.load() != seen; });

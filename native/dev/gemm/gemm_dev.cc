@@ -104,7 +104,7 @@ static int check_all() {
                                {64, 64, 0},  {5, 250, 513}, {400, 777, 65}, {2, 3, 4},       {600, 50, 520},
                                {20, 30, 1100}, {9, 3100, 20}};
   int fails = 0, checks = 0;
-  // Threads outermost: resizing the pool between every call is slow (and hit a start-up race in threadpool.cc).
+  // Threads outermost: the pool is resized twice, not for every call.
   for (int threads : {1, 2}) {
   set_num_threads(threads);
   for (auto& s : shapes) {
