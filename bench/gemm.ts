@@ -14,6 +14,7 @@
 // Timing: each measurement is the best of 7 windows of >= 50 ms after a warm-up call; --rounds repeats everything
 // and keeps the best, since other processes on a shared 2-core machine add noise (with 2 threads, one busy core
 // halves everybody's number: take final numbers on an idle machine).
+import { Peak, measuredPeak } from './lib/peak';
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
@@ -143,16 +144,6 @@ function blasCore(coretype: string | null): string {
   return m ? m[1] : '?';
 }
 
-interface Peak { fp32: number; bf16: number; measured: boolean }
-
-function peakFor(threads: number, haveBlasBin: boolean): Peak {
-  if (haveBlasBin) {
-    const out = runBlas(['peak', String(threads)], threads, null);
-    const fp32 = Number(/peak fp32 ([\d.]+)/.exec(out)?.[1] ?? 0), bf16 = Number(/peak bf16 ([\d.]+)/.exec(out)?.[1] ?? 0);
-    if (fp32 > 0) return { fp32, bf16: bf16 > 0 ? bf16 : 2 * fp32, measured: true };
-  }
-  return { fp32: threads * 64 * 3.3, bf16: threads * 128 * 3.3, measured: false };
-}
 
 // ------------------------------------------------------------------------------------------------------------------
 
@@ -189,7 +180,7 @@ function main(): void {
     const sk = new Map<string, number>(), auto = new Map<string, number>(), hsw = new Map<string, number>();
     const keepMax = (m: Map<string, number>, k: string, v: number | undefined) => m.set(k, Math.max(m.get(k) ?? 0, v ?? 0));
     for (let r = 0; r < opt.rounds; r++) {
-      const p = peakFor(T, fs.existsSync(OPENBLAS_BIN));
+      const p = measuredPeak(T);
       if (p.fp32 > peak.fp32) Object.assign(peak, p);
       for (const s of list) {
         if (haveBlas) {
