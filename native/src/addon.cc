@@ -5,6 +5,8 @@
 #include <cstring>
 #include <new>
 
+#include <unistd.h>
+
 #if defined(__linux__) || defined(__APPLE__)
 #include <sys/resource.h>
 #endif
@@ -46,6 +48,12 @@ Napi::Value guarded(const Napi::CallbackInfo& info) {
 Napi::Value Alloc(const Napi::CallbackInfo& info) {
   int64_t bytes = arg_i64(info, 0, "alloc");
   DALLE_CHECK(bytes >= 0 && bytes < (int64_t(1) << 46), "alloc", "cannot allocate %lld bytes", (long long)bytes);
+  // New blocks are touched page by page (allocator.cc), so a request beyond physical memory must fail here, as an
+  // error, rather than let the OS kill the process half-way through touching it.
+  static const double physical = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+  DALLE_CHECK(physical <= 0 || (double)bytes <= physical, "alloc",
+              "out of memory: a tensor of %.1f GiB is larger than this machine's %.1f GiB of memory (use a smaller batch "
+              "or model)", bytes / 1073741824.0, physical / 1073741824.0);
   void* p = cache_alloc((size_t)bytes);
   return Napi::Number::New(info.Env(), (double)reinterpret_cast<uintptr_t>(p));
 }

@@ -30,6 +30,7 @@ describe('native addon', () => {
 
   it('rejects bad arguments with an error, never a crash', () => {
     assert.throws(() => native.alloc(-1), /cannot allocate/);
+    assert.throws(() => native.alloc(2 ** 45), /out of memory: a tensor of 32768\.0 GiB is larger than this machine/);
     assert.throws(() => native.stridedCopy(0, 0, 3, [2], [1], [1]), /item size 3/);
     assert.throws(() => native.stridedCopy(0, 0, 4, [2, 2], [1], [1]), /needs 2 strides/);
     assert.throws(() => native.cast(0, 'f64', 0, 'f32', 1), /unsupported cast/);
