@@ -1,0 +1,84 @@
+// A dVAE training step (forward, backward, AdamW) and argmax encoding at the `dvae-emoji` shapes, ours vs PyTorch CPU
+// (bench/ref/torch_dvae.py: the same released architecture, same shapes and thread count, jemalloc keeping freed
+// memory as DESIGN.md describes), measured in the same run.
+// Run: node dist/bench/dvae-step.js [--threads 2] [--reps 10] [--no-torch]
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import { dvaeConfig, resolveConfig } from '../src/core/config';
+import { Dvae, dvaeLoss } from '../src/core/models/dvae';
+import { native } from '../src/core/native';
+import { Philox, backward, keep, noGrad, randUniform, tidy, zeroGrad } from '../src/core/tensor';
+import { AdamW } from '../src/core/train/adamw';
+
+const ROOT = path.join(__dirname, '..', '..');
+const JEMALLOC = '/usr/lib/x86_64-linux-gnu/libjemalloc.so.2';
+
+function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? process.argv[i + 1] : fallback;
+}
+
+function bestMs(fn: () => void, reps: number): number {
+  for (let i = 0; i < 3; i++) fn();
+  let best = Infinity;
+  for (let i = 0; i < reps; i++) {
+    const t0 = process.hrtime.bigint();
+    fn();
+    best = Math.min(best, Number(process.hrtime.bigint() - t0) / 1e6);
+  }
+  return best;
+}
+
+function torchReference(args: number[], threads: number): { step_ms: number; encode_images_per_s: number; torch: string } | string {
+  const env: NodeJS.ProcessEnv = { ...process.env, OMP_NUM_THREADS: String(threads), OPENBLAS_CORETYPE: 'SkylakeX' };
+  if (fs.existsSync(JEMALLOC)) {
+    env.LD_PRELOAD = JEMALLOC;
+    env.MALLOC_CONF = 'dirty_decay_ms:-1,muzzy_decay_ms:-1'; // keep freed pages: no page faults per step
+  }
+  const python = process.env.PYTHON ?? '/usr/bin/python3'; // Debian's python3-torch lives there, not in a pyenv
+  const r = spawnSync(python, [path.join(ROOT, 'bench', 'ref', 'torch_dvae.py'), ...args.map(String)], { env, encoding: 'utf8' });
+  if (r.status !== 0) return `PyTorch reference unavailable (${(r.stderr || String(r.error)).trim().split('\n').pop()}); run bash bench/setup.sh`;
+  return JSON.parse(r.stdout.trim().split('\n').pop()!);
+}
+
+function main(): void {
+  const threads = Number(arg('--threads', '2'));
+  const reps = Number(arg('--reps', '10'));
+  native.setThreads(threads);
+  const config = resolveConfig(dvaeConfig, { file: path.join(ROOT, 'configs', 'dvae-emoji.yaml') });
+  const { n_hid, n_groups, n_blk_per_group, vocab_size } = config.model;
+  const res = config.data.resolution;
+  const B = config.train.batch_size;
+
+  const model = new Dvae(config, { seed: 0 });
+  const params = model.namedParameters().map(([name, tensor]) => ({ name, tensor }));
+  const opt = new AdamW([{ params }], { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 1e-4 });
+  const rng = new Philox(1);
+  const x = keep(randUniform(rng, [B, 3, res, res]));
+  const step = () =>
+    tidy(() => {
+      zeroGrad(opt.parameters);
+      backward(dvaeLoss(model, x, { tau: 0.5, beta: 1, rng }).loss);
+      opt.update();
+    });
+  const stepMs = bestMs(step, reps);
+  const encodeMs = bestMs(() => tidy(() => void noGrad(() => model.encode(x))), reps);
+
+  console.log(`dVAE (dvae-emoji: n_hid ${n_hid}, ${n_groups} groups x ${n_blk_per_group} block, vocab ${vocab_size}, ${res} px, batch ${B}), ${threads} threads, ${native.cpuInfo().isa}`);
+  const ref = process.argv.includes('--no-torch') ? 'skipped (--no-torch)' : torchReference([n_hid, n_groups, n_blk_per_group, vocab_size, res, B, threads, reps], threads);
+  const ours = { step_ms: stepMs, encode_images_per_s: (B / encodeMs) * 1e3 };
+  if (typeof ref === 'string') {
+    console.log(`training step: ${stepMs.toFixed(1)} ms (${(B / stepMs * 1e3).toFixed(1)} images/s); encode: ${ours.encode_images_per_s.toFixed(0)} images/s`);
+    console.log(ref);
+    return;
+  }
+  console.log(`                    ours        PyTorch ${ref.torch}   ratio`);
+  console.log(`training step ms    ${stepMs.toFixed(1).padStart(8)}    ${ref.step_ms.toFixed(1).padStart(8)}            ${(stepMs / ref.step_ms).toFixed(2)}  (< 1: ours faster)`);
+  console.log(`encode images/s     ${ours.encode_images_per_s.toFixed(0).padStart(8)}    ${ref.encode_images_per_s.toFixed(0).padStart(8)}            ${(ours.encode_images_per_s / ref.encode_images_per_s).toFixed(2)}  (> 1: ours faster)`);
+  opt.dispose();
+  model.dispose();
+  x.dispose();
+}
+
+main();
