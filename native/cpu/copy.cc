@@ -14,8 +14,8 @@ constexpr int kMaxRank = 8;
 // Copies a (shape) block whose elements sit at src + sum(i_d * src_strides[d]) to dst + sum(i_d * dst_strides[d]).
 // Strides are in elements. The innermost dimension is copied as a run when both strides are 1.
 template <class T>
-void strided_copy(T* dst, const T* src, int rank, const int64_t* shape, const int64_t* dst_strides,
-                  const int64_t* src_strides) {
+void strided_copy_rows(T* dst, const T* src, int rank, const int64_t* shape, const int64_t* dst_strides,
+                       const int64_t* src_strides) {
   int64_t outer = 1;
   for (int d = 0; d + 1 < rank; d++) outer *= shape[d];
   int64_t inner = rank ? shape[rank - 1] : 1;
@@ -38,6 +38,59 @@ void strided_copy(T* dst, const T* src, int rank, const int64_t* shape, const in
       }
     }
   });
+}
+
+// A transposing copy (the destination's last dimension is strided in the source, while another dimension p is
+// contiguous there, as after permute): copied in 32x32 tiles of (p, last) so that both sides are read and written
+// along cache lines, instead of one strided element at a time.
+template <class T>
+bool strided_copy_tiled(T* dst, const T* src, int rank, const int64_t* shape, const int64_t* dst_strides,
+                        const int64_t* src_strides) {
+  if (rank < 2 || src_strides[rank - 1] == 1 || dst_strides[rank - 1] != 1) return false;
+  int p = -1;
+  for (int d = 0; d + 1 < rank; d++)
+    if (src_strides[d] == 1 && shape[d] > 1) p = d;
+  const int64_t last = shape[rank - 1];
+  if (p < 0 || shape[p] < 8 || last < 8) return false;
+  constexpr int64_t kTile = 32;
+  const int64_t P = shape[p];
+  const int64_t tiles_p = (P + kTile - 1) / kTile, tiles_l = (last + kTile - 1) / kTile;
+  int64_t outer = 1;  // every dimension but p and the last
+  for (int d = 0; d + 1 < rank; d++)
+    if (d != p) outer *= shape[d];
+  const int64_t sp_stride = src_strides[p], dp_stride = dst_strides[p];
+  const int64_t sl_stride = src_strides[rank - 1];
+  parallel_for(outer * tiles_p, 1, [&](int64_t b, int64_t e) {
+    for (int64_t job = b; job < e; job++) {
+      int64_t o = job / tiles_p, tp = job % tiles_p;
+      int64_t rem = o, doff = 0, soff = 0;
+      for (int d = rank - 2; d >= 0; d--) {
+        if (d == p) continue;
+        int64_t i = rem % shape[d];
+        rem /= shape[d];
+        doff += i * dst_strides[d];
+        soff += i * src_strides[d];
+      }
+      const int64_t p0 = tp * kTile, p1 = p0 + kTile < P ? p0 + kTile : P;
+      for (int64_t tl = 0; tl < tiles_l; tl++) {
+        const int64_t l0 = tl * kTile, l1 = l0 + kTile < last ? l0 + kTile : last;
+        for (int64_t i = p0; i < p1; i++) {
+          T* dp = dst + doff + i * dp_stride;
+          const T* sp = src + soff + i * sp_stride;  // src_strides[p] == 1
+          for (int64_t j = l0; j < l1; j++) dp[j] = sp[j * sl_stride];
+        }
+      }
+    }
+  });
+  return true;
+}
+
+template <class T>
+void strided_copy(T* dst, const T* src, int rank, const int64_t* shape, const int64_t* dst_strides,
+                  const int64_t* src_strides) {
+  if (!strided_copy_tiled(dst, src, rank, shape, dst_strides, src_strides)) {
+    strided_copy_rows(dst, src, rank, shape, dst_strides, src_strides);
+  }
 }
 
 // stridedCopy(dst, src, itemBytes, shape, dstStrides, srcStrides)

@@ -168,3 +168,40 @@ describe('autograd', () => {
     w.dispose();
   });
 });
+
+describe('strided copies', () => {
+  it('make every permutation of odd-sized tensors contiguous exactly (tiled and row paths, 1 and 2 threads)', () => {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const { native } = require('../../src/core/native') as typeof import('../../src/core/native');
+    const before = native.numThreads();
+    const shape = [3, 37, 41, 9];
+    const n = shape.reduce((a, b) => a * b, 1);
+    const values = Float32Array.from({ length: n }, (_, i) => i);
+    const perms = [[0, 1, 3, 2], [0, 2, 3, 1], [3, 2, 1, 0], [1, 3, 0, 2], [2, 0, 1, 3], [0, 3, 1, 2]];
+    try {
+      for (const threads of [1, 2]) {
+        native.setThreads(threads);
+        tidy(() => {
+          const x = Tensor.from(values, shape);
+          for (const perm of perms) {
+            const got = contiguous(permute(x, perm)).toArray();
+            const outShape = perm.map((d) => shape[d]);
+            const srcStrides = [41 * 9 * 37, 41 * 9, 9, 1].map((_, d) => shape.slice(d + 1).reduce((a, b) => a * b, 1));
+            let k = 0;
+            const idx = [0, 0, 0, 0];
+            for (idx[0] = 0; idx[0] < outShape[0]; idx[0]++)
+              for (idx[1] = 0; idx[1] < outShape[1]; idx[1]++)
+                for (idx[2] = 0; idx[2] < outShape[2]; idx[2]++)
+                  for (idx[3] = 0; idx[3] < outShape[3]; idx[3]++, k++) {
+                    let off = 0;
+                    for (let d = 0; d < 4; d++) off += idx[d] * srcStrides[perm[d]];
+                    if (got[k] !== off) assert.fail(`perm [${perm}] threads ${threads}: element ${k} is ${got[k]}, want ${off}`);
+                  }
+          }
+        });
+      }
+    } finally {
+      native.setThreads(before);
+    }
+  });
+});
