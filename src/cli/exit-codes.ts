@@ -4,6 +4,8 @@
  */
 import { ConfigError } from '../core/config';
 import type { DataError } from '../core/data/errors';
+import type { TokenFileError } from '../core/image/dvae-codec';
+import type { CheckpointError } from '../core/train/checkpoint';
 
 /** Exit codes that scripts can rely on. oclif itself uses 2 for flag-parsing errors. */
 export const ExitCode = {
@@ -30,6 +32,8 @@ const POLICIES: Readonly<Record<string, ErrorPolicy>> = {
     suggestions: (error) => [(error as ConfigError).hint],
   },
   DataError: { exit: ExitCode.input, suggestions: (error) => [(error as DataError).hint] },
+  CheckpointError: { exit: ExitCode.input, suggestions: (error) => [(error as CheckpointError).hint] },
+  TokenFileError: { exit: ExitCode.input, suggestions: (error) => [(error as TokenFileError).hint] },
   DeviceUnavailableError: {
     exit: ExitCode.runtime,
     suggestions: () => ['run on the CPU with --device cpu (or set runtime.device: cpu in the config)'],

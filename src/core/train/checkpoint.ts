@@ -100,7 +100,7 @@ export function writeCheckpoint(runDir: string, options: WriteCheckpointOptions)
         files: { [MODEL_FILE]: fs.statSync(modelFile).size, [OPTIMIZER_FILE]: fs.statSync(optimizerFile).size },
         created: new Date().toISOString(),
       };
-      fs.writeFileSync(path.join(dir, STATE_FILE), JSON.stringify(full, null, 2) + '\n');
+      fs.writeFileSync(path.join(dir, STATE_FILE), formatStateJson(full));
     },
     { replace: true }, // a resumed run that re-reaches a step (after an interrupted write) replaces it
   );
@@ -262,4 +262,9 @@ function loadCheckpointFile<T>(file: string, load: (file: string) => T): T {
         : 'the checkpoint is damaged: use an earlier checkpoints/step-N, or train again',
     );
   }
+}
+
+/** Indented JSON with arrays of numbers on one line (usage histograms would otherwise take a line per count). */
+function formatStateJson(state: CheckpointState): string {
+  return JSON.stringify(state, null, 2).replace(/\[\s*(-?[\d.eE+-]+(?:,\s*-?[\d.eE+-]+)*)\s*\]/g, (_, body: string) => `[${body.replace(/\s+/g, '')}]`) + '\n';
 }

@@ -1,0 +1,78 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Args, Flags } from '@oclif/core';
+import { BaseCommand } from '../cli/base-command';
+import { dvaeConfig } from '../core/config';
+import { CoreEmitter } from '../core/events';
+import { planesToRgb, RgbImage, tileImages, writePng } from '../core/image/grid';
+
+export interface DecodeCommandResult {
+  readonly out: string;
+  readonly images: number;
+  readonly files: string[];
+  readonly grid?: string;
+  readonly checkpoint: string;
+}
+
+/** Contact sheets show at most this many images (a sheet of thousands would be unreadable and huge). */
+const GRID_MAX_IMAGES = 256;
+
+export default class DecodeCommand extends BaseCommand<typeof DecodeCommand> {
+  static override summary = 'Decode dVAE token grids (.npy, int32 (N, H, W)) into PNGs.';
+
+  static override description =
+    'Writes DIR/000000.png, 000001.png, ... (named by the index of the grid in the file) and, with --grid, ' +
+    `DIR/grid.png, a contact sheet of the first ${GRID_MAX_IMAGES}. A grid of the wrong size for the dVAE, or a token ` +
+    'outside its vocabulary, is an error naming the position.';
+
+  static override examples = [
+    '<%= config.bin %> <%= command.id %> --dvae runs/dvae-emoji data/emoji-tokens.npy --out /tmp/decoded --grid',
+  ];
+
+  static override args = {
+    tokens: Args.string({ description: 'A .npy of token grids, as `dalle encode` writes.', required: true }),
+  };
+
+  static override flags = {
+    dvae: Flags.string({ summary: 'A dVAE run directory (its latest checkpoint) or a checkpoint directory.', required: true, helpValue: 'RUN' }),
+    out: Flags.string({ char: 'o', summary: 'Folder for the PNGs (created if missing).', required: true, helpValue: 'DIR' }),
+    grid: Flags.boolean({ summary: 'Also write DIR/grid.png, a contact sheet.', default: false }),
+    'batch-size': Flags.integer({ summary: 'Grids decoded at a time.', default: 16, min: 1 }),
+  };
+
+  async run(): Promise<DecodeCommandResult> {
+    // The engine is loaded here, not at the top, so `dalle --help` lists this command even without the native addon.
+    const { applyRuntime } = await import('../core/runtime');
+    const { decodeTokenGrids, loadTrainedDvae, readTokenGrids } = await import('../core/image/dvae-codec');
+    applyRuntime(this.loadConfig(dvaeConfig).runtime);
+    const events = this.renderEvents(new CoreEmitter());
+    const dvae = loadTrainedDvae(this.flags.dvae);
+    try {
+      const grids = readTokenGrids(this.args.tokens, dvae.model.arch.vocab_size, dvae.gridSide);
+      const out = this.flags.out;
+      fs.mkdirSync(out, { recursive: true });
+      const files: string[] = [];
+      const sheet: RgbImage[] = [];
+      const R = dvae.resolution;
+      await decodeTokenGrids(dvae, grids, async (start, images, count) => {
+        for (let i = 0; i < count; i++) {
+          const rgb = planesToRgb(images, [count, 3, R, R], i);
+          const file = path.join(out, `${String(start + i).padStart(6, '0')}.png`);
+          await writePng(file, rgb);
+          files.push(file);
+          if (this.flags.grid && sheet.length < GRID_MAX_IMAGES) sheet.push(rgb);
+        }
+      }, { batchSize: this.flags['batch-size'], events });
+      let grid: string | undefined;
+      if (this.flags.grid && sheet.length > 0) {
+        grid = path.join(out, 'grid.png');
+        await writePng(grid, tileImages(sheet));
+        events.emit({ type: 'artifact', kind: 'image', path: grid });
+      }
+      this.log(`${files.length} images in ${out}${grid ? ` (contact sheet ${grid})` : ''}`);
+      return { out, images: files.length, files, grid, checkpoint: dvae.checkpoint };
+    } finally {
+      dvae.model.dispose();
+    }
+  }
+}

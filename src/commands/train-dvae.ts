@@ -1,0 +1,89 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Flags } from '@oclif/core';
+import { BaseCommand } from '../cli/base-command';
+import { dvaeConfig, DvaeConfig, resolveConfig, RUN_CONFIG_FILE } from '../core/config';
+import { CoreEmitter } from '../core/events';
+// The engine is loaded inside run(), so `dalle --help` lists this command even where the native addon is not built.
+import type { DvaeTrainResult } from '../core/train/dvae-trainer';
+
+/** Exit status after SIGINT (128 + 2), as shells report an interrupted command. */
+export const INTERRUPTED_EXIT = 130;
+
+export default class TrainDvaeCommand extends BaseCommand<typeof TrainDvaeCommand> {
+  static override summary = 'Train the dVAE (images <-> token grids) into a run directory; Ctrl-C checkpoints and stops.';
+
+  static override description = [
+    'Writes RUN/config.yaml (the resolved config), RUN/metrics.jsonl (a line every train.log_every updates), ' +
+      'RUN/samples/step-N.png (originals over reconstructions every train.sample_every), and ' +
+      'RUN/checkpoints/step-N (every train.checkpoint_every and at the end; RUN/latest names the newest).',
+    'Ctrl-C (SIGINT) finishes the current update, writes a checkpoint and exits with code 130. --resume continues ' +
+      "from RUN/latest with the run's own config.yaml (plus --set overrides, e.g. a larger train.steps): the losses " +
+      'are exactly those of an uninterrupted run.',
+  ].join('\n\n');
+
+  static override examples = [
+    {
+      description: 'The small emoji dVAE.',
+      command: '<%= config.bin %> <%= command.id %> --config configs/dvae-emoji.yaml --data data/emoji/train --out runs/dvae-emoji',
+    },
+    {
+      description: 'Continue an interrupted run, or extend a finished one.',
+      command: '<%= config.bin %> <%= command.id %> --out runs/dvae-emoji --resume --set train.steps=40000',
+    },
+  ];
+
+  static override flags = {
+    data: Flags.string({ summary: 'Training images (sets data.path): a folder, a .jsonl/.csv manifest or .tar shards.', helpValue: 'PATH' }),
+    out: Flags.string({ char: 'o', summary: 'Run directory to create (or to continue with --resume).', required: true, helpValue: 'RUN' }),
+    resume: Flags.boolean({ summary: "Continue from RUN/latest with the run's config.yaml.", default: false }),
+  };
+
+  async run(): Promise<DvaeTrainResult> {
+    const { out, resume, data } = this.flags;
+    const config = this.resolveTrainConfig(out, resume, data);
+    const { applyRuntime } = await import('../core/runtime');
+    const { DvaeTrainer } = await import('../core/train/dvae-trainer');
+    applyRuntime(config.runtime);
+    const events = this.renderEvents(new CoreEmitter());
+    const trainer = new DvaeTrainer({ config, out, resume, events });
+    const onSigint = (): void => {
+      if (trainer.stopping) {
+        // A second Ctrl-C: leave now; the newest complete checkpoint stays usable (checkpoints are atomic).
+        process.stderr.write(`interrupted again: exiting without a new checkpoint; resume with: dalle train-dvae --out ${out} --resume\n`);
+        process.exit(INTERRUPTED_EXIT);
+      }
+      events.emit({ type: 'log', level: 'warn', message: 'interrupted: finishing this update and writing a checkpoint' });
+      trainer.stop();
+    };
+    process.on('SIGINT', onSigint);
+    let result: DvaeTrainResult;
+    try {
+      result = await trainer.run();
+    } finally {
+      process.off('SIGINT', onSigint);
+    }
+    if (result.stopped) {
+      this.logToStderr(
+        `stopped at update ${result.step} of ${result.totalSteps}; checkpoint ${result.checkpoint}\n` +
+          `resume with: dalle train-dvae --out ${out} --resume`,
+      );
+      process.exitCode = INTERRUPTED_EXIT;
+    } else {
+      this.log(`trained ${result.step} updates; checkpoint ${result.checkpoint}`);
+    }
+    return result;
+  }
+
+  /** Fresh: defaults < --config < --set. Resume: the run's config.yaml < --set (the architecture comes from the run). */
+  private resolveTrainConfig(out: string, resume: boolean, data: string | undefined): DvaeConfig {
+    const sets = this.configOverrides();
+    if (data !== undefined) sets.push({ keyPath: 'data.path', text: data, argument: `--data ${data}` });
+    const runConfig = path.join(out, RUN_CONFIG_FILE);
+    if (resume && fs.existsSync(runConfig)) {
+      if (this.flags.config !== undefined) this.warn(`--resume uses ${runConfig}; --config ${this.flags.config} is ignored (use --set to change values)`);
+      return resolveConfig(dvaeConfig, { file: runConfig, sets });
+    }
+    return resolveConfig(dvaeConfig, { file: this.flags.config, sets });
+  }
+}

@@ -1,0 +1,196 @@
+/**
+ * Checkpoints: the format round-trips, damaged checkpoints fail with clear errors, `--dvae` resolution, and the dVAE
+ * trainer's exact resume (N straight updates == N/2 + resume N/2, bitwise) and stop().
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Tensor, keep } from '../../src/core/tensor';
+import {
+  CheckpointError,
+  listCheckpoints,
+  loadCheckpointModel,
+  readCheckpointOptimizer,
+  resolveCheckpoint,
+  writeCheckpoint,
+} from '../../src/core/train/checkpoint';
+import { DvaeTrainer } from '../../src/core/train/dvae-trainer';
+import { CoreEvent } from '../../src/core/events';
+import { makeImages, readMetrics, temporaryDir, tinyConfig } from '../commands/helpers';
+
+function tensor(values: number[], shape: number[]): Tensor {
+  return keep(Tensor.from(Float32Array.from(values), shape));
+}
+
+function writeSample(runDir: string, step: number, keepCount = 3): string {
+  return writeCheckpoint(runDir, {
+    model: new Map([
+      ['a.w', tensor([1, 2, 3, 4, 5, 6], [2, 3])],
+      ['a.b', tensor([0.5, -0.25], [2])],
+    ]),
+    optimizer: new Map([
+      ['a.w.m', tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [2, 3])],
+      ['a.w.v', tensor([1, 1, 1, 1, 1, 1], [2, 3])],
+    ]),
+    state: {
+      kind: 'dvae',
+      step,
+      optimizer_step: step,
+      rng: { noise: { seed: '18446744073709551615', offset: '4096' } },
+      data: { seed: 0, records: 10, epoch: 1, position: 3 },
+      metrics: { interval_loss_sum: 0.1 + 0.2, interval_steps: 2, usage: [[1, 2, 3]] },
+    },
+    keep: keepCount,
+  });
+}
+
+function expectCheckpointError(fn: () => unknown, ...patterns: RegExp[]): void {
+  assert.throws(fn, (error: unknown) => {
+    assert.ok(error instanceof CheckpointError, `expected a CheckpointError, got ${String(error)}`);
+    for (const p of patterns) assert.match(`${error.message} | ${error.hint ?? ''}`, p);
+    return true;
+  });
+}
+
+describe('train: checkpoints', () => {
+  it('round-trips tensors and state, points latest at the newest, and keeps the last K', () => {
+    const run = temporaryDir();
+    for (const step of [10, 20, 30, 40]) writeSample(run, step, 2);
+    assert.deepEqual(listCheckpoints(run), [30, 40]);
+    assert.equal(fs.readFileSync(path.join(run, 'latest'), 'utf8'), 'checkpoints/step-40\n');
+    assert.deepEqual(fs.readdirSync(path.join(run, 'checkpoints')).sort(), ['step-30', 'step-40'], 'no temporary directories left');
+
+    const found = resolveCheckpoint(run);
+    assert.equal(found.dir, path.join(path.resolve(run), 'checkpoints', 'step-40'));
+    assert.equal(found.runDir, path.resolve(run));
+    assert.equal(found.state.step, 40);
+    assert.deepEqual(found.state.rng.noise, { seed: '18446744073709551615', offset: '4096' });
+    assert.deepEqual(found.state.data, { seed: 0, records: 10, epoch: 1, position: 3 });
+    assert.equal((found.state.metrics as { interval_loss_sum: number }).interval_loss_sum, 0.1 + 0.2, 'doubles exact');
+
+    const w = tensor([0, 0, 0, 0, 0, 0], [2, 3]);
+    const b = tensor([0, 0], [2]);
+    loadCheckpointModel(found.dir, new Map([['a.w', w], ['a.b', b]]));
+    assert.deepEqual([...w.toArray()], [1, 2, 3, 4, 5, 6]);
+    assert.deepEqual([...b.toArray()], [0.5, -0.25]);
+    const moments = readCheckpointOptimizer(found.dir);
+    assert.deepEqual([...(moments.get('a.w.m') ?? [])], [...Float32Array.from([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])]);
+
+    // A checkpoint directory resolves to itself, its run two levels up.
+    const direct = resolveCheckpoint(path.join(run, 'checkpoints', 'step-30'));
+    assert.equal(direct.state.step, 30);
+    assert.equal(direct.runDir, path.resolve(run));
+  });
+
+  it('a truncated or corrupt checkpoint is a CheckpointError naming the file and what to do', () => {
+    const run = temporaryDir();
+    const dir = writeSample(run, 5);
+    const model = path.join(dir, 'model.safetensors');
+    const bytes = fs.readFileSync(model);
+    fs.writeFileSync(model, bytes.subarray(0, bytes.length - 7));
+    expectCheckpointError(() => resolveCheckpoint(run), /model\.safetensors has \d+ bytes, state\.json recorded \d+ \(truncated/, /earlier one/);
+
+    // Same size, damaged header: caught when loading.
+    const damaged = Buffer.from(bytes);
+    damaged.fill(0x41, 8, 40);
+    fs.writeFileSync(model, damaged);
+    const found = resolveCheckpoint(run);
+    expectCheckpointError(() => loadCheckpointModel(found.dir, new Map([['a.w', tensor([0, 0, 0, 0, 0, 0], [2, 3])]])), /cannot load .*model\.safetensors/);
+
+    fs.writeFileSync(path.join(dir, 'state.json'), '{"format": "dalle-checkpoint", "step": ');
+    expectCheckpointError(() => resolveCheckpoint(run), /state\.json is not readable JSON/);
+  });
+
+  it('a wrong model, a bad state, a bad latest and a missing run each say what is wrong', () => {
+    const run = temporaryDir();
+    const dir = writeSample(run, 5);
+    expectCheckpointError(
+      () => loadCheckpointModel(dir, new Map([['a.w', tensor([0, 0, 0, 0], [2, 2])]])),
+      /'a\.w' is \(2, 3\) in the file, \(2, 2\) in the model/,
+      /another model configuration/,
+    );
+    const stateFile = path.join(dir, 'state.json');
+    const state = JSON.parse(fs.readFileSync(stateFile, 'utf8')) as Record<string, unknown>;
+    fs.writeFileSync(stateFile, JSON.stringify({ ...state, step: 6, optimizer_step: -1 }));
+    expectCheckpointError(() => resolveCheckpoint(run), /optimizer_step -1 is not an integer >= 0/);
+    fs.writeFileSync(stateFile, JSON.stringify({ ...state, step: 6 }));
+    expectCheckpointError(() => resolveCheckpoint(run), /says step 6 but its directory is step-5/);
+
+    fs.writeFileSync(path.join(run, 'latest'), 'checkpoints/step-99\n');
+    expectCheckpointError(() => resolveCheckpoint(run), /points at checkpoints\/step-99, which has no state\.json/);
+    fs.writeFileSync(path.join(run, 'latest'), '../../etc\n');
+    expectCheckpointError(() => resolveCheckpoint(run), /should hold 'checkpoints\/step-N'/);
+    fs.rmSync(path.join(run, 'latest'));
+    expectCheckpointError(() => resolveCheckpoint(run), /no 'latest' file/, /checkpoints\/step-5/);
+    expectCheckpointError(() => resolveCheckpoint(path.join(run, 'nope')), /does not exist/, /train-dvae/);
+  });
+});
+
+describe('train: dVAE trainer resume and stop', () => {
+  let data: string;
+  before(async () => {
+    data = await makeImages(path.join(temporaryDir(), 'images'), 10);
+  });
+
+  it('N updates straight == N/2, then resume for N/2: identical metrics (bitwise), also after a crash past the checkpoint', async function () {
+    this.timeout(30000);
+    const straight = temporaryDir();
+    await new DvaeTrainer({ config: tinyConfig(data), out: straight }).run();
+    const reference = readMetrics(straight);
+    assert.equal(reference.length, 8);
+    assert.ok(reference.every((line) => Number.isFinite(line.loss)));
+
+    const split = temporaryDir();
+    const first = await new DvaeTrainer({ config: tinyConfig(data, ['train.steps=4']), out: split }).run();
+    assert.equal(first.step, 4);
+    // A line written after the checkpoint by a run that then died must not survive the resume.
+    fs.appendFileSync(path.join(split, 'metrics.jsonl'), JSON.stringify({ step: 5, loss: 1 }) + '\n');
+    const second = await new DvaeTrainer({ config: tinyConfig(data), out: split, resume: true }).run();
+    assert.equal(second.resumedFrom, 4);
+    assert.equal(second.step, 8);
+    const resumed = readMetrics(split);
+    const pick = (lines: typeof reference) => lines.map((l) => [l.step, l.loss, l.recon, l.kl, l.perplexity, l.dead_codes]);
+    assert.deepEqual(pick(resumed), pick(reference));
+    assert.deepEqual(listCheckpoints(split), [4, 8]);
+    assert.ok(fs.existsSync(path.join(split, 'samples', 'step-8.png')));
+  });
+
+  it('stop() finishes the update, writes a checkpoint and returns; resuming continues exactly', async function () {
+    this.timeout(30000);
+    const reference = temporaryDir();
+    await new DvaeTrainer({ config: tinyConfig(data, ['train.checkpoint_every=100']), out: reference }).run();
+
+    const run = temporaryDir();
+    const events: CoreEvent[] = [];
+    const trainer = new DvaeTrainer({
+      config: tinyConfig(data, ['train.checkpoint_every=100']),
+      out: run,
+      events: {
+        emit: (event) => {
+          events.push(event);
+          if (event.type === 'metrics' && event.step === 3) trainer.stop(); // as the SIGINT handler does
+        },
+      },
+    });
+    const result = await trainer.run();
+    assert.equal(result.stopped, true);
+    assert.equal(result.step, 3);
+    assert.deepEqual(listCheckpoints(run), [3]);
+    assert.ok(events.some((e) => e.type === 'artifact' && e.kind === 'checkpoint' && e.path.endsWith('step-3')));
+    const progress = events.filter((e) => e.type === 'progress');
+    assert.ok(progress.length > 0 && progress.every((e) => e.type === 'progress' && e.total === 8 && e.metrics?.loss !== undefined && e.metrics?.tau !== undefined));
+
+    await new DvaeTrainer({ config: tinyConfig(data, ['train.checkpoint_every=100']), out: run, resume: true }).run();
+    assert.deepEqual(readMetrics(run).map((l) => l.loss), readMetrics(reference).map((l) => l.loss));
+  });
+
+  it('refuses to start over a run that has checkpoints, and to resume past train.steps', async () => {
+    const run = temporaryDir();
+    await new DvaeTrainer({ config: tinyConfig(data, ['train.steps=2']), out: run }).run();
+    await assert.rejects(new DvaeTrainer({ config: tinyConfig(data), out: run }).run(), /already has checkpoints.*|CheckpointError/);
+    await assert.rejects(
+      new DvaeTrainer({ config: tinyConfig(data, ['train.steps=1']), out: run, resume: true }).run(),
+      (error: unknown) => error instanceof CheckpointError && /past train\.steps = 1/.test(error.message),
+    );
+  });
+});
