@@ -40,6 +40,18 @@ describe('commands: train-dvae -> encode -> decode', function () {
     process.exitCode = undefined;
   });
 
+  it('evaluate recon measures PSNR and codebook usage of the trained run', async () => {
+    const { error, stdout } = await dalle(['evaluate', 'recon', '--dvae', run, '--data', images, '--limit', '7', '--json']);
+    assert.equal(error, undefined, error?.message);
+    const result = JSON.parse(stdout.trim().split('\n').pop()!);
+    assert.equal(result.images, 7);
+    assert.equal(result.step, 8);
+    assert.ok(Number.isFinite(result.psnr) && result.psnr > 0, `psnr ${result.psnr}`);
+    assert.ok(result.perplexity >= 1 && result.perplexity <= 16);
+    assert.equal(result.vocabSize, 16);
+    assert.ok(result.deadCodes >= 0 && result.deadCodes < 16);
+  });
+
   it('train-dvae writes config.yaml, metrics.jsonl, samples and checkpoints with latest', () => {
     assert.match(fs.readFileSync(path.join(run, 'config.yaml'), 'utf8'), /n_hid: 8/);
     const metrics = readMetrics(run);
