@@ -1,6 +1,5 @@
 import { BaseCommand } from '../cli/base-command';
-import { EngineReport, engineReport } from '../core/engine-info';
-import { applyRuntime } from '../core/runtime';
+import type { EngineReport } from '../core/engine-info';
 
 export default class InfoCommand extends BaseCommand<typeof InfoCommand> {
   static override summary = 'Show the engine on this machine: CPU kernels in use, threads, registered ops.';
@@ -13,6 +12,9 @@ export default class InfoCommand extends BaseCommand<typeof InfoCommand> {
   static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> --threads 1 --json'];
 
   async run(): Promise<EngineReport> {
+    // The engine is loaded here, not at the top, so `dalle --help` lists this command even without the native addon.
+    const { applyRuntime } = await import('../core/runtime');
+    const { engineReport } = await import('../core/engine-info');
     applyRuntime({ threads: this.flags.threads ?? 0, device: this.flags.device ?? 'cpu' });
     const report = engineReport();
     this.log(`dalle ${report.version} (node ${report.node}, ${report.platform})`);
