@@ -3,12 +3,12 @@
 // python3-torch 1.13 (oneDNN convolutions), jemalloc preloaded and told to keep its memory, OpenBLAS's AVX-512 kernels,
 // the same thread count). Set-up: bash bench/setup.sh.
 //   node dist/bench/conv2d.js [--threads 2] [--reps 10] [--rounds 2] [--filter 3x3] [--no-torch] [--json]
-// DALLE_ADDON=path loads another build of the addon (a copy, say, while build/ is being rebuilt).
 // Times are the best of --reps after warm-up, and the best over --rounds (each round runs PyTorch, then ours), since
 // other processes on a shared 2-core machine add noise. "step" = forward + backward (dx, dw, db; the 7x7 input
 // convolution has no dx, in both). GFLOP/s counts 2 B H W Co C k^2 per pass (padding taps included); the peak is
 // 64 FLOP/cycle/core at 3.3 GHz unless DALLE_PEAK_GFLOPS says otherwise.
 // Key: B batch, C in channels, Co out channels, H x W image, k kernel.
+import { native } from '../src/core/native';
 import { measuredPeak } from './lib/peak';
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
@@ -25,8 +25,7 @@ interface Addon {
   conv2dBackward(x: number | null, w: number | null, dy: number, dx: number | null, dw: number | null,
     db: number | null, B: number, C: number, Co: number, H: number, W: number, k: number): void;
 }
-// eslint-disable-next-line @typescript-eslint/no-var-requires
-const addon: Addon = require(process.env.DALLE_ADDON ?? path.join(__dirname, '../../build/Release/dalle_native.node'));
+const addon: Addon = native as unknown as Addon; // loaded by the engine (DALLE_ADDON honoured)
 
 interface Shape {
   name: string; B: number; Cin: number; Cout: number; H: number; W: number; k: number; dx: boolean;

@@ -14,10 +14,10 @@
 // Timing: each measurement is the best of 7 windows of >= 50 ms after a warm-up call; --rounds repeats everything
 // and keeps the best, since other processes on a shared 2-core machine add noise (with 2 threads, one busy core
 // halves everybody's number: take final numbers on an idle machine).
-import { Peak, measuredPeak } from './lib/peak';
+import { native } from '../src/core/native';
+import { OPENBLAS_BIN, Peak, measuredPeak } from './lib/peak';
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
-import * as path from 'path';
 
 interface Addon {
   alloc(bytes: number): number;
@@ -31,11 +31,8 @@ interface Addon {
   gemmBf16(ta: boolean, tb: boolean, M: number, N: number, K: number, alpha: number, a: number, lda: number,
     b: number, ldb: number, beta: number, c: number, ldc: number): void;
 }
-// eslint-disable-next-line @typescript-eslint/no-var-requires
-const addon: Addon = require(path.join(__dirname, '../../build/Release/dalle_native.node'));
+const addon: Addon = native as unknown as Addon; // loaded by the engine (DALLE_ADDON honoured)
 
-const ROOT = path.join(__dirname, '../..');
-const OPENBLAS_BIN = path.join(ROOT, 'bench/out/openblas_gemm');
 const JEMALLOC = '/usr/lib/x86_64-linux-gnu/libjemalloc.so.2';
 
 interface Shape { name: string; M: number; N: number; K: number; ta: boolean; tb: boolean }

@@ -4,8 +4,8 @@
 // this CPU has, 1 and 2 threads, and 1- vs 2-thread results bitwise identical. The references' own gradient formulas
 // are checked by central finite differences on tiny sizes.
 // Key: B batch, C in channels, Co out channels, H x W image, k kernel (odd; stride 1, same zero padding).
+import { native } from '../../src/core/native';
 import * as assert from 'node:assert';
-import * as path from 'path';
 import { makeRandom, TEST_SEED } from '../harness/random';
 
 type Isa = 'portable' | 'avx2' | 'avx512';
@@ -27,8 +27,7 @@ interface Addon {
   upsample2xBackward(dy: number, dx: number, B: number, C: number, H: number, W: number): void;
 }
 
-// eslint-disable-next-line @typescript-eslint/no-var-requires
-const addon: Addon = require(path.join(__dirname, '../../../build/Release/dalle_native.node'));
+const addon: Addon = native as unknown as Addon; // loaded by the engine (DALLE_ADDON honoured)
 
 // ---- native memory helper: every buffer allocated in a test is freed at its end ------------------------------------
 

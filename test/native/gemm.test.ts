@@ -8,8 +8,8 @@
 // 1e-4 leaves a margin of ~1000x for the summation order (K blocks, pairs of k in bf16) while a wrong index, a missed
 // tile edge or a stale accumulator shows up as an error of order `scale`. bf16 inputs are rounded to bf16 first and
 // the reference runs on the rounded values (products of two bf16 are exact in fp32), so the same bound holds.
+import { native } from '../../src/core/native';
 import * as assert from 'node:assert';
-import * as path from 'path';
 
 interface Addon {
   alloc(bytes: number): number;
@@ -32,8 +32,7 @@ interface Addon {
     a: number | null, lda: number, sa: number, b: number | null, ldb: number, sb: number, beta: number,
     c: number | null, ldc: number, sc: number): void;
 }
-// eslint-disable-next-line @typescript-eslint/no-var-requires
-const addon: Addon = require(path.join(__dirname, '../../../build/Release/dalle_native.node'));
+const addon: Addon = native as unknown as Addon; // loaded by the engine (DALLE_ADDON honoured)
 
 // ------------------------------------------------------------------------------------------------------------------
 // Native memory: a tiny local helper (alloc / copyIn / copyOut / free).

@@ -23,7 +23,7 @@ export { AnyConfig, AnySchema, isConfigKind, resolveAnyConfig, ResolveAnyOptions
 export { levenshtein, closestMatch } from './levenshtein';
 export { Override, parseSetArgument } from './overrides';
 export { resolveConfig, resolveConfigWithSources, ResolveOptions, ResolvedWithSources } from './resolve';
-export { readRunConfig, RUN_CONFIG_FILE, writeFileAtomic, writeRunConfig } from './run-dir';
+export { readRunConfig, RUN_CONFIG_FILE, writeRunConfig } from './run-dir';
 export { ConfigOf, ConfigSchema, defineConfig, KIND_KEY, Resolved, Rule, Section } from './schema';
 export * from './schemas';
 export { ConfigFile, readConfigFile } from './yaml-file';
