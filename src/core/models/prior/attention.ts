@@ -1,0 +1,65 @@
+// The prior's masked attention, behind one function, so the dense path (the dense `attention` op with a (T, T) mask
+// from masks.ts) and the native sparse kernel (ops/sparse-attention.ts, when it lands) are one line apart.
+// Keys: B = batch, H = heads, T = sequence positions (text then image), D = head width.
+import { attention, slice } from '../../ops';
+import { Tensor, keep } from '../../tensor';
+import { MaskKind, MaskSpec, denseMask } from './masks';
+
+/**
+ * Masks of one prior: the dense (T, T) i32 mask of each kind, built once and kept (T = textLen + gridSide^2).
+ * A forward over the first T' <= T positions uses the top-left (T', T') corner: the masks depend on absolute positions
+ * only, so a prefix of the sequence has the prefix of the mask.
+ */
+export class PriorMasks {
+  private readonly dense = new Map<MaskKind, Tensor>();
+
+  constructor(
+    readonly textLen: number,
+    readonly gridSide: number,
+    readonly convKernel: number,
+  ) {}
+
+  spec(kind: MaskKind): MaskSpec {
+    return { kind, textLen: this.textLen, gridSide: this.gridSide, convKernel: this.convKernel };
+  }
+
+  /** The full (T, T) i32 mask of a kind (1 = query row may attend to key column). */
+  full(kind: MaskKind): Tensor {
+    let m = this.dense.get(kind);
+    if (!m) {
+      m = keep(denseMask(this.spec(kind)));
+      this.dense.set(kind, m);
+    }
+    return m;
+  }
+
+  dispose(): void {
+    for (const m of this.dense.values()) m.dispose();
+    this.dense.clear();
+  }
+}
+
+/**
+ * Self-attention over the first T positions with the layer's mask: q, k, v (B, H, T, D) (strided views are read in
+ * place) -> (B, H, T, D). Switching to the native sparse kernel: `return sparseAttention(q, k, v, masks.spec(kind))`.
+ */
+export function priorSelfAttention(q: Tensor, k: Tensor, v: Tensor, masks: PriorMasks, kind: MaskKind): Tensor {
+  const T = q.shape[2];
+  const full = masks.full(kind);
+  const mask = T === full.shape[0] ? full : slice(full, [[0, T], [0, T]]);
+  return attention(q, k, v, mask);
+}
+
+/**
+ * KV-cached attention of the queries at positions [start, start + Tq) to the cached keys [0, start + Tq):
+ * q (B, H, Tq, D), k, v (B, H, start + Tq, D) (views of the cache) -> (B, H, Tq, D). Uses the rows of the layer's
+ * dense mask, so each query sees exactly the keys the full forward lets it see.
+ */
+export function priorCachedAttention(
+  q: Tensor, k: Tensor, v: Tensor, start: number, masks: PriorMasks, kind: MaskKind,
+): Tensor {
+  const Tq = q.shape[2];
+  const Tk = k.shape[2];
+  const mask = slice(masks.full(kind), [[start, start + Tq], [0, Tk]]); // (Tq, Tk) rows of the full mask
+  return attention(q, k, v, mask);
+}
