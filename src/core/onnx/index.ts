@@ -1,0 +1,8 @@
+// ONNX export of dalle's models (written with protobufjs and the official onnx.proto) and running them through
+// onnxruntime-node: `dalle export`, and `--runtime onnx` in `dalle encode` / `dalle decode`.
+export * from './errors';
+export * from './proto';
+export * from './graph';
+export * from './dvae-export';
+export * from './runtime';
+export * from './dvae-runner';
