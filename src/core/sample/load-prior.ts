@@ -1,0 +1,62 @@
+/**
+ * A trained prior from its run directory, as `dalle generate --prior RUN` takes it:
+ *
+ *   RUN/config.yaml          the architecture (model.*) and the text settings
+ *   RUN/tokenizer.json       the caption tokenizer the prior was trained with (Hugging Face format, src/core/text)
+ *   RUN/latest, RUN/checkpoints/step-N/model.safetensors   the weights (src/core/train/checkpoint.ts)
+ *
+ * `target` may be the run directory (its latest checkpoint) or one checkpoint directory (RUN/checkpoints/step-N).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { PriorConfig, priorConfig, readRunConfig } from '../config';
+import { Prior } from '../models/prior';
+import { TextTokenizer } from '../text';
+import { Philox } from '../tensor/rng';
+import { CheckpointError, loadCheckpointModel, resolveCheckpoint } from '../train/checkpoint';
+
+export const TOKENIZER_FILE = 'tokenizer.json';
+
+export interface TrainedPrior {
+  readonly model: Prior;
+  readonly tokenizer: TextTokenizer;
+  readonly config: PriorConfig;
+  readonly checkpoint: string;
+  readonly step: number;
+}
+
+/** Loads the prior of a run or checkpoint directory. Dispose `model` when done. */
+export function loadTrainedPrior(target: string): TrainedPrior {
+  const found = resolveCheckpoint(target);
+  if (found.state.kind !== 'prior') {
+    throw new CheckpointError(`${found.dir} is a ${found.state.kind} checkpoint, not a prior`, 'pass --prior a run made by `dalle train-prior` (and --dvae the dVAE run)');
+  }
+  let config: PriorConfig;
+  try {
+    config = readRunConfig(found.runDir, priorConfig);
+  } catch (error) {
+    throw new CheckpointError(
+      `cannot read the run config of ${found.dir} (${path.join(found.runDir, 'config.yaml')}): ${error instanceof Error ? error.message : String(error)}`,
+      'a checkpoint needs the config.yaml of its run directory (RUN/config.yaml, two levels above checkpoints/step-N)',
+    );
+  }
+  const tokenizerFile = path.join(found.runDir, TOKENIZER_FILE);
+  if (!fs.existsSync(tokenizerFile)) {
+    throw new CheckpointError(`the prior run ${found.runDir} has no ${TOKENIZER_FILE}`, `copy the tokenizer the prior was trained with to ${tokenizerFile}`);
+  }
+  const tokenizer = TextTokenizer.load(tokenizerFile);
+  if (tokenizer.vocabSize > config.model.text_vocab) {
+    throw new CheckpointError(
+      `${tokenizerFile} has ${tokenizer.vocabSize} tokens but the prior reads ${config.model.text_vocab} (model.text_vocab)`,
+      'the tokenizer is not the one this prior was trained with: put the run\'s own tokenizer.json back',
+    );
+  }
+  const model = new Prior(config.model, new Philox(config.runtime.seed));
+  try {
+    loadCheckpointModel(found.dir, new Map(model.namedParameters()));
+  } catch (error) {
+    model.dispose();
+    throw error;
+  }
+  return { model, tokenizer, config, checkpoint: found.dir, step: found.state.step };
+}
