@@ -11,7 +11,7 @@ import { TEST_SEED } from './harness/random';
 const REQUIRED_OPS = [
   'matmul', 'add', 'sub', 'mul', 'div', 'exp', 'log', 'sigmoid', 'tanh', 'relu', 'gelu',
   'sum', 'mean', 'max', 'softmax', 'logSoftmax', 'layerNorm', 'embedding', 'conv2d', 'maxPool2x2', 'upsample2x',
-  'concat', 'slice', 'permute', 'reshape', 'contiguous', 'crossEntropy', 'cast', 'attention',
+  'concat', 'slice', 'permute', 'reshape', 'contiguous', 'crossEntropy', 'cast', 'attention', 'sparseAttention',
 ];
 
 function availableIsas(): Array<'portable' | 'avx2' | 'avx512'> {

@@ -7,6 +7,7 @@ export * from './layernorm';
 export * from './embedding';
 export * from './loss';
 export * from './attention';
+export * from './sparse-attention';
 export * from './elementwise';
 export * from './reduce';
 export * from './concat';
