@@ -38,16 +38,30 @@ export default class DecodeCommand extends BaseCommand<typeof DecodeCommand> {
     out: Flags.string({ char: 'o', summary: 'Folder for the PNGs (created if missing).', required: true, helpValue: 'DIR' }),
     grid: Flags.boolean({ summary: 'Also write DIR/grid.png, a contact sheet.', default: false }),
     'batch-size': Flags.integer({ summary: 'Grids decoded at a time.', default: 16, min: 1 }),
+    runtime: Flags.option({
+      options: ['engine', 'onnx'] as const,
+      default: 'engine' as const,
+      summary: "Run the dVAE on dalle's engine, or through onnxruntime-node (ONNX graphs exported on the fly, or --onnx DIR).",
+    })(),
+    onnx: Flags.string({ summary: 'With --runtime onnx: the folder `dalle export --dvae` wrote, instead of exporting on the fly.', helpValue: 'DIR' }),
   };
 
   async run(): Promise<DecodeCommandResult> {
     // The engine is loaded here, not at the top, so `dalle --help` lists this command even without the native addon.
     const { applyRuntime } = await import('../core/runtime');
     const { decodeTokenGrids, loadTrainedDvae, readTokenGrids } = await import('../core/image/dvae-codec');
-    applyRuntime(this.loadConfig(dvaeConfig).runtime);
+    const runtime = this.loadConfig(dvaeConfig).runtime;
+    applyRuntime(runtime);
+    if (this.flags.onnx !== undefined && this.flags.runtime !== 'onnx') this.error('--onnx DIR needs --runtime onnx', { exit: 2 });
     const events = this.renderEvents(new CoreEmitter());
     const dvae = loadTrainedDvae(this.flags.dvae);
+    // --runtime onnx: the same dVAE as ONNX graphs, run by onnxruntime-node (loaded only then).
+    let onnx: import('../core/onnx').OnnxDvae | undefined;
     try {
+      if (this.flags.runtime === 'onnx') {
+        const { openOnnxDvaeFor } = await import('../core/onnx');
+        onnx = await openOnnxDvaeFor(dvae, this.flags.onnx, { threads: runtime.threads });
+      }
       const grids = readTokenGrids(this.args.tokens, dvae.model.arch.vocab_size, dvae.gridSide);
       const out = this.flags.out;
       fs.mkdirSync(out, { recursive: true });
@@ -62,7 +76,7 @@ export default class DecodeCommand extends BaseCommand<typeof DecodeCommand> {
           files.push(file);
           if (this.flags.grid && sheet.length < GRID_MAX_IMAGES) sheet.push(rgb);
         }
-      }, { batchSize: this.flags['batch-size'], events });
+      }, { batchSize: this.flags['batch-size'], events, decodeBatch: onnx && ((codes, n) => onnx!.decode(codes, n)) });
       let grid: string | undefined;
       if (this.flags.grid && sheet.length > 0) {
         grid = path.join(out, 'grid.png');
@@ -72,6 +86,7 @@ export default class DecodeCommand extends BaseCommand<typeof DecodeCommand> {
       this.log(`${files.length} images in ${out}${grid ? ` (contact sheet ${grid})` : ''}`);
       return { out, images: files.length, files, grid, checkpoint: dvae.checkpoint };
     } finally {
+      await onnx?.release();
       dvae.model.dispose();
     }
   }

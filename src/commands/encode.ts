@@ -43,6 +43,12 @@ export default class EncodeCommand extends BaseCommand<typeof EncodeCommand> {
     dvae: Flags.string({ summary: 'A dVAE run directory (its latest checkpoint) or a checkpoint directory.', required: true, helpValue: 'RUN' }),
     out: Flags.string({ char: 'o', summary: 'The .npy file to write.', required: true, helpValue: 'FILE' }),
     'batch-size': Flags.integer({ summary: 'Images encoded at a time.', default: 16, min: 1 }),
+    runtime: Flags.option({
+      options: ['engine', 'onnx'] as const,
+      default: 'engine' as const,
+      summary: "Run the dVAE on dalle's engine, or through onnxruntime-node (ONNX graphs exported on the fly, or --onnx DIR).",
+    })(),
+    onnx: Flags.string({ summary: 'With --runtime onnx: the folder `dalle export --dvae` wrote, instead of exporting on the fly.', helpValue: 'DIR' }),
   };
 
   async run(): Promise<EncodeCommandResult> {
@@ -50,11 +56,19 @@ export default class EncodeCommand extends BaseCommand<typeof EncodeCommand> {
     // The engine is loaded here, not at the top, so `dalle --help` lists this command even without the native addon.
     const { applyRuntime } = await import('../core/runtime');
     const { encodeImages, loadTrainedDvae } = await import('../core/image/dvae-codec');
-    applyRuntime(this.loadConfig(dvaeConfig).runtime);
+    const runtime = this.loadConfig(dvaeConfig).runtime;
+    applyRuntime(runtime);
+    if (this.flags.onnx !== undefined && this.flags.runtime !== 'onnx') this.error('--onnx DIR needs --runtime onnx', { exit: 2 });
     const events = this.renderEvents(new CoreEmitter());
     const dvae = loadTrainedDvae(this.flags.dvae);
+    // --runtime onnx: the same dVAE as ONNX graphs, run by onnxruntime-node (loaded only then).
+    let onnx: import('../core/onnx').OnnxDvae | undefined;
     try {
-      const result = await encodeImages(dvae, inputs, { batchSize: this.flags['batch-size'], events });
+      if (this.flags.runtime === 'onnx') {
+        const { openOnnxDvaeFor } = await import('../core/onnx');
+        onnx = await openOnnxDvaeFor(dvae, this.flags.onnx, { threads: runtime.threads });
+      }
+      const result = await encodeImages(dvae, inputs, { batchSize: this.flags['batch-size'], events, encodeBatch: onnx && ((pixels, n) => onnx!.encode(pixels, n)) });
       const out = this.flags.out;
       writeNpySync(out, { dtype: 'i32', shape: result.shape, data: result.tokens });
       const list = inputsListPath(out);
@@ -67,6 +81,7 @@ export default class EncodeCommand extends BaseCommand<typeof EncodeCommand> {
       }
       return { tokens: out, inputs: list, shape: result.shape, checkpoint: dvae.checkpoint, skipped: result.skipped };
     } finally {
+      await onnx?.release();
       dvae.model.dispose();
     }
   }

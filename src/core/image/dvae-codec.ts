@@ -80,6 +80,8 @@ export interface EncodeOptions {
   readonly batchSize?: number;
   readonly maxInputPixels?: number;
   readonly events?: EventSink;
+  /** Computes a batch's codes elsewhere (e.g. onnxruntime, `--runtime onnx`): pixels (n, 3, R, R) -> i32 (n, h, w). */
+  readonly encodeBatch?: (pixels: Float32Array, count: number) => Promise<Int32Array>;
 }
 
 export interface EncodeResult {
@@ -158,7 +160,9 @@ export async function encodeImages(dvae: TrainedDvae, inputs: readonly string[],
     if (kept.length > 0) {
       const pixels = new Float32Array(kept.length * imageSize);
       kept.forEach((rgb, i) => rgbToChw(rgb, resolution, pixels, i * imageSize));
-      const codes = noGrad(() => tidy(() => model.encode(Tensor.from(pixels, [kept.length, 3, resolution, resolution])).toArray())) as Int32Array;
+      const codes = options.encodeBatch
+        ? await options.encodeBatch(pixels, kept.length)
+        : (noGrad(() => tidy(() => model.encode(Tensor.from(pixels, [kept.length, 3, resolution, resolution])).toArray())) as Int32Array);
       chunks.push(Int32Array.from(codes));
     }
     events.emit({ type: 'progress', task: 'encode', step: Math.min(items.length, start + batchSize), total: items.length, unit: 'image' });
@@ -232,7 +236,8 @@ export async function decodeTokenGrids(
   dvae: TrainedDvae,
   grids: TokenGrids,
   onBatch: (start: number, images: Float32Array, count: number) => Promise<void> | void,
-  options: { batchSize?: number; events?: EventSink } = {},
+  // decodeBatch computes a batch elsewhere (e.g. onnxruntime, `--runtime onnx`): codes (n, h, w) -> (n, 3, R, R).
+  options: { batchSize?: number; events?: EventSink; decodeBatch?: (codes: Int32Array, count: number) => Promise<Float32Array> } = {},
 ): Promise<void> {
   const events = options.events ?? silentSink;
   const batchSize = options.batchSize ?? 16;
@@ -240,7 +245,9 @@ export async function decodeTokenGrids(
   for (let start = 0; start < N; start += batchSize) {
     const count = Math.min(batchSize, N - start);
     const codes = grids.tokens.subarray(start * h * w, (start + count) * h * w);
-    const images = noGrad(() => tidy(() => dvae.model.decode(Tensor.from(codes, [count, h, w], 'i32')).toArray())) as Float32Array;
+    const images = options.decodeBatch
+      ? await options.decodeBatch(codes, count)
+      : (noGrad(() => tidy(() => dvae.model.decode(Tensor.from(codes, [count, h, w], 'i32')).toArray())) as Float32Array);
     await onBatch(start, images, count);
     events.emit({ type: 'progress', task: 'decode', step: start + count, total: N, unit: 'image' });
   }

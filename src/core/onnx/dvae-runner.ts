@@ -135,7 +135,9 @@ export class OnnxDvae {
       // onnxruntime's Gather rejects an index outside [-V, V) with an error; a negative one would wrap silently.
       if (!(codes[i] >= 0 && codes[i] < V)) throw new Error(`dalle: dVAE code ${codes[i]} at ${i} is outside [0, ${V})`);
     }
-    const feed = new (loadOnnxRuntime().Tensor)('int32', codes, [count, side, side]);
+    // A view into a larger buffer (a batch of a token file) is copied, so the tensor owns exactly its own data.
+    const own = codes.byteOffset === 0 && codes.byteLength === codes.buffer.byteLength ? codes : Int32Array.from(codes);
+    const feed = new (loadOnnxRuntime().Tensor)('int32', own, [count, side, side]);
     const out = await this.decoder.run({ codes: feed });
     return out.pixels.data as Float32Array;
   }
@@ -148,4 +150,13 @@ export class OnnxDvae {
       this.cleanup?.();
     }
   }
+}
+
+/**
+ * The ONNX runner `--runtime onnx` uses for a loaded dVAE: the export in `dir` (checked against the dVAE's
+ * architecture), or, without `dir`, the dVAE exported on the fly to a temporary folder that release() removes.
+ */
+export async function openOnnxDvaeFor(src: DvaeExportSource, dir: string | undefined, options: SessionOptions = {}): Promise<OnnxDvae> {
+  if (dir === undefined) return OnnxDvae.fromModel(src, options);
+  return OnnxDvae.open(dir, { ...options, expectArch: src.model.arch });
 }

@@ -6,3 +6,4 @@ export * from './graph';
 export * from './dvae-export';
 export * from './runtime';
 export * from './dvae-runner';
+export * from './verify';

@@ -1,0 +1,162 @@
+/**
+ * `dalle export --dvae` and `--runtime onnx` in `dalle encode` / `dalle decode`, as a user runs them: train a tiny dVAE,
+ * export it, then encode and decode with onnxruntime (exported on the fly, and from the export folder) and compare the
+ * token grids and PNGs with the engine's; damaged exports and wrong flags give clear errors and exit codes.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { runCommand } from '@oclif/test';
+import sharp from 'sharp';
+import { loadTrainedDvae } from '../../src/core/image/dvae-codec';
+import { readNpySync, writeNpySync } from '../../src/core/io/npy';
+import { decodeModel } from '../../src/core/onnx';
+import { decodeImage, rgbToChw } from '../../src/core/data/image';
+import { Tensor, noGrad, tidy } from '../../src/core/tensor';
+import { makeImages, temporaryDir, writeTinyConfig } from './helpers';
+
+const ROOT = path.resolve(__dirname, '..', '..', '..');
+
+function dalle(args: string[]) {
+  return runCommand(args, { root: ROOT });
+}
+
+async function pngPixels(file: string): Promise<Uint8Array> {
+  return new Uint8Array(await sharp(file).removeAlpha().raw().toBuffer());
+}
+
+describe('commands: export and --runtime onnx', function () {
+  this.timeout(60000);
+  let work: string;
+  let images: string;
+  let run: string;
+  let exported: string;
+
+  before(async () => {
+    work = temporaryDir('dalle-onnx-cmd-');
+    images = await makeImages(path.join(work, 'images'), 9);
+    run = path.join(work, 'runs', 'tiny');
+    const { error } = await dalle(['train-dvae', '--config', writeTinyConfig(work), '--data', images, '--out', run]);
+    assert.equal(error, undefined, error?.message);
+    exported = path.join(work, 'onnx');
+  });
+
+  afterEach(() => {
+    process.exitCode = undefined;
+  });
+
+  it('export writes the encoder and decoder graphs and checks them against the engine', async () => {
+    const { error, stdout } = await dalle(['export', '--dvae', run, '--out', exported, '--json']);
+    assert.equal(error, undefined, error?.message);
+    const result = JSON.parse(stdout.trim().split('\n').pop()!);
+    assert.deepEqual(fs.readdirSync(exported).sort(), ['dvae-decoder.onnx', 'dvae-encoder.onnx', 'dvae.json']);
+    assert.equal(result.step, 8);
+    assert.equal(result.bytes.encoder, fs.statSync(path.join(exported, 'dvae-encoder.onnx')).size);
+    assert.ok(result.check.logitsMaxAbsDiff < 1e-4, `logits ${result.check.logitsMaxAbsDiff}`);
+    assert.ok(result.check.pixelsMaxAbsDiff < 1e-4, `pixels ${result.check.pixelsMaxAbsDiff}`);
+    assert.equal(result.check.resolution, 16);
+    const info = JSON.parse(fs.readFileSync(path.join(exported, 'dvae.json'), 'utf8'));
+    assert.equal(info.arch.vocab_size, 16);
+    assert.equal(info.step, 8);
+    const model = decodeModel(fs.readFileSync(path.join(exported, 'dvae-encoder.onnx')));
+    assert.deepEqual(model.graph!.input!.map((v) => v.name), ['pixels']);
+    assert.deepEqual(model.graph!.output!.map((v) => v.name), ['logits', 'codes']);
+
+    const plain = await dalle(['export', '--dvae', run, '--out', path.join(work, 'onnx-nocheck'), '--no-check']);
+    assert.equal(plain.error, undefined, plain.error?.message);
+    assert.match(plain.stdout, /dvae-encoder\.onnx \([\d.]+ MiB\)/);
+    assert.doesNotMatch(plain.stdout, /onnxruntime vs engine/);
+  });
+
+  it('encode --runtime onnx writes the engine\'s token grids, on the fly and from the export', async () => {
+    const engineOut = path.join(work, 'engine.npy');
+    const onnxOut = path.join(work, 'onnx.npy');
+    const dirOut = path.join(work, 'onnx-dir.npy');
+    const e = await dalle(['encode', '--dvae', run, images, '--out', engineOut]);
+    assert.equal(e.error, undefined, e.error?.message);
+    const o = await dalle(['encode', '--dvae', run, images, '--out', onnxOut, '--runtime', 'onnx', '--batch-size', '4']);
+    assert.equal(o.error, undefined, o.error?.message);
+    const d = await dalle(['encode', '--dvae', run, images, '--out', dirOut, '--runtime', 'onnx', '--onnx', exported]);
+    assert.equal(d.error, undefined, d.error?.message);
+    const engine = readNpySync(engineOut).data as Int32Array;
+    const onnx = readNpySync(onnxOut);
+    assert.equal(onnx.dtype, 'i32');
+    assert.deepEqual(onnx.shape, [9, 8, 8]);
+    assert.deepEqual([...(readNpySync(dirOut).data as Int32Array)], [...(onnx.data as Int32Array)]);
+    assert.deepEqual(fs.readFileSync(path.join(work, 'onnx.inputs.txt'), 'utf8'), fs.readFileSync(path.join(work, 'engine.inputs.txt'), 'utf8'));
+    // The same codes, except where the engine's two best logits are within float error of each other.
+    const got = onnx.data as Int32Array;
+    const differing = [...got.keys()].filter((i) => got[i] !== engine[i]);
+    if (differing.length > 0) {
+      const dvae = loadTrainedDvae(run);
+      try {
+        const files = fs.readdirSync(images).filter((f) => f.endsWith('.png')).sort();
+        for (const i of differing) {
+          const n = Math.floor(i / 64);
+          const rgb = await decodeImage(path.join(images, files[n]), { resolution: 16, maxInputPixels: 1e6 });
+          const x = new Float32Array(3 * 16 * 16);
+          rgbToChw(rgb, 16, x, 0);
+          const logits = noGrad(() => tidy(() => dvae.model.logits(Tensor.from(x, [1, 3, 16, 16])).toArray())) as Float32Array;
+          const cell = i % 64;
+          const gap = Math.abs(logits[got[i] * 64 + cell] - logits[engine[i] * 64 + cell]);
+          assert.ok(gap < 1e-4, `grid ${n} cell ${cell}: onnx code ${got[i]}, engine ${engine[i]}, logit gap ${gap}`);
+        }
+      } finally {
+        dvae.model.dispose();
+      }
+    }
+  });
+
+  it('decode --runtime onnx writes the engine\'s PNGs (to within one 8-bit level)', async () => {
+    const tokens = path.join(work, 'codes.npy');
+    writeNpySync(tokens, { dtype: 'i32', shape: [5, 8, 8], data: new Int32Array(5 * 64).map((_, i) => (i * 7 + (i >> 3)) % 16) });
+    const engineDir = path.join(work, 'dec-engine');
+    const onnxDir = path.join(work, 'dec-onnx');
+    const e = await dalle(['decode', '--dvae', run, tokens, '--out', engineDir]);
+    assert.equal(e.error, undefined, e.error?.message);
+    const o = await dalle(['decode', '--dvae', run, tokens, '--out', onnxDir, '--runtime', 'onnx', '--onnx', exported, '--batch-size', '2', '--grid']);
+    assert.equal(o.error, undefined, o.error?.message);
+    assert.match(o.stdout, /5 images in .*dec-onnx \(contact sheet/);
+    let differing = 0;
+    for (let n = 0; n < 5; n++) {
+      const name = `${String(n).padStart(6, '0')}.png`;
+      const a = await pngPixels(path.join(engineDir, name));
+      const b = await pngPixels(path.join(onnxDir, name));
+      assert.equal(a.length, 16 * 16 * 3);
+      assert.equal(b.length, a.length);
+      for (let i = 0; i < a.length; i++) {
+        assert.ok(Math.abs(a[i] - b[i]) <= 1, `${name} byte ${i}: ${a[i]} vs ${b[i]}`);
+        if (a[i] !== b[i]) differing++;
+      }
+    }
+    // Pixels differ by ~1e-7 before quantisation, so a level changes only at a rounding boundary: rarely.
+    assert.ok(differing <= 5, `${differing} of ${5 * 768} bytes differ`);
+  });
+
+  it('a damaged export, an export of another dVAE, and --onnx without --runtime onnx are clear errors', async () => {
+    const bad = path.join(work, 'onnx-bad');
+    fs.cpSync(exported, bad, { recursive: true });
+    const file = path.join(bad, 'dvae-decoder.onnx');
+    fs.writeFileSync(file, fs.readFileSync(file).subarray(0, 100));
+    const tokens = path.join(work, 'codes.npy');
+    const r = await dalle(['decode', '--dvae', run, tokens, '--out', path.join(work, 'dec-bad'), '--runtime', 'onnx', '--onnx', bad]);
+    assert.equal(r.error?.name, 'OnnxModelError');
+    assert.equal(r.error?.oclif?.exit, 4);
+    assert.match(r.error?.message ?? '', /the dVAE decoder: .*onnx-bad\/dvae-decoder\.onnx \(100 bytes\) is not an ONNX model: protobuf parsing failed/);
+
+    const other = path.join(work, 'onnx-other');
+    fs.cpSync(exported, other, { recursive: true });
+    const infoFile = path.join(other, 'dvae.json');
+    const info = JSON.parse(fs.readFileSync(infoFile, 'utf8'));
+    info.arch.vocab_size = 32;
+    fs.writeFileSync(infoFile, JSON.stringify(info));
+    const o = await dalle(['encode', '--dvae', run, images, '--out', path.join(work, 'other.npy'), '--runtime', 'onnx', '--onnx', other]);
+    assert.equal(o.error?.name, 'OnnxModelError');
+    assert.match(o.error?.message ?? '', /not the one given with --dvae \(vocab_size 32 vs 16\)/);
+    assert.ok(!fs.existsSync(path.join(work, 'other.npy')));
+
+    const flags = await dalle(['encode', '--dvae', run, images, '--out', path.join(work, 'x.npy'), '--onnx', exported]);
+    assert.equal(flags.error?.oclif?.exit, 2);
+    assert.match(flags.error?.message ?? '', /--onnx DIR needs --runtime onnx/);
+  });
+});
