@@ -34,6 +34,8 @@ const POLICIES: Readonly<Record<string, ErrorPolicy>> = {
   DataError: { exit: ExitCode.input, suggestions: (error) => [(error as DataError).hint] },
   CheckpointError: { exit: ExitCode.input, suggestions: (error) => [(error as CheckpointError).hint] },
   TokenFileError: { exit: ExitCode.input, suggestions: (error) => [(error as TokenFileError).hint] },
+  OnnxModelError: { exit: ExitCode.input, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
+  OnnxRuntimeUnavailableError: { exit: ExitCode.runtime, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
   DeviceUnavailableError: {
     exit: ExitCode.runtime,
     suggestions: () => ['run on the CPU with --device cpu (or set runtime.device: cpu in the config)'],
