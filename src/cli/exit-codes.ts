@@ -36,6 +36,11 @@ const POLICIES: Readonly<Record<string, ErrorPolicy>> = {
   TokenFileError: { exit: ExitCode.input, suggestions: (error) => [(error as TokenFileError).hint] },
   OnnxModelError: { exit: ExitCode.input, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
   OnnxRuntimeUnavailableError: { exit: ExitCode.runtime, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
+  // dalle generate (src/core/sample): bad sampling or shard flags are usage errors; captions and output folders, input.
+  SamplingError: { exit: ExitCode.usage, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
+  ShardError: { exit: ExitCode.usage, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
+  CaptionError: { exit: ExitCode.input, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
+  OutputDirError: { exit: ExitCode.input, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
   DeviceUnavailableError: {
     exit: ExitCode.runtime,
     suggestions: () => ['run on the CPU with --device cpu (or set runtime.device: cpu in the config)'],

@@ -1,0 +1,151 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Flags } from '@oclif/core';
+import { BaseCommand } from '../cli/base-command';
+import { priorConfig } from '../core/config';
+import { CoreEmitter } from '../core/events';
+import type { GenerateSummary } from '../core/sample/generate';
+
+export type GenerateCommandResult = GenerateSummary & { readonly prior: string; readonly dvae: string };
+
+/** Where `dalle generate` looks for its models when --prior / --dvae are not given: <package root>/models/default/. */
+export const DEFAULT_MODEL_DIR = path.join('models', 'default');
+
+export default class GenerateCommand extends BaseCommand<typeof GenerateCommand> {
+  static override summary = 'Generate images from captions with a trained prior and dVAE: PNGs, results.jsonl and an index.html gallery.';
+
+  static override description =
+    'Each caption gets --samples images, DIR/c00012-s003.png for caption 12, sample 3 (never named by the caption). ' +
+    'An image depends only on (--seed, caption index, sample index): not on --batch, nor on --shard, so sharded and ' +
+    'single runs give the same files. A rerun into the same DIR skips images already written and fails if the ' +
+    'settings differ. --shard K/N (K from 0) runs every N-th image; --shard auto reads SLURM_ARRAY_TASK_ID with ' +
+    'SLURM_ARRAY_TASK_COUNT (or SLURM_ARRAY_TASK_MIN/MAX/STEP), or Kubernetes JOB_COMPLETION_INDEX with ' +
+    'DALLE_SHARD_COUNT. Captions longer than the prior\'s text_len tokens are cut (with a warning). Without --prior ' +
+    'and --dvae, the bundled models in <package>/models/default/{prior,dvae} are used.';
+
+  static override examples = [
+    '<%= config.bin %> <%= command.id %> "red apple, noto style" "a cat face, twemoji style" --prior runs/prior-emoji --dvae runs/dvae-emoji --out out/apple --samples 8',
+    '<%= config.bin %> <%= command.id %> --captions captions.txt --prior runs/prior-emoji --dvae runs/dvae-emoji --out out/all --top-k 64 --cond-scale 3 --shard auto',
+    'echo "grinning face, fluent style" | <%= config.bin %> <%= command.id %> --captions - --out out/face --image face.png --keep-rows 6',
+  ];
+
+  static override strict = false;
+
+  static override flags = {
+    captions: Flags.string({ summary: 'A UTF-8 text file with one caption a line (blank lines skipped), or - for stdin.', helpValue: 'FILE|-' }),
+    prior: Flags.string({ summary: 'A prior run directory (its latest checkpoint) or a checkpoint directory; default: the bundled model.', helpValue: 'RUN' }),
+    dvae: Flags.string({ summary: 'The dVAE run the prior was trained on, or a checkpoint directory; default: the bundled model.', helpValue: 'RUN' }),
+    out: Flags.string({ char: 'o', summary: 'Folder for the PNGs, results.jsonl and index.html (created if missing).', required: true, helpValue: 'DIR' }),
+    samples: Flags.integer({ char: 'n', summary: 'Images per caption.', default: 4, min: 1 }),
+    batch: Flags.integer({ char: 'b', summary: 'Images sampled at a time (memory and speed only; the images do not change).', default: 8, min: 1 }),
+    temperature: Flags.string({ summary: 'Divides the logits; > 0 (below 1: safer, less varied).', default: '1', helpValue: 'T' }),
+    'top-k': Flags.integer({ summary: 'Sample from the k most likely tokens only; 0 = off.', default: 0, min: 0 }),
+    'top-p': Flags.string({ summary: 'Sample from the most likely tokens up to this much probability, in (0, 1]; 1 = off.', default: '1', helpValue: 'P' }),
+    'cond-scale': Flags.string({ summary: 'Classifier-free guidance: logits = uncond + s (cond - uncond); 1 = off.', default: '1', helpValue: 'S' }),
+    shard: Flags.string({ summary: 'Run part of the job: K/N (K from 0), or auto (Slurm array / Kubernetes Indexed Job environment).', helpValue: 'K/N|auto' }),
+    image: Flags.string({ summary: 'An image prompt: its top --keep-rows rows of tokens are kept and the prior completes the rest.', helpValue: 'FILE' }),
+    'keep-rows': Flags.integer({ summary: 'With --image: token rows kept from the top (default: half the grid).', min: 1 }),
+  };
+
+  async run(): Promise<GenerateCommandResult> {
+    const argvCaptions = (await this.parse(GenerateCommand, this.argv)).argv as string[];
+    // The engine is loaded here, not at the top, so `dalle --help` lists this command even without the native addon.
+    const { applyRuntime } = await import('../core/runtime');
+    const { encodeImages, loadTrainedDvae } = await import('../core/image/dvae-codec');
+    const { CaptionError, runGeneration } = await import('../core/sample/generate');
+    const { loadTrainedPrior } = await import('../core/sample/load-prior');
+    const { parseShard } = await import('../core/sample/plan');
+    const { SamplingError, checkSamplingOptions } = await import('../core/sample/filters');
+    const { CheckpointError } = await import('../core/train/checkpoint');
+    const runtime = this.loadConfig(priorConfig).runtime;
+
+    // Flags first (cheap errors before any model is loaded).
+    const number = (flag: string, text: string): number => {
+      const v = Number(text);
+      if (text.trim() === '' || !Number.isFinite(v)) throw new SamplingError(`--${flag} must be a number, got ${JSON.stringify(text)}`, `e.g. --${flag} 1`);
+      return v;
+    };
+    const sampling = { temperature: number('temperature', this.flags.temperature), topK: this.flags['top-k'], topP: number('top-p', this.flags['top-p']) };
+    checkSamplingOptions(sampling);
+    const condScale = number('cond-scale', this.flags['cond-scale']);
+    const shard = parseShard(this.flags.shard);
+    if (this.flags['keep-rows'] !== undefined && this.flags.image === undefined) this.error('--keep-rows needs --image FILE (the image whose top rows are kept)', { exit: 2 });
+    const captions = [...argvCaptions, ...(this.flags.captions !== undefined ? readCaptions(this.flags.captions, CaptionError) : [])];
+    if (captions.length === 0) {
+      throw new CaptionError('no captions given', 'give captions as arguments (dalle generate "red apple, noto style" ...) or --captions FILE (one a line; - reads stdin)');
+    }
+
+    const defaults = path.join(this.config.root, DEFAULT_MODEL_DIR);
+    const modelPath = (flag: 'prior' | 'dvae'): string => {
+      const given = this.flags[flag];
+      if (given !== undefined) return given;
+      const bundled = path.join(defaults, flag);
+      if (!fs.existsSync(bundled)) {
+        throw new CheckpointError(
+          `no --${flag} given, and there is no bundled default ${flag} at ${bundled}`,
+          'pass --prior RUN (a run of `dalle train-prior`) and --dvae RUN (the dVAE run it was trained on), or install a package that ships models/default/',
+        );
+      }
+      return bundled;
+    };
+    const priorPath = modelPath('prior');
+    const dvaePath = modelPath('dvae');
+
+    applyRuntime(runtime);
+    const events = this.renderEvents(new CoreEmitter());
+    const prior = loadTrainedPrior(priorPath);
+    try {
+      const dvae = loadTrainedDvae(dvaePath);
+      try {
+        let prompt;
+        if (this.flags.image !== undefined) {
+          const encoded = await encodeImages(dvae, [this.flags.image], { events });
+          const side = dvae.gridSide;
+          prompt = { grid: encoded.tokens.subarray(0, side * side), keepRows: this.flags['keep-rows'] ?? Math.max(1, Math.floor(side / 2)), source: this.flags.image };
+        }
+        const summary = await runGeneration({
+          prior: prior.model,
+          encodeText: (caption) => prior.tokenizer.encode(caption),
+          dvae,
+          captions,
+          samples: this.flags.samples,
+          batch: this.flags.batch,
+          sampling,
+          condScale,
+          seed: runtime.seed,
+          shard,
+          prompt,
+          out: this.flags.out,
+          priorId: path.resolve(prior.checkpoint),
+          dvaeId: path.resolve(dvae.checkpoint),
+          events,
+        });
+        this.log(
+          `${summary.generated} images generated${summary.skipped ? `, ${summary.skipped} already there` : ''} in ${summary.out}` +
+            ` (${summary.tokensPerSecond.toFixed(1)} image tokens/s); gallery ${summary.gallery}`,
+        );
+        if (summary.truncated.length > 0) this.warn(`${summary.truncated.length} caption(s) were cut to ${prior.model.textLen} tokens: ${summary.truncated.join(', ')}`);
+        return { ...summary, prior: prior.checkpoint, dvae: dvae.checkpoint };
+      } finally {
+        dvae.model.dispose();
+      }
+    } finally {
+      prior.model.dispose();
+    }
+  }
+}
+
+/** Captions of a file (or stdin for '-'): one a line, \n or \r\n, blank lines skipped; none is an error. */
+function readCaptions(file: string, CaptionError: new (message: string, hint?: string) => Error): string[] {
+  let text: string;
+  try {
+    text = fs.readFileSync(file === '-' ? 0 : file, 'utf8');
+  } catch (error) {
+    throw new CaptionError(`cannot read captions from ${file === '-' ? 'stdin' : file}: ${error instanceof Error ? error.message : String(error)}`, 'give a UTF-8 text file with one caption a line, or - to read them from stdin');
+  }
+  const captions = text.replace(/^\uFEFF/, '').split(/\r?\n/).map((line) => line.trim()).filter((line) => line !== '');
+  if (captions.length === 0) {
+    throw new CaptionError(`${file === '-' ? 'stdin' : file} has no captions (it is empty or blank)`, 'write one caption a line, e.g. "red apple, noto style"');
+  }
+  return captions;
+}

@@ -1,0 +1,225 @@
+/**
+ * `dalle generate` as a user runs it: a tiny dVAE trained by `dalle train-dvae`, a tiny random prior run directory
+ * (config.yaml, tokenizer.json, checkpoints/step-0, latest: what `dalle train-prior` writes), captions from arguments
+ * and a file; PNGs, results.jsonl, index.html; batch size and shards do not change the images; reruns skip finished
+ * images and redo damaged ones; image prompts; the errors a user meets.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { runCommand } from '@oclif/test';
+import sharp from 'sharp';
+import { parseSetArgument, priorConfig, resolveConfig, writeRunConfig } from '../../src/core/config';
+import { Prior } from '../../src/core/models/prior';
+import { readResults } from '../../src/core/sample/output';
+import { Philox } from '../../src/core/tensor/rng';
+import { TextTokenizer } from '../../src/core/text';
+import { writeCheckpoint } from '../../src/core/train/checkpoint';
+import { makeImages, temporaryDir, writeTinyConfig } from './helpers';
+
+const ROOT = path.resolve(__dirname, '..', '..', '..');
+
+function dalle(args: string[]) {
+  return runCommand(args, { root: ROOT });
+}
+
+/** runCommand joins its arguments and splits them again on spaces, keeping "quoted strings": quote captions. */
+function generate(args: string[]) {
+  return dalle(['generate', ...args.map((a) => (/\s/.test(a) ? `"${a}"` : a))]);
+}
+
+const CAPTIONS = ['red apple, noto style', 'a GREEN <square> & "friends"', 'blue sky, twemoji style'];
+
+/** A prior run directory with random weights for the tiny dVAE's 8x8 grids of 16 codes. */
+async function makePriorRun(dir: string): Promise<string> {
+  const tokenizer = await TextTokenizer.train([...CAPTIONS, 'red green blue apple square sky', 'noto twemoji style'], { vocabSize: 280, lowercase: true });
+  const config = resolveConfig(priorConfig, {
+    sets: [
+      'model.n_layers=2', 'model.n_heads=2', 'model.head_dim=8', 'model.text_len=6', 'model.text_vocab=300',
+      'model.image_grid=8', 'model.image_vocab=16', 'model.conv_kernel=3', 'runtime.seed=3',
+    ].map((text) => parseSetArgument(text)),
+  });
+  writeRunConfig(dir, priorConfig, config);
+  tokenizer.save(path.join(dir, 'tokenizer.json'));
+  const model = new Prior(config.model, new Philox(11));
+  try {
+    writeCheckpoint(dir, { model: model.namedParameters(), optimizer: [], state: { kind: 'prior', step: 0, optimizer_step: 0, rng: {}, metrics: {} } });
+  } finally {
+    model.dispose();
+  }
+  return dir;
+}
+
+function lastJson(stdout: string): Record<string, unknown> {
+  return JSON.parse(stdout.trim().split('\n').pop()!) as Record<string, unknown>;
+}
+
+function pngs(dir: string): string[] {
+  return fs.readdirSync(dir).filter((f) => f.endsWith('.png')).sort();
+}
+
+describe('commands: generate', function () {
+  this.timeout(120000);
+  let work: string;
+  let dvae: string;
+  let prior: string;
+  let captionsFile: string;
+  let base: string[];
+  let first: string;
+
+  before(async () => {
+    work = temporaryDir('dalle-gen-');
+    const images = await makeImages(path.join(work, 'images'), 8);
+    dvae = path.join(work, 'runs', 'dvae');
+    const trained = await dalle(['train-dvae', '--config', writeTinyConfig(work), '--data', images, '--out', dvae]);
+    assert.equal(trained.error, undefined, trained.error?.message);
+    prior = await makePriorRun(path.join(work, 'runs', 'prior'));
+    captionsFile = path.join(work, 'captions.txt');
+    fs.writeFileSync(captionsFile, `${CAPTIONS[1]}\r\n\n   \n${CAPTIONS[2]}\n`);
+    base = [CAPTIONS[0], '--captions', captionsFile, '--prior', prior, '--dvae', dvae, '--samples', '2', '--seed', '5', '--top-k', '12', '--top-p', '0.95', '--cond-scale', '1.5'];
+    first = path.join(work, 'first');
+    const { error, stdout } = await generate([...base, '--out', first, '--batch', '4', '--json']);
+    assert.equal(error, undefined, error?.message);
+    const lines = stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.ok(lines.some((l) => l.type === 'progress' && l.task === 'generate'), 'progress events under --json');
+    const result = lines[lines.length - 1];
+    assert.equal(result.generated, 6);
+    assert.equal(result.skipped, 0);
+    assert.ok((result.tokensPerSecond as number) > 0);
+  });
+
+  afterEach(() => {
+    process.exitCode = undefined;
+  });
+
+  it('writes one 16x16 PNG per (caption, sample), named by index, results.jsonl and an escaped gallery', async () => {
+    assert.deepEqual(pngs(first), ['c00000-s000.png', 'c00000-s001.png', 'c00001-s000.png', 'c00001-s001.png', 'c00002-s000.png', 'c00002-s001.png']);
+    const meta = await sharp(path.join(first, 'c00002-s001.png')).metadata();
+    assert.deepEqual([meta.format, meta.width, meta.height], ['png', 16, 16]);
+    const records = readResults(first);
+    assert.deepEqual(records.map((r) => [r.caption_index, r.caption, r.sample, r.seed, r.tokens]), [
+      [0, CAPTIONS[0], 0, 5, 64], [0, CAPTIONS[0], 1, 5, 64], [1, CAPTIONS[1], 0, 5, 64], [1, CAPTIONS[1], 1, 5, 64], [2, CAPTIONS[2], 0, 5, 64], [2, CAPTIONS[2], 1, 5, 64],
+    ]);
+    for (const r of records) assert.ok(Number.isFinite(r.log_likelihood) && r.log_likelihood < 0 && r.log_likelihood > -64 * 10, `ll ${r.log_likelihood}`);
+    const html = fs.readFileSync(path.join(first, 'index.html'), 'utf8');
+    assert.ok(html.includes('a GREEN &lt;square&gt; &amp; &quot;friends&quot;'));
+    assert.ok(html.includes('src="c00001-s001.png"'));
+    assert.equal((html.match(/<tr><th class="caption">/g) ?? []).length, 3);
+    // Different samples of a caption are different images.
+    assert.notDeepEqual(fs.readFileSync(path.join(first, 'c00000-s000.png')), fs.readFileSync(path.join(first, 'c00000-s001.png')));
+  });
+
+  it('batch size and shards do not change the images; shards merge into one results.jsonl and gallery', async () => {
+    const single = path.join(work, 'batch1');
+    const one = await generate([...base, '--out', single, '--batch', '1']);
+    assert.equal(one.error, undefined, one.error?.message);
+    const sharded = path.join(work, 'sharded');
+    for (const k of [1, 0]) {
+      const part = await generate([...base, '--out', sharded, '--batch', '3', '--shard', `${k}/2`]);
+      assert.equal(part.error, undefined, part.error?.message);
+      assert.match(part.stdout, /3 images generated/);
+    }
+    for (const dir of [single, sharded]) {
+      assert.deepEqual(pngs(dir), pngs(first));
+      for (const f of pngs(first)) assert.ok(fs.readFileSync(path.join(dir, f)).equals(fs.readFileSync(path.join(first, f))), `${dir}/${f}`);
+      const ll = readResults(dir).map((r) => r.log_likelihood);
+      readResults(first).forEach((r, i) => assert.ok(Math.abs(r.log_likelihood - ll[i]) < 1e-6));
+      assert.equal((fs.readFileSync(path.join(dir, 'index.html'), 'utf8').match(/<img /g) ?? []).length, 6);
+    }
+  });
+
+  it('--shard auto reads the Slurm array environment', async () => {
+    const out = path.join(work, 'slurm');
+    process.env.SLURM_ARRAY_TASK_ID = '2';
+    process.env.SLURM_ARRAY_TASK_COUNT = '3';
+    try {
+      const { error, stdout } = await generate([...base, '--out', out, '--shard', 'auto', '--json']);
+      assert.equal(error, undefined, error?.message);
+      const result = lastJson(stdout) as { shard: { index: number; count: number }; generated: number };
+      assert.deepEqual([result.shard.index, result.shard.count, result.generated], [2, 3, 2]);
+      assert.deepEqual(pngs(out), ['c00001-s000.png', 'c00002-s001.png']); // units 2 and 5 of 0..5
+      for (const f of pngs(out)) assert.ok(fs.readFileSync(path.join(out, f)).equals(fs.readFileSync(path.join(first, f))));
+    } finally {
+      delete process.env.SLURM_ARRAY_TASK_ID;
+      delete process.env.SLURM_ARRAY_TASK_COUNT;
+    }
+  });
+
+  it('a rerun skips finished images, redoes missing or damaged ones identically, and refuses other settings', async () => {
+    const out = path.join(work, 'rerun');
+    fs.cpSync(first, out, { recursive: true });
+    const again = await generate([...base, '--out', out, '--json']);
+    assert.equal(again.error, undefined, again.error?.message);
+    assert.deepEqual([lastJson(again.stdout).generated, lastJson(again.stdout).skipped], [0, 6]);
+    fs.rmSync(path.join(out, 'c00001-s000.png'));
+    const bytes = fs.readFileSync(path.join(out, 'c00002-s001.png'));
+    fs.writeFileSync(path.join(out, 'c00002-s001.png'), bytes.subarray(0, bytes.length - 20)); // a torn file
+    const redo = await generate([...base, '--out', out, '--json']);
+    assert.equal(redo.error, undefined, redo.error?.message);
+    assert.deepEqual([lastJson(redo.stdout).generated, lastJson(redo.stdout).skipped], [2, 4]);
+    for (const f of pngs(first)) assert.ok(fs.readFileSync(path.join(out, f)).equals(fs.readFileSync(path.join(first, f))), f);
+    assert.equal(readResults(out).length, 6);
+
+    const other = await generate([...base, '--out', out, '--temperature', '0.5']);
+    assert.equal(other.error?.name, 'OutputDirError');
+    assert.equal(other.error?.oclif?.exit, 4);
+    assert.match(other.error?.message ?? '', /other settings \(temperature: 1 there, 0\.5 now\)/);
+  });
+
+  it('an image prompt keeps the top rows and completes the rest', async () => {
+    const out = path.join(work, 'prompted');
+    const image = path.join(work, 'images', '002.png');
+    const { error, stdout } = await generate([CAPTIONS[0], '--prior', prior, '--dvae', dvae, '--out', out, '--samples', '3', '--image', image, '--keep-rows', '3', '--json']);
+    assert.equal(error, undefined, error?.message);
+    assert.equal(lastJson(stdout).generated, 3);
+    assert.deepEqual(readResults(out).map((r) => r.tokens), [40, 40, 40]); // 64 - 3 rows of 8
+    assert.deepEqual(JSON.parse(fs.readFileSync(path.join(out, 'generation.json'), 'utf8')).prompt.keep_rows, 3);
+    const bad = await generate([CAPTIONS[0], '--prior', prior, '--dvae', dvae, '--out', path.join(work, 'p2'), '--image', image, '--keep-rows', '8']);
+    assert.equal(bad.error?.name, 'CaptionError');
+    assert.match(bad.error?.message ?? '', /--keep-rows must be in 1\.\.7/);
+  });
+
+  it('cuts captions longer than text_len with a warning', async () => {
+    const out = path.join(work, 'long');
+    const long = 'red apple red apple red apple red apple blue sky blue sky';
+    const { error, stdout } = await generate([long, '--prior', prior, '--dvae', dvae, '--out', out, '--samples', '1', '--json']);
+    assert.equal(error, undefined, error?.message);
+    const lines = stdout.trim().split('\n').map((l) => JSON.parse(l) as { type?: string; level?: string; message?: string; truncated?: number[] });
+    assert.ok(lines.some((l) => l.type === 'log' && l.level === 'warn' && /caption 0 has \d+ tokens; the prior reads 6, so it was cut/.test(l.message ?? '')));
+    assert.deepEqual(lines[lines.length - 1].truncated, [0]);
+  });
+
+  it('clear errors: no captions, an empty caption file, bad shards and sampling flags, missing models', async () => {
+    const out = path.join(work, 'errors');
+    const models = ['--prior', prior, '--dvae', dvae, '--out', out];
+    const none = await generate(models);
+    assert.equal(none.error?.name, 'CaptionError');
+    assert.equal(none.error?.oclif?.exit, 4);
+    const empty = path.join(work, 'empty.txt');
+    fs.writeFileSync(empty, '\n  \n');
+    const blank = await generate(['--captions', empty, ...models]);
+    assert.equal(blank.error?.name, 'CaptionError');
+    assert.match(blank.error?.message ?? '', /empty\.txt has no captions/);
+    for (const [flags, name, pattern] of [
+      [['--shard', '2/2'], 'ShardError', /shard index must be in 0\.\.1/],
+      [['--shard', 'half'], 'ShardError', /is not K\/N or auto/],
+      [['--temperature', '0'], 'SamplingError', /--temperature must be a number > 0/],
+      [['--top-p', '1.5'], 'SamplingError', /--top-p must be in \(0, 1\]/],
+      [['--cond-scale', 'x'], 'SamplingError', /--cond-scale must be a number/],
+    ] as const) {
+      const r = await generate([CAPTIONS[0], ...models, ...flags]);
+      assert.equal(r.error?.name, name, flags.join(' '));
+      assert.equal(r.error?.oclif?.exit, 2);
+      assert.match(r.error?.message ?? '', pattern);
+    }
+    const noPrior = await generate([CAPTIONS[0], '--dvae', dvae, '--out', out]);
+    if (!fs.existsSync(path.join(ROOT, 'models', 'default', 'prior'))) {
+      assert.equal(noPrior.error?.name, 'CheckpointError');
+      assert.match(noPrior.error?.message ?? '', /no --prior given, and there is no bundled default prior at .*models\/default\/prior/);
+    }
+    const swapped = await generate([CAPTIONS[0], '--prior', dvae, '--dvae', dvae, '--out', out]);
+    assert.equal(swapped.error?.name, 'CheckpointError');
+    assert.match(swapped.error?.message ?? '', /is a dvae checkpoint, not a prior/);
+    assert.ok(!fs.existsSync(out) || pngs(out).length === 0);
+  });
+});
