@@ -5,6 +5,7 @@
 import { ConfigError } from '../core/config';
 import type { DataError } from '../core/data/errors';
 import type { TokenFileError } from '../core/image/dvae-codec';
+import type { TokenizerError } from '../core/text/errors';
 import type { CheckpointError } from '../core/train/checkpoint';
 
 /** Exit codes that scripts can rely on. oclif itself uses 2 for flag-parsing errors. */
@@ -36,6 +37,7 @@ const POLICIES: Readonly<Record<string, ErrorPolicy>> = {
   TokenFileError: { exit: ExitCode.input, suggestions: (error) => [(error as TokenFileError).hint] },
   OnnxModelError: { exit: ExitCode.input, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
   OnnxRuntimeUnavailableError: { exit: ExitCode.runtime, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
+  TokenizerError: { exit: ExitCode.input, suggestions: (error) => [(error as TokenizerError).hint] },
   // dalle generate (src/core/sample): bad sampling or shard flags are usage errors; captions and output folders, input.
   SamplingError: { exit: ExitCode.usage, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
   ShardError: { exit: ExitCode.usage, suggestions: (error) => [(error as Error & { hint?: string }).hint] },

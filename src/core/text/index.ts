@@ -3,3 +3,4 @@ export { BpeMerge, BpeMerger } from './bpe-dropout';
 export { BYTE_TO_CHAR, CHAR_TO_BYTE, byteLevelToBytes, toByteLevel } from './byte-level';
 export { TokenizerError } from './errors';
 export { BYTE_VOCAB, EncodeOptions, TextTokenizer, TrainOptions } from './tokenizer';
+export { readCaptionLines } from './captions';
