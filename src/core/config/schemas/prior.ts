@@ -4,7 +4,7 @@
  * d_model = n_heads * head_dim (paper: 62 * 64 = 3968). The attention layout is derived, not configured: the last layer
  * convolutional, layer i column when i % 4 == 1, row otherwise (DESIGN.md).
  */
-import { bool, int, num, odd } from '../fields';
+import { bool, int, num, odd, str } from '../fields';
 import { ConfigOf, defineConfig } from '../schema';
 import { runtimeSection } from './runtime';
 
@@ -24,6 +24,8 @@ export const priorConfig = defineConfig(
       conv_kernel: int(11, 'side of the convolutional mask of the last layer, odd (paper: 11)', { min: 1, check: odd }),
     },
     data: {
+      path: str(null, 'the data set: a folder with train/ (and val/) splits as `dalle dataset emoji` writes, or one folder/manifest/tar source'),
+      dvae: str(null, 'the trained dVAE run (or checkpoint) that encodes the images into token grids (cached beside it)'),
       bpe_dropout: num(0.1, 'chance of dropping each BPE merge in training (paper: 0.1)', { min: 0, lessThan: 1 }),
       lowercase: bool(true, 'captions are lower-cased before BPE (paper: yes)'),
     },
@@ -39,6 +41,7 @@ export const priorConfig = defineConfig(
       eps: num(1e-8, 'Adam denominator epsilon (paper: 1e-8)', { greaterThan: 0 }),
       weight_decay: num(4.5e-2, 'weight decay, not on gains, biases or embeddings (paper: 4.5e-2)', { min: 0 }),
       grad_clip: num(4, 'clip the global gradient norm to this; 0 = off (paper: 4)', { min: 0 }),
+      caption_dropout: num(0, 'chance of replacing a caption by all padding tokens in training, for classifier-free guidance (paper: 0)', { min: 0, lessThan: 1 }),
       text_loss_weight: num(1 / 8, 'weight of the text cross-entropy (paper: 1/8)', { min: 0 }),
       image_loss_weight: num(7 / 8, 'weight of the image cross-entropy, what we generate (paper: 7/8)', { min: 0 }),
       // Per-resblock fp16 gradient scaling (paper B.2); init, min and max are multiplied by the data-parallel workers.
@@ -52,6 +55,8 @@ export const priorConfig = defineConfig(
       checkpoint_every: int(5_000, 'updates between checkpoints: a crash loses at most this much', { min: 1 }),
       sample_every: int(5_000, 'updates between sample grids for fixed captions in samples/', { min: 1 }),
       log_every: int(100, 'updates between metrics.jsonl lines', { min: 1 }),
+      val_every: int(5_000, 'updates between validation losses (val split) in metrics.jsonl', { min: 1 }),
+      val_batches: int(0, 'batches of the val split per validation; 0 = the whole split', { min: 0 }),
     },
   },
   [
