@@ -48,7 +48,10 @@ function valueInfo(name: string, dtype: OnnxDataTypeName, shape: readonly Dim[])
   };
 }
 
-function rawBytes(data: Float32Array | Int32Array | BigInt64Array): Uint8Array {
+/** Constant data: f32, i32, i64, or bool (a Uint8Array of 0 / 1). */
+export type ConstantData = Float32Array | Int32Array | BigInt64Array | Uint8Array;
+
+function rawBytes(data: ConstantData): Uint8Array {
   // ONNX raw_data is little-endian; so is every platform Node runs dalle on (x86-64, arm64).
   return new Uint8Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength));
 }
@@ -91,10 +94,13 @@ export class GraphBuilder {
   }
 
   /** A constant tensor stored as an initializer (weights, shapes, scalars). */
-  constant(name: string, data: Float32Array | Int32Array | BigInt64Array, dims: readonly number[]): string {
+  constant(name: string, data: ConstantData, dims: readonly number[]): string {
     const size = dims.reduce((a, b) => a * b, 1);
     if (size !== data.length) throw new Error(`dalle: internal error: initializer ${name} has ${data.length} values for dims [${dims.join(', ')}]`);
-    const dataType = data instanceof Float32Array ? OnnxDataType.FLOAT : data instanceof Int32Array ? OnnxDataType.INT32 : OnnxDataType.INT64;
+    const dataType = data instanceof Float32Array ? OnnxDataType.FLOAT
+      : data instanceof Int32Array ? OnnxDataType.INT32
+      : data instanceof Uint8Array ? OnnxDataType.BOOL
+      : OnnxDataType.INT64;
     this.initializers.push({ name: this.claim(name), dims: [...dims], data_type: dataType, raw_data: rawBytes(data) });
     return name;
   }

@@ -7,3 +7,5 @@ export * from './dvae-export';
 export * from './runtime';
 export * from './dvae-runner';
 export * from './verify';
+export * from './prior-export';
+export * from './prior-runner';
