@@ -12,6 +12,7 @@ const REQUIRED_OPS = [
   'matmul', 'add', 'sub', 'mul', 'div', 'exp', 'log', 'sigmoid', 'tanh', 'relu', 'gelu',
   'sum', 'mean', 'max', 'softmax', 'logSoftmax', 'layerNorm', 'embedding', 'conv2d', 'maxPool2x2', 'upsample2x',
   'concat', 'slice', 'permute', 'reshape', 'contiguous', 'crossEntropy', 'cast', 'attention', 'sparseAttention',
+  'roundFloat', 'gradScaleEnter', 'gradScaleLeave',
 ];
 
 function availableIsas(): Array<'portable' | 'avx2' | 'avx512'> {

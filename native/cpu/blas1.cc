@@ -92,10 +92,40 @@ Napi::Value AdamW(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// scaleFilter(n, x, y, alpha) -> count: y = alpha * x, with every non-finite product (Inf, NaN, or an overflow) set to
+// 0; returns how many were non-finite. x == y is allowed. The per-resblock gradient scaling's unscale-and-filter.
+Napi::Value ScaleFilter(const Napi::CallbackInfo& info) {
+  const char* op = "scaleFilter";
+  int64_t n = arg_i64(info, 0, op);
+  const float* x = arg_data<const float>(info, 1, op);
+  float* y = arg_data<float>(info, 2, op);
+  float alpha = (float)arg_f64(info, 3, op);
+  DALLE_CHECK(n >= 0 && (n == 0 || (x && y)), op, "bad arguments: n=%lld", (long long)n);
+  int64_t blocks = (n + kBlock - 1) / kBlock;
+  std::vector<int64_t> bad(blocks > 0 ? blocks : 1, 0);
+  parallel_for(blocks, 1, [&](int64_t b, int64_t e) {
+    for (int64_t blk = b; blk < e; blk++) {
+      int64_t lo = blk * kBlock, hi = lo + kBlock < n ? lo + kBlock : n;
+      int64_t c = 0;
+      for (int64_t i = lo; i < hi; i++) {
+        float v = x[i] * alpha;
+        bool ok = std::isfinite(v);
+        c += ok ? 0 : 1;
+        y[i] = ok ? v : 0.0f;
+      }
+      bad[blk] = c;
+    }
+  });
+  int64_t total = 0;
+  for (int64_t c : bad) total += c;
+  return Napi::Number::New(info.Env(), (double)total);
+}
+
 DALLE_EXPORT("axpy", Axpy);
 DALLE_EXPORT("scale", Scale);
 DALLE_EXPORT("sumSquares", SumSquares);
 DALLE_EXPORT("adamw", AdamW);
+DALLE_EXPORT("scaleFilter", ScaleFilter);
 
 }  // namespace
 }  // namespace dalle

@@ -12,3 +12,4 @@ export * from './elementwise';
 export * from './reduce';
 export * from './concat';
 export * from './conv';
+export * from './precision';

@@ -1,0 +1,3 @@
+export * from './grad-scaler';
+export * from './precision';
+export * from './prior';
