@@ -4,17 +4,26 @@ import { dvaeConfig } from '../core/config';
 
 export interface ExportCommandResult {
   readonly out: string;
-  readonly checkpoint: string;
-  readonly step: number;
-  readonly files: { readonly encoder: string; readonly decoder: string; readonly info: string };
-  readonly bytes: { readonly encoder: number; readonly decoder: number };
-  /** The check against the engine on random inputs (absent with --no-check). */
-  readonly check?: {
-    readonly images: number;
-    readonly resolution: number;
-    readonly logitsMaxAbsDiff: number;
-    readonly codesAgreement: number;
-    readonly pixelsMaxAbsDiff: number;
+  readonly dvae?: {
+    readonly checkpoint: string;
+    readonly step: number;
+    readonly files: { readonly encoder: string; readonly decoder: string; readonly info: string };
+    readonly bytes: { readonly encoder: number; readonly decoder: number };
+    /** The check against the engine on random inputs (absent with --no-check). */
+    readonly check?: {
+      readonly images: number;
+      readonly resolution: number;
+      readonly logitsMaxAbsDiff: number;
+      readonly codesAgreement: number;
+      readonly pixelsMaxAbsDiff: number;
+    };
+  };
+  readonly prior?: {
+    readonly checkpoint: string;
+    readonly step: number;
+    readonly files: { readonly prior: string; readonly info: string };
+    readonly bytes: number;
+    readonly check?: { readonly rows: number; readonly positions: number; readonly logitsMaxAbsDiff: number };
   };
 }
 
@@ -26,22 +35,25 @@ function megabytes(bytes: number): string {
 }
 
 export default class ExportCommand extends BaseCommand<typeof ExportCommand> {
-  static override summary = 'Export a trained dVAE to ONNX (opset 17, f32 weights inside) for onnxruntime and other runtimes.';
+  static override summary = 'Export a trained dVAE and/or prior to ONNX (opset 17, f32 weights inside) for onnxruntime and other runtimes.';
 
   static override description =
-    'Writes DIR/dvae-encoder.onnx (pixels float32 (N, 3, H, W) in [0, 1] -> logits (N, V, H/f, W/f) and argmax ' +
+    'With --dvae: DIR/dvae-encoder.onnx (pixels float32 (N, 3, H, W) in [0, 1] -> logits (N, V, H/f, W/f) and argmax ' +
     'codes int32 (N, H/f, W/f)), DIR/dvae-decoder.onnx (codes int32 (N, h, w) -> pixels float32 (N, 3, f h, f w) in ' +
-    '[0, 1]) and DIR/dvae.json (architecture, checkpoint). Then runs both graphs through onnxruntime-node on random ' +
-    `inputs and checks them against dalle's engine (max abs difference under ${CHECK_TOLERANCE}); --no-check skips ` +
-    'that. `dalle encode` / `dalle decode` run the export with --runtime onnx --onnx DIR.';
+    '[0, 1]) and DIR/dvae.json. With --prior: DIR/prior.onnx (input_ids int32 (B, T) and past_key_i / past_value_i ' +
+    '(B, H, P, D) of every layer -> logits of the next image token (B, V) and present_key_i / present_value_i) and ' +
+    'DIR/prior.json (architecture, and the offset added to image token ids). Then runs every graph through ' +
+    `onnxruntime-node on random inputs and checks it against dalle's engine (max abs difference under ${CHECK_TOLERANCE}); ` +
+    '--no-check skips that. `dalle encode` / `dalle decode` run a dVAE export with --runtime onnx --onnx DIR.';
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> --dvae runs/dvae-emoji --out runs/dvae-emoji/onnx',
-    '<%= config.bin %> <%= command.id %> --dvae runs/dvae-emoji/checkpoints/step-5000 --out /tmp/dvae-onnx --json',
+    '<%= config.bin %> <%= command.id %> --dvae runs/dvae-emoji --prior runs/prior-emoji --out /tmp/dalle-onnx --json',
   ];
 
   static override flags = {
-    dvae: Flags.string({ summary: 'A dVAE run directory (its latest checkpoint) or a checkpoint directory.', required: true, helpValue: 'RUN' }),
+    dvae: Flags.string({ summary: 'A dVAE run directory (its latest checkpoint) or a checkpoint directory.', helpValue: 'RUN', atLeastOne: ['dvae', 'prior'] }),
+    prior: Flags.string({ summary: 'A prior run directory (its latest checkpoint) or a checkpoint directory.', helpValue: 'RUN', atLeastOne: ['dvae', 'prior'] }),
     out: Flags.string({ char: 'o', summary: 'Folder for the .onnx files (created if missing; files in it are replaced).', required: true, helpValue: 'DIR' }),
     check: Flags.boolean({ summary: "Run the export through onnxruntime and compare it with dalle's engine.", default: true, allowNo: true }),
   };
@@ -49,18 +61,24 @@ export default class ExportCommand extends BaseCommand<typeof ExportCommand> {
   async run(): Promise<ExportCommandResult> {
     // The engine is loaded here, not at the top, so `dalle --help` lists this command even without the native addon.
     const { applyRuntime } = await import('../core/runtime');
-    const { loadTrainedDvae } = await import('../core/image/dvae-codec');
-    const { OnnxDvae, exportDvaeOnnx, verifyDvaeExport } = await import('../core/onnx');
     const runtime = this.loadConfig(dvaeConfig).runtime;
     applyRuntime(runtime);
-    const dvae = loadTrainedDvae(this.flags.dvae);
+    const dvae = this.flags.dvae !== undefined ? await this.exportDvae(this.flags.dvae, runtime) : undefined;
+    const prior = this.flags.prior !== undefined ? await this.exportPrior(this.flags.prior, runtime) : undefined;
+    return { out: this.flags.out, dvae, prior };
+  }
+
+  private async exportDvae(target: string, runtime: { threads: number; seed: number }): Promise<ExportCommandResult['dvae']> {
+    const { loadTrainedDvae } = await import('../core/image/dvae-codec');
+    const { OnnxDvae, exportDvaeOnnx, verifyDvaeExport } = await import('../core/onnx');
+    const dvae = loadTrainedDvae(target);
     try {
       const written = exportDvaeOnnx(dvae, this.flags.out);
       this.log(
         `dVAE of ${dvae.checkpoint} (update ${dvae.step}) in ${written.dir}: ${written.files.encoder} (${megabytes(written.bytes.encoder)}), ` +
           `${written.files.decoder} (${megabytes(written.bytes.decoder)}), ${written.files.info}`,
       );
-      let check: ExportCommandResult['check'];
+      let check: NonNullable<ExportCommandResult['dvae']>['check'];
       if (this.flags.check) {
         const runner = await OnnxDvae.open(written.dir, { threads: runtime.threads, expectArch: dvae.model.arch });
         try {
@@ -69,16 +87,43 @@ export default class ExportCommand extends BaseCommand<typeof ExportCommand> {
           await runner.release();
         }
         const line =
-          `onnxruntime vs engine on ${check.images} random ${check.resolution}px images: max |logits diff| ${check.logitsMaxAbsDiff.toExponential(2)}, ` +
+          `dVAE: onnxruntime vs engine on ${check.images} random ${check.resolution}px images: max |logits diff| ${check.logitsMaxAbsDiff.toExponential(2)}, ` +
           `codes agree on ${(100 * check.codesAgreement).toFixed(2)}% of cells, max |pixel diff| ${check.pixelsMaxAbsDiff.toExponential(2)}`;
         if (!(check.logitsMaxAbsDiff < CHECK_TOLERANCE && check.pixelsMaxAbsDiff < CHECK_TOLERANCE)) {
           this.error(`the ONNX export disagrees with the engine: ${line} (tolerance ${CHECK_TOLERANCE})`, { exit: 5 });
         }
         this.log(line);
       }
-      return { out: written.dir, checkpoint: dvae.checkpoint, step: dvae.step, files: written.files, bytes: written.bytes, check };
+      return { checkpoint: dvae.checkpoint, step: dvae.step, files: written.files, bytes: written.bytes, check };
     } finally {
       dvae.model.dispose();
+    }
+  }
+
+  private async exportPrior(target: string, runtime: { threads: number; seed: number }): Promise<ExportCommandResult['prior']> {
+    const { loadTrainedPrior } = await import('../core/sample/load-prior');
+    const { OnnxPrior, exportPriorOnnx, verifyPriorExport } = await import('../core/onnx');
+    const prior = loadTrainedPrior(target);
+    try {
+      const written = exportPriorOnnx({ model: prior.model, arch: prior.config.model, checkpoint: prior.checkpoint, step: prior.step }, this.flags.out);
+      this.log(`prior of ${prior.checkpoint} (update ${prior.step}) in ${written.dir}: ${written.files.prior} (${megabytes(written.bytes)}), ${written.files.info}`);
+      let check: NonNullable<ExportCommandResult['prior']>['check'];
+      if (this.flags.check) {
+        const runner = await OnnxPrior.open(written.dir, { threads: runtime.threads, expectArch: prior.config.model });
+        try {
+          check = await verifyPriorExport(prior.model, runner, { rows: 2, seed: runtime.seed });
+        } finally {
+          await runner.release();
+        }
+        const line =
+          `prior: onnxruntime vs engine (KV cache, prefill then a step per position) on ${check.rows} random captions over ` +
+          `${check.positions} image positions: max |logits diff| ${check.logitsMaxAbsDiff.toExponential(2)}`;
+        if (!(check.logitsMaxAbsDiff < CHECK_TOLERANCE)) this.error(`the ONNX export disagrees with the engine: ${line} (tolerance ${CHECK_TOLERANCE})`, { exit: 5 });
+        this.log(line);
+      }
+      return { checkpoint: prior.checkpoint, step: prior.step, files: written.files, bytes: written.bytes, check };
+    } finally {
+      prior.model.dispose();
     }
   }
 }

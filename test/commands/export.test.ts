@@ -10,7 +10,12 @@ import { runCommand } from '@oclif/test';
 import sharp from 'sharp';
 import { loadTrainedDvae } from '../../src/core/image/dvae-codec';
 import { readNpySync, writeNpySync } from '../../src/core/io/npy';
+import { parseSetArgument, priorConfig, resolveConfig, writeRunConfig } from '../../src/core/config';
+import { Prior } from '../../src/core/models/prior';
 import { decodeModel } from '../../src/core/onnx';
+import { Philox } from '../../src/core/tensor/rng';
+import { TextTokenizer } from '../../src/core/text';
+import { writeCheckpoint } from '../../src/core/train/checkpoint';
 import { decodeImage, rgbToChw } from '../../src/core/data/image';
 import { Tensor, noGrad, tidy } from '../../src/core/tensor';
 import { makeImages, temporaryDir, writeTinyConfig } from './helpers';
@@ -19,6 +24,26 @@ const ROOT = path.resolve(__dirname, '..', '..', '..');
 
 function dalle(args: string[]) {
   return runCommand(args, { root: ROOT });
+}
+
+/** A prior run directory (config.yaml, tokenizer.json, checkpoints/step-0, latest) with random weights. */
+async function makePriorRun(dir: string): Promise<string> {
+  const tokenizer = await TextTokenizer.train(['red apple, noto style', 'blue sky, twemoji style', 'green square'], { vocabSize: 280, lowercase: true });
+  const config = resolveConfig(priorConfig, {
+    sets: [
+      'model.n_layers=3', 'model.n_heads=2', 'model.head_dim=8', 'model.text_len=6', 'model.text_vocab=300',
+      'model.image_grid=4', 'model.image_vocab=16', 'model.conv_kernel=3', 'runtime.seed=3',
+    ].map((text) => parseSetArgument(text)),
+  });
+  writeRunConfig(dir, priorConfig, config);
+  tokenizer.save(path.join(dir, 'tokenizer.json'));
+  const model = new Prior(config.model, new Philox(11));
+  try {
+    writeCheckpoint(dir, { model: model.namedParameters(), optimizer: [], state: { kind: 'prior', step: 0, optimizer_step: 0, rng: {}, metrics: {} } });
+  } finally {
+    model.dispose();
+  }
+  return dir;
 }
 
 async function pngPixels(file: string): Promise<Uint8Array> {
@@ -50,11 +75,12 @@ describe('commands: export and --runtime onnx', function () {
     assert.equal(error, undefined, error?.message);
     const result = JSON.parse(stdout.trim().split('\n').pop()!);
     assert.deepEqual(fs.readdirSync(exported).sort(), ['dvae-decoder.onnx', 'dvae-encoder.onnx', 'dvae.json']);
-    assert.equal(result.step, 8);
-    assert.equal(result.bytes.encoder, fs.statSync(path.join(exported, 'dvae-encoder.onnx')).size);
-    assert.ok(result.check.logitsMaxAbsDiff < 1e-4, `logits ${result.check.logitsMaxAbsDiff}`);
-    assert.ok(result.check.pixelsMaxAbsDiff < 1e-4, `pixels ${result.check.pixelsMaxAbsDiff}`);
-    assert.equal(result.check.resolution, 16);
+    assert.equal(result.dvae.step, 8);
+    assert.equal(result.prior, undefined);
+    assert.equal(result.dvae.bytes.encoder, fs.statSync(path.join(exported, 'dvae-encoder.onnx')).size);
+    assert.ok(result.dvae.check.logitsMaxAbsDiff < 1e-4, `logits ${result.dvae.check.logitsMaxAbsDiff}`);
+    assert.ok(result.dvae.check.pixelsMaxAbsDiff < 1e-4, `pixels ${result.dvae.check.pixelsMaxAbsDiff}`);
+    assert.equal(result.dvae.check.resolution, 16);
     const info = JSON.parse(fs.readFileSync(path.join(exported, 'dvae.json'), 'utf8'));
     assert.equal(info.arch.vocab_size, 16);
     assert.equal(info.step, 8);
@@ -131,6 +157,28 @@ describe('commands: export and --runtime onnx', function () {
     }
     // Pixels differ by ~1e-7 before quantisation, so a level changes only at a rounding boundary: rarely.
     assert.ok(differing <= 5, `${differing} of ${5 * 768} bytes differ`);
+  });
+
+  it('export --prior writes prior.onnx with its K/V inputs and outputs and checks it step by step against the engine', async () => {
+    const priorRun = await makePriorRun(path.join(work, 'runs', 'prior'));
+    const out = path.join(work, 'onnx-both');
+    const { error, stdout } = await dalle(['export', '--dvae', run, '--prior', priorRun, '--out', out, '--json']);
+    assert.equal(error, undefined, error?.message);
+    const result = JSON.parse(stdout.trim().split('\n').pop()!);
+    assert.deepEqual(fs.readdirSync(out).sort(), ['dvae-decoder.onnx', 'dvae-encoder.onnx', 'dvae.json', 'prior.json', 'prior.onnx']);
+    assert.equal(result.prior.step, 0);
+    assert.equal(result.prior.check.positions, 16);
+    assert.ok(result.prior.check.logitsMaxAbsDiff < 1e-4, `prior logits ${result.prior.check.logitsMaxAbsDiff}`);
+    const info = JSON.parse(fs.readFileSync(path.join(out, 'prior.json'), 'utf8'));
+    assert.equal(info.imageIdOffset, 306);
+    assert.deepEqual(info.layerKinds, ['row', 'column', 'conv']);
+
+    const none = await dalle(['export', '--out', out]);
+    assert.equal(none.error?.oclif?.exit, 2);
+    assert.match(none.error?.message ?? '', /--dvae|--prior/);
+    const swapped = await dalle(['export', '--prior', run, '--out', out]);
+    assert.equal(swapped.error?.name, 'CheckpointError');
+    assert.match(swapped.error?.message ?? '', /is a dvae checkpoint, not a prior/);
   });
 
   it('a damaged export, an export of another dVAE, and --onnx without --runtime onnx are clear errors', async () => {

@@ -5,6 +5,8 @@
 import { Tensor, noGrad, tidy } from '../tensor';
 import { DvaeExportSource } from './dvae-export';
 import { OnnxDvae } from './dvae-runner';
+import { Prior, padText } from '../models/prior';
+import { OnnxPrior } from './prior-runner';
 
 export interface DvaeVerification {
   readonly images: number;
@@ -62,4 +64,47 @@ export async function verifyDvaeExport(src: DvaeExportSource, runner: OnnxDvae, 
     codesAgreement: same / got.codes.length,
     pixelsMaxAbsDiff: maxAbsDiff(decoded, images),
   };
+}
+
+export interface PriorVerification {
+  readonly rows: number;
+  /** Image positions compared: the prefill's and every step's logits, to the end of the grid. */
+  readonly positions: number;
+  /** max |logits_onnx - logits_engine| over all of them. */
+  readonly logitsMaxAbsDiff: number;
+}
+
+/**
+ * Runs `runner` and the engine's KV-cached prior side by side on `rows` random captions (random lengths, padded) and
+ * random image tokens: prefill, then a step per image position to the end of the grid, comparing every logit.
+ */
+export async function verifyPriorExport(model: Prior, runner: OnnxPrior, options: { rows?: number; seed?: number } = {}): Promise<PriorVerification> {
+  const B = options.rows ?? 2;
+  const rnd = uniform(options.seed ?? 0);
+  const int = (n: number): number => Math.min(n - 1, Math.floor(rnd() * n));
+  const { textLen: L, textVocab: Vt, imageVocab: Vi } = model;
+  const N = model.gridSide * model.gridSide;
+  const text = padText(Array.from({ length: B }, () => Array.from({ length: int(L + 1) }, () => int(Vt))), L, Vt);
+  const engineCache = model.createCache(B);
+  const onnxCache = runner.createCache(B);
+  let worst = 0;
+  try {
+    const textT = Tensor.from(text, [B, L], 'i32');
+    let want = tidy(() => model.prefill(engineCache, textT).toArray() as Float32Array);
+    let got = await runner.prefill(onnxCache, textT);
+    textT.dispose();
+    for (let t = 0; ; t++) {
+      worst = Math.max(worst, maxAbsDiff(got.toArray(), want));
+      got.dispose();
+      if (t === N - 1) break;
+      const tokens = Tensor.from(Int32Array.from({ length: B }, () => int(Vi)), [B], 'i32');
+      want = tidy(() => model.step(engineCache, tokens).toArray() as Float32Array);
+      got = await runner.step(onnxCache, tokens);
+      tokens.dispose();
+    }
+  } finally {
+    engineCache.dispose();
+    onnxCache.dispose();
+  }
+  return { rows: B, positions: N, logitsMaxAbsDiff: worst };
 }
