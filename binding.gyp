@@ -22,6 +22,20 @@
           "defines": ["DALLE_X86=1"]
         }]
       ]
+    },
+    {
+      # The CUDA backend: a separate addon, build/Release/dalle_cuda.node, built by native/cuda/build.js when nvcc is
+      # found (DALLE_CUDA=1 requires it, DALLE_CUDA=0 skips it); dalle_native never links it. See native/cuda/README.md.
+      "target_name": "dalle_cuda",
+      "type": "none",
+      "actions": [{
+        "action_name": "build_dalle_cuda",
+        "inputs": ["<!@(node native/cuda/build.js --list-inputs)"],
+        "outputs": ["<(PRODUCT_DIR)/dalle_cuda.json"],
+        "action": ["node", "native/cuda/build.js", "--out", "<(PRODUCT_DIR)",
+                   "--node-include", "<(node_root_dir)/include/node",
+                   "--napi-include", "<!(node -p \"require('node-addon-api').include_dir\")"]
+      }]
     }
   ],
   "conditions": [

@@ -6,7 +6,8 @@ const path = require('path');
 const kind = process.argv[2] || 'base';
 const isaOf = (f) => (f.endsWith('_avx512.cc') ? 'avx512' : f.endsWith('_avx2.cc') ? 'avx2' : 'base');
 const out = [];
-for (const dir of ['native/src', 'native/cpu']) {
+// native/cuda/shared: the CUDA backend's host logic (tile plans, launch shapes), tested on every machine.
+for (const dir of ['native/src', 'native/cpu', 'native/cuda/shared']) {
   const abs = path.join(__dirname, '..', dir);
   if (!fs.existsSync(abs)) continue;
   for (const f of fs.readdirSync(abs).sort()) {

@@ -20,7 +20,8 @@ export default class InfoCommand extends BaseCommand<typeof InfoCommand> {
     this.log(`dalle ${report.version} (node ${report.node}, ${report.platform})`);
     this.log(`CPU kernels: ${report.cpu.isa}${report.cpu.avx512bf16 ? ' + AVX512_BF16' : ''}`);
     this.log(`threads:     ${report.threads}`);
-    this.log(`CUDA:        ${report.cuda ? 'available' : 'not built'}`);
+    const cuda = report.cudaStatus;
+    this.log(`CUDA:        ${report.cuda ? cuda.devices.map((d) => `${d.name} (sm_${d.computeCapability.replace('.', '')})`).join(', ') : cuda.reason}`);
     this.log(`ops (${report.ops.length}): ${report.ops.join(', ')}`);
     return report;
   }

@@ -1,0 +1,505 @@
+// dalle_cuda.node: the N-API layer of the CUDA backend, a separate addon from dalle_native.node so that the main addon
+// never depends on CUDA. src/core/cuda/index.ts loads it lazily; on a machine without a driver or GPU it still loads
+// (cudart is linked statically and finds the driver at run time) and info() reports why there is no device.
+// Device memory crosses as plain numbers (device addresses), like host memory in the main addon. Every kernel entry
+// point checks its arguments, launches on the default stream and throws a JavaScript Error naming the op on failure.
+#include <napi.h>
+
+#include <cuda_runtime_api.h>
+
+#include <cmath>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "cuda_ops.h"
+
+namespace dalle {
+namespace cuda {
+
+// ---- device workspace (cuda_ops.h) ----
+
+namespace {
+std::mutex ws_mutex;
+void* ws_ptr = nullptr;
+size_t ws_bytes = 0;
+}  // namespace
+
+std::string workspace(size_t bytes, void** out) {
+  std::lock_guard<std::mutex> lock(ws_mutex);
+  if (bytes > ws_bytes) {
+    if (ws_ptr) {
+      cudaDeviceSynchronize();  // the old buffer may still be in use by queued kernels
+      cudaFree(ws_ptr);
+      ws_ptr = nullptr;
+      ws_bytes = 0;
+    }
+    const cudaError_t e = cudaMalloc(&ws_ptr, bytes);
+    if (e != cudaSuccess) {
+      ws_ptr = nullptr;
+      return std::string("workspace of ") + std::to_string(bytes) + " bytes: " + cudaGetErrorString(e);
+    }
+    ws_bytes = bytes;
+  }
+  *out = ws_ptr;
+  return "";
+}
+
+namespace {
+
+// ---- arguments ----
+
+[[noreturn]] void throw_error(Napi::Env env, const char* op, const std::string& msg) {
+  throw Napi::Error::New(env, std::string("dalle cuda: ") + op + ": " + msg);
+}
+
+void check(Napi::Env env, const char* op, const std::string& err) {
+  if (!err.empty()) throw Napi::Error::New(env, std::string("dalle cuda: ") + err + " (in " + op + ")");
+}
+
+void check_cuda(Napi::Env env, const char* op, cudaError_t e) {
+  if (e != cudaSuccess) throw_error(env, op, cudaGetErrorString(e));
+}
+
+double num(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  if (i >= info.Length() || !info[i].IsNumber()) throw_error(info.Env(), op, "argument " + std::to_string(i) + " must be a number");
+  return info[i].As<Napi::Number>().DoubleValue();
+}
+
+int64_t i64(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  const double v = num(info, i, op);
+  if (v != std::floor(v) || std::fabs(v) > 9007199254740992.0) {
+    throw_error(info.Env(), op, "argument " + std::to_string(i) + " must be an integer, got " + std::to_string(v));
+  }
+  return (int64_t)v;
+}
+
+bool flag(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  if (i >= info.Length() || !info[i].IsBoolean()) throw_error(info.Env(), op, "argument " + std::to_string(i) + " must be a boolean");
+  return info[i].As<Napi::Boolean>().Value();
+}
+
+std::string str(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  if (i >= info.Length() || !info[i].IsString()) throw_error(info.Env(), op, "argument " + std::to_string(i) + " must be a string");
+  return info[i].As<Napi::String>().Utf8Value();
+}
+
+// A device address; null / undefined give nullptr.
+void* ptr(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  if (i < info.Length() && (info[i].IsNull() || info[i].IsUndefined())) return nullptr;
+  const int64_t v = i64(info, i, op);
+  if (v < 0) throw_error(info.Env(), op, "argument " + std::to_string(i) + " is not an address");
+  return reinterpret_cast<void*>((uintptr_t)v);
+}
+
+template <class T>
+T* dptr(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  return static_cast<T*>(ptr(info, i, op));
+}
+
+void* need(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  void* p = ptr(info, i, op);
+  if (!p) throw_error(info.Env(), op, "argument " + std::to_string(i) + " is a null address");
+  return p;
+}
+
+DType dtype(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  const std::string s = str(info, i, op);
+  if (s == "f32") return kF32;
+  if (s == "f16") return kF16;
+  if (s == "bf16") return kBF16;
+  throw_error(info.Env(), op, "unsupported dtype '" + s + "' (use f32, f16 or bf16)");
+}
+
+attn_plan::MaskSpec mask_spec(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  const std::string kind = str(info, i, op);
+  attn_plan::MaskSpec s{};
+  if (kind == "row") s.kind = attn_plan::kRow;
+  else if (kind == "column") s.kind = attn_plan::kColumn;
+  else if (kind == "conv") s.kind = attn_plan::kConv;
+  else throw_error(info.Env(), op, "unknown mask kind '" + kind + "'; use row, column or conv");
+  const int64_t tt = i64(info, i + 1, op), w = i64(info, i + 2, op), k = i64(info, i + 3, op);
+  if (tt < 0 || tt > (1 << 24) || w < 1 || w > 4096 || k < 0 || k > 4096) {
+    throw_error(info.Env(), op, "bad mask spec (textLen " + std::to_string(tt) + ", gridSide " + std::to_string(w) +
+                                    ", convKernel " + std::to_string(k) + ")");
+  }
+  s.text_len = (int32_t)tt;
+  s.grid = (int32_t)w;
+  s.conv_kernel = (int32_t)k;
+  const std::string err = attn_plan::check_spec(s);
+  if (!err.empty()) throw_error(info.Env(), op, err);
+  return s;
+}
+
+void non_negative(const Napi::CallbackInfo& info, const char* op, std::initializer_list<int64_t> sizes) {
+  for (int64_t v : sizes) {
+    if (v < 0) throw_error(info.Env(), op, "sizes must be >= 0");
+  }
+}
+
+// ---- device and memory ----
+
+// info() -> { runtimeVersion, driverVersion, deviceCount, devices: [...], error }: never throws.
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  int rt = 0, drv = 0, n = 0;
+  cudaRuntimeGetVersion(&rt);
+  cudaDriverGetVersion(&drv);
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  o.Set("runtimeVersion", rt);
+  o.Set("driverVersion", drv);
+  Napi::Array devs = Napi::Array::New(env);
+  if (e != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky-free error so later calls start clean
+    o.Set("deviceCount", 0);
+    o.Set("error", std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e));
+  } else {
+    o.Set("deviceCount", n);
+    for (int i = 0; i < n; i++) {
+      cudaDeviceProp p;
+      if (cudaGetDeviceProperties(&p, i) != cudaSuccess) continue;
+      Napi::Object d = Napi::Object::New(env);
+      d.Set("index", i);
+      d.Set("name", std::string(p.name));
+      d.Set("computeCapability", std::to_string(p.major) + "." + std::to_string(p.minor));
+      d.Set("memoryBytes", (double)p.totalGlobalMem);
+      d.Set("multiprocessors", p.multiProcessorCount);
+      devs.Set((uint32_t)devs.Length(), d);
+    }
+  }
+  o.Set("devices", devs);
+  return o;
+}
+
+Napi::Value SetDevice(const Napi::CallbackInfo& info) {
+  const char* op = "setDevice";
+  check_cuda(info.Env(), op, cudaSetDevice((int)i64(info, 0, op)));
+  return info.Env().Undefined();
+}
+
+Napi::Value Malloc(const Napi::CallbackInfo& info) {
+  const char* op = "malloc";
+  const int64_t bytes = i64(info, 0, op);
+  if (bytes < 0) throw_error(info.Env(), op, "bytes must be >= 0");
+  void* p = nullptr;
+  check_cuda(info.Env(), op, cudaMalloc(&p, bytes > 0 ? (size_t)bytes : 1));
+  return Napi::Number::New(info.Env(), (double)(uintptr_t)p);
+}
+
+Napi::Value Free(const Napi::CallbackInfo& info) {
+  const char* op = "free";
+  check_cuda(info.Env(), op, cudaFree(ptr(info, 0, op)));
+  return info.Env().Undefined();
+}
+
+// copyIn(deviceAddress, typedArray): host -> device, the whole view.
+Napi::Value CopyIn(const Napi::CallbackInfo& info) {
+  const char* op = "copyIn";
+  void* dst = need(info, 0, op);
+  if (info.Length() < 2 || !info[1].IsTypedArray()) throw_error(info.Env(), op, "argument 1 must be a typed array");
+  Napi::TypedArray a = info[1].As<Napi::TypedArray>();
+  const uint8_t* src = static_cast<const uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+  check_cuda(info.Env(), op, cudaMemcpy(dst, src, a.ByteLength(), cudaMemcpyHostToDevice));
+  return info.Env().Undefined();
+}
+
+// copyOut(typedArray, deviceAddress): device -> host, the whole view (synchronizes).
+Napi::Value CopyOut(const Napi::CallbackInfo& info) {
+  const char* op = "copyOut";
+  if (info.Length() < 1 || !info[0].IsTypedArray()) throw_error(info.Env(), op, "argument 0 must be a typed array");
+  Napi::TypedArray a = info[0].As<Napi::TypedArray>();
+  void* src = need(info, 1, op);
+  uint8_t* dst = static_cast<uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+  check_cuda(info.Env(), op, cudaMemcpy(dst, src, a.ByteLength(), cudaMemcpyDeviceToHost));
+  return info.Env().Undefined();
+}
+
+Napi::Value Memset(const Napi::CallbackInfo& info) {
+  const char* op = "memset";
+  check_cuda(info.Env(), op, cudaMemset(need(info, 0, op), (int)i64(info, 1, op), (size_t)i64(info, 2, op)));
+  return info.Env().Undefined();
+}
+
+Napi::Value Synchronize(const Napi::CallbackInfo& info) {
+  check_cuda(info.Env(), "synchronize", cudaDeviceSynchronize());
+  return info.Env().Undefined();
+}
+
+// ---- ops ----
+
+// gemm(dtype, transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch, tf32)
+Napi::Value Gemm(const Napi::CallbackInfo& info) {
+  const char* op = "gemm";
+  const DType dt = dtype(info, 0, op);
+  const int64_t M = i64(info, 3, op), N = i64(info, 4, op), K = i64(info, 5, op), batch = i64(info, 17, op);
+  non_negative(info, op, {M, N, K, batch});
+  check(info.Env(), op,
+        gemm(dt, flag(info, 1, op), flag(info, 2, op), M, N, K, (float)num(info, 6, op), ptr(info, 7, op),
+             i64(info, 8, op), i64(info, 9, op), ptr(info, 10, op), i64(info, 11, op), i64(info, 12, op),
+             (float)num(info, 13, op), ptr(info, 14, op), i64(info, 15, op), i64(info, 16, op), batch,
+             flag(info, 18, op)));
+  return info.Env().Undefined();
+}
+
+// attentionForward(dtype, kind, textLen, gridSide, convKernel, q, k, v, o, lse, B, H, D, Dv, scale)
+Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
+  const char* op = "attentionForward";
+  const DType dt = dtype(info, 0, op);
+  const attn_plan::MaskSpec s = mask_spec(info, 1, op);
+  check(info.Env(), op,
+        attention_forward(dt, s, need(info, 5, op), need(info, 6, op), need(info, 7, op), need(info, 8, op),
+                          (float*)need(info, 9, op),
+                          i64(info, 10, op), i64(info, 11, op), i64(info, 12, op), i64(info, 13, op),
+                          (float)num(info, 14, op)));
+  return info.Env().Undefined();
+}
+
+// attentionBackward(dtype, kind, textLen, gridSide, convKernel, q, k, v, o, dO, lse, dq, dk, dv, delta, B, H, D, Dv,
+// scale): delta is (B, H, T) f32 scratch.
+Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
+  const char* op = "attentionBackward";
+  const DType dt = dtype(info, 0, op);
+  const attn_plan::MaskSpec s = mask_spec(info, 1, op);
+  check(info.Env(), op,
+        attention_backward(dt, s, need(info, 5, op), need(info, 6, op), need(info, 7, op), need(info, 8, op),
+                           need(info, 9, op), (const float*)need(info, 10, op), need(info, 11, op), need(info, 12, op),
+                           need(info, 13, op), (float*)need(info, 14, op), i64(info, 15, op), i64(info, 16, op),
+                           i64(info, 17, op), i64(info, 18, op), (float)num(info, 19, op)));
+  return info.Env().Undefined();
+}
+
+// cast(dst, dstDtype, src, srcDtype, count)
+Napi::Value Cast(const Napi::CallbackInfo& info) {
+  const char* op = "cast";
+  const int64_t n = i64(info, 4, op);
+  non_negative(info, op, {n});
+  check(info.Env(), op, cast(ptr(info, 0, op), dtype(info, 1, op), ptr(info, 2, op), dtype(info, 3, op), n));
+  return info.Env().Undefined();
+}
+
+// geluForward(dtype, x, y, n)
+Napi::Value GeluForward(const Napi::CallbackInfo& info) {
+  const char* op = "geluForward";
+  const int64_t n = i64(info, 3, op);
+  non_negative(info, op, {n});
+  check(info.Env(), op, gelu_forward(dtype(info, 0, op), ptr(info, 1, op), ptr(info, 2, op), n));
+  return info.Env().Undefined();
+}
+
+// geluBackward(dtype, x, g, dx, n)
+Napi::Value GeluBackward(const Napi::CallbackInfo& info) {
+  const char* op = "geluBackward";
+  const int64_t n = i64(info, 4, op);
+  non_negative(info, op, {n});
+  check(info.Env(), op, gelu_backward(dtype(info, 0, op), ptr(info, 1, op), ptr(info, 2, op), ptr(info, 3, op), n));
+  return info.Env().Undefined();
+}
+
+// adamw(n, param, grad, m, v, lr, beta1, beta2, eps, weightDecay, gradScale, step): as the CPU addon's adamw.
+Napi::Value AdamW(const Napi::CallbackInfo& info) {
+  const char* op = "adamw";
+  const int64_t n = i64(info, 0, op), step = i64(info, 11, op);
+  non_negative(info, op, {n});
+  if (step < 1) throw_error(info.Env(), op, "step must be >= 1 (bias correction), got " + std::to_string(step));
+  const double b1 = num(info, 6, op), b2 = num(info, 7, op);
+  const float bc1 = (float)(1.0 / (1.0 - std::pow(b1, (double)step)));
+  const float bc2 = (float)(1.0 / (1.0 - std::pow(b2, (double)step)));
+  check(info.Env(), op,
+        adamw(n, dptr<float>(info, 1, op), dptr<const float>(info, 2, op), dptr<float>(info, 3, op),
+              dptr<float>(info, 4, op), (float)num(info, 5, op), (float)b1, (float)b2, (float)num(info, 8, op),
+              (float)num(info, 9, op), (float)num(info, 10, op), bc1, bc2));
+  return info.Env().Undefined();
+}
+
+// scaleFilter(dtype, n, x, y, alpha) -> count: y = alpha * x with non-finite products set to 0 (x == y allowed);
+// returns how many were non-finite, as the CPU addon's scaleFilter(n, x, y, alpha). Synchronizes (the count decides
+// whether the update is skipped).
+Napi::Value ScaleFilter(const Napi::CallbackInfo& info) {
+  const char* op = "scaleFilter";
+  const DType dt = dtype(info, 0, op);
+  const int64_t n = i64(info, 1, op);
+  non_negative(info, op, {n});
+  static unsigned long long* count_dev = nullptr;
+  if (!count_dev) check_cuda(info.Env(), op, cudaMalloc((void**)&count_dev, sizeof(unsigned long long)));
+  check_cuda(info.Env(), op, cudaMemset(count_dev, 0, sizeof(unsigned long long)));
+  check(info.Env(), op, scale_filter(dt, ptr(info, 2, op), ptr(info, 3, op), n, (float)num(info, 4, op), count_dev));
+  unsigned long long count = 0;
+  check_cuda(info.Env(), op, cudaMemcpy(&count, count_dev, sizeof(count), cudaMemcpyDeviceToHost));
+  return Napi::Number::New(info.Env(), (double)count);
+}
+
+// layerNormForward(dtype, x, gain, bias, y, mean, rstd, R, C, eps)
+Napi::Value LayerNormForward(const Napi::CallbackInfo& info) {
+  const char* op = "layerNormForward";
+  const int64_t R = i64(info, 7, op), C = i64(info, 8, op);
+  if (R < 0 || C < 1) throw_error(info.Env(), op, "bad shape");
+  check(info.Env(), op,
+        layer_norm_forward(dtype(info, 0, op), ptr(info, 1, op), dptr<const float>(info, 2, op),
+                           dptr<const float>(info, 3, op), ptr(info, 4, op), dptr<float>(info, 5, op),
+                           dptr<float>(info, 6, op), R, C, (float)num(info, 9, op)));
+  return info.Env().Undefined();
+}
+
+// layerNormBackward(dtype, x, gain, mean, rstd, g, dx|null, dgain|null, dbias|null, R, C)
+Napi::Value LayerNormBackward(const Napi::CallbackInfo& info) {
+  const char* op = "layerNormBackward";
+  const int64_t R = i64(info, 9, op), C = i64(info, 10, op);
+  if (R < 0 || C < 1) throw_error(info.Env(), op, "bad shape");
+  check(info.Env(), op,
+        layer_norm_backward(dtype(info, 0, op), ptr(info, 1, op), dptr<const float>(info, 2, op),
+                            dptr<const float>(info, 3, op), dptr<const float>(info, 4, op), ptr(info, 5, op),
+                            ptr(info, 6, op), dptr<float>(info, 7, op), dptr<float>(info, 8, op), R, C));
+  return info.Env().Undefined();
+}
+
+double* ce_workspace(Napi::Env env, const char* op) {
+  static double* ws = nullptr;
+  if (!ws) check_cuda(env, op, cudaMalloc((void**)&ws, 4 * sizeof(double)));
+  return ws;
+}
+
+// crossEntropyForward(logits, N, V, targets, weights|null, hasIgnore, ignoreIndex, mean, out, lse, nll): the CPU
+// addon's signature; synchronizes to check the targets.
+Napi::Value CrossEntropyForward(const Napi::CallbackInfo& info) {
+  const char* op = "crossEntropyForward";
+  const int64_t N = i64(info, 1, op), V = i64(info, 2, op);
+  non_negative(info, op, {N, V});
+  check(info.Env(), op,
+        cross_entropy_forward(dptr<const float>(info, 0, op), N, V, dptr<const int32_t>(info, 3, op),
+                              dptr<const float>(info, 4, op), flag(info, 5, op), (int32_t)i64(info, 6, op),
+                              flag(info, 7, op), (float*)need(info, 8, op), dptr<float>(info, 9, op),
+                              dptr<float>(info, 10, op), ce_workspace(info.Env(), op)));
+  return info.Env().Undefined();
+}
+
+// crossEntropyBackward(logits, N, V, targets, weights|null, hasIgnore, ignoreIndex, mean, lse, nll, g, dlogits|null,
+// dweights|null)
+Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
+  const char* op = "crossEntropyBackward";
+  const int64_t N = i64(info, 1, op), V = i64(info, 2, op);
+  non_negative(info, op, {N, V});
+  check(info.Env(), op,
+        cross_entropy_backward(dptr<const float>(info, 0, op), N, V, dptr<const int32_t>(info, 3, op),
+                               dptr<const float>(info, 4, op), flag(info, 5, op), (int32_t)i64(info, 6, op),
+                               flag(info, 7, op), dptr<const float>(info, 8, op), dptr<const float>(info, 9, op),
+                               (const float*)need(info, 10, op), dptr<float>(info, 11, op), dptr<float>(info, 12, op),
+                               ce_workspace(info.Env(), op)));
+  return info.Env().Undefined();
+}
+
+struct ConvDims {
+  int64_t B, C, Co, H, W, k, T, HW;
+};
+
+ConvDims conv_dims(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  ConvDims d{i64(info, i, op), i64(info, i + 1, op), i64(info, i + 2, op), i64(info, i + 3, op), i64(info, i + 4, op),
+             i64(info, i + 5, op), 0, 0};
+  if (d.B < 0 || d.C < 1 || d.Co < 1 || d.H < 1 || d.W < 1 || d.k < 1 || d.k % 2 == 0) {
+    throw_error(info.Env(), op, "bad shape: need B >= 0, Cin, Cout, H, W >= 1 and an odd kernel");
+  }
+  d.T = d.C * d.k * d.k;
+  d.HW = d.H * d.W;
+  return d;
+}
+
+// conv2dForward(x, w, bias|null, y, B, Cin, Cout, H, W, k): im2col + one batched GEMM (w broadcast over images).
+Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
+  const char* op = "conv2dForward";
+  const float* x = dptr<const float>(info, 0, op);
+  const float* w = dptr<const float>(info, 1, op);
+  const float* bias = dptr<const float>(info, 2, op);
+  float* y = dptr<float>(info, 3, op);
+  const ConvDims d = conv_dims(info, 4, op);
+  if (d.B == 0) return info.Env().Undefined();
+  void* col = nullptr;
+  check(info.Env(), op, workspace((size_t)(d.B * d.T * d.HW) * sizeof(float), &col));
+  check(info.Env(), op, im2col(x, (float*)col, d.B, d.C, d.H, d.W, d.k));
+  // y[b] (Co, HW) = w (Co, T) @ col[b] (T, HW)
+  check(info.Env(), op,
+        gemm(kF32, false, false, d.Co, d.HW, d.T, 1.0f, w, d.T, 0, col, d.HW, d.T * d.HW, 0.0f, y, d.HW, d.Co * d.HW,
+             d.B, false));
+  if (bias) check(info.Env(), op, add_channel_bias(y, bias, d.B, d.Co, d.HW));
+  return info.Env().Undefined();
+}
+
+// conv2dBackward(x, w, dy, dx|null, dw|null, db|null, B, Cin, Cout, H, W, k)
+Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
+  const char* op = "conv2dBackward";
+  const float* x = dptr<const float>(info, 0, op);
+  const float* w = dptr<const float>(info, 1, op);
+  const float* dy = dptr<const float>(info, 2, op);
+  float* dx = dptr<float>(info, 3, op);
+  float* dw = dptr<float>(info, 4, op);
+  float* db = dptr<float>(info, 5, op);
+  const ConvDims d = conv_dims(info, 6, op);
+  if (d.B == 0) {
+    if (dw) check_cuda(info.Env(), op, cudaMemset(dw, 0, d.Co * d.T * sizeof(float)));
+    if (db) check_cuda(info.Env(), op, cudaMemset(db, 0, d.Co * sizeof(float)));
+    return info.Env().Undefined();
+  }
+  void* col = nullptr;
+  check(info.Env(), op, workspace((size_t)(d.B * d.T * d.HW) * sizeof(float), &col));
+  if (db) check(info.Env(), op, channel_bias_grad(dy, db, d.B, d.Co, d.HW));
+  if (dw) {
+    // dw (Co, T) = sum_b dy[b] (Co, HW) @ col[b]^T, images in order (beta 1 after the first).
+    check(info.Env(), op, im2col(x, (float*)col, d.B, d.C, d.H, d.W, d.k));
+    for (int64_t b = 0; b < d.B; b++) {
+      check(info.Env(), op,
+            gemm(kF32, false, true, d.Co, d.T, d.HW, 1.0f, dy + b * d.Co * d.HW, d.HW, 0, (float*)col + b * d.T * d.HW,
+                 d.HW, 0, b == 0 ? 0.0f : 1.0f, dw, d.T, 0, 1, false));
+    }
+  }
+  if (dx) {
+    // dcol[b] (T, HW) = w^T (T, Co) @ dy[b] (Co, HW), then the adjoint of im2col (the workspace is reused: stream order).
+    check(info.Env(), op,
+          gemm(kF32, true, false, d.T, d.HW, d.Co, 1.0f, w, d.T, 0, dy, d.HW, d.Co * d.HW, 0.0f, col, d.HW, d.T * d.HW,
+               d.B, false));
+    check(info.Env(), op, col2im((const float*)col, dx, d.B, d.C, d.H, d.W, d.k));
+  }
+  return info.Env().Undefined();
+}
+
+Napi::Value CublasLtStatus(const Napi::CallbackInfo& info) {
+  const std::string e = cublaslt_load();
+  return e.empty() ? Napi::Value(info.Env().Null()) : Napi::Value(Napi::String::New(info.Env(), e));
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  const std::pair<const char*, Napi::Value (*)(const Napi::CallbackInfo&)> fns[] = {
+      {"info", Info},
+      {"setDevice", SetDevice},
+      {"malloc", Malloc},
+      {"free", Free},
+      {"copyIn", CopyIn},
+      {"copyOut", CopyOut},
+      {"memset", Memset},
+      {"synchronize", Synchronize},
+      {"cublasLtStatus", CublasLtStatus},
+      {"gemm", Gemm},
+      {"attentionForward", AttentionForward},
+      {"attentionBackward", AttentionBackward},
+      {"cast", Cast},
+      {"geluForward", GeluForward},
+      {"geluBackward", GeluBackward},
+      {"adamw", AdamW},
+      {"scaleFilter", ScaleFilter},
+      {"layerNormForward", LayerNormForward},
+      {"layerNormBackward", LayerNormBackward},
+      {"crossEntropyForward", CrossEntropyForward},
+      {"crossEntropyBackward", CrossEntropyBackward},
+      {"conv2dForward", Conv2dForward},
+      {"conv2dBackward", Conv2dBackward},
+  };
+  for (const auto& f : fns) exports.Set(f.first, Napi::Function::New(env, f.second, f.first));
+  return exports;
+}
+
+}  // namespace
+}  // namespace cuda
+}  // namespace dalle
+
+static Napi::Object InitDalleCuda(Napi::Env env, Napi::Object exports) { return dalle::cuda::Init(env, exports); }
+
+NODE_API_MODULE(dalle_cuda, InitDalleCuda)

@@ -1,0 +1,184 @@
+// The CUDA backend's addon (build/Release/dalle_cuda.node, native/cuda), loaded lazily: nothing here runs until a
+// caller asks (`--device cuda`, `dalle info`, the GPU checks), so a machine without CUDA never touches it, and a
+// machine whose addon was built but has no driver or GPU gets a reason, not a crash. The main addon never depends on it.
+import * as fs from 'fs';
+import * as path from 'path';
+
+export type CudaDType = 'f32' | 'f16' | 'bf16';
+export type CudaMaskKind = 'row' | 'column' | 'conv';
+
+export interface CudaDevice {
+  index: number;
+  name: string;
+  computeCapability: string;
+  memoryBytes: number;
+  multiprocessors: number;
+}
+
+export interface CudaAddonInfo {
+  runtimeVersion: number;
+  driverVersion: number;
+  deviceCount: number;
+  devices: CudaDevice[];
+  error?: string;
+}
+
+/** The CUDA addon's entry points (native/cuda/addon.cc); device memory is addressed by plain numbers. */
+export interface CudaAddon {
+  info(): CudaAddonInfo;
+  setDevice(index: number): void;
+  malloc(bytes: number): number;
+  free(address: number): void;
+  copyIn(address: number, data: ArrayBufferView): void;
+  copyOut(data: ArrayBufferView, address: number): void;
+  memset(address: number, byte: number, bytes: number): void;
+  synchronize(): void;
+  /** null when cuBLASLt is loaded, else why it is not. */
+  cublasLtStatus(): string | null;
+  gemm(
+    dtype: CudaDType, transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number, A: number,
+    lda: number, strideA: number, B: number, ldb: number, strideB: number, beta: number, C: number, ldc: number,
+    strideC: number, batch: number, tf32: boolean,
+  ): void;
+  attentionForward(
+    dtype: CudaDType, kind: CudaMaskKind, textLen: number, gridSide: number, convKernel: number, q: number, k: number,
+    v: number, o: number, lse: number, B: number, H: number, D: number, Dv: number, scale: number,
+  ): void;
+  attentionBackward(
+    dtype: CudaDType, kind: CudaMaskKind, textLen: number, gridSide: number, convKernel: number, q: number, k: number,
+    v: number, o: number, dO: number, lse: number, dq: number, dk: number, dv: number, delta: number, B: number,
+    H: number, D: number, Dv: number, scale: number,
+  ): void;
+  cast(dst: number, dstDtype: CudaDType, src: number, srcDtype: CudaDType, count: number): void;
+  geluForward(dtype: CudaDType, x: number, y: number, n: number): void;
+  geluBackward(dtype: CudaDType, x: number, g: number, dx: number, n: number): void;
+  adamw(
+    n: number, p: number, g: number, m: number, v: number, lr: number, beta1: number, beta2: number, eps: number,
+    weightDecay: number, gradScale: number, step: number,
+  ): void;
+  /** y = alpha * x with non-finite products set to 0; returns how many were non-finite. */
+  scaleFilter(dtype: CudaDType, n: number, x: number, y: number, alpha: number): number;
+  layerNormForward(
+    dtype: CudaDType, x: number, gain: number, bias: number, y: number, mean: number, rstd: number, R: number, C: number,
+    eps: number,
+  ): void;
+  layerNormBackward(
+    dtype: CudaDType, x: number, gain: number, mean: number, rstd: number, g: number, dx: number | null,
+    dgain: number | null, dbias: number | null, R: number, C: number,
+  ): void;
+  crossEntropyForward(
+    logits: number, N: number, V: number, targets: number, weights: number | null, hasIgnore: boolean,
+    ignoreIndex: number, mean: boolean, out: number, lse: number, nll: number,
+  ): void;
+  crossEntropyBackward(
+    logits: number, N: number, V: number, targets: number, weights: number | null, hasIgnore: boolean,
+    ignoreIndex: number, mean: boolean, lse: number, nll: number, g: number, dlogits: number | null,
+    dweights: number | null,
+  ): void;
+  conv2dForward(
+    x: number, w: number, bias: number | null, y: number, B: number, Cin: number, Cout: number, H: number, W: number,
+    k: number,
+  ): void;
+  conv2dBackward(
+    x: number, w: number, dy: number, dx: number | null, dw: number | null, db: number | null, B: number, Cin: number,
+    Cout: number, H: number, W: number, k: number,
+  ): void;
+}
+
+/** What the build left (native/cuda/build.js writes it next to the addon). */
+export interface CudaBuildReport {
+  built: boolean;
+  reason: string;
+  nvcc?: string;
+  arch?: string[];
+  seconds?: number;
+}
+
+export interface CudaStatus {
+  /** The addon file exists. */
+  built: boolean;
+  /** It loaded (cudart is linked statically, so it loads without a driver). */
+  loaded: boolean;
+  /** At least one device answered. */
+  available: boolean;
+  devices: CudaDevice[];
+  /** Why it is not available ('' when it is). */
+  reason: string;
+  addonPath: string;
+  runtimeVersion?: number;
+  driverVersion?: number;
+}
+
+// dist/src/core/cuda/index.js and src/core/cuda/index.ts both sit four levels below the package root.
+const packageRoot = path.resolve(__dirname, '..', '..', '..', '..');
+
+/** Where the addon is looked for: DALLE_CUDA_ADDON, else build/Release/dalle_cuda.node in the package. */
+export function cudaAddonPath(): string {
+  return process.env.DALLE_CUDA_ADDON
+    ? path.resolve(process.env.DALLE_CUDA_ADDON)
+    : path.join(packageRoot, 'build', 'Release', 'dalle_cuda.node');
+}
+
+/** The build report next to the default addon, or null when the build never ran. */
+export function cudaBuildReport(): CudaBuildReport | null {
+  const file = path.join(packageRoot, 'build', 'Release', 'dalle_cuda.json');
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as CudaBuildReport;
+  } catch {
+    return null;
+  }
+}
+
+let state: { addon: CudaAddon | null; status: CudaStatus } | undefined;
+
+function probe(): { addon: CudaAddon | null; status: CudaStatus } {
+  const addonPath = cudaAddonPath();
+  const status: CudaStatus = { built: false, loaded: false, available: false, devices: [], reason: '', addonPath };
+  if (!fs.existsSync(addonPath)) {
+    const report = cudaBuildReport();
+    status.reason = report && !report.built
+      ? `the CUDA addon was not built (${report.reason})`
+      : `the CUDA addon is not built (no ${addonPath}; install nvcc and run \`npm run install\`)`;
+    return { addon: null, status };
+  }
+  status.built = true;
+  let addon: CudaAddon;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    addon = require(addonPath) as CudaAddon;
+  } catch (err) {
+    status.reason = `the CUDA addon ${addonPath} did not load: ${(err as Error).message}`;
+    return { addon: null, status };
+  }
+  status.loaded = true;
+  const info = addon.info();
+  status.runtimeVersion = info.runtimeVersion;
+  status.driverVersion = info.driverVersion;
+  status.devices = info.devices;
+  status.available = info.devices.length > 0;
+  if (!status.available) {
+    status.reason = info.error
+      ? `the CUDA addon found no usable GPU (${info.error})`
+      : 'the CUDA addon found no GPU';
+  }
+  return { addon, status };
+}
+
+/** Whether the CUDA backend can run here and why not; loads the addon on the first call, never throws. */
+export function cudaStatus(): CudaStatus {
+  state ??= probe();
+  return state.status;
+}
+
+/** The loaded addon with at least one device, or an Error saying why there is none. */
+export function cudaAddon(): CudaAddon {
+  state ??= probe();
+  if (!state.addon || !state.status.available) throw new Error(`dalle: CUDA is not available: ${state.status.reason}`);
+  return state.addon;
+}
+
+/** The loaded addon even without a device (for tests of the no-device path), or null when it did not load. */
+export function cudaAddonIfLoaded(): CudaAddon | null {
+  state ??= probe();
+  return state.addon;
+}
