@@ -52,14 +52,17 @@ export default class ExportCommand extends BaseCommand<typeof ExportCommand> {
   ];
 
   static override flags = {
-    dvae: Flags.string({ summary: 'A dVAE run directory (its latest checkpoint) or a checkpoint directory.', helpValue: 'RUN', atLeastOne: ['dvae', 'prior'] }),
-    prior: Flags.string({ summary: 'A prior run directory (its latest checkpoint) or a checkpoint directory.', helpValue: 'RUN', atLeastOne: ['dvae', 'prior'] }),
+    dvae: Flags.string({ summary: 'A dVAE run directory (its latest checkpoint) or a checkpoint directory.', helpValue: 'RUN' }),
+    prior: Flags.string({ summary: 'A prior run directory (its latest checkpoint) or a checkpoint directory.', helpValue: 'RUN' }),
     out: Flags.string({ char: 'o', summary: 'Folder for the .onnx files (created if missing; files in it are replaced).', required: true, helpValue: 'DIR' }),
     check: Flags.boolean({ summary: "Run the export through onnxruntime and compare it with dalle's engine.", default: true, allowNo: true }),
   };
 
   async run(): Promise<ExportCommandResult> {
     // The engine is loaded here, not at the top, so `dalle --help` lists this command even without the native addon.
+    if (this.flags.dvae === undefined && this.flags.prior === undefined) {
+      this.error('nothing to export: give --dvae RUN, --prior RUN, or both', { exit: 2 });
+    }
     const { applyRuntime } = await import('../core/runtime');
     const runtime = this.loadConfig(dvaeConfig).runtime;
     applyRuntime(runtime);

@@ -175,7 +175,7 @@ describe('commands: export and --runtime onnx', function () {
 
     const none = await dalle(['export', '--out', out]);
     assert.equal(none.error?.oclif?.exit, 2);
-    assert.match(none.error?.message ?? '', /--dvae|--prior/);
+    assert.match(none.error?.message ?? '', /nothing to export: give --dvae RUN, --prior RUN, or both/);
     const swapped = await dalle(['export', '--prior', run, '--out', out]);
     assert.equal(swapped.error?.name, 'CheckpointError');
     assert.match(swapped.error?.message ?? '', /is a dvae checkpoint, not a prior/);
