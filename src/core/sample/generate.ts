@@ -191,7 +191,7 @@ export async function runGeneration(job: GenerateJob): Promise<GenerateSummary> 
             step: doneNow,
             total: totalTokens,
             unit: 'token',
-            metrics: { tokens_per_s: rate, eta_s: (totalTokens - doneNow) / rate, images: start },
+            metrics: { tokens_per_s: rate, eta_s: (totalTokens - doneNow) / rate },
           });
         },
       },
