@@ -107,7 +107,9 @@ describe('precision: per-resblock gradient scaling (fp16 emulated exactly)', () 
       for (let i = 0; i < 40; i++) {
         const r = step(model, precision, opt, x, t, 30);
         flaggedPerStep.push(r.flagged);
-        trace.push(precision.metrics().grad_scales!);
+        // metrics() has the scales this step ran with; the replay lists the scales after each step.
+        assert.deepStrictEqual(precision.metrics().grad_scales, i === 0 ? new Array(4).fill(rules.init * M) : trace[i - 1]);
+        trace.push([...precision.scaler.scales]);
       }
       const want = replay(rules, M, 4, flaggedPerStep);
       trace.forEach((scales, i) => scales.forEach((s, r) => assert.ok(Object.is(s, want.scales[i][r]), `step ${i + 1} resblock ${r}: ${s} vs replay ${want.scales[i][r]}`)));
@@ -161,7 +163,8 @@ describe('precision: per-resblock gradient scaling (fp16 emulated exactly)', () 
     }
     assert.ok(allFinite(gradsOf(hit.model, 2)), 'resblock 2 parameters filtered too (the update is skipped anyway)');
     hit.precision.endStep();
-    assert.deepStrictEqual(hit.precision.metrics(), { grad_scales: [8192, 8192, 8192 / Math.SQRT2, 8192], skipped: 1 });
+    assert.deepStrictEqual(hit.precision.scaler.scales, [8192, 8192, 8192 / Math.SQRT2, 8192]);
+    assert.deepStrictEqual(hit.precision.metrics(), { grad_scales: [8192, 8192, 8192, 8192], skipped: 1 });
     for (const r of [clean, hit]) r.model.dispose();
     x.dispose();
     t.dispose();

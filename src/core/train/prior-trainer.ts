@@ -39,6 +39,7 @@ import {
   writeCheckpoint,
 } from './checkpoint';
 import { clipGradNorm } from './clip';
+import { PrecisionState, createPrecision, priorResblocks } from './precision';
 import { warmupCosine } from './schedule';
 
 export const METRICS_FILE = 'metrics.jsonl';
@@ -70,6 +71,9 @@ export interface PriorMetricsLine {
   epoch: number;
   examples_per_s: number;
   ms_per_update: number;
+  /** fp16 only (runtime.precision): each resblock's gradient scale after this update, and updates skipped so far. */
+  grad_scales?: number[];
+  skipped?: number;
 }
 
 export interface PriorValLine {
@@ -217,6 +221,11 @@ export class PriorTrainer {
       [{ params: toGroup(named.filter(([n]) => priorDecays(n))) }, { params: toGroup(named.filter(([n]) => !priorDecays(n))), weightDecay: 0 }],
       { lr: t.lr, beta1: t.beta1, beta2: t.beta2, eps: t.eps, weightDecay: t.weight_decay },
     );
+    // Mixed precision (runtime.precision; train/precision): fp32 does nothing; fp16 runs each resblock (2 per layer)
+    // with its own gradient scale (train.grad_scale; one data-parallel worker) and skips updates that overflow.
+    const precision = createPrecision(config.runtime.precision, { gradScale: t.grad_scale, workers: 1 });
+    precision.attach(priorResblocks(model));
+    model.residual = precision;
     try {
       const lrAt = warmupCosine(t.lr, t.lr_min, t.warmup_steps, t.steps);
       let aug = new Philox(config.runtime.seed).fork(AUG_STREAM_ID);
@@ -241,6 +250,7 @@ export class PriorTrainer {
           );
         }
         metrics = { interval_loss_sum: Number(ms.interval_loss_sum), interval_steps: Number(ms.interval_steps), token_cache: cache.key };
+        precision.load((resumed.metrics as { precision?: PrecisionState }).precision);
         const d = resumed.data;
         if (!d || d.records !== train.shape[0] || d.seed !== config.runtime.seed) {
           throw new CheckpointError(`${resumedDir}/state.json's data position does not fit ${train.shape[0]} training images with seed ${config.runtime.seed}`, 'resume with the run\'s own config.yaml and data');
@@ -281,7 +291,7 @@ export class PriorTrainer {
             optimizer_step: optimizer.step,
             rng: { aug: aug.state() },
             data: { seed: config.runtime.seed, records: train.shape[0], epoch: batcher.pos.epoch, position: batcher.pos.position },
-            metrics: { ...metrics },
+            metrics: { ...metrics, precision: precision.state() },
           },
           keep: this.options.keepCheckpoints,
         });
@@ -309,9 +319,12 @@ export class PriorTrainer {
           zeroGrad(params);
           const r = model.loss(Tensor.from(text, [B, L], 'i32'), Tensor.from(image, [B, N], 'i32'), weights);
           backward(r.loss);
+          // Gradients back in true units; false when a resblock's fp16 gradient overflowed: the update is skipped.
+          const finite = precision.unscaleGradients();
           const { norm } = clipGradNorm(params, t.grad_clip);
           const loss = r.loss.item();
-          if (Number.isFinite(loss) && Number.isFinite(norm)) optimizer.update(lr);
+          if (finite && Number.isFinite(loss) && Number.isFinite(norm)) optimizer.update(lr);
+          precision.endStep();
           return { loss, text: r.textLoss.item(), image: r.imageLoss.item(), norm };
         });
         if (!Number.isFinite(values.loss) || !Number.isFinite(values.norm)) {
@@ -344,13 +357,14 @@ export class PriorTrainer {
             epoch: examples[examples.length - 1].epoch,
             examples_per_s: (intervalStepsHere * B) / intervalS,
             ms_per_update: (1000 * intervalS) / Math.max(1, intervalStepsHere),
+            ...precision.metrics(),
           };
           fs.appendFileSync(metricsFile, JSON.stringify(line) + '\n');
           metrics.interval_loss_sum = 0;
           metrics.interval_steps = 0;
           intervalStart = performance.now();
           intervalStepsHere = 0;
-          const { step: _step, ...rest } = line;
+          const { step: _step, grad_scales: _scales, ...rest } = line;
           emit({ type: 'metrics', step, split: 'train', values: rest });
         }
         if (step % t.val_every === 0 || step === t.steps) {

@@ -130,6 +130,17 @@ class Mlp extends Module {
   }
 }
 
+/**
+ * How a residual branch f joins the stream at x: x + f(x) (plainResidual). A mixed-precision Precision object
+ * (train/precision) implements it too, adding per-resblock fp16 gradient scaling; resblock r = 2 * layer (attention)
+ * or 2 * layer + 1 (MLP).
+ */
+export interface ResidualHook {
+  resblock(r: number, x: Tensor, f: (x: Tensor) => Tensor): Tensor;
+}
+
+export const plainResidual: ResidualHook = { resblock: (_r, x, f) => add(x, f(x)) };
+
 class Block extends Module {
   readonly ln1: LayerNorm;
   readonly attn: Attention;
@@ -144,9 +155,10 @@ class Block extends Module {
     this.mlp = this.addModule('mlp', new Mlp(C, nLayers, rng));
   }
 
-  forward(x: Tensor, masks: PriorMasks, cache?: { k: Tensor; v: Tensor; start: number }): Tensor {
-    const h = add(x, this.attn.forward(this.ln1.forward(x), masks, this.kind, cache));
-    return add(h, this.mlp.forward(this.ln2.forward(h)));
+  /** Resblocks r (attention) and r + 1 (MLP), each x + f(x) through `residual` (mixed precision: train/precision). */
+  forward(x: Tensor, masks: PriorMasks, cache?: { k: Tensor; v: Tensor; start: number }, residual: ResidualHook = plainResidual, r = 0): Tensor {
+    const h = residual.resblock(r, x, (y) => this.attn.forward(this.ln1.forward(y), masks, this.kind, cache));
+    return residual.resblock(r + 1, h, (y) => this.mlp.forward(this.ln2.forward(y)));
   }
 }
 
@@ -193,6 +205,8 @@ export class Prior extends Module {
   readonly imageRow: Embedding;
   readonly imageCol: Embedding;
   readonly blocks: Block[] = [];
+  /** How residual branches join the stream (2 resblocks per layer); a trainer sets its Precision here. */
+  residual: ResidualHook = plainResidual;
   readonly lnF: LayerNorm;
   readonly textHead: Linear;
   readonly imageHead: Linear;
@@ -283,7 +297,7 @@ export class Prior extends Module {
   private trunk(x: Tensor, cache?: PriorKvCache, start = 0): Tensor {
     let h = x;
     this.blocks.forEach((block, i) => {
-      h = block.forward(h, this.masks, cache ? { k: cache.k[i], v: cache.v[i], start } : undefined);
+      h = block.forward(h, this.masks, cache ? { k: cache.k[i], v: cache.v[i], start } : undefined, this.residual, 2 * i);
     });
     return this.lnF.forward(h);
   }

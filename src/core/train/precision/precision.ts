@@ -65,7 +65,10 @@ export interface Precision extends ResidualHook {
   unscaleGradients(): boolean;
   /** After the update (or its skip): adjusts the gradient scales. */
   endStep(): void;
-  /** Fields for the metrics line: grad_scales (one per resblock) and skipped (updates so far); none in fp32/bf16. */
+  /**
+   * Fields for the metrics line after a step: grad_scales (one per resblock: the scales that step ran with) and
+   * skipped (updates skipped so far, that step included); none in fp32/bf16.
+   */
   metrics(): { grad_scales?: number[]; skipped?: number };
   /** For checkpoints (state.json). */
   state(): PrecisionState;
@@ -132,6 +135,8 @@ export class HalfPrecision implements Precision {
   private readonly workers: number;
   private readonly perResblock: boolean;
   private scalerRef: GradScaler | null = null;
+  /** The scales the last step's backward ran with (metrics), and the skipped count after it. */
+  private lastScales: number[] = [];
   private params: Tensor[][] = [];
   private readonly patched = new Map<Linear, Linear['forward']>();
 
@@ -222,13 +227,15 @@ export class HalfPrecision implements Precision {
   }
 
   endStep(): void {
-    if (this.kind === 'fp16') this.scaler.endStep();
+    if (this.kind !== 'fp16') return;
+    this.lastScales = [...this.scaler.scales];
+    this.scaler.endStep();
   }
 
+  /** grad_scales: the scales the last update's backward ran with (the first line shows init * M); skipped so far. */
   metrics(): { grad_scales?: number[]; skipped?: number } {
     if (this.kind === 'bf16') return {};
-    const s = this.scaler;
-    return { grad_scales: [...s.scales], skipped: s.skipped };
+    return { grad_scales: [...this.lastScales], skipped: this.scaler.skipped };
   }
 
   state(): PrecisionState {
