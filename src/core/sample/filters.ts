@@ -82,13 +82,13 @@ export function filteredProbs(logits: ArrayLike<number>, options: SamplingOption
     z[i] = v / temperature;
   }
   const needOrder = (topK > 0 && topK < V) || topP < 1;
-  let kept: Int32Array; // token ids kept, in rank order when needOrder
+  // Token ids kept, in rank order when needOrder (else all of them, in id order).
+  const all = new Int32Array(V);
+  for (let i = 0; i < V; i++) all[i] = i;
+  let kept = all;
   if (needOrder) {
-    const order = Int32Array.from({ length: V }, (_, i) => i);
-    order.sort((a, b) => (z[b] - z[a]) || (a - b));
-    kept = topK > 0 && topK < V ? order.subarray(0, topK) : order;
-  } else {
-    kept = Int32Array.from({ length: V }, (_, i) => i);
+    all.sort((a, b) => (z[b] - z[a]) || (a - b));
+    if (topK > 0 && topK < V) kept = all.subarray(0, topK);
   }
   // Softmax over the kept tokens (max subtracted; -Infinity logits get probability 0).
   let m = -Infinity;
