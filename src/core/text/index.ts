@@ -4,3 +4,4 @@ export { BYTE_TO_CHAR, CHAR_TO_BYTE, byteLevelToBytes, toByteLevel } from './byt
 export { TokenizerError } from './errors';
 export { BYTE_VOCAB, EncodeOptions, TextTokenizer, TrainOptions } from './tokenizer';
 export { readCaptionLines } from './captions';
+export { gpt2Split, lowercaseByChar, wellFormed } from './pre-tokenize';

@@ -22,8 +22,9 @@ import { Tokenizer as HfTokenizer } from 'tokenizers';
 import { writeFileAtomicSync } from '../io/atomic';
 import type { Philox } from '../tensor/rng';
 import { BpeMerge, BpeMerger } from './bpe-dropout';
-import { BYTE_TO_CHAR, byteLevelToBytes } from './byte-level';
+import { BYTE_TO_CHAR, byteLevelToBytes, toByteLevel } from './byte-level';
 import { TokenizerError } from './errors';
+import { gpt2Split, lowercaseByChar, wellFormed } from './pre-tokenize';
 
 /** Base vocabulary of a byte-level BPE: one symbol per byte. */
 export const BYTE_VOCAB = 256;
@@ -127,6 +128,10 @@ export class TextTokenizer {
   private readonly fuseUnk: boolean;
   private readonly ignoreMerges: boolean;
   private readonly cache = new Map<string, number[]>();
+  /** Text -> normalized text (the file's normalizer). */
+  private readonly normalize: (text: string) => string;
+  /** Normalized text -> words in byte-level characters (the file's pre-tokenizer). */
+  private readonly preTokenize: (text: string) => string[];
 
   private constructor(
     /** The parsed tokenizer.json, written back unchanged by save(). */
@@ -154,6 +159,10 @@ export class TextTokenizer {
     this.fuseUnk = fields.fuseUnk;
     this.ignoreMerges = fields.ignoreMerges;
     this.lowercase = lowercases(json.normalizer);
+    // The common files (ours, GPT-2's) run in plain JS (pre-tokenize.ts: a call into the library costs ~0.25 ms a
+    // caption); anything else goes through the library's own normalizer and pre-tokenizer. Both are tested against it.
+    this.normalize = fastNormalizer(json.normalizer) ?? libraryNormalizer(hf);
+    this.preTokenize = fastPreTokenizer(json.pre_tokenizer) ?? libraryPreTokenizer(hf);
   }
 
   /**
@@ -336,19 +345,18 @@ export class TextTokenizer {
       throw new RangeError('BPE dropout needs opts.rng (a seeded Philox) so that it is reproducible');
     }
     const ids: number[] = [];
-    for (const piece of splitOnAdded(text, this.rawAdded)) {
+    for (const piece of splitOnAdded(wellFormed(text), this.rawAdded)) {
       if (typeof piece !== 'string') {
         ids.push(piece.id);
         continue;
       }
-      const normalizer = this.hf.getNormalizer();
-      const normalized = normalizer === null ? piece : normalizer.normalizeString(piece);
+      const normalized = this.normalize(piece);
       for (const part of splitOnAdded(normalized, this.normalizedAdded)) {
         if (typeof part !== 'string') {
           ids.push(part.id);
           continue;
         }
-        for (const [word] of this.hf.getPreTokenizer()!.preTokenizeString(part)) {
+        for (const word of this.preTokenize(part)) {
           for (const id of this.encodeWord(word, dropout, opts.rng)) ids.push(id);
         }
       }
@@ -401,6 +409,35 @@ export class TextTokenizer {
     }
     return ids;
   }
+}
+
+function fastNormalizer(node: Json | undefined): ((text: string) => string) | undefined {
+  if (node === null || node === undefined) return (text) => text;
+  if (isObject(node) && node.type === 'Lowercase') return lowercaseByChar;
+  return undefined;
+}
+
+function libraryNormalizer(hf: HfTokenizer): (text: string) => string {
+  const normalizer = hf.getNormalizer();
+  return normalizer === null ? (text) => text : (text) => normalizer.normalizeString(text);
+}
+
+/** The ByteLevel pre-tokenizer in JS (its serde defaults: add_prefix_space and use_regex true). */
+function fastPreTokenizer(node: Json | undefined): ((text: string) => string[]) | undefined {
+  if (!isObject(node) || node.type !== 'ByteLevel') return undefined;
+  const addPrefixSpace = node.add_prefix_space !== false;
+  const useRegex = node.use_regex !== false;
+  return (text) => {
+    if (text.length === 0) return [];
+    const spaced = addPrefixSpace && !text.startsWith(' ') ? ' ' + text : text;
+    const words = useRegex ? gpt2Split(spaced) : [spaced];
+    return words.map(toByteLevel);
+  };
+}
+
+function libraryPreTokenizer(hf: HfTokenizer): (text: string) => string[] {
+  const preTokenizer = hf.getPreTokenizer()!;
+  return (text) => preTokenizer.preTokenizeString(text).map(([word]) => word);
 }
 
 /** model.merges as [left, right] pairs: either "left right" strings (older files) or 2-element arrays. */
