@@ -10,6 +10,7 @@ import { runCommand } from '@oclif/test';
 import { Prior, plainResidual } from '../../src/core/models/prior';
 import { Philox, Tensor, randNormal, roundTo, tidy } from '../../src/core/tensor';
 import { HalfPrecision, priorResblocks } from '../../src/core/train/precision';
+import { readCheckpointOptimizer } from '../../src/core/train/checkpoint';
 import { PriorTrainer } from '../../src/core/train/prior-trainer';
 import { temporaryDir } from '../commands/helpers';
 import { makeCaptionedData, makeTinyDvae, readJsonLines, tinyPriorConfig, writeTinyPriorConfig } from './prior-helpers';
@@ -55,7 +56,7 @@ describe('precision: the prior in fp16', function () {
     const steps = 40;
     const sets = [`train.steps=${steps}`, 'train.lr=1e-2', 'train.warmup_steps=4', 'train.val_every=1000', 'train.checkpoint_every=1000'];
     const losses: Record<string, Line[]> = {};
-    for (const precision of ['fp32', 'fp16']) {
+    for (const precision of ['fp32', 'fp16', 'bf16']) {
       const out = path.join(work, `curve-${precision}`);
       await new PriorTrainer({ config: tinyPriorConfig(data, dvae, [...sets, `runtime.precision=${precision}`]), out }).run();
       losses[precision] = readJsonLines<Line>(path.join(out, 'metrics.jsonl')).filter((l) => l.loss !== undefined);
@@ -72,13 +73,19 @@ describe('precision: the prior in fp16', function () {
     // The tolerance: fp16's unit roundoff, 2^-11 = 4.9e-4 of the loss, at every update: fp16 training may change the
     // loss by no more than one fp16 rounding of the loss itself. Rounding each value the resblocks hold perturbs the
     // residual stream by ~2^-11 of the branch outputs, which are small next to the fp32 embeddings, so the measured
-    // difference is far below it (about 3e-5). One skipped or wrong update moves this run's loss by ~2% (it falls
+    // difference is far below it (3e-5 to 5e-5 with the bf16 Adam moments). One skipped or wrong update moves this run's loss by ~2% (it falls
     // 57% in 40 updates), 40x the tolerance: a broken fp16 path fails.
     const tol = 2 ** -11;
     assert.ok(maxRel < tol, `fp16 and fp32 losses differ by up to ${maxRel.toExponential(2)} > ${tol.toExponential(2)}`);
     assert.ok(drop > 40 * tol, `the loss falls by ${(100 * drop).toFixed(1)}% over the run`);
     assert.ok(maxRel > 0, 'fp16 really rounds (the curves differ)');
     assert.equal(losses.fp32[0].grad_scales, undefined, 'fp32 writes no scales');
+    // bf16 (8 bits of mantissa, no scaling): within its unit roundoff 2^-8 by the same argument.
+    const c = losses.bf16.map((l) => l.loss!);
+    const maxRelBf16 = Math.max(...a.map((v, i) => Math.abs(c[i] - v) / v));
+    console.log(`      bf16: max |bf16 - fp32| / fp32 ${maxRelBf16.toExponential(2)}`);
+    assert.ok(maxRelBf16 > 0 && maxRelBf16 < 2 ** -8, `bf16 differs by ${maxRelBf16}`);
+    assert.equal(losses.bf16[0].grad_scales, undefined, 'bf16 needs no scales');
     checkScaleLines(losses.fp16, 4);
     assert.equal(losses.fp16[steps - 1].skipped, 0, 'the tiny prior never overflows at these scales');
   });
@@ -121,6 +128,13 @@ describe('precision: the prior in fp16', function () {
     const state = JSON.parse(fs.readFileSync(path.join(part, 'checkpoints', 'step-6', 'state.json'), 'utf8'));
     assert.equal(state.metrics.precision.kind, 'fp16');
     assert.equal(state.metrics.precision.grad_scaler.scales.length, 4);
+    // Adam moments: bf16 values for the resblocks' weight matrices, fp32 for the rest.
+    const moments = readCheckpointOptimizer(path.join(part, 'checkpoints', 'step-6'));
+    const isBf16 = (a: Float32Array) => a.every((v) => roundTo('bf16', v) === v);
+    for (const name of ['blocks.0.attn.q.weight', 'blocks.1.mlp.proj.weight']) {
+      assert.ok(isBf16(moments.get(`${name}.m`)!) && isBf16(moments.get(`${name}.v`)!), name);
+    }
+    for (const name of ['image_head.weight', 'blocks.0.ln_1.weight', 'text_embedding.weight']) assert.ok(!isBf16(moments.get(`${name}.v`)!), name);
     assert.ok(Object.is(state.metrics.precision.grad_scaler.scales[0], want[5].grad_scales![0] * GROWTH), 'state.json has the scales after update 6');
   });
 

@@ -226,6 +226,7 @@ export class PriorTrainer {
     const precision = createPrecision(config.runtime.precision, { gradScale: t.grad_scale, workers: 1 });
     precision.attach(priorResblocks(model));
     model.residual = precision;
+    precision.attachOptimizer(named, optimizer.stateTensors()); // 16-bit Adam moments where it pays (fp16, bf16)
     try {
       const lrAt = warmupCosine(t.lr, t.lr_min, t.warmup_steps, t.steps);
       let aug = new Philox(config.runtime.seed).fork(AUG_STREAM_ID);

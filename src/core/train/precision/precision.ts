@@ -5,6 +5,7 @@
  *   const precision = createPrecision(config.runtime.precision, { gradScale: config.train.grad_scale });
  *   precision.attach(resblocks);           // the modules of each resblock, in order (prior: precision/prior.ts)
  *   model.residual = precision;            // the model's blocks compute x + f(x) as precision.resblock(r, x, f)
+ *   precision.attachOptimizer(model.namedParameters(), optimizer.stateTensors());
  *   ... loss, backward(loss);
  *   const finite = precision.unscaleGradients();   // before clipping: the gradients are in true units afterwards
  *   if (finite) optimizer.update(lr);
@@ -14,9 +15,10 @@
  * fp16 (the paper's scheme, Ramesh et al. 2021 Appendix B.2), emulated on the CPU exactly: every value the GPU would
  * hold in fp16 is rounded to fp16 (roundF16, ops/precision.ts), and its gradient too. Inside each resblock: the
  * weights of the linear layers (an fp16 copy of the fp32 master weight, made at each forward: the optimizer keeps
- * updating the fp32 parameter), their inputs and outputs, and so the gradients of all of these. In fp32: 1-D
+ * updating the fp32 parameter), their inputs and outputs, and so the gradients of all of these; and the Adam moments
+ * of those weight matrices, in bf16 (attachOptimizer; fp16's range cannot hold second moments). In fp32: 1-D
  * parameters (layer-norm gains and biases, linear biases), the embeddings and the unembedding (everything outside the
- * resblocks), the residual stream and its gradient, the Adam moments and master weights.
+ * resblocks) with their moments, the residual stream and its gradient, and the master weights.
  * Each resblock r has its own gradient scale s_r (grad-scaler.ts): the resblock computes x + enter(f(leave(x))), whose
  * backward multiplies the gradient entering the resblock by s_r and divides the gradient leaving it by s_r, setting
  * Inf/NaN there to zero (so an overflow in one resblock stays in it) and flagging the resblock. The gradients of the
@@ -30,6 +32,7 @@
 import { Module } from '../../nn/module';
 import { Linear } from '../../nn/layers';
 import { add, gradScaleEnter, gradScaleLeave, matmul, reshape, roundFloat, scaleFilterInPlace } from '../../ops';
+import { native } from '../../native';
 import { Tensor } from '../../tensor';
 import { GradScaleRules, GradScaler, GradScalerState, PAPER_GRAD_SCALE } from './grad-scaler';
 
@@ -56,6 +59,11 @@ export interface Precision extends ResidualHook {
   readonly kind: PrecisionKind;
   /** The modules of each resblock (index r = the r passed to resblock()); call once, before training. */
   attach(resblocks: ReadonlyArray<readonly Module[]>): void;
+  /**
+   * The optimizer's state (AdamW.stateTensors()) and the model's named parameters: fp16/bf16 keep the Adam moments
+   * of the resblocks' weight matrices in 16 bits (bf16, rounded after each update); fp32 ignores it.
+   */
+  attachOptimizer(named: ReadonlyArray<readonly [string, Tensor]>, state: ReadonlyMap<string, Tensor>): void;
   /** Restores the modules attach() changed (tests reuse a model in another precision). */
   detach(): void;
   /**
@@ -91,6 +99,7 @@ export class Fp32Precision implements Precision {
     return plainResidual.resblock(r, x, f);
   }
   attach(): void {}
+  attachOptimizer(): void {}
   detach(): void {}
   unscaleGradients(): boolean {
     return true;
@@ -104,6 +113,14 @@ export class Fp32Precision implements Precision {
   }
   /** A run may resume in another precision (fp16 -> fp32 to debug, say): saved scales are then not used. */
   load(): void {}
+}
+
+/** Rounds an f32 tensor's values to `dtype` in place (through a 16-bit copy). */
+function roundInPlace(t: Tensor, dtype: 'f16' | 'bf16'): void {
+  const half = Tensor.empty(t.shape, dtype);
+  native.cast(half.address, dtype, t.address, 'f32', t.size);
+  native.cast(t.address, 'f32', half.address, dtype, t.size);
+  half.dispose();
 }
 
 /** Every Linear in these modules (walking their fields and children), each once. */
@@ -139,6 +156,8 @@ export class HalfPrecision implements Precision {
   private lastScales: number[] = [];
   private params: Tensor[][] = [];
   private readonly patched = new Map<Linear, Linear['forward']>();
+  /** Adam moments kept in 16 bits (bf16): those of the resblocks' weight matrices. */
+  private moments: Tensor[] = [];
 
   constructor(kind: 'fp16' | 'bf16', options: PrecisionOptions = {}) {
     this.kind = kind;
@@ -195,9 +214,23 @@ export class HalfPrecision implements Precision {
     if (this.kind === 'fp16') this.scalerRef = new GradScaler(this.perResblock ? resblocks.length : 1, this.rules, this.workers);
   }
 
+  attachOptimizer(named: ReadonlyArray<readonly [string, Tensor]>, state: ReadonlyMap<string, Tensor>): void {
+    const matrices = new Set([...this.patched.keys()].map((lin) => lin.weight));
+    this.moments = [];
+    for (const [name, t] of named) {
+      if (!matrices.has(t)) continue;
+      for (const key of [`${name}.m`, `${name}.v`]) {
+        const m = state.get(key);
+        if (!m) throw new Error(`dalle: ${this.kind} precision: the optimizer has no '${key}'`);
+        this.moments.push(m);
+      }
+    }
+  }
+
   detach(): void {
     for (const [lin, original] of this.patched) lin.forward = original;
     this.patched.clear();
+    this.moments = [];
     this.params = [];
     this.scalerRef = null;
   }
@@ -227,6 +260,10 @@ export class HalfPrecision implements Precision {
   }
 
   endStep(): void {
+    // The moments in 16 bits: bf16, fp32's range, because fp16 cannot hold v = g^2 (a gradient of 1e-4 gives 1e-8,
+    // below fp16's smallest subnormal 6e-8) nor small first moments. Rounded after the update, as a GPU storing them
+    // in bf16 would. (Rounding unchanged moments of a skipped update is a no-op: they are already bf16 values.)
+    for (const m of this.moments) roundInPlace(m, 'bf16');
     if (this.kind !== 'fp16') return;
     this.lastScales = [...this.scaler.scales];
     this.scaler.endStep();
