@@ -1,6 +1,7 @@
 import { Flags } from '@oclif/core';
 import { BaseCommand } from '../cli/base-command';
-import { AnyConfig, CONFIG_KINDS, formatConfigYaml, resolveAnyConfig } from '../core/config';
+import { AnyConfig, CONFIG_KINDS, formatConfigYaml, PriorConfig, resolveAnyConfig } from '../core/config';
+import { priorParameterCount, priorTrainingMemory } from '../core/models/prior/size';
 
 export default class ConfigCommand extends BaseCommand<typeof ConfigCommand> {
   static override summary = 'Print the fully resolved config; run it before a long job.';
@@ -47,6 +48,21 @@ export default class ConfigCommand extends BaseCommand<typeof ConfigCommand> {
       sets: this.configOverrides(),
     });
     this.log(formatConfigYaml(schema, config, { sources }).trimEnd());
+    if (config.kind === 'prior') this.log(priorSizeComment(config as PriorConfig));
     return config;
   }
+}
+
+const GIB = 1024 ** 3;
+
+/** YAML comment lines (the output stays valid YAML): the prior's parameter count and training memory estimate. */
+function priorSizeComment(config: PriorConfig): string {
+  const params = priorParameterCount(config.model);
+  const mem = priorTrainingMemory(config.model, config.train.batch_size);
+  const gib = (b: number) => `${(b / GIB).toFixed(b < 10 * GIB ? 2 : 0)} GiB`;
+  return [
+    `# parameters: ${params.toLocaleString('en-US')}`,
+    `# training memory (fp32, batch ${config.train.batch_size}, estimate): ${gib(mem.totalBytes)} = ` +
+      `${gib(mem.stateBytes)} weights, gradients and AdamW moments + ${gib(mem.activationBytes)} activations`,
+  ].join('\n');
 }

@@ -12,6 +12,7 @@ import { MaskKind, MaskSpec, denseMask } from './masks';
  */
 export class PriorMasks {
   private readonly dense = new Map<MaskKind, Tensor>();
+  private readonly corners = new Map<string, Tensor>();
 
   constructor(
     readonly textLen: number,
@@ -33,9 +34,28 @@ export class PriorMasks {
     return m;
   }
 
+  /**
+   * The contiguous (T, T) top-left corner of a kind's mask, kept: a training forward runs T = L + N - 1 positions
+   * every step, and a strided corner would be copied by the attention op each time.
+   */
+  prefix(kind: MaskKind, T: number): Tensor {
+    const full = this.full(kind);
+    if (T === full.shape[0]) return full;
+    const key = `${kind}:${T}`;
+    let m = this.corners.get(key);
+    if (!m) {
+      const view = slice(full, [[0, T], [0, T]]);
+      m = keep(view.copyContiguousRaw());
+      view.dispose();
+      this.corners.set(key, m);
+    }
+    return m;
+  }
+
   dispose(): void {
-    for (const m of this.dense.values()) m.dispose();
+    for (const m of [...this.dense.values(), ...this.corners.values()]) m.dispose();
     this.dense.clear();
+    this.corners.clear();
   }
 }
 
@@ -44,10 +64,7 @@ export class PriorMasks {
  * place) -> (B, H, T, D). Switching to the native sparse kernel: `return sparseAttention(q, k, v, masks.spec(kind))`.
  */
 export function priorSelfAttention(q: Tensor, k: Tensor, v: Tensor, masks: PriorMasks, kind: MaskKind): Tensor {
-  const T = q.shape[2];
-  const full = masks.full(kind);
-  const mask = T === full.shape[0] ? full : slice(full, [[0, T], [0, T]]);
-  return attention(q, k, v, mask);
+  return attention(q, k, v, masks.prefix(kind, q.shape[2]));
 }
 
 /**

@@ -30,6 +30,7 @@ import { Philox, Tensor, keep, noGrad, shapeStr, tidy } from '../../tensor';
 import type { PriorConfig } from '../../config/schemas/prior';
 import { PriorMasks, priorCachedAttention, priorSelfAttention } from './attention';
 import { MaskKind, layerMaskKind } from './masks';
+export { priorParameterCount, priorTrainingMemory } from './size';
 
 export type PriorArch = PriorConfig['model'];
 
@@ -409,15 +410,4 @@ class BlockList extends Module {
   add<M extends Module>(name: string, m: M): M {
     return this.addModule(name, m);
   }
-}
-
-/** Parameters of a prior with this architecture, without building it. */
-export function priorParameterCount(m: PriorArch): number {
-  const C = m.n_heads * m.head_dim;
-  const L = m.text_len;
-  const G = m.image_grid;
-  const embeddings = (m.text_vocab + L) * C + L * C + m.image_vocab * C + 2 * G * C;
-  const block = 2 * 2 * C + 4 * (C * C + C) + (C * 4 * C + 4 * C) + (4 * C * C + C);
-  const heads = 2 * C + (C * (m.text_vocab + L) + m.text_vocab + L) + (C * m.image_vocab + m.image_vocab);
-  return embeddings + m.n_layers * block + heads;
 }
