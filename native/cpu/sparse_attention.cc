@@ -13,8 +13,10 @@
 //   row:    blocks of 32 image positions [a0, a1); segments: the text, the band [a0 - W, a1).
 //   column: blocks of 32 rows of one image column (stride W); segments: the text, the column's rows [0, r1)
 //           (stride W): the paper's "transposed image states" without transposing anything.
-//   conv:   blocks of 16 columns of one image row r; segments: the text, and for each row r' in [r - h, r] the
+//   conv:   blocks of 32 columns of one image row r; segments: the text, and for each row r' in [r - h, r] the
 //           columns [c0 - h, c1 + h) (row r: [c0 - h, c1)).
+// Consecutive segments that form one strided range of keys (the conv rows when a block spans the whole image row;
+// the text and the first image keys) are one "run", computed by one GEMM.
 // Within a segment the keys one query may see form one contiguous run of elements (seg_interval), so masking is
 // zeroing outside one interval per segment and the softmax runs over the intervals only.
 // The forward runs (b, h, query block) tasks: S = scale q k^T per segment into a (rows, width) tile, softmax over the
@@ -47,10 +49,11 @@ namespace {
 
 enum MaskKind { kRow = 0, kColumn = 1, kConv = 2 };
 
-constexpr int64_t kTextBlock = 64;    // text queries a block
-constexpr int64_t kRowBlock = 32;     // row mask: image positions a block
-constexpr int64_t kColumnBlock = 32;  // column mask: rows of one column a block
-constexpr int64_t kConvBlock = 16;    // conv mask: columns of one row a block
+// Query block sizes (tunable for benchmarks through sparseAttentionSetBlocks; results do not depend on them).
+int64_t kTextBlock = 64;    // text queries a block
+int64_t kRowBlock = 32;     // row mask: image positions a block
+int64_t kColumnBlock = 32;  // column mask: rows of one column a block
+int64_t kConvBlock = 32;    // conv mask: columns of one row a block
 constexpr int64_t kKeyGroup = 64;     // backward phase 2: keys a task (contiguous groups)
 constexpr int64_t kWorkspaceBytes = int64_t(64) << 20;  // backward: P and dS of this many bytes of heads at once
 
@@ -63,14 +66,20 @@ struct MaskSpec {
 struct Seg {
   int64_t start, n, stride, off;
 };
+// A run: consecutive segments of a block that are one strided range of keys (and adjacent in the tile), computed by
+// one GEMM (e.g. the conv mask's rows r - h .. r when a block spans the whole image row).
+struct Run {
+  int64_t start, n, stride, off;
+};
 struct QBlock {
   int64_t start, n, stride;  // query positions
   int64_t seg0, seg1;        // segments [seg0, seg1) of Plan::segs
+  int64_t run0, run1;        // runs [run0, run1) of Plan::runs
   int64_t width;             // tile width: sum of the segments' n
   int64_t ws_off;            // offset of the (n, width) tile in a head's backward workspace
 };
-struct Piece {  // segment `seg` of block `block`, elements [e0, e1), inside one key group
-  int64_t block, seg, e0, e1;
+struct Piece {  // run `run` of block `block`, elements [e0, e1), inside one key group
+  int64_t block, run, e0, e1;
 };
 struct KGroup {
   int64_t start, n, stride;  // key positions
@@ -81,6 +90,7 @@ struct Plan {
   MaskSpec spec;
   std::vector<QBlock> blocks;
   std::vector<Seg> segs;
+  std::vector<Run> runs;
   std::vector<KGroup> groups;
   std::vector<Piece> pieces;
   int64_t ws = 0;         // floats of all tiles of one head
@@ -91,13 +101,20 @@ struct Plan {
 
 void add_block(Plan& p, int64_t start, int64_t n, int64_t stride, const std::vector<Seg>& segs) {
   if (n <= 0) return;
-  QBlock b{start, n, stride, (int64_t)p.segs.size(), 0, 0, p.ws};
+  QBlock b{start, n, stride, (int64_t)p.segs.size(), 0, (int64_t)p.runs.size(), 0, 0, p.ws};
   for (const Seg& s : segs) {
     if (s.n <= 0) continue;
     p.segs.push_back({s.start, s.n, s.stride, b.width});
+    Run* last = p.runs.size() > (size_t)b.run0 ? &p.runs.back() : nullptr;
+    if (last && last->stride == s.stride && last->start + last->n * last->stride == s.start) {
+      last->n += s.n;
+    } else {
+      p.runs.push_back({s.start, s.n, s.stride, b.width});
+    }
     b.width += s.n;
   }
   b.seg1 = (int64_t)p.segs.size();
+  b.run1 = (int64_t)p.runs.size();
   p.ws += n * b.width;
   p.computed += n * b.width;
   if (n * b.width > p.max_tile) p.max_tile = n * b.width;
@@ -153,8 +170,8 @@ Plan make_plan(const MaskSpec& sp) {
     const int64_t g_last = g.start + (g.n - 1) * g.stride;
     for (int64_t bi = 0; bi < (int64_t)p.blocks.size(); bi++) {
       const QBlock& b = p.blocks[bi];
-      for (int64_t si = b.seg0; si < b.seg1; si++) {
-        const Seg& s = p.segs[si];
+      for (int64_t si = b.run0; si < b.run1; si++) {
+        const Run& s = p.runs[si];
         const int64_t s_last = s.start + (s.n - 1) * s.stride;
         if (s_last < g.start || g_last < s.start) continue;  // disjoint spans
         if (s.stride == g.stride && (s.start - g.start) % s.stride != 0) continue;  // other image columns
@@ -288,9 +305,11 @@ Napi::Value SparseAttentionForward(const Napi::CallbackInfo& info) {
       const float* vb = v + b * vs.b + h * vs.h;
       float* ob = out + (bh * T + blk.start) * Dv;
       float* lb = lse + bh * T;
-      for (int64_t s = 0; s < ns; s++)
-        sgemm(false, true, R, segs[s].n, D, G.scale, qb, blk.stride * qs.t, kb + segs[s].start * ks.t,
-              segs[s].stride * ks.t, 0.0f, S + segs[s].off, Wt);
+      const Run* runs = plan.runs.data() + blk.run0;
+      const int64_t nr = blk.run1 - blk.run0;
+      for (int64_t u = 0; u < nr; u++)
+        sgemm(false, true, R, runs[u].n, D, G.scale, qb, blk.stride * qs.t, kb + runs[u].start * ks.t,
+              runs[u].stride * ks.t, 0.0f, S + runs[u].off, Wt);
       for (int64_t r = 0; r < R; r++) {
         const int64_t i = blk.start + r * blk.stride;
         float* row = S + r * Wt;
@@ -319,9 +338,9 @@ Napi::Value SparseAttentionForward(const Napi::CallbackInfo& info) {
         lb[i] = m + std::log(sum);
       }
       if (ns == 0) zero_rows(ob, R, blk.stride * Dv, Dv);
-      for (int64_t s = 0; s < ns; s++)
-        sgemm(false, false, R, Dv, segs[s].n, 1.0f, S + segs[s].off, Wt, vb + segs[s].start * vs.t,
-              segs[s].stride * vs.t, s == 0 ? 0.0f : 1.0f, ob, blk.stride * Dv);
+      for (int64_t u = 0; u < nr; u++)
+        sgemm(false, false, R, Dv, runs[u].n, 1.0f, S + runs[u].off, Wt, vb + runs[u].start * vs.t,
+              runs[u].stride * vs.t, u == 0 ? 0.0f : 1.0f, ob, blk.stride * Dv);
     }
     cache_free(mem, ws_bytes);
   });
@@ -386,11 +405,13 @@ Napi::Value SparseAttentionBackward(const Napi::CallbackInfo& info) {
         const float* kb = k + b * ks.b + h * ks.h;
         const float* vb = v + b * vs.b + h * vs.h;
         const float* lb = lse + bh * T;
-        for (int64_t s = 0; s < ns; s++) {
-          sgemm(false, true, R, segs[s].n, D, G.scale, qb, blk.stride * qs.t, kb + segs[s].start * ks.t,
-                segs[s].stride * ks.t, 0.0f, P + segs[s].off, Wt);
-          sgemm(false, true, R, segs[s].n, Dv, 1.0f, ob, blk.stride * os.t, vb + segs[s].start * vs.t,
-                segs[s].stride * vs.t, 0.0f, dS + segs[s].off, Wt);
+        const Run* runs = plan.runs.data() + blk.run0;
+        const int64_t nr = blk.run1 - blk.run0;
+        for (int64_t u = 0; u < nr; u++) {
+          sgemm(false, true, R, runs[u].n, D, G.scale, qb, blk.stride * qs.t, kb + runs[u].start * ks.t,
+                runs[u].stride * ks.t, 0.0f, P + runs[u].off, Wt);
+          sgemm(false, true, R, runs[u].n, Dv, 1.0f, ob, blk.stride * os.t, vb + runs[u].start * vs.t,
+                runs[u].stride * vs.t, 0.0f, dS + runs[u].off, Wt);
         }
         for (int64_t r = 0; r < R; r++) {
           const int64_t i = blk.start + r * blk.stride;
@@ -421,9 +442,9 @@ Napi::Value SparseAttentionBackward(const Napi::CallbackInfo& info) {
         if (dq) {
           float* dqb = dq + (bh * T + blk.start) * D;
           if (ns == 0) zero_rows(dqb, R, blk.stride * D, D);
-          for (int64_t s = 0; s < ns; s++)
-            sgemm(false, false, R, D, segs[s].n, G.scale, dS + segs[s].off, Wt, kb + segs[s].start * ks.t,
-                  segs[s].stride * ks.t, s == 0 ? 0.0f : 1.0f, dqb, blk.stride * D);
+          for (int64_t u = 0; u < nr; u++)
+            sgemm(false, false, R, D, runs[u].n, G.scale, dS + runs[u].off, Wt, kb + runs[u].start * ks.t,
+                  runs[u].stride * ks.t, u == 0 ? 0.0f : 1.0f, dqb, blk.stride * D);
         }
       }
       cache_free(lo, iv_bytes);
@@ -443,7 +464,7 @@ Napi::Value SparseAttentionBackward(const Napi::CallbackInfo& info) {
         for (int64_t pi = grp.p0; pi < grp.p1; pi++) {
           const Piece& pc = plan.pieces[pi];
           const QBlock& blk = plan.blocks[pc.block];
-          const Seg& s = plan.segs[pc.seg];
+          const Run& s = plan.runs[pc.run];
           const int64_t M = pc.e1 - pc.e0, first = s.start + pc.e0 * s.stride;
           const float* P = Ph + blk.ws_off + s.off + pc.e0;
           const float* dS = P + per_head / 2;
@@ -490,16 +511,23 @@ Napi::Value SparseAttentionPlan(const Napi::CallbackInfo& info) {
     for (int64_t pi = grp.p0; pi < grp.p1; pi++) {
       const Piece& pc = plan.pieces[pi];
       const QBlock& blk = plan.blocks[pc.block];
-      const Seg& g = plan.segs[pc.seg];
+      const Run& u = plan.runs[pc.run];
       for (int64_t r = 0; r < blk.n; r++) {
         const int64_t i = blk.start + r * blk.stride;
-        int64_t lo, hi;
-        seg_interval(sp, i, g, &lo, &hi);
-        for (int64_t e = max64(lo, pc.e0); e < min64(hi, pc.e1); e++) {
-          const int64_t j = g.start + e * g.stride;
-          // The piece's key must lie in its group.
-          const int64_t d = j - grp.start;
-          if (d >= 0 && d % grp.stride == 0 && d / grp.stride < grp.n) bwd[i * T + j]++;
+        for (int64_t e = pc.e0; e < pc.e1; e++) {
+          const int64_t j = u.start + e * u.stride, col = u.off + e;  // key and tile column
+          // The segment holding that tile column must hold that key and allow it for query i.
+          for (int64_t si = blk.seg0; si < blk.seg1; si++) {
+            const Seg& g = plan.segs[si];
+            if (col < g.off || col >= g.off + g.n) continue;
+            int64_t lo, hi;
+            seg_interval(sp, i, g, &lo, &hi);
+            const int64_t eg = col - g.off, d = j - grp.start;
+            // The piece's key must lie in its group.
+            if (g.start + eg * g.stride == j && eg >= lo && eg < hi && d >= 0 && d % grp.stride == 0 &&
+                d / grp.stride < grp.n)
+              bwd[i * T + j]++;
+          }
         }
       }
     }
@@ -510,7 +538,23 @@ Napi::Value SparseAttentionPlan(const Napi::CallbackInfo& info) {
   return res;
 }
 
+// sparseAttentionSetBlocks(text, row, column, conv): query block sizes (0 = keep), for tuning in benchmarks. Returns
+// the sizes in effect as [text, row, column, conv]. Not thread-safe against a running kernel: call between calls.
+Napi::Value SparseAttentionSetBlocks(const Napi::CallbackInfo& info) {
+  const char* op = "sparseAttentionSetBlocks";
+  int64_t* sizes[4] = {&kTextBlock, &kRowBlock, &kColumnBlock, &kConvBlock};
+  for (int i = 0; i < 4; i++) {
+    const int64_t v = arg_i64(info, i, op);
+    DALLE_CHECK(v >= 0 && v <= 4096, op, "block size %lld is outside 0..4096", (long long)v);
+    if (v > 0) *sizes[i] = v;
+  }
+  Napi::Array out = Napi::Array::New(info.Env(), 4);
+  for (int i = 0; i < 4; i++) out.Set((uint32_t)i, Napi::Number::New(info.Env(), (double)*sizes[i]));
+  return out;
+}
+
 DALLE_EXPORT("sparseAttentionForward", SparseAttentionForward);
+DALLE_EXPORT("sparseAttentionSetBlocks", SparseAttentionSetBlocks);
 DALLE_EXPORT("sparseAttentionBackward", SparseAttentionBackward);
 DALLE_EXPORT("sparseAttentionPlan", SparseAttentionPlan);
 
