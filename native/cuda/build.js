@@ -156,6 +156,7 @@ async function main() {
   const common = ['-std=c++17', '-O3', '-fPIC', '-DNAPI_VERSION=8', '-DNAPI_CPP_EXCEPTIONS', '-DNODE_ADDON_API_DISABLE_DEPRECATED'];
   const objs = [];
   const jobs = [];
+  const reused = [];
   const headerText = HEADERS.map((h) => fs.readFileSync(path.join(here, h), 'utf8')).join('\0');
   const nvccVersion = execFileSync(nvcc, ['--version']).toString();
   // Objects are cached by content (sources, headers, compiler, flags) outside build/, which `node-gyp rebuild` wipes:
@@ -167,7 +168,10 @@ async function main() {
     const o = path.join(cacheDir, `${f.replace(/\.(cu|cc)$/, '')}-${hash}.o`);
     objs.push(o);
     jobs.push(async () => {
-      if (await waitForOther(o)) return;
+      if (await waitForOther(o)) {
+        reused.push(f);
+        return;
+      }
       const lock = `${o}.lock`;
       fs.writeFileSync(lock, String(process.pid));
       try {
@@ -193,11 +197,11 @@ async function main() {
   fs.renameSync(tmp, target);
   const seconds = Math.round((Date.now() - started) / 100) / 10;
   const version = nvccVersion.trim().split('\n').pop();
-  writeReport({ built: true, reason: '', nvcc, nvccVersion: version, arch: arches, seconds });
-  console.log(`dalle: CUDA addon built in ${seconds} s: ${target}`);
+  writeReport({ built: true, reason: '', nvcc, nvccVersion: version, arch: arches, seconds, reusedObjects: reused });
+  console.log(`dalle: CUDA addon built in ${seconds} s${reused.length ? ` (cached objects: ${reused.join(', ')})` : ''}: ${target}`);
 }
 
 main().catch((err) => {
-  console.error(`dalle: building the CUDA addon failed: ${err.message}`);
+  console.error(`dalle: building the CUDA addon failed: ${err.message}\n(DALLE_CUDA=0 npm run install skips the CUDA addon)`);
   process.exit(1);
 });
