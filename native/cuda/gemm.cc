@@ -46,6 +46,7 @@ constexpr int kDescTransA = 3, kDescTransB = 4;
 constexpr int kLayoutBatchCount = 5, kLayoutStridedBatchOffset = 6;
 // cublasLtMatmulPreferenceAttributes_t
 constexpr int kPrefMaxWorkspaceBytes = 1;
+constexpr int kPrefMinAlignA = 5, kPrefMinAlignB = 6, kPrefMinAlignC = 7, kPrefMinAlignD = 8;
 // cublasOperation_t
 constexpr int32_t kOpN = 0, kOpT = 1;
 
@@ -156,6 +157,14 @@ std::string layout(MatrixLayout* out, cudaDataType_t t, int64_t rows, int64_t co
   return status("layout batch stride", api.layoutSetAttribute(*out, kLayoutStridedBatchOffset, &stride, sizeof(stride)));
 }
 
+// The alignment (bytes, a power of two <= 256) every matrix of a batch keeps: the heuristic assumes 256 unless told,
+// and would pick kernels that fault or refuse on offset sub-matrices (e.g. one image of a batch with odd sizes).
+uint32_t alignment(const void* p, int64_t ld, int64_t stride, int64_t batch, int64_t es) {
+  uint64_t bits = (uint64_t)(uintptr_t)p | (uint64_t)(ld * es) | 256u;
+  if (batch > 1) bits |= (uint64_t)(stride * es);
+  return (uint32_t)(bits & (~bits + 1));  // lowest set bit
+}
+
 }  // namespace lt
 
 std::string cublaslt_load() {
@@ -211,6 +220,14 @@ std::string gemm(DType dt, bool trans_a, bool trans_b, int64_t M, int64_t N, int
   const uint64_t wsb = kWorkspace;
   e = status("set workspace", api.prefSetAttribute(d.pref, kPrefMaxWorkspaceBytes, &wsb, sizeof(wsb)));
   if (!e.empty()) return e;
+  const int64_t es = dtype_bytes(dt);
+  const uint32_t al_a = alignment(Bm, ldb, stride_b, batch, es), al_b = alignment(A, lda, stride_a, batch, es);
+  const uint32_t al_c = alignment(C, ldc, stride_c, batch, es);
+  e = status("set alignment A", api.prefSetAttribute(d.pref, kPrefMinAlignA, &al_a, sizeof(al_a)));
+  if (e.empty()) e = status("set alignment B", api.prefSetAttribute(d.pref, kPrefMinAlignB, &al_b, sizeof(al_b)));
+  if (e.empty()) e = status("set alignment C", api.prefSetAttribute(d.pref, kPrefMinAlignC, &al_c, sizeof(al_c)));
+  if (e.empty()) e = status("set alignment D", api.prefSetAttribute(d.pref, kPrefMinAlignD, &al_c, sizeof(al_c)));
+  if (!e.empty()) return e;
   HeuristicResult res;
   std::memset(&res, 0, sizeof(res));
   int found = 0;
@@ -234,6 +251,10 @@ static_assert(dalle::cuda::lt::kDescTransB == CUBLASLT_MATMUL_DESC_TRANSB, "cubl
 static_assert(dalle::cuda::lt::kLayoutBatchCount == CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, "layout attribute");
 static_assert(dalle::cuda::lt::kLayoutStridedBatchOffset == CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, "layout");
 static_assert(dalle::cuda::lt::kPrefMaxWorkspaceBytes == CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, "preference");
+static_assert(dalle::cuda::lt::kPrefMinAlignA == CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, "preference");
+static_assert(dalle::cuda::lt::kPrefMinAlignB == CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, "preference");
+static_assert(dalle::cuda::lt::kPrefMinAlignC == CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, "preference");
+static_assert(dalle::cuda::lt::kPrefMinAlignD == CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, "preference");
 static_assert(dalle::cuda::lt::kOpN == CUBLAS_OP_N && dalle::cuda::lt::kOpT == CUBLAS_OP_T, "cublasOperation_t");
 static_assert(sizeof(dalle::cuda::lt::Algo) == sizeof(cublasLtMatmulAlgo_t), "cublasLtMatmulAlgo_t");
 static_assert(sizeof(dalle::cuda::lt::HeuristicResult) == sizeof(cublasLtMatmulHeuristicResult_t), "heuristic result");
