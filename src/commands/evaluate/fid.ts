@@ -1,6 +1,6 @@
 import { Flags } from '@oclif/core';
 import { BaseCommand } from '../../cli/base-command';
-import { dvaeConfig } from '../../core/config';
+import { RuntimeConfig, dvaeConfig } from '../../core/config';
 import { CoreEmitter, EventSink } from '../../core/events';
 import type { FeatureExtractor } from '../../core/eval/features';
 import type { ImageMetric, MetricReport } from '../../core/eval/report';
@@ -8,8 +8,13 @@ import type { ImageMetric, MetricReport } from '../../core/eval/report';
 /** Flags every feature metric shares (fid, kid, is); the other two commands import them from here. */
 export const featureFlags = {
   model: Flags.string({
-    summary: 'An image model in ONNX format (e.g. Inception v3) to take features from; default: dalle\'s CLIP image tower.',
+    summary: 'An image model in ONNX format (e.g. Inception v3) to take features from, instead of a dalle CLIP.',
     helpValue: 'FILE.onnx',
+    exclusive: ['clip'],
+  }),
+  clip: Flags.string({
+    summary: 'Take the features from the image tower of this dalle CLIP run (`dalle train-clip`): the default extractor.',
+    helpValue: 'RUN',
   }),
   'input-size': Flags.integer({ summary: 'Side of the model\'s input images (read from the model when it is fixed).', min: 1, helpValue: 'PX' }),
   'features-output': Flags.string({ summary: 'The model output holding the feature vectors (default: its first output).', helpValue: 'NAME' }),
@@ -30,6 +35,7 @@ export const featureFlags = {
 
 export interface FeatureFlagValues {
   model?: string;
+  clip?: string;
   'input-size'?: number;
   'features-output'?: string;
   'logits-output'?: string;
@@ -42,13 +48,20 @@ export interface FeatureFlagValues {
 }
 
 /** Opens the feature extractor the flags name. */
-export async function openExtractor(flags: FeatureFlagValues, threads: number): Promise<FeatureExtractor> {
+export async function openExtractor(flags: FeatureFlagValues, runtime: RuntimeConfig): Promise<FeatureExtractor> {
   const { DataError } = await import('../../core/data/errors');
   if (flags.model === undefined) {
-    throw new DataError(
-      'no feature model: dalle\'s own CLIP image tower is not available in this build',
-      'give an image model in ONNX format with --model FILE.onnx (e.g. Inception v3 exported to ONNX, with --input-size 299 --normalize symmetric)',
-    );
+    if (flags.clip === undefined) {
+      throw new DataError(
+        'no feature model: give dalle\'s own CLIP (--clip RUN, a `dalle train-clip` run) or an image model in ONNX format (--model FILE.onnx)',
+        'train one with `dalle train-clip --data DIR --out RUN` and pass --clip RUN, or pass --model FILE.onnx (e.g. Inception v3 exported to ONNX, with --input-size 299 --normalize symmetric)',
+      );
+    }
+    const { applyRuntime } = await import('../../core/runtime');
+    const { loadClip } = await import('../../core/models/clip/train');
+    const { ClipImageFeatures } = await import('../../core/models/clip/evaluate');
+    applyRuntime(runtime);
+    return new ClipImageFeatures(loadClip(flags.clip));
   }
   const { OnnxFeatureModel } = await import('../../core/eval/features');
   return OnnxFeatureModel.open(flags.model, {
@@ -57,7 +70,7 @@ export async function openExtractor(flags: FeatureFlagValues, threads: number): 
     logitsOutput: flags['logits-output'],
     outputsProbabilities: flags.probabilities,
     normalize: flags.normalize,
-    threads,
+    threads: runtime.threads,
   });
 }
 
@@ -66,7 +79,7 @@ export async function runMetricCommand(
   command: { log(line: string): void },
   metric: ImageMetric,
   flags: FeatureFlagValues & { real?: string; fake: string; subsets?: number; 'subset-size'?: number; splits?: number },
-  runtime: { threads: number; seed: number },
+  runtime: RuntimeConfig,
   events: EventSink,
 ): Promise<MetricReport & { files?: { json: string; html: string } }> {
   const { parseBlurRadii } = await import('../../core/eval/blur');
@@ -78,7 +91,7 @@ export async function runMetricCommand(
   } catch (error) {
     throw new DataError((error as Error).message.replace(/^dalle: /, ''), 'give radii >= 0.3 (or 0 for none) separated by commas, e.g. --blur 0,1,2,4,8');
   }
-  const extractor = await openExtractor(flags, runtime.threads);
+  const extractor = await openExtractor(flags, runtime);
   try {
     const report = await runImageMetric({
       metric,

@@ -1,0 +1,135 @@
+/**
+ * What a trained CLIP measures: the CLIP score of image + caption pairs, text <-> image retrieval within pools of
+ * pairs, and its image tower as the feature extractor of FID / KID (the default when no ONNX model is given).
+ *
+ * CLIP score (Hessel et al., 2021, as torchmetrics computes it): 100 * max(cos(image, caption), 0), averaged over the
+ * pairs. Retrieval: the pairs are cut into consecutive pools of `pool` (a last, smaller pool is left out); within a
+ * pool each caption ranks the pool's images by cosine similarity (text -> image), and each image the captions (image ->
+ * text); top-1 accuracy is the fraction whose own partner comes first. Key: N = pairs, E = embedding size.
+ */
+import { openDataSource } from '../../data';
+import { DataError, SkipError } from '../../data/errors';
+import { DEFAULT_MAX_INPUT_PIXELS, decodeImage, rgbToChw } from '../../data/image';
+import { SkipReport, SkipSummary } from '../../data/skips';
+import { EventSink, silentSink } from '../../events';
+import type { FeatureExtractor } from '../../eval/features';
+import { LoadedClip, embedImages, embedTexts } from './train';
+
+/** The CLIP image tower as a feature extractor: L2-normalised image embeddings (E values per image). */
+export class ClipImageFeatures implements FeatureExtractor {
+  readonly name: string;
+  readonly inputSize: number;
+  readonly maxBatch = 256;
+
+  constructor(private readonly clip: LoadedClip) {
+    this.name = `dalle-clip:${clip.runDir} (step ${clip.step})`;
+    this.inputSize = clip.model.arch.resolution;
+  }
+
+  outputName(): string {
+    return 'image_embedding';
+  }
+
+  async features(pixels: Float32Array, count: number): Promise<{ data: Float32Array; dim: number }> {
+    return { data: embedImages(this.clip.model, pixels, count), dim: this.clip.model.arch.embed };
+  }
+
+  async dispose(): Promise<void> {
+    this.clip.model.dispose();
+  }
+}
+
+export interface ClipScoreResult {
+  readonly pairs: number;
+  /** Mean of 100 * max(cos, 0). */
+  readonly clipScore: number;
+  readonly pool: number;
+  readonly pools: number;
+  /** Top-1 accuracies within pools; NaN when there are fewer pairs than one pool. */
+  readonly textToImageTop1: number;
+  readonly imageToTextTop1: number;
+  readonly skipped: SkipSummary;
+}
+
+/** Reads the (first caption, image) pairs of a data set and measures them. */
+export async function clipScore(
+  clip: LoadedClip,
+  dataPath: string,
+  options: { limit?: number; pool?: number; batchSize?: number; events?: EventSink } = {},
+): Promise<ClipScoreResult> {
+  const events = options.events ?? silentSink;
+  const source = await openDataSource(dataPath, { requireCaptions: true });
+  const skipped = new SkipReport();
+  skipped.merge(source.skipped);
+  const records = options.limit ? source.records.slice(0, options.limit) : source.records;
+  const R = clip.model.arch.resolution;
+  const E = clip.model.arch.embed;
+  const batchSize = options.batchSize ?? 64;
+  const captions: string[] = [];
+  const images: Float32Array[] = [];
+  for (let start = 0; start < records.length; start += batchSize) {
+    const batch = records.slice(start, start + batchSize);
+    const decoded = await Promise.all(
+      batch.map(async (r) => {
+        try {
+          return await decodeImage(await r.load(), { resolution: R, maxInputPixels: DEFAULT_MAX_INPUT_PIXELS });
+        } catch (error) {
+          if (!(error instanceof SkipError)) throw error;
+          skipped.add(error.reason, r.id, error.detail);
+          return undefined;
+        }
+      }),
+    );
+    const good = batch.map((r, i) => [r, decoded[i]] as const).filter(([, d]) => d !== undefined);
+    if (good.length > 0) {
+      const pixels = new Float32Array(good.length * 3 * R * R);
+      good.forEach(([, rgb], n) => rgbToChw(rgb!, R, pixels, n * 3 * R * R));
+      images.push(embedImages(clip.model, pixels, good.length));
+      for (const [r] of good) captions.push(r.captions[0]);
+    }
+    events.emit({ type: 'progress', task: 'clip-score', step: Math.min(start + batchSize, records.length), total: records.length, unit: 'pair' });
+  }
+  events.emit({ type: 'done', task: 'clip-score' });
+  const N = captions.length;
+  if (N === 0) throw new DataError(`${dataPath}: no readable image with a caption (${skipped.total} skipped)`, '`dalle dataset inspect PATH` lists what is skipped and why');
+  const img = new Float32Array(N * E);
+  let o = 0;
+  for (const part of images) {
+    img.set(part, o);
+    o += part.length;
+  }
+  const txt = embedTexts(clip, captions);
+  const cos = (i: number, j: number): number => {
+    let s = 0;
+    for (let e = 0; e < E; e++) s += img[i * E + e] * txt[j * E + e];
+    return s;
+  };
+  let score = 0;
+  for (let i = 0; i < N; i++) score += 100 * Math.max(cos(i, i), 0);
+  const pool = Math.max(2, options.pool ?? 100);
+  const pools = Math.floor(N / pool);
+  let t2i = 0;
+  let i2t = 0;
+  for (let p = 0; p < pools; p++) {
+    const base = p * pool;
+    for (let a = 0; a < pool; a++) {
+      let bestImage = 0;
+      let bestText = 0;
+      for (let b = 1; b < pool; b++) {
+        if (cos(base + b, base + a) > cos(base + bestImage, base + a)) bestImage = b; // caption a ranks images
+        if (cos(base + a, base + b) > cos(base + a, base + bestText)) bestText = b; // image a ranks captions
+      }
+      if (bestImage === a) t2i++;
+      if (bestText === a) i2t++;
+    }
+  }
+  return {
+    pairs: N,
+    clipScore: score / N,
+    pool,
+    pools,
+    textToImageTop1: pools ? t2i / (pools * pool) : NaN,
+    imageToTextTop1: pools ? i2t / (pools * pool) : NaN,
+    skipped: skipped.toJSON(),
+  };
+}
