@@ -11,6 +11,9 @@ export type GenerateCommandResult = GenerateSummary & { readonly prior: string; 
 /** Where `dalle generate` looks for its models when --prior / --dvae are not given: <package root>/models/default/. */
 export const DEFAULT_MODEL_DIR = path.join('models', 'default');
 
+/** Exit status after Ctrl-C (128 + SIGINT), as `dalle train-dvae` uses. */
+const INTERRUPTED_EXIT = 130;
+
 export default class GenerateCommand extends BaseCommand<typeof GenerateCommand> {
   static override summary = 'Generate images from captions with a trained prior and dVAE: PNGs, results.jsonl and an index.html gallery.';
 
@@ -21,7 +24,8 @@ export default class GenerateCommand extends BaseCommand<typeof GenerateCommand>
     'settings differ. --shard K/N (K from 0) runs every N-th image; --shard auto reads SLURM_ARRAY_TASK_ID with ' +
     'SLURM_ARRAY_TASK_COUNT (or SLURM_ARRAY_TASK_MIN/MAX/STEP), or Kubernetes JOB_COMPLETION_INDEX with ' +
     'DALLE_SHARD_COUNT. Captions longer than the prior\'s text_len tokens are cut (with a warning). Without --prior ' +
-    'and --dvae, the bundled models in <package>/models/default/{prior,dvae} are used.';
+    'and --dvae, the bundled models in <package>/models/default/{prior,dvae} are used. Ctrl-C finishes the batch being ' +
+    'sampled, writes the gallery and exits with code 130; the same command then finishes the job.';
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> "red apple, noto style" "a cat face, twemoji style" --prior runs/prior-emoji --dvae runs/dvae-emoji --out out/apple --samples 8',
@@ -103,6 +107,14 @@ export default class GenerateCommand extends BaseCommand<typeof GenerateCommand>
           const side = dvae.gridSide;
           prompt = { grid: encoded.tokens.subarray(0, side * side), keepRows: this.flags['keep-rows'] ?? Math.max(1, Math.floor(side / 2)), source: this.flags.image };
         }
+        // Ctrl-C: finish the batch being sampled, write the gallery, exit 130; a second Ctrl-C leaves at once.
+        let stopping = false;
+        const onSigint = (): void => {
+          if (stopping) process.exit(INTERRUPTED_EXIT);
+          stopping = true;
+          events.emit({ type: 'log', level: 'warn', message: 'interrupted: finishing this batch (Ctrl-C again to leave now); the same command finishes the job later' });
+        };
+        process.on('SIGINT', onSigint);
         const summary = await runGeneration({
           prior: prior.model,
           encodeText: (caption) => prior.tokenizer.encode(caption),
@@ -119,9 +131,11 @@ export default class GenerateCommand extends BaseCommand<typeof GenerateCommand>
           priorId: path.resolve(prior.checkpoint),
           dvaeId: path.resolve(dvae.checkpoint),
           events,
-        });
+          shouldStop: () => stopping,
+        }).finally(() => process.off('SIGINT', onSigint));
+        if (summary.stopped) process.exitCode = INTERRUPTED_EXIT;
         this.log(
-          `${summary.generated} images generated${summary.skipped ? `, ${summary.skipped} already there` : ''} in ${summary.out}` +
+          `${summary.generated} images generated${summary.stopped ? ' (stopped by Ctrl-C: run the same command again to finish)' : ''}${summary.skipped ? `, ${summary.skipped} already there` : ''} in ${summary.out}` +
             ` (${summary.tokensPerSecond.toFixed(1)} image tokens/s); gallery ${summary.gallery}`,
         );
         if (summary.truncated.length > 0) this.warn(`${summary.truncated.length} caption(s) were cut to ${prior.model.textLen} tokens: ${summary.truncated.join(', ')}`);

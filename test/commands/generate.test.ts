@@ -166,6 +166,34 @@ describe('commands: generate', function () {
     assert.match(other.error?.message ?? '', /other settings \(temperature: 1 there, 0\.5 now\)/);
   });
 
+  it('Ctrl-C stops after the batch being sampled (exit 130); the same command then finishes identically', async () => {
+    const out = path.join(work, 'interrupted');
+    // A SIGINT as soon as the first PNG exists: the command is awaiting its file writes then.
+    const poll = setInterval(() => {
+      if (fs.existsSync(out) && pngs(out).length > 0) {
+        clearInterval(poll);
+        process.emit('SIGINT');
+      }
+    }, 1);
+    let stopped;
+    try {
+      stopped = await generate([...base, '--out', out, '--batch', '2', '--json']);
+    } finally {
+      clearInterval(poll);
+    }
+    assert.equal(stopped.error, undefined, stopped.error?.message);
+    assert.equal(process.exitCode, 130);
+    const result = lastJson(stopped.stdout) as { stopped: boolean; generated: number };
+    assert.deepEqual([result.stopped, result.generated], [true, 2]);
+    assert.equal(readResults(out).length, 2);
+    assert.ok(fs.existsSync(path.join(out, 'index.html')));
+    process.exitCode = undefined;
+    const rest = await generate([...base, '--out', out, '--batch', '2', '--json']);
+    assert.equal(rest.error, undefined, rest.error?.message);
+    assert.deepEqual([lastJson(rest.stdout).generated, lastJson(rest.stdout).skipped, lastJson(rest.stdout).stopped], [4, 2, false]);
+    for (const f of pngs(first)) assert.ok(fs.readFileSync(path.join(out, f)).equals(fs.readFileSync(path.join(first, f))), f);
+  });
+
   it('an image prompt keeps the top rows and completes the rest', async () => {
     const out = path.join(work, 'prompted');
     const image = path.join(work, 'images', '002.png');

@@ -13,6 +13,7 @@ import { EventSink, silentSink } from '../events';
 import { planesToRgb, writePng } from '../image/grid';
 import type { TrainedDvae } from '../image/dvae-codec';
 import { Tensor, noGrad, tidy } from '../tensor';
+import { CheckpointError } from '../train/checkpoint';
 import { SamplingOptions, checkSamplingOptions } from './filters';
 import { GenerationSettings, ResultRecord, appendResult, claimOutputDir, isCompletePng, readResults, writeGallery, RESULTS_FILE } from './output';
 import { Shard, Unit, WHOLE_JOB, shardUnits, unitFileName, unitRng } from './plan';
@@ -57,6 +58,8 @@ export interface GenerateJob {
   readonly priorId: string;
   readonly dvaeId: string;
   readonly events?: EventSink;
+  /** Checked before each batch: true stops after the images written so far (Ctrl-C); a rerun finishes the job. */
+  readonly shouldStop?: () => boolean;
 }
 
 export interface GenerateSummary {
@@ -74,6 +77,8 @@ export interface GenerateSummary {
   /** Captions cut to text_len tokens. */
   readonly truncated: number[];
   readonly files: string[];
+  /** Stopped early by shouldStop (the gallery and results cover what was written). */
+  readonly stopped: boolean;
 }
 
 /** (Tt) i32: ids, then the per-position pad tokens textVocab + p. */
@@ -87,7 +92,7 @@ export function padCaption(ids: readonly number[], textLen: number, textVocab: n
 export function checkModelsMatch(prior: PriorLike, dvae: TrainedDvae): void {
   const vocab = dvae.model.arch.vocab_size;
   if (prior.gridSide !== dvae.gridSide || prior.imageVocab !== vocab) {
-    throw new CaptionError(
+    throw new CheckpointError(
       `the prior makes ${prior.gridSide}x${prior.gridSide} grids of ${prior.imageVocab} codes, but the dVAE decodes ${dvae.gridSide}x${dvae.gridSide} grids of ${vocab} codes`,
       'use the dVAE the prior was trained on (--dvae RUN, the run whose tokens trained the prior)',
     );
@@ -165,7 +170,13 @@ export async function runGeneration(job: GenerateJob): Promise<GenerateSummary> 
   let lastEmit = 0;
   const started = performance.now();
   const files: string[] = [];
+  let stopped = false;
   for (let start = 0; start < todo.length; start += batch) {
+    if (job.shouldStop?.()) {
+      stopped = true;
+      events.emit({ type: 'log', level: 'warn', message: `stopped after ${start} of ${todo.length} images; run the same command again to finish` });
+      break;
+    }
     const group: Unit[] = todo.slice(start, start + batch);
     const B = group.length;
     const text = new Int32Array(B * Tt);
@@ -219,6 +230,7 @@ export async function runGeneration(job: GenerateJob): Promise<GenerateSummary> 
     }
   }
   if (todo.length > 0) events.emit({ type: 'done', task: 'generate' });
+  const generated = files.length;
   const seconds = (performance.now() - started) / 1000;
   const records = readResults(out).filter((rec) => rec.caption_index < captions.length);
   const gallery = writeGallery(out, records, {
@@ -231,7 +243,7 @@ export async function runGeneration(job: GenerateJob): Promise<GenerateSummary> 
     out,
     shard: { index: shard.index, count: shard.count, source: shard.source },
     units: units.length,
-    generated: todo.length,
+    generated,
     skipped,
     tokensPerSecond: samplingMs > 0 ? tokensDone / (samplingMs / 1000) : 0,
     seconds,
@@ -239,5 +251,6 @@ export async function runGeneration(job: GenerateJob): Promise<GenerateSummary> 
     gallery,
     truncated,
     files,
+    stopped,
   };
 }
