@@ -26,7 +26,7 @@ const here = __dirname;
 const root = path.resolve(here, '..', '..');
 const NVCC_SOURCES = ['attention.cu', 'kernels.cu'];
 const CXX_SOURCES = ['gemm.cc', 'addon.cc'];
-const HEADERS = ['attention_plan.h', 'cuda_ops.h', 'common.cuh'];
+const HEADERS = ['attention_plan.h', 'attention_kernels.cuh', 'cuda_ops.h', 'common.cuh'];
 
 function arg(name, fallback) {
   const i = process.argv.indexOf(name);
