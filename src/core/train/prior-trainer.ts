@@ -71,7 +71,7 @@ export interface PriorMetricsLine {
   epoch: number;
   examples_per_s: number;
   ms_per_update: number;
-  /** fp16 only (runtime.precision): each resblock's gradient scale after this update, and updates skipped so far. */
+  /** fp16 only (runtime.precision): the gradient scale each resblock ran this update with, and updates skipped so far. */
   grad_scales?: number[];
   skipped?: number;
 }
