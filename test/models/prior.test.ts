@@ -120,6 +120,25 @@ describe('prior model', () => {
     });
   });
 
+  it('a forward over an image prefix (dense masks) gives the logits of the whole-grid forward (sparse kernel)', () => {
+    const B = 2;
+    const { text, image } = batch(model, B, 19);
+    const run = (n: number) => noGrad(() => tidy(() => {
+      const im = new Int32Array(B * n);
+      for (let b = 0; b < B; b++) im.set(image.subarray(b * 9, b * 9 + n), b * n);
+      const r = model.forward(Tensor.from(text, [B, 5], 'i32'), Tensor.from(im, [B, n], 'i32'));
+      return { t: r.textLogits.toArray() as Float32Array, i: r.imageLogits.toArray() as Float32Array };
+    }));
+    const full = run(9);
+    for (const n of [1, 4, 8]) {
+      const part = run(n);
+      assert.ok(maxAbsDiff(part.t, full.t) < 1e-5);
+      for (let b = 0; b < B; b++) {
+        assert.ok(maxAbsDiff(part.i.subarray(b * n * 11, (b + 1) * n * 11), full.i.subarray(b * 99, b * 99 + n * 11)) < 1e-5, `n = ${n}`);
+      }
+    }
+  });
+
   it('is causal: changing a token changes only the logits of later tokens', () => {
     const B = 2;
     const { text, image } = batch(model, B, 7);

@@ -310,6 +310,10 @@ export class PriorTrainer {
 
       emit({ type: 'stage', name: 'training', detail: `${model.parameterCount()} parameters, ${train.shape[0]} images, updates ${startStep + 1}-${t.steps}` });
       while (step < t.steps && !this.stopRequested) {
+        // The loop is otherwise synchronous: yield to the event loop once per update so that a SIGINT handler (the
+        // command's Ctrl-C, which calls stop()) gets to run.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        if (this.stopRequested) break;
         const examples = batcher.next(B);
         const ids = examples.map((e) => (t.caption_dropout > 0 && aug.uniform() < t.caption_dropout ? [] : captionIds(e.caption, aug)));
         const text = padText(ids, L, m.text_vocab);

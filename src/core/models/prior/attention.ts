@@ -1,7 +1,7 @@
 // The prior's masked attention, behind one function, so the dense path (the dense `attention` op with a (T, T) mask
 // from masks.ts) and the native sparse kernel (ops/sparse-attention.ts, when it lands) are one line apart.
 // Keys: B = batch, H = heads, T = sequence positions (text then image), D = head width.
-import { attention, slice } from '../../ops';
+import { attention, slice, sparseAttention } from '../../ops';
 import { Tensor, keep } from '../../tensor';
 import { MaskKind, MaskSpec, denseMask } from './masks';
 
@@ -19,6 +19,11 @@ export class PriorMasks {
     readonly gridSide: number,
     readonly convKernel: number,
   ) {}
+
+  /** T = L + N: every position. */
+  get seqLen(): number {
+    return this.textLen + this.gridSide * this.gridSide;
+  }
 
   spec(kind: MaskKind): MaskSpec {
     return { kind, textLen: this.textLen, gridSide: this.gridSide, convKernel: this.convKernel };
@@ -61,10 +66,14 @@ export class PriorMasks {
 
 /**
  * Self-attention over the first T positions with the layer's mask: q, k, v (B, H, T, D) (strided views are read in
- * place) -> (B, H, T, D). Switching to the native sparse kernel: `return sparseAttention(q, k, v, masks.spec(kind))`.
+ * place) -> (B, H, T, D). Over the whole sequence (T = L + N) the native sparse kernel (ops/sparse-attention.ts)
+ * computes only the allowed key tiles; it equals the dense op with the dense mask (its harness checks that).
  */
 export function priorSelfAttention(q: Tensor, k: Tensor, v: Tensor, masks: PriorMasks, kind: MaskKind): Tensor {
-  return attention(q, k, v, masks.prefix(kind, q.shape[2]));
+  const T = q.shape[2];
+  // The native sparse kernel covers the whole sequence; a shorter prefix takes the dense op with the mask's corner.
+  if (T === masks.seqLen) return sparseAttention(q, k, v, masks.spec(kind));
+  return attention(q, k, v, masks.prefix(kind, T));
 }
 
 /**

@@ -313,8 +313,11 @@ export class Prior extends Module {
     if (n < 1) throw new Error('dalle: prior.forward needs at least one image token (the targets of the image logits)');
     const L = this.textLen;
     const parts = [this.embedText(text)];
-    if (n > 1) parts.push(this.embedImage(slice(image, [[0, B], [0, n - 1]]), 0));
-    const x = parts.length > 1 ? concat(parts, 1) : parts[0]; // (B, L + n - 1, C)
+    // With the whole grid, the last image token is fed too (its output predicts nothing): T = L + N, the length the
+    // sparse attention kernel covers, for 1/(L + N) more work. A shorter prefix runs T = L + n - 1 positions.
+    const fed = n === this.imageLen ? n : n - 1;
+    if (fed > 0) parts.push(this.embedImage(fed === n ? image : slice(image, [[0, B], [0, fed]]), 0));
+    const x = parts.length > 1 ? concat(parts, 1) : parts[0]; // (B, L + fed, C)
     const h = this.trunk(x);
     const textLogits = this.textHead.forward(slice(h, [[0, B], [0, L - 1]])); // (B, L - 1, Vt + L)
     const imageLogits = this.imageHead.forward(slice(h, [[0, B], [L - 1, L - 1 + n]])); // (B, n, Vi)

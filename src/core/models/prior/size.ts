@@ -1,5 +1,5 @@
 // The prior's size without building it (no engine needed): what `dalle config` prints before a long job.
-// Key: L = text_len, N = image_grid^2, T = L + N - 1 positions in a training forward, C = d_model, B = batch_size.
+// Key: L = text_len, N = image_grid^2, T = L + N positions in a training forward, C = d_model, B = batch_size.
 import type { PriorConfig } from '../../config/schemas/prior';
 
 type Arch = PriorConfig['model'];
@@ -34,8 +34,8 @@ export interface PriorMemoryEstimate {
 export function priorTrainingMemory(m: Arch, batchSize: number): PriorMemoryEstimate {
   const C = m.n_heads * m.head_dim;
   const N = m.image_grid * m.image_grid;
-  const T = m.text_len + N - 1;
+  const T = m.text_len + N;
   const stateBytes = 16 * priorParameterCount(m);
-  const activationBytes = 4 * (28 * m.n_layers * batchSize * T * C + 3 * batchSize * N * m.image_vocab + 3 * (T + 1) * (T + 1));
+  const activationBytes = 4 * (28 * m.n_layers * batchSize * T * C + 3 * batchSize * N * m.image_vocab + 3 * T * T);
   return { stateBytes, activationBytes, totalBytes: stateBytes + activationBytes };
 }
