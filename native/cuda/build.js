@@ -190,6 +190,7 @@ async function main() {
   const width = Math.max(1, Number(process.env.DALLE_CUDA_JOBS || 2));
   console.log(`dalle: building the CUDA addon with ${nvcc} for sm_${arches.join(', sm_')} (${width} jobs)`);
   await pool(jobs, width);
+  fs.mkdirSync(out, { recursive: true });
   const target = path.join(out, 'dalle_cuda.node');
   const tmp = `${target}.tmp-${process.pid}`;
   await run(cxx, ['-shared', '-o', tmp, ...objs, ...libDirs.map((d) => `-L${d}`), '-lcudart_static', '-ldl', '-lrt',
