@@ -147,6 +147,13 @@ describe('text: byte-level BPE tokenizer', function () {
     assert.deepEqual(lower.encode(' photo').length, 1);
   });
 
+  it('trains the same file from the same captions', async () => {
+    const again = await TextTokenizer.train(captions, { vocabSize: 500, lowercase: true });
+    const file = path.join(temporaryDir(), 'again.json');
+    again.save(file);
+    assert.equal(fs.readFileSync(file, 'utf8'), fs.readFileSync(lowerFile, 'utf8'));
+  });
+
   it('writes a tokenizer.json that the library reads, with the same vocabulary', () => {
     const json = JSON.parse(fs.readFileSync(lowerFile, 'utf8'));
     assert.equal(json.model.type, 'BPE');
