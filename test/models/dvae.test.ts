@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import {
   Dvae, RELEASED_ARCH, DvaeArch, abs, argmaxCodes, clamp01, dvaeLoss, dvaeParameterShapes, dvaeSchedules, gumbelSoftmax, resolveArch,
-  klToUniform, logitLaplaceNll, mapPixels, unmapPixels,
+  klToUniform, logitLaplaceNll, mapPixels, unmapPixels, codebookUsageGap,
 } from '../../src/core/models/dvae';
 import { loadTensorsInto, readSafetensorsSync, saveTensors } from '../../src/core/io';
 import { native } from '../../src/core/native';
@@ -298,6 +298,33 @@ describe('dVAE', () => {
         // A uniform posterior has KL 0; a one-hot one has KL ln V.
         assertClose(host(klToUniform(Tensor.zeros([1, V, 1, 1]))), [0], 1e-6, 'kl uniform');
         assertClose(host(klToUniform(Tensor.from([100, 0, 0, 0, 0], [1, V, 1, 1]))), [Math.log(V)], 1e-5, 'kl one-hot');
+      });
+    });
+
+    it('codebook usage gap: 0 when the cells spread evenly over the codes, ln V when they all pick one', () => {
+      tidy(() => {
+        const V = 4;
+        // Four sharp cells (B 1, 2x2 grid), each on a different code: the batch mean is uniform although every cell is one-hot.
+        const spread = new Float32Array(V * 4);
+        for (let c = 0; c < 4; c++) spread[c * 4 + c] = 60; // (1, V, 2, 2): code c is high at cell c
+        assertClose(host(codebookUsageGap(Tensor.from(spread, [1, V, 2, 2]))), [0], 1e-5, 'even usage');
+        const same = new Float32Array(V * 4);
+        for (let cell = 0; cell < 4; cell++) same[0 * 4 + cell] = 60; // code 0 everywhere
+        assertClose(host(codebookUsageGap(Tensor.from(same, [1, V, 2, 2]))), [Math.log(V)], 1e-5, 'one code');
+        // Against a float64 computation on random logits: ln V + sum_v qbar_v ln qbar_v.
+        const logits = Array.from({ length: 2 * V * 3 * 3 }, () => 3 * rand.normal());
+        const qbar = new Float64Array(V);
+        for (let b = 0; b < 2; b++) {
+          for (let p = 0; p < 9; p++) {
+            const l = Array.from({ length: V }, (_, v) => logits[b * V * 9 + v * 9 + p]);
+            const m = Math.max(...l);
+            const e = l.map((x) => Math.exp(x - m));
+            const z = e.reduce((a, c) => a + c, 0);
+            e.forEach((x, v) => (qbar[v] += x / z / 18));
+          }
+        }
+        const expected = Math.log(V) + Array.from(qbar).reduce((a, q) => a + q * Math.log(q), 0);
+        assertClose(host(codebookUsageGap(Tensor.from(logits, [2, V, 3, 3]))), [expected], 1e-5, 'random');
       });
     });
 

@@ -73,6 +73,8 @@ export interface DvaeMetricsLine {
   kl: number;
   recon_per_dim: number;
   kl_per_cell: number;
+  /** ln V - H(batch-mean posterior), nats: 0 when the batch spreads evenly over the codebook. */
+  usage_gap: number;
   /** Mean loss over the updates since the previous line. */
   loss_mean: number;
   lr: number;
@@ -232,10 +234,10 @@ export class DvaeTrainer {
         const values = tidy(() => {
           const x = Tensor.from(batch.images, batch.shape); // (B, 3, R, R)
           zeroGrad(params);
-          const r = dvaeLoss(model, x, { tau, beta, rng: noise });
+          const r = dvaeLoss(model, x, { tau, beta, rng: noise, usageWeight: t.usage_weight });
           backward(r.loss);
           optimizer.update(lr);
-          return { loss: r.loss.item(), recon: r.recon.item(), kl: r.kl.item(), reconPerDim: r.reconPerDim.item(), klPerCell: r.klPerCell.item() };
+          return { loss: r.loss.item(), recon: r.recon.item(), kl: r.kl.item(), reconPerDim: r.reconPerDim.item(), klPerCell: r.klPerCell.item(), usageGap: r.usageGap.item() };
         });
         if (!Number.isFinite(values.loss)) {
           throw new Error(`dalle: the dVAE loss became ${values.loss} at update ${step + 1} (recon ${values.recon}, kl ${values.kl}); lower train.lr, or resume from an earlier checkpoint`);
@@ -272,6 +274,7 @@ export class DvaeTrainer {
             kl: values.kl,
             recon_per_dim: values.reconPerDim,
             kl_per_cell: values.klPerCell,
+            usage_gap: values.usageGap,
             loss_mean: metrics.interval_loss_sum / metrics.interval_steps,
             lr, beta, tau,
             perplexity: usage.perplexity,

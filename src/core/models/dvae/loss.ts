@@ -5,12 +5,16 @@
 //   ln b per channel; its negative log is ln 2 + ln b + ln x + ln(1 - x) + |logit(x) - mu| / b.
 // - Posterior sample: gumbel-softmax relaxation softmax((logits + g) / tau) over the codebook, g ~ Gumbel(0, 1).
 // - Prior: uniform over V codes at every cell, so KL(q || p) = sum_v q_v ln q_v + ln V per cell, q = softmax(logits).
-// - Loss = recon + beta * kl, both summed over an image (its pixels and channels / its grid cells) and averaged over
+// - Codebook usage (not in the paper; train.usage_weight, 0 = off): U = ln V - H(q_mean) per cell, q_mean the posterior
+//   averaged over every cell of the batch. The per-cell KL pushes each q towards uniform (blurry codes); U instead asks the
+//   batch as a whole to spread over the codebook while each cell stays sharp (wav2vec 2.0's diversity loss). Short runs
+//   on small data otherwise settle on a few dozen codes of 1024.
+// - Loss = recon + beta * kl (+ usage_weight * U * h w), summed over an image (its pixels and channels / its grid cells) and averaged over
 //   the batch: the negative ELBO in nats per image when beta = 1, for the mapped pixels x' (the map's constant Jacobian
 //   is left out: -ln p(x) = recon - C H W ln(1 - 2 eps)).
 // abs is not an engine op: |z| = relu(z) + relu(-z) (gradient sign(z), 0 at 0), and clamp(v, 0, 1) = relu(v) - relu(v - 1).
 // Key: B = batch, C = image channels, V = vocab_size, H, W = image side, h, w = grid side.
-import { add, addScalar, affine, exp, log, logSoftmax, mul, neg, permute, relu, slice, softmax, sub, sum } from '../../ops';
+import { add, addScalar, affine, exp, log, logSoftmax, mean, mul, neg, permute, relu, slice, softmax, sub, sum } from '../../ops';
 import { Philox, Tensor, randGumbel, shapeStr } from '../../tensor';
 import type { Dvae } from './dvae';
 
@@ -100,6 +104,14 @@ export function argmaxCodes(logits: Tensor): Tensor {
   return Tensor.from(codes, [B, h, w], 'i32');
 }
 
+/** ln V - H(mean over cells of softmax(logits)): 0 when the batch uses every code equally. (B, V, h, w) -> scalar. */
+export function codebookUsageGap(logits: Tensor): Tensor {
+  const V = logits.shape[1];
+  const q = softmax(codebookLast(logits)); // (B, h, w, V)
+  const qMean = mean(q, [0, 1, 2]); // (V)
+  return addScalar(sum(mul(qMean, log(addScalar(qMean, 1e-12)))), Math.log(V));
+}
+
 export interface DvaeLossOptions {
   /** Gumbel-softmax temperature (paper: cosine from 1 to 1/16 over 150k updates). */
   tau: number;
@@ -107,6 +119,8 @@ export interface DvaeLossOptions {
   beta: number;
   /** Source of the gumbel noise (advance it from the run's generator so a resumed run draws the same noise). */
   rng: Philox;
+  /** Weight of the codebook-usage term per cell (0 = the paper's objective). */
+  usageWeight?: number;
 }
 
 export interface DvaeLossResult {
@@ -120,6 +134,8 @@ export interface DvaeLossResult {
   reconPerDim: Tensor;
   /** kl / (h w): nats per grid cell, at most ln V (scalar). */
   klPerCell: Tensor;
+  /** ln V - H(batch-mean posterior), nats (scalar); 0 = every code equally used. */
+  usageGap: Tensor;
 }
 
 /** The training objective on images x (B, C, H, W) in [0, 1]. Call backward(result.loss) for the gradients. */
@@ -134,6 +150,10 @@ export function dvaeLoss(model: Dvae, x: Tensor, opts: DvaeLossOptions): DvaeLos
   const stats = model.decoder.forward(z); // (B, 2C, H, W)
   const recon = mul(sum(logitLaplaceNll(xm, stats)), 1 / B);
   const kl = mul(sum(klToUniform(logits)), 1 / B);
-  const loss = add(recon, mul(kl, beta));
-  return { loss, recon, kl, reconPerDim: mul(recon, 1 / (C * H * W)), klPerCell: mul(kl, 1 / (h * w)) };
+  const usageWeight = opts.usageWeight ?? 0;
+  if (!(usageWeight >= 0)) throw new Error(`dalle: codebook usage weight must be >= 0, got ${usageWeight}`);
+  const usageGap = codebookUsageGap(logits);
+  let loss = add(recon, mul(kl, beta));
+  if (usageWeight > 0) loss = add(loss, mul(usageGap, usageWeight * h * w));
+  return { loss, recon, kl, reconPerDim: mul(recon, 1 / (C * H * W)), klPerCell: mul(kl, 1 / (h * w)), usageGap };
 }
