@@ -245,6 +245,7 @@ describe('dalle info', () => {
   it('refuses a device it does not have, with exit code and advice', () => {
     const result = dalleProcess(['info', '--device', 'cuda']);
     assert.equal(result.status, 5);
-    assert.match(result.stderr, /no CUDA backend yet; use --device cpu/);
+    // The reason before it varies (no addon, no driver, no GPU), and the renderer wraps long lines: compare words.
+    assert.match(result.stderr.replace(/\s+/g, ' '), /no CUDA backend yet; use --device cpu/);
   });
 });
