@@ -1,7 +1,7 @@
 import { Flags } from '@oclif/core';
 import { BaseCommand } from '../cli/base-command';
 import { AnyConfig, CONFIG_KINDS, formatConfigYaml, PriorConfig, resolveAnyConfig } from '../core/config';
-import { priorParameterCount, priorTrainingMemory } from '../core/models/prior/size';
+import { PriorPrecision, priorGenerationMemory, priorParameterCount, priorTrainingMemory } from '../core/models/prior/size';
 
 export default class ConfigCommand extends BaseCommand<typeof ConfigCommand> {
   static override summary = 'Print the fully resolved config; run it before a long job.';
@@ -41,28 +41,69 @@ export default class ConfigCommand extends BaseCommand<typeof ConfigCommand> {
     })(),
   };
 
-  async run(): Promise<AnyConfig> {
+  async run(): Promise<AnyConfig | (AnyConfig & { estimates: PriorEstimates })> {
     const { schema, config, sources } = resolveAnyConfig({
       file: this.flags.config,
       kind: this.flags.kind,
       sets: this.configOverrides(),
     });
     this.log(formatConfigYaml(schema, config, { sources }).trimEnd());
-    if (config.kind === 'prior') this.log(priorSizeComment(config as PriorConfig));
-    return config;
+    if (config.kind !== 'prior') return config;
+    const estimates = priorEstimates(config as PriorConfig);
+    this.log(priorSizeComment(config as PriorConfig, estimates));
+    return { ...config, estimates }; // --json: the resolved config plus the estimates as fields
+
   }
 }
 
 const GIB = 1024 ** 3;
 
-/** YAML comment lines (the output stays valid YAML): the prior's parameter count and training memory estimate. */
-function priorSizeComment(config: PriorConfig): string {
-  const params = priorParameterCount(config.model);
-  const mem = priorTrainingMemory(config.model, config.train.batch_size);
+/** `dalle generate`'s default --batch, for the generation estimate. */
+const GENERATE_BATCH = 8;
+const PRECISIONS: readonly PriorPrecision[] = ['fp32', 'fp16', 'bf16'];
+
+/** What --json carries besides the config: the numbers the comment lines print, in bytes. */
+export interface PriorEstimates {
+  parameters: number;
+  /** Peak allocator bytes of one training step at train.batch_size, per precision (train.recompute as configured). */
+  training: Record<PriorPrecision, { batch: number; recompute: boolean; stateBytes: number; activationBytes: number; totalBytes: number }>;
+  /** Peak allocator bytes of the prior in `dalle generate --batch 8`, fp32: cond-scale 1, and any other cond-scale. */
+  generation: Array<{ batch: number; condScale: '1' | 'other'; rows: number; weightBytes: number; cacheBytes: number; transientBytes: number; totalBytes: number }>;
+}
+
+function priorEstimates(config: PriorConfig): PriorEstimates {
+  const batch = config.train.batch_size;
+  const recompute = config.train.recompute;
+  const training = {} as PriorEstimates['training'];
+  for (const precision of PRECISIONS) {
+    training[precision] = { batch, recompute, ...priorTrainingMemory(config.model, batch, { precision, recompute }) };
+  }
+  const generation = (['1', 'other'] as const).map((condScale) => ({
+    batch: GENERATE_BATCH,
+    condScale,
+    ...priorGenerationMemory(config.model, GENERATE_BATCH, { condScale: condScale === '1' ? 1 : 2 }),
+  }));
+  return { parameters: priorParameterCount(config.model), training, generation };
+}
+
+/**
+ * YAML comment lines (the output stays valid YAML): the prior's parameter count and the peak memory (as the engine's
+ * allocator counts it, size classes included) of training and of generation. Estimates, within about 20% of the
+ * measured peak (test/models/prior-size.test.ts).
+ */
+function priorSizeComment(config: PriorConfig, e: PriorEstimates): string {
   const gib = (b: number) => `${(b / GIB).toFixed(b < 10 * GIB ? 2 : 0)} GiB`;
+  const t = e.training;
+  const [g1, g2] = e.generation;
   return [
-    `# parameters: ${params.toLocaleString('en-US')}`,
-    `# training memory (fp32, batch ${config.train.batch_size}, estimate): ${gib(mem.totalBytes)} = ` +
-      `${gib(mem.stateBytes)} weights, gradients and AdamW moments + ${gib(mem.activationBytes)} activations`,
+    `# parameters: ${e.parameters.toLocaleString('en-US')}`,
+    `# training memory (peak of one step, batch ${config.train.batch_size}${config.train.recompute ? ', recompute' : ''}, estimate): ` +
+      PRECISIONS.map((p) => `${p} ${gib(t[p].totalBytes)}`).join(', '),
+    `#   fp32 = ${gib(t.fp32.stateBytes)} weights, gradients and AdamW moments + ${gib(t.fp32.activationBytes)} activations and backward buffers`,
+    `#   fp16/bf16 are emulated on this CPU engine: fp32 tensors with values rounded to 16 bits, plus rounded copies of ` +
+      'the resblocks\' weights, inputs and outputs, so they take more memory than fp32 here, not less',
+    `# generation memory (prior, fp32, dalle generate --batch ${GENERATE_BATCH}, estimate): ${gib(g1.totalBytes)} ` +
+      `(${gib(g1.weightBytes)} weights + ${gib(g1.cacheBytes)} KV cache + ${gib(g1.transientBytes)} prefill/step buffers); ` +
+      `${gib(g2.totalBytes)} with --cond-scale other than 1 (${g2.rows} rows)`,
   ].join('\n');
 }
