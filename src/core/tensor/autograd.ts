@@ -24,6 +24,17 @@ export function noGrad<T>(fn: () => T): T {
   }
 }
 
+/** Runs fn with gradients recorded, even inside noGrad (activation recomputation in a backward: checkpoint.ts). */
+export function withGrad<T>(fn: () => T): T {
+  const prev = recording;
+  recording = true;
+  try {
+    return fn();
+  } finally {
+    recording = prev;
+  }
+}
+
 function topoOrder(root: Tensor): Tensor[] {
   const order: Tensor[] = [];
   const seen = new Set<Tensor>();

@@ -2,6 +2,7 @@ export * from './dtype';
 export * from './tensor';
 export * from './scope';
 export * from './autograd';
+export * from './checkpoint';
 export * from './op';
 export * from './reference';
 export * from './blas1';

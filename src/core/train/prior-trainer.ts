@@ -215,6 +215,7 @@ export class PriorTrainer {
     const tokenizer = await this.prepareTokenizer(config, train, !!resumed);
 
     const model = new Prior(m, new Philox(config.runtime.seed));
+    model.recompute = t.recompute; // activation recomputation per block (memory for time)
     const named = model.namedParameters();
     const toGroup = (list: Array<[string, Tensor]>) => list.map(([name, tensor]) => ({ name, tensor }));
     const optimizer = new AdamW(

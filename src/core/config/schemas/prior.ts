@@ -52,6 +52,7 @@ export const priorConfig = defineConfig(
         min: num(2 ** 7, 'smallest scale (paper: 2^7)', { greaterThan: 0 }),
         max: num(2 ** 24, 'largest scale (paper: 2^24)', { greaterThan: 0 }),
       },
+      recompute: bool(false, 'recompute each block\'s activations in backward instead of keeping them: less memory for one more forward of each block per step (paper: yes)'),
       checkpoint_every: int(5_000, 'updates between checkpoints: a crash loses at most this much', { min: 1 }),
       sample_every: int(5_000, 'updates between sample grids for fixed captions in samples/', { min: 1 }),
       log_every: int(100, 'updates between metrics.jsonl lines', { min: 1 }),

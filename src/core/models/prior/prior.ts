@@ -26,7 +26,7 @@ import { Module, normalInit } from '../../nn/module';
 import { Embedding, LayerNorm, Linear } from '../../nn/layers';
 import { native } from '../../native';
 import { add, crossEntropy, gelu, permute, reshape, scale, slice, concat, embedding } from '../../ops';
-import { Philox, Tensor, keep, noGrad, shapeStr, tidy } from '../../tensor';
+import { Philox, Tensor, checkpointed, keep, noGrad, shapeStr, tidy } from '../../tensor';
 import type { PriorConfig } from '../../config/schemas/prior';
 import { PriorMasks, priorCachedAttention, priorSelfAttention } from './attention';
 import { MaskKind, layerMaskKind } from './masks';
@@ -208,6 +208,11 @@ export class Prior extends Module {
   readonly blocks: Block[] = [];
   /** How residual branches join the stream (2 resblocks per layer); a trainer sets its Precision here. */
   residual: ResidualHook = plainResidual;
+  /**
+   * Activation recomputation (config train.recompute): in training, each block's forward keeps only its output and is
+   * run again during backward (tensor/checkpoint.ts): less memory, about one more forward of the trunk per step.
+   */
+  recompute = false;
   readonly lnF: LayerNorm;
   readonly textHead: Linear;
   readonly imageHead: Linear;
@@ -298,7 +303,10 @@ export class Prior extends Module {
   private trunk(x: Tensor, cache?: PriorKvCache, start = 0): Tensor {
     let h = x;
     this.blocks.forEach((block, i) => {
-      h = block.forward(h, this.masks, cache ? { k: cache.k[i], v: cache.v[i], start } : undefined, this.residual, 2 * i);
+      const run = (y: Tensor): Tensor => block.forward(y, this.masks, cache ? { k: cache.k[i], v: cache.v[i], start } : undefined, this.residual, 2 * i);
+      // Recomputation wraps the whole block, its two residual hooks included (fp16's per-resblock scale boundaries
+      // are in the recomputed graph); a cached forward writes K/V, so it is never recomputed (it is noGrad anyway).
+      h = this.recompute && !cache ? checkpointed(run, [h]) : run(h);
     });
     return this.lnF.forward(h);
   }
