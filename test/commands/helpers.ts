@@ -87,6 +87,7 @@ export interface MetricsLine {
   kl: number;
   perplexity: number;
   dead_codes: number;
+  grad_norm: number;
 }
 
 export function readMetrics(runDir: string): MetricsLine[] {

@@ -31,6 +31,7 @@ import { planesToRgb, tileImages, writePng } from '../image/grid';
 import { Dvae, dvaeLoss, dvaeSchedules } from '../models/dvae';
 import { Philox, Tensor, backward, noGrad, tidy, zeroGrad } from '../tensor';
 import { AdamW } from './adamw';
+import { clipGradNorm } from './clip';
 import {
   CheckpointError,
   CheckpointState,
@@ -75,6 +76,8 @@ export interface DvaeMetricsLine {
   kl_per_cell: number;
   /** ln V - H(batch-mean posterior), nats: 0 when the batch spreads evenly over the codebook. */
   usage_gap: number;
+  /** Global gradient norm of the logged update, before clipping. */
+  grad_norm: number;
   /** Mean loss over the updates since the previous line. */
   loss_mean: number;
   lr: number;
@@ -236,8 +239,10 @@ export class DvaeTrainer {
           zeroGrad(params);
           const r = dvaeLoss(model, x, { tau, beta, rng: noise, usageWeight: t.usage_weight });
           backward(r.loss);
+          // Clipping (train.grad_clip > 0; the paper has none) bounds the update a single loss spike can make.
+          const { norm } = clipGradNorm(params, t.grad_clip);
           optimizer.update(lr);
-          return { loss: r.loss.item(), recon: r.recon.item(), kl: r.kl.item(), reconPerDim: r.reconPerDim.item(), klPerCell: r.klPerCell.item(), usageGap: r.usageGap.item() };
+          return { loss: r.loss.item(), recon: r.recon.item(), kl: r.kl.item(), reconPerDim: r.reconPerDim.item(), klPerCell: r.klPerCell.item(), usageGap: r.usageGap.item(), gradNorm: norm };
         });
         if (!Number.isFinite(values.loss)) {
           throw new Error(`dalle: the dVAE loss became ${values.loss} at update ${step + 1} (recon ${values.recon}, kl ${values.kl}); lower train.lr, or resume from an earlier checkpoint`);
@@ -275,6 +280,7 @@ export class DvaeTrainer {
             recon_per_dim: values.reconPerDim,
             kl_per_cell: values.klPerCell,
             usage_gap: values.usageGap,
+            grad_norm: values.gradNorm,
             loss_mean: metrics.interval_loss_sum / metrics.interval_steps,
             lr, beta, tau,
             perplexity: usage.perplexity,

@@ -43,6 +43,7 @@ export const dvaeConfig = defineConfig(
       weight_decay: num(1e-4, 'decoupled weight decay multiplier (paper: 1e-4)', { min: 0 }),
       kl_weight: num(6.6, 'final KL weight beta; a larger beta spreads code usage (paper: 6.6)', { min: 0 }),
       kl_ramp_steps: int(5_000, 'beta rises from 0 to kl_weight over these updates (paper: 5,000)', { min: 0 }),
+      grad_clip: num(0, 'clip the global gradient norm to this; 0 = off (the paper does not clip)', { min: 0 }),
       usage_weight: num(0, 'weight of a batch codebook-usage term, per cell; 0 = the paper (see models/dvae/loss.ts)', { min: 0 }),
       tau_start: num(1, 'gumbel-softmax relaxation temperature at update 0 (paper: 1)', { greaterThan: 0 }),
       tau_end: num(1 / 16, 'temperature after the cosine anneal: nearly one-hot (paper: 1/16)', { greaterThan: 0 }),
