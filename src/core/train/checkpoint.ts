@@ -179,6 +179,30 @@ export function resolveCheckpoint(target: string): ResolvedCheckpoint {
   return { runDir, dir, state: readCheckpointState(dir) };
 }
 
+/**
+ * Where a training run starts: with `resume`, the run's latest checkpoint (which must be of `kind` and not past
+ * `steps`); without, a run directory that has no checkpoints yet (so a typo cannot overwrite a run).
+ */
+export function resolveTrainingStart(
+  out: string, kind: string, command: string, resume: boolean | undefined, steps: number,
+): { state?: CheckpointState; dir?: string; startStep: number } {
+  let state: CheckpointState | undefined;
+  let dir: string | undefined;
+  if (resume) {
+    const found = resolveCheckpoint(out);
+    if (found.state.kind !== kind) throw new CheckpointError(`${found.dir} is a ${found.state.kind} checkpoint, not a ${kind} one`, `resume a run made by \`${command}\``);
+    state = found.state;
+    dir = found.dir;
+  } else if (listCheckpoints(out).length > 0) {
+    throw new CheckpointError(`${out} already has checkpoints`, 'continue it with --resume, or choose a new --out');
+  }
+  const startStep = state?.step ?? 0;
+  if (startStep > steps) {
+    throw new CheckpointError(`the checkpoint is at update ${startStep}, past train.steps = ${steps}`, 'raise train.steps (--set train.steps=N) to train further');
+  }
+  return { state, dir, startStep };
+}
+
 /** Reads state.json of a checkpoint directory and checks it (format, fields, bounds, tensor file sizes). */
 export function readCheckpointState(dir: string): CheckpointState {
   const file = path.join(dir, STATE_FILE);

@@ -34,11 +34,9 @@ import { AdamW } from './adamw';
 import { clipGradNorm } from './clip';
 import {
   CheckpointError,
-  CheckpointState,
-  listCheckpoints,
   loadCheckpointModel,
   readCheckpointOptimizer,
-  resolveCheckpoint,
+  resolveTrainingStart,
   writeCheckpoint,
 } from './checkpoint';
 
@@ -131,20 +129,7 @@ export class DvaeTrainer {
     const t = config.train;
     const emit = this.events.emit.bind(this.events);
     // Where we start: fresh, or the run's latest checkpoint.
-    let resumed: CheckpointState | undefined;
-    let resumedDir: string | undefined;
-    if (this.options.resume) {
-      const found = resolveCheckpoint(out);
-      resumed = found.state;
-      resumedDir = found.dir;
-      if (resumed.kind !== 'dvae') throw new CheckpointError(`${found.dir} is a ${resumed.kind} checkpoint, not a dVAE one`, 'resume a run made by `dalle train-dvae`');
-    } else if (listCheckpoints(out).length > 0) {
-      throw new CheckpointError(`${out} already has checkpoints`, `continue it with --resume, or choose a new --out`);
-    }
-    const startStep = resumed?.step ?? 0;
-    if (startStep > t.steps) {
-      throw new CheckpointError(`the checkpoint is at update ${startStep}, past train.steps = ${t.steps}`, `raise train.steps (--set train.steps=N) to train further`);
-    }
+    const { state: resumed, dir: resumedDir, startStep } = resolveTrainingStart(out, 'dvae', 'dalle train-dvae', this.options.resume, t.steps);
     if (config.data.path === null || config.data.path === undefined) {
       throw new ConfigError('is not set: the dVAE needs images to train on', {
         keyPath: 'data.path',

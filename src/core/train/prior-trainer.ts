@@ -31,11 +31,9 @@ import { TextTokenizer } from '../text';
 import { AdamW } from './adamw';
 import {
   CheckpointError,
-  CheckpointState,
-  listCheckpoints,
   loadCheckpointModel,
   readCheckpointOptimizer,
-  resolveCheckpoint,
+  resolveTrainingStart,
   writeCheckpoint,
 } from './checkpoint';
 import { clipGradNorm } from './clip';
@@ -171,20 +169,7 @@ export class PriorTrainer {
     const t = config.train;
     const m = config.model;
     const emit = this.events.emit.bind(this.events);
-    let resumed: CheckpointState | undefined;
-    let resumedDir: string | undefined;
-    if (this.options.resume) {
-      const found = resolveCheckpoint(out);
-      resumed = found.state;
-      resumedDir = found.dir;
-      if (resumed.kind !== 'prior') throw new CheckpointError(`${found.dir} is a ${resumed.kind} checkpoint, not a prior one`, 'resume a run made by `dalle train-prior`');
-    } else if (listCheckpoints(out).length > 0) {
-      throw new CheckpointError(`${out} already has checkpoints`, 'continue it with --resume, or choose a new --out');
-    }
-    const startStep = resumed?.step ?? 0;
-    if (startStep > t.steps) {
-      throw new CheckpointError(`the checkpoint is at update ${startStep}, past train.steps = ${t.steps}`, 'raise train.steps (--set train.steps=N) to train further');
-    }
+    const { state: resumed, dir: resumedDir, startStep } = resolveTrainingStart(out, 'prior', 'dalle train-prior', this.options.resume, t.steps);
     if (!config.data.path) {
       throw new ConfigError('is not set: the prior needs captioned images to train on', { keyPath: 'data.path', hint: 'pass --data DIR (e.g. the output of `dalle dataset emoji`), or --set data.path=DIR' });
     }
