@@ -5,10 +5,20 @@
  */
 import { Command, Interfaces, ux } from '@oclif/core';
 import { ConfigOf, ConfigSchema, Override, parseSetArgument, resolveConfig } from '../core/config';
-import { EventSource } from '../core/events';
+import { EventSink, EventSource } from '../core/events';
 import { decorateKnownError, exitCodeOf } from './exit-codes';
 import { RUNTIME_FLAG_KEYS, sharedFlags } from './flags';
 import { createRenderer } from './render';
+
+/** Exit code of a job stopped by Ctrl-C after it saved its work (128 + SIGINT, as shells report it). */
+export const INTERRUPTED_EXIT = 130;
+
+/** A long job that Ctrl-C can ask to stop at a safe point (a training loop). */
+export interface StoppableJob<R> {
+  stop(): void;
+  readonly stopping: boolean;
+  run(): Promise<R>;
+}
 
 export type CommandFlags<T extends typeof Command> = Interfaces.InferredFlags<
   (typeof BaseCommand)['baseFlags'] & T['flags']
@@ -67,6 +77,27 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
       renderer.close();
     });
     return source;
+  }
+
+  /**
+   * Runs `job` with Ctrl-C wired to it: the first Ctrl-C asks it to finish the current update and checkpoint; a second
+   * exits at once (checkpoints are atomic, so the newest complete one stays usable). `resumeHint` says how to go on.
+   */
+  protected async runStoppable<R>(job: StoppableJob<R>, events: EventSink, resumeHint: string): Promise<R> {
+    const onSigint = (): void => {
+      if (job.stopping) {
+        process.stderr.write(`interrupted again: exiting without a new checkpoint; resume with: ${resumeHint}\n`);
+        process.exit(INTERRUPTED_EXIT);
+      }
+      events.emit({ type: 'log', level: 'warn', message: 'interrupted: finishing this update and writing a checkpoint' });
+      job.stop();
+    };
+    process.on('SIGINT', onSigint);
+    try {
+      return await job.run();
+    } finally {
+      process.off('SIGINT', onSigint);
+    }
   }
 
   // JSON output is JSON Lines: events, then the result (or `{"error": ...}`) as the last line, one object per line.

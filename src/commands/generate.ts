@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Flags } from '@oclif/core';
-import { BaseCommand } from '../cli/base-command';
+import { BaseCommand, INTERRUPTED_EXIT } from '../cli/base-command';
 import { priorConfig } from '../core/config';
 import { CoreEmitter } from '../core/events';
 import type { GenerateSummary } from '../core/sample/generate';
@@ -12,7 +12,6 @@ export type GenerateCommandResult = GenerateSummary & { readonly prior: string; 
 export const DEFAULT_MODEL_DIR = path.join('models', 'default');
 
 /** Exit status after Ctrl-C (128 + SIGINT), as `dalle train-dvae` uses. */
-const INTERRUPTED_EXIT = 130;
 
 export default class GenerateCommand extends BaseCommand<typeof GenerateCommand> {
   static override summary = 'Generate images from captions with a trained prior and dVAE: PNGs, results.jsonl and an index.html gallery.';

@@ -1,14 +1,13 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Flags } from '@oclif/core';
-import { BaseCommand } from '../cli/base-command';
+import { BaseCommand, INTERRUPTED_EXIT } from '../cli/base-command';
 import { dvaeConfig, DvaeConfig, resolveConfig, RUN_CONFIG_FILE } from '../core/config';
 import { CoreEmitter } from '../core/events';
 // The engine is loaded inside run(), so `dalle --help` lists this command even where the native addon is not built.
 import type { DvaeTrainResult } from '../core/train/dvae-trainer';
 
 /** Exit status after SIGINT (128 + 2), as shells report an interrupted command. */
-export const INTERRUPTED_EXIT = 130;
 
 export default class TrainDvaeCommand extends BaseCommand<typeof TrainDvaeCommand> {
   static override summary = 'Train the dVAE (images <-> token grids) into a run directory; Ctrl-C checkpoints and stops.';
@@ -47,22 +46,7 @@ export default class TrainDvaeCommand extends BaseCommand<typeof TrainDvaeComman
     applyRuntime(config.runtime);
     const events = this.renderEvents(new CoreEmitter());
     const trainer = new DvaeTrainer({ config, out, resume, events });
-    const onSigint = (): void => {
-      if (trainer.stopping) {
-        // A second Ctrl-C: leave now; the newest complete checkpoint stays usable (checkpoints are atomic).
-        process.stderr.write(`interrupted again: exiting without a new checkpoint; resume with: dalle train-dvae --out ${out} --resume\n`);
-        process.exit(INTERRUPTED_EXIT);
-      }
-      events.emit({ type: 'log', level: 'warn', message: 'interrupted: finishing this update and writing a checkpoint' });
-      trainer.stop();
-    };
-    process.on('SIGINT', onSigint);
-    let result: DvaeTrainResult;
-    try {
-      result = await trainer.run();
-    } finally {
-      process.off('SIGINT', onSigint);
-    }
+    const result = await this.runStoppable(trainer, events, `dalle train-dvae --out ${out} --resume`);
     if (result.stopped) {
       this.logToStderr(
         `stopped at update ${result.step} of ${result.totalSteps}; checkpoint ${result.checkpoint}\n` +

@@ -1,14 +1,13 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Flags } from '@oclif/core';
-import { BaseCommand } from '../cli/base-command';
+import { BaseCommand, INTERRUPTED_EXIT } from '../cli/base-command';
 import { priorConfig, PriorConfig, resolveConfig, RUN_CONFIG_FILE } from '../core/config';
 import { CoreEmitter } from '../core/events';
 // The engine is loaded inside run(), so `dalle --help` lists this command even where the native addon is not built.
 import type { PriorTrainResult } from '../core/train/prior-trainer';
 
 /** Exit status after SIGINT (128 + 2), as shells report an interrupted command. */
-export const INTERRUPTED_EXIT = 130;
 
 export default class TrainPriorCommand extends BaseCommand<typeof TrainPriorCommand> {
   static override summary = 'Train the transformer prior (captions -> image tokens) into a run directory; Ctrl-C checkpoints and stops.';
@@ -51,21 +50,7 @@ export default class TrainPriorCommand extends BaseCommand<typeof TrainPriorComm
     applyRuntime(config.runtime);
     const events = this.renderEvents(new CoreEmitter());
     const trainer = new PriorTrainer({ config, out, resume, tokenizer, events });
-    const onSigint = (): void => {
-      if (trainer.stopping) {
-        process.stderr.write(`interrupted again: exiting without a new checkpoint; resume with: dalle train-prior --out ${out} --resume\n`);
-        process.exit(INTERRUPTED_EXIT);
-      }
-      events.emit({ type: 'log', level: 'warn', message: 'interrupted: finishing this update and writing a checkpoint' });
-      trainer.stop();
-    };
-    process.on('SIGINT', onSigint);
-    let result: PriorTrainResult;
-    try {
-      result = await trainer.run();
-    } finally {
-      process.off('SIGINT', onSigint);
-    }
+    const result = await this.runStoppable(trainer, events, `dalle train-prior --out ${out} --resume`);
     if (result.stopped) {
       this.logToStderr(
         `stopped at update ${result.step} of ${result.totalSteps}; checkpoint ${result.checkpoint}\n` +
