@@ -5,8 +5,17 @@ import { BaseCommand, INTERRUPTED_EXIT } from '../cli/base-command';
 import { priorConfig } from '../core/config';
 import { CoreEmitter } from '../core/events';
 import type { GenerateSummary } from '../core/sample/generate';
+import type { RerankSummary } from '../core/sample/rerank';
 
-export type GenerateCommandResult = GenerateSummary & { readonly prior: string; readonly dvae: string };
+export type GenerateCommandResult = GenerateSummary & {
+  readonly prior: string;
+  readonly dvae: string;
+  /** --rerank: the reranking of the folder; null without it, or while a sharded job still lacks images. */
+  readonly rerank: RerankSummary | null;
+  readonly runtime: 'engine' | 'onnx';
+  /** With --runtime onnx: where the graphs were read from, and whether they were given, cached or exported now. */
+  readonly onnx?: { readonly prior: string; readonly dvae: string; readonly source: 'given' | 'cached' | 'exported' };
+};
 
 /** Where `dalle generate` looks for its models when --prior / --dvae are not given: <package root>/models/default/. */
 export const DEFAULT_MODEL_DIR = path.join('models', 'default');
@@ -24,12 +33,21 @@ export default class GenerateCommand extends BaseCommand<typeof GenerateCommand>
     'SLURM_ARRAY_TASK_COUNT (or SLURM_ARRAY_TASK_MIN/MAX/STEP), or Kubernetes JOB_COMPLETION_INDEX with ' +
     'DALLE_SHARD_COUNT. Captions longer than the prior\'s text_len tokens are cut (with a warning). Without --prior ' +
     'and --dvae, the bundled models in <package>/models/default/{prior,dvae} are used. Ctrl-C finishes the batch being ' +
-    'sampled, writes the gallery and exits with code 130; the same command then finishes the job.';
+    'sampled, writes the gallery and exits with code 130; the same command then finishes the job. --runtime onnx runs the ' +
+    'prior and the dVAE decoder through onnxruntime-node, with the same sampling (same tokens as the engine for the same ' +
+    'seed, up to float rounding): on the graphs in --onnx DIR (`dalle export --prior RUN --dvae RUN --out DIR`), or ' +
+    'else on an export cache in $DALLE_ONNX_CACHE or <tmpdir>/dalle-onnx-cache, written once per model (named by ' +
+    'the hash of its weights, renamed into place when complete) and reused. Either way the graphs are first checked ' +
+    'against the engine on a test caption and grid. --rerank K --clip RUN then ranks each caption\'s --samples ' +
+    'candidates by CLIP score and keeps the best K, as `dalle rerank` does (the paper: 512 samples, the best kept); a ' +
+    'rerun reuses both the images and the scores; in a sharded job the shard that finds every image present reranks.';
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> "red apple, noto style" "a cat face, twemoji style" --prior runs/prior-emoji --dvae runs/dvae-emoji --out out/apple --samples 8',
     '<%= config.bin %> <%= command.id %> --captions captions.txt --prior runs/prior-emoji --dvae runs/dvae-emoji --out out/all --top-k 64 --cond-scale 3 --shard auto',
     'echo "grinning face, fluent style" | <%= config.bin %> <%= command.id %> --captions - --out out/face --image face.png --keep-rows 6',
+    '<%= config.bin %> <%= command.id %> "red apple, noto style" --out out/onnx --runtime onnx --threads 2',
+    '<%= config.bin %> <%= command.id %> --captions captions.txt --out out/best --samples 32 --rerank 1 --clip runs/clip-emoji',
   ];
 
   static override strict = false;
@@ -48,6 +66,17 @@ export default class GenerateCommand extends BaseCommand<typeof GenerateCommand>
     shard: Flags.string({ summary: 'Run part of the job: K/N (K from 0), or auto (Slurm array / Kubernetes Indexed Job environment).', helpValue: 'K/N|auto' }),
     image: Flags.string({ summary: 'An image prompt: its top --keep-rows rows of tokens are kept and the prior completes the rest.', helpValue: 'FILE' }),
     'keep-rows': Flags.integer({ summary: 'With --image: token rows kept from the top (default: half the grid).', min: 1 }),
+    rerank: Flags.integer({ summary: 'Rank each caption\'s samples by CLIP score (--clip) and keep the best K (see `dalle rerank`).', min: 1, helpValue: 'K' }),
+    clip: Flags.string({ summary: 'With --rerank: a CLIP run directory (`dalle train-clip`) or a checkpoint directory.', helpValue: 'RUN' }),
+    runtime: Flags.option({
+      options: ['engine', 'onnx'] as const,
+      default: 'engine' as const,
+      summary: "Run the prior and dVAE on dalle's engine, or through onnxruntime-node (graphs from --onnx DIR, else exported once into a cache).",
+    })(),
+    onnx: Flags.string({
+      summary: 'With --runtime onnx: the folder `dalle export --prior RUN --dvae RUN --out DIR` wrote; default: a cache in $DALLE_ONNX_CACHE or <tmpdir>/dalle-onnx-cache.',
+      helpValue: 'DIR',
+    }),
   };
 
   async run(): Promise<GenerateCommandResult> {
@@ -73,6 +102,8 @@ export default class GenerateCommand extends BaseCommand<typeof GenerateCommand>
     const condScale = number('cond-scale', this.flags['cond-scale']);
     const shard = parseShard(this.flags.shard);
     if (this.flags['keep-rows'] !== undefined && this.flags.image === undefined) this.error('--keep-rows needs --image FILE (the image whose top rows are kept)', { exit: 2 });
+    if (this.flags.onnx !== undefined && this.flags.runtime !== 'onnx') this.error('--onnx DIR needs --runtime onnx', { exit: 2 });
+    checkRerankFlags(this.flags, (message) => this.error(message, { exit: 2 }));
     const captions = [...argvCaptions, ...(this.flags.captions !== undefined ? readCaptions(this.flags.captions, CaptionError) : [])];
     if (captions.length === 0) {
       throw new CaptionError('no captions given', 'give captions as arguments (dalle generate "red apple, noto style" ...) or --captions FILE (one a line; - reads stdin)');
@@ -96,13 +127,27 @@ export default class GenerateCommand extends BaseCommand<typeof GenerateCommand>
 
     applyRuntime(runtime);
     const events = this.renderEvents(new CoreEmitter());
+    // The CLIP is opened first, so a bad --clip fails before any image is sampled.
+    const { openClipScorer } = await import('../core/models/clip/scorer');
+    const scorer = this.flags.clip !== undefined ? await openClipScorer(this.flags.clip) : undefined;
     const prior = loadTrainedPrior(priorPath);
     try {
       const dvae = loadTrainedDvae(dvaePath);
+      // --runtime onnx: the same prior and dVAE as onnxruntime sessions (onnxruntime-node is loaded only then).
+      let onnx: import('../core/onnx').OnnxGenerationModels | undefined;
       try {
+        if (this.flags.runtime === 'onnx') {
+          const { openOnnxGeneration } = await import('../core/onnx');
+          onnx = await openOnnxGeneration(prior, dvae, { dir: this.flags.onnx, threads: runtime.threads, priorArg: priorPath, dvaeArg: dvaePath, events });
+          events.emit({
+            type: 'log',
+            level: 'info',
+            message: `onnxruntime: ${onnx.source === 'given' ? 'the export' : onnx.source === 'cached' ? 'the cached export' : 'exported now'} in ${onnx.dirs.prior === onnx.dirs.dvae ? onnx.dirs.prior : `${onnx.dirs.prior} and ${onnx.dirs.dvae}`} (matches the engine within ${onnx.check.logitsMaxAbsDiff.toExponential(1)} logits, ${onnx.check.pixelsMaxAbsDiff.toExponential(1)} pixels)`,
+          });
+        }
         let prompt;
         if (this.flags.image !== undefined) {
-          const encoded = await encodeImages(dvae, [this.flags.image], { events });
+          const encoded = await encodeImages(dvae, [this.flags.image], { events, encodeBatch: onnx?.encodeBatch });
           const side = dvae.gridSide;
           prompt = { grid: encoded.tokens.subarray(0, side * side), keepRows: this.flags['keep-rows'] ?? Math.max(1, Math.floor(side / 2)), source: this.flags.image };
         }
@@ -115,7 +160,8 @@ export default class GenerateCommand extends BaseCommand<typeof GenerateCommand>
         };
         process.on('SIGINT', onSigint);
         const summary = await runGeneration({
-          prior: prior.model,
+          prior: onnx?.prior ?? prior.model,
+          decodeBatch: onnx?.decodeBatch,
           encodeText: (caption) => prior.tokenizer.encode(caption),
           dvae,
           captions,
@@ -138,18 +184,60 @@ export default class GenerateCommand extends BaseCommand<typeof GenerateCommand>
             ` (${summary.tokensPerSecond.toFixed(1)} image tokens/s); gallery ${summary.gallery}`,
         );
         if (summary.truncated.length > 0) this.warn(`${summary.truncated.length} caption(s) were cut to ${prior.model.textLen} tokens: ${summary.truncated.join(', ')}`);
-        return { ...summary, prior: prior.checkpoint, dvae: dvae.checkpoint };
+        const rerank = scorer && !summary.stopped ? await rerankAfterGeneration(scorer, summary.out, captions.length, this.flags, events, (line) => this.log(line)) : null;
+        return {
+          ...summary,
+          prior: prior.checkpoint,
+          dvae: dvae.checkpoint,
+          rerank,
+          runtime: this.flags.runtime,
+          onnx: onnx && { prior: onnx.dirs.prior, dvae: onnx.dirs.dvae, source: onnx.source },
+        };
       } finally {
+        await onnx?.release();
         dvae.model.dispose();
       }
     } finally {
       prior.model.dispose();
+      await scorer?.dispose();
     }
   }
 }
 
+/** --rerank K and --clip RUN go together, and K cannot exceed --samples. */
+function checkRerankFlags(flags: { rerank?: number; clip?: string; samples: number }, fail: (message: string) => never): void {
+  if (flags.rerank !== undefined && flags.clip === undefined) fail('--rerank needs --clip RUN (the CLIP that scores the samples)');
+  if (flags.clip !== undefined && flags.rerank === undefined) fail('--clip is used with --rerank K (the samples kept per caption)');
+  if (flags.rerank !== undefined && flags.rerank > flags.samples) fail(`--rerank ${flags.rerank} keeps more than the --samples ${flags.samples} made per caption`);
+}
+
+/**
+ * --rerank: ranks the folder once every (caption, sample) image is there; a shard that finds others missing leaves it
+ * to the shard that completes the folder (each rerank rewrites results.jsonl whole, so none may run beside a writer).
+ */
+async function rerankAfterGeneration(
+  scorer: import('../core/models/clip/scorer').ClipScorer,
+  out: string,
+  captions: number,
+  flags: { rerank?: number; clip?: string; samples: number },
+  events: import('../core/events').EventSink,
+  log: (line: string) => void,
+): Promise<RerankSummary | null> {
+  const { readResults } = await import('../core/sample/output');
+  const { rerankGeneration } = await import('../core/sample/rerank');
+  const wanted = captions * flags.samples;
+  const present = readResults(out).filter((r) => r.caption_index < captions && r.sample < flags.samples).length;
+  if (present < wanted) {
+    log(`not reranked yet: ${present} of ${wanted} images are there; the shard that completes the folder reranks it (or run \`dalle rerank --clip ${flags.clip} --keep ${flags.rerank} ${out}\` then)`);
+    return null;
+  }
+  const r = await rerankGeneration(scorer, out, { keep: flags.rerank!, events });
+  log(`reranked ${r.candidates} images (${r.scored} scored now): mean CLIP score ${r.meanClipScore.toFixed(2)} of all, ${r.meanKeptClipScore.toFixed(2)} of the best ${r.keep} per caption (in ${r.best}); gallery ${r.gallery}`);
+  return r;
+}
+
 /** Captions of a file (or stdin for '-'): one a line, \n or \r\n, blank lines skipped; none is an error. */
-function readCaptions(file: string, CaptionError: new (message: string, hint?: string) => Error): string[] {
+export function readCaptions(file: string, CaptionError: new (message: string, hint?: string) => Error): string[] {
   let text: string;
   try {
     text = fs.readFileSync(file === '-' ? 0 : file, 'utf8');

@@ -17,7 +17,7 @@ import { CheckpointError } from '../train/checkpoint';
 import { SamplingOptions, checkSamplingOptions } from './filters';
 import { GenerationSettings, ResultRecord, appendResult, claimOutputDir, isCompletePng, readResults, writeGallery, RESULTS_FILE } from './output';
 import { Shard, Unit, WHOLE_JOB, shardUnits, unitFileName, unitRng } from './plan';
-import { PriorLike, sampleImageTokens } from './sampler';
+import { AsyncStepPrior, PriorDims, PriorLike, asyncSteps, sampleImageTokensAsync } from './sampler';
 
 /** A caption list or prompt that cannot be used; `hint` says what to do. Exit code 4 (input). */
 export class CaptionError extends Error {
@@ -41,10 +41,16 @@ export interface ImagePrompt {
 }
 
 export interface GenerateJob {
-  readonly prior: PriorLike;
+  /** The engine's prior, or an asynchronous one (onnxruntime: src/core/onnx/generate-models.ts); the same sampling. */
+  readonly prior: PriorLike | AsyncStepPrior;
   /** Caption -> text token ids (no padding); the prior's tokenizer, lower-casing included if the prior wants it. */
   readonly encodeText: (caption: string) => number[];
   readonly dvae: TrainedDvae;
+  /**
+   * Decodes codes (n, h, w) i32 to images (n, 3, R, R) in [0, 1] elsewhere than the engine's dVAE (onnxruntime for
+   * --runtime onnx); default: dvae.model.decode.
+   */
+  readonly decodeBatch?: (codes: Int32Array, count: number) => Promise<Float32Array>;
   readonly captions: readonly string[];
   readonly samples: number;
   readonly batch: number;
@@ -89,7 +95,7 @@ export function padCaption(ids: readonly number[], textLen: number, textVocab: n
 }
 
 /** Checks that the dVAE decodes the prior's image tokens (same grid side and vocabulary). */
-export function checkModelsMatch(prior: PriorLike, dvae: TrainedDvae): void {
+export function checkModelsMatch(prior: PriorDims, dvae: TrainedDvae): void {
   const vocab = dvae.model.arch.vocab_size;
   if (prior.gridSide !== dvae.gridSide || prior.imageVocab !== vocab) {
     throw new CheckpointError(
@@ -105,7 +111,8 @@ function sha256(text: string | Uint8Array): string {
 
 export async function runGeneration(job: GenerateJob): Promise<GenerateSummary> {
   const events = job.events ?? silentSink;
-  const { prior, dvae, captions, samples, batch, seed, out } = job;
+  const { dvae, captions, samples, batch, seed, out } = job;
+  const prior: AsyncStepPrior = 'async' in job.prior ? job.prior : asyncSteps(job.prior);
   const shard = job.shard ?? WHOLE_JOB;
   checkSamplingOptions(job.sampling);
   if (captions.length === 0) throw new CaptionError('no captions to generate from', 'give captions as arguments, or --captions FILE with one caption per line');
@@ -184,7 +191,7 @@ export async function runGeneration(job: GenerateJob): Promise<GenerateSummary> 
     const batchPrefix = new Int32Array(B * r);
     for (let b = 0; b < B; b++) batchPrefix.set(prefix, b * r);
     const t0 = performance.now();
-    const sampled = sampleImageTokens(
+    const sampled = await sampleImageTokensAsync(
       prior,
       { text, prefix: batchPrefix, rngs: group.map((u) => unitRng(seed, u)) },
       {
@@ -211,7 +218,9 @@ export async function runGeneration(job: GenerateJob): Promise<GenerateSummary> 
     tokensDone += B * perImage;
 
     // (B, 3, R, R) images in [0, 1] -> PNGs, then their records (PNG first: a record always names a complete file).
-    const images = noGrad(() => tidy(() => dvae.model.decode(Tensor.from(sampled.tokens, [B, gridSide, gridSide], 'i32')).toArray())) as Float32Array;
+    const images = job.decodeBatch
+      ? await job.decodeBatch(sampled.tokens, B)
+      : (noGrad(() => tidy(() => dvae.model.decode(Tensor.from(sampled.tokens, [B, gridSide, gridSide], 'i32')).toArray())) as Float32Array);
     for (let b = 0; b < B; b++) {
       const u = group[b];
       const name = unitFileName(u, captions.length, samples);
@@ -224,6 +233,7 @@ export async function runGeneration(job: GenerateJob): Promise<GenerateSummary> 
         file: name,
         log_likelihood: sampled.logLikelihood[b],
         tokens: perImage,
+        grid: Array.from(sampled.tokens.subarray(b * N, (b + 1) * N)),
       };
       appendResult(out, record);
       files.push(path.join(out, name));

@@ -32,6 +32,8 @@ export interface ResultRecord {
   readonly log_likelihood: number;
   /** Sampled tokens (prompted ones excluded). */
   readonly tokens: number;
+  /** The image's token grid, prompt included, row by row (grid side^2 codes); absent in records of older versions. */
+  readonly grid?: number[];
 }
 
 /** An output folder that cannot be used as asked; `hint` says what to do. Exit code 4 (input). */

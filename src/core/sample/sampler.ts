@@ -14,18 +14,27 @@
  * The log-likelihood reported for a row is sum over the sampled (not prompted) tokens of log p(token | text, previous
  * tokens) under the conditional prior at temperature 1, without filters or guidance: how likely the prior finds the
  * image, comparable across sampling settings.
+ *
+ * One loop, two drivers: samplingLoop (a generator) does all of the above and yields each model call (prefill, step,
+ * or a full forward); sampleImageTokens answers them synchronously with the engine's Prior, sampleImageTokensAsync
+ * awaits an AsyncStepPrior (the engine's through asyncSteps, or onnxruntime's for `dalle generate --runtime onnx`).
+ * Given the same logits, both give the same tokens.
  * Key: B = batch rows, Tt = text_len, N = grid side^2 image tokens, r = prompted tokens, V = image vocabulary.
  */
 import { Tensor, noGrad, tidy } from '../tensor';
 import type { Philox } from '../tensor/rng';
 import { SamplingOptions, filteredProbs, guideLogits, sampleFromProbs, tokenLogProb } from './filters';
 
-/** What the generation loop needs of a prior (src/core/models/prior Prior implements it). */
-export interface PriorLike {
+/** The sizes the generation loop reads off a prior. */
+export interface PriorDims {
   readonly textLen: number;
   readonly gridSide: number;
   readonly imageVocab: number;
   readonly textVocab: number;
+}
+
+/** What the generation loop needs of a prior (src/core/models/prior Prior implements it). */
+export interface PriorLike extends PriorDims {
   /** text (B, Tt) i32, image (B, n) i32 -> imageLogits (B, n, V): position t's logits are those of image token t. */
   forward(text: Tensor, image: Tensor): { imageLogits: Tensor };
   createCache(batch: number): unknown;
@@ -33,6 +42,48 @@ export interface PriorLike {
   prefill(cache: unknown, text: Tensor, imagePrefix?: Tensor): Tensor;
   /** Feeds one image token per row; returns (B, V) logits of the next. */
   step(cache: unknown, imageTokens: Tensor): Tensor;
+}
+
+/**
+ * A prior as the asynchronous driver (sampleImageTokensAsync) needs it: plain arrays in, (rows, V) logits out, each
+ * call a Promise, so a network that runs elsewhere (onnxruntime-node's sessions: src/core/onnx/generate-models.ts)
+ * serves the same loop as the engine's Prior (asyncSteps wraps it in resolved values).
+ */
+export interface AsyncStepPrior extends PriorDims {
+  readonly async: true;
+  createCache(rows: number): unknown;
+  /** text (rows, Tt) i32 and prompt (rows, r) i32 (r may be 0) -> logits (rows, V) of image token r. */
+  prefill(cache: unknown, text: Int32Array, prefix: Int32Array, rows: number): Promise<Float32Array>;
+  /** One image token per row (rows) i32 -> logits (rows, V) of the next. */
+  step(cache: unknown, tokens: Int32Array): Promise<Float32Array>;
+}
+
+/** The engine's prior behind the asynchronous interface: the same calls as the synchronous driver makes, resolved. */
+export function asyncSteps(prior: PriorLike): AsyncStepPrior {
+  const { textLen, gridSide, imageVocab, textVocab } = prior;
+  return {
+    async: true,
+    textLen,
+    gridSide,
+    imageVocab,
+    textVocab,
+    createCache: (rows) => prior.createCache(rows),
+    prefill: (cache, text, prefix, rows) => Promise.resolve(enginePrefill(prior, cache, text, prefix, rows)),
+    step: (cache, tokens) => Promise.resolve(engineStep(prior, cache, tokens)),
+  };
+}
+
+function enginePrefill(prior: PriorLike, cache: unknown, text: Int32Array, prefix: Int32Array, rows: number): Float32Array {
+  const r = prefix.length / rows;
+  return noGrad(() => tidy(() => {
+    const textT = Tensor.from(text, [rows, prior.textLen], 'i32');
+    const prefixT = r > 0 ? Tensor.from(prefix, [rows, r], 'i32') : undefined;
+    return prior.prefill(cache, textT, prefixT).toArray() as Float32Array;
+  }));
+}
+
+function engineStep(prior: PriorLike, cache: unknown, tokens: Int32Array): Float32Array {
+  return noGrad(() => tidy(() => prior.step(cache, Tensor.from(tokens, [tokens.length], 'i32')).toArray() as Float32Array));
 }
 
 export interface SampleRequest {
@@ -71,9 +122,23 @@ function disposeCache(cache: unknown): void {
   if (c && typeof c.dispose === 'function') c.dispose();
 }
 
-/** Samples the image tokens of B rows; see the module comment. */
-export function sampleImageTokens(prior: PriorLike, request: SampleRequest, options: SampleLoopOptions): SampleResult {
-  const { textLen: Tt, gridSide, imageVocab: V, textVocab } = prior;
+/**
+ * One model call the loop asks for; a driver answers with logits (rows, V) of the position asked about.
+ * prefill: fill a fresh cache with text (rows, Tt) and prompt (rows, r); step: feed one token per row;
+ * forward: the whole sequence so far (the reference without a cache; position t's logits are wanted).
+ */
+type ModelCall =
+  | { readonly kind: 'prefill'; readonly rows: number; readonly text: Int32Array; readonly prefix: Int32Array }
+  | { readonly kind: 'step'; readonly tokens: Int32Array }
+  | { readonly kind: 'forward'; readonly rows: number; readonly text: Int32Array; readonly image: Int32Array; readonly t: number };
+
+/**
+ * The sampling itself, for both drivers: checks, model inputs, guidance, filters, one RNG draw per row and position,
+ * log-likelihoods and the KV-cache order of calls. It yields each model call and is resumed with its logits, so the
+ * same code runs a synchronous network (the engine) and an asynchronous one (onnxruntime) without a copy.
+ */
+function* samplingLoop(dims: PriorDims, request: SampleRequest, options: SampleLoopOptions, useCache: boolean): Generator<ModelCall, SampleResult, Float32Array> {
+  const { textLen: Tt, gridSide, imageVocab: V, textVocab } = dims;
   const N = gridSide * gridSide;
   const B = request.rngs.length;
   if (B < 1) throw new RangeError('sampleImageTokens: no rows (rngs is empty)');
@@ -85,7 +150,6 @@ export function sampleImageTokens(prior: PriorLike, request: SampleRequest, opti
   if (!Number.isFinite(scale)) throw new RangeError(`sampleImageTokens: condScale must be finite, got ${scale}`);
   const guided = scale !== 1;
   const rows = guided ? 2 * B : B; // rows [B, 2B) are unconditional when guided
-  const useCache = options.useCache ?? true;
 
   // Model inputs: (rows, Tt) text and (rows, r) prompt.
   const text = new Int32Array(rows * Tt);
@@ -100,6 +164,7 @@ export function sampleImageTokens(prior: PriorLike, request: SampleRequest, opti
 
   // After each model call, logits (rows, V) of image position t -> the B sampled tokens at t.
   const choose = (logits: Float32Array, t: number): Int32Array => {
+    if (logits.length !== rows * V) throw new RangeError(`sampleImageTokens: the prior returned ${logits.length} logits, expected rows * image_vocab = ${rows} * ${V}`);
     const chosen = new Int32Array(rows);
     for (let b = 0; b < B; b++) {
       const cond = logits.subarray(b * V, (b + 1) * V);
@@ -115,43 +180,85 @@ export function sampleImageTokens(prior: PriorLike, request: SampleRequest, opti
   };
 
   const total = N - r;
-  noGrad(() => {
-    if (useCache) {
-      const cache = prior.createCache(rows);
-      try {
-        let logits = tidy(() => {
-          const textT = Tensor.from(text, [rows, Tt], 'i32');
-          const prefixT = r > 0 ? Tensor.from(duplicateRows(prefix, B, r, guided), [rows, r], 'i32') : undefined;
-          return prior.prefill(cache, textT, prefixT).toArray() as Float32Array;
-        });
-        for (let t = r; t < N; t++) {
-          const chosen = choose(logits, t);
-          options.onToken?.(t - r + 1, total);
-          if (t === N - 1) break;
-          logits = tidy(() => prior.step(cache, Tensor.from(chosen, [rows], 'i32')).toArray() as Float32Array);
-        }
-      } finally {
-        disposeCache(cache);
-      }
-    } else {
-      // The reference: the whole sequence so far through forward(); unknown future positions are 0 (the causal masks
-      // keep them from mattering) and position t's logits are read.
-      const image = new Int32Array(rows * N);
-      for (let t = r; t < N; t++) {
-        for (let b = 0; b < B; b++) {
-          image.set(tokens.subarray(b * N, b * N + t), b * N);
-          if (guided) image.set(tokens.subarray(b * N, b * N + t), (B + b) * N);
-        }
-        const logits = tidy(() => {
-          const out = prior.forward(Tensor.from(text, [rows, Tt], 'i32'), Tensor.from(image, [rows, N], 'i32')).imageLogits;
-          return sliceRows(out.toArray() as Float32Array, rows, N, V, t);
-        });
-        choose(logits, t);
-        options.onToken?.(t - r + 1, total);
-      }
+  if (useCache) {
+    let logits = yield { kind: 'prefill', rows, text, prefix: duplicateRows(prefix, B, r, guided) };
+    for (let t = r; t < N; t++) {
+      const chosen = choose(logits, t);
+      options.onToken?.(t - r + 1, total);
+      if (t === N - 1) break;
+      logits = yield { kind: 'step', tokens: chosen };
     }
-  });
+  } else {
+    // The reference: the whole sequence so far through forward(); unknown future positions are 0 (the causal masks
+    // keep them from mattering) and position t's logits are read.
+    const image = new Int32Array(rows * N);
+    for (let t = r; t < N; t++) {
+      for (let b = 0; b < B; b++) {
+        image.set(tokens.subarray(b * N, b * N + t), b * N);
+        if (guided) image.set(tokens.subarray(b * N, b * N + t), (B + b) * N);
+      }
+      choose(yield { kind: 'forward', rows, text, image, t }, t);
+      options.onToken?.(t - r + 1, total);
+    }
+  }
   return { tokens, logLikelihood };
+}
+
+/** Samples the image tokens of B rows with the engine's prior, synchronously; see the module comment. */
+export function sampleImageTokens(prior: PriorLike, request: SampleRequest, options: SampleLoopOptions): SampleResult {
+  const useCache = options.useCache ?? true;
+  const loop = samplingLoop(prior, request, options, useCache);
+  let cache: unknown;
+  try {
+    for (let next = loop.next(); ; ) {
+      if (next.done) return next.value;
+      const call = next.value;
+      let logits: Float32Array;
+      if (call.kind === 'prefill') {
+        cache = prior.createCache(call.rows);
+        logits = enginePrefill(prior, cache, call.text, call.prefix, call.rows);
+      } else if (call.kind === 'step') {
+        logits = engineStep(prior, cache, call.tokens);
+      } else {
+        const { rows, text, image, t } = call;
+        const N = prior.gridSide * prior.gridSide;
+        logits = noGrad(() => tidy(() => {
+          const out = prior.forward(Tensor.from(text, [rows, prior.textLen], 'i32'), Tensor.from(image, [rows, N], 'i32')).imageLogits;
+          return sliceRows(out.toArray() as Float32Array, rows, N, prior.imageVocab, t);
+        }));
+      }
+      next = loop.next(logits);
+    }
+  } finally {
+    disposeCache(cache);
+  }
+}
+
+/**
+ * The same loop (same checks, draws and tokens as sampleImageTokens) over an asynchronous prior: the engine's through
+ * asyncSteps, or an ONNX one. Always with the KV cache (the full-forward reference is the synchronous driver's).
+ */
+export async function sampleImageTokensAsync(prior: AsyncStepPrior, request: SampleRequest, options: Omit<SampleLoopOptions, 'useCache'>): Promise<SampleResult> {
+  const loop = samplingLoop(prior, request, options, true);
+  let cache: unknown;
+  try {
+    for (let next = loop.next(); ; ) {
+      if (next.done) return next.value;
+      const call = next.value;
+      let logits: Float32Array;
+      if (call.kind === 'prefill') {
+        cache = prior.createCache(call.rows);
+        logits = await prior.prefill(cache, call.text, call.prefix, call.rows);
+      } else if (call.kind === 'step') {
+        logits = await prior.step(cache, call.tokens);
+      } else {
+        throw new Error('sampleImageTokensAsync: full forwards are not supported (use the KV cache)');
+      }
+      next = loop.next(logits);
+    }
+  } finally {
+    disposeCache(cache);
+  }
 }
 
 /** (B, r) -> (2B, r) with the rows repeated when guided, else the same array. */
