@@ -104,9 +104,8 @@ function sourceFingerprint(hash: ReturnType<typeof createHash>, name: string, so
   }
 }
 
-/** Reads the cache for (data, dVAE checkpoint), or encodes every image and writes it. */
-export async function loadOrBuildTokenCache(options: TokenCacheOptions): Promise<TokenCache> {
-  const events = options.events ?? silentSink;
+/** The cache key and directory of (data, dVAE checkpoint), and the opened sources of its splits. */
+async function tokenCacheLocation(options: TokenCacheOptions): Promise<{ key: string; dir: string; sources: Array<{ name: TokenSplitName; source: DataSource }> }> {
   const { dvae } = options;
   const splits = tokenCacheSplits(options.data);
   const sources: Array<{ name: TokenSplitName; source: DataSource }> = [];
@@ -116,14 +115,38 @@ export async function loadOrBuildTokenCache(options: TokenCacheOptions): Promise
   for (const { name, source } of sources) sourceFingerprint(hash, name, source);
   const key = hash.digest('hex').slice(0, 16);
   const runDir = path.dirname(path.dirname(dvae.checkpoint)); // RUN/checkpoints/step-N -> RUN
-  const dir = path.join(runDir, TOKEN_CACHE_DIR, key);
+  return { key, dir: path.join(runDir, TOKEN_CACHE_DIR, key), sources };
+}
 
-  if (fs.existsSync(path.join(dir, META_FILE))) {
-    events.emit({ type: 'log', level: 'info', message: `token cache ${dir}` });
-    const out: { train?: TokenSplit; val?: TokenSplit } = {};
-    for (const { name } of sources) out[name] = readSplit(dir, name, dvae.gridSide);
-    return { key, dir, built: false, train: out.train as TokenSplit, val: out.val };
-  }
+/** Reads the cache for (data, dVAE checkpoint) when it exists; never encodes or writes (undefined when absent). */
+export async function findTokenCache(options: TokenCacheOptions): Promise<TokenCache | undefined> {
+  return readCacheAt(await tokenCacheLocation(options), options);
+}
+
+function readCacheAt(
+  { key, dir, sources }: { key: string; dir: string; sources: Array<{ name: TokenSplitName }> }, options: TokenCacheOptions,
+): TokenCache | undefined {
+  if (!fs.existsSync(path.join(dir, META_FILE))) return undefined;
+  (options.events ?? silentSink).emit({ type: 'log', level: 'info', message: `token cache ${dir}` });
+  const out: { train?: TokenSplit; val?: TokenSplit } = {};
+  for (const { name } of sources) out[name] = readSplit(dir, name, options.dvae.gridSide);
+  return { key, dir, built: false, train: out.train as TokenSplit, val: out.val };
+}
+
+/** Encodes one data source (any form openDataSource reads) into argmax grids in memory, without a cache. */
+export async function encodeTokenSplit(dvae: TrainedDvae, dataPath: string, events: EventSink = silentSink): Promise<{ split: TokenSplit; skipped: SkipSummary }> {
+  const source = await openDataSource(dataPath, { requireCaptions: true });
+  return encodeSource(dvae, source, path.basename(dataPath) || dataPath, events);
+}
+
+/** Reads the cache for (data, dVAE checkpoint), or encodes every image and writes it. */
+export async function loadOrBuildTokenCache(options: TokenCacheOptions): Promise<TokenCache> {
+  const events = options.events ?? silentSink;
+  const { dvae } = options;
+  const location = await tokenCacheLocation(options);
+  const found = readCacheAt(location, options);
+  if (found) return found;
+  const { key, dir, sources } = location;
 
   events.emit({ type: 'stage', name: 'encoding images', detail: `with ${dvae.checkpoint} into ${dir}` });
   const encoded: Array<{ name: TokenSplitName; split: TokenSplit; skipped: SkipSummary }> = [];
