@@ -43,6 +43,7 @@ const POLICIES: Readonly<Record<string, ErrorPolicy>> = {
   ShardError: { exit: ExitCode.usage, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
   CaptionError: { exit: ExitCode.input, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
   OutputDirError: { exit: ExitCode.input, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
+  RerankError: { exit: ExitCode.input, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
   DeviceUnavailableError: {
     exit: ExitCode.runtime,
     suggestions: () => ['run on the CPU with --device cpu (or set runtime.device: cpu in the config)'],

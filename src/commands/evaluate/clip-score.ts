@@ -25,13 +25,14 @@ export default class EvaluateClipScoreCommand extends BaseCommand<typeof Evaluat
 
   async run(): Promise<ClipScoreResult & { checkpoint: string; step: number }> {
     const { applyRuntime } = await import('../../core/runtime');
-    const { loadClip } = await import('../../core/models/clip/train');
+    const { openClipScorer } = await import('../../core/models/clip/scorer');
     const { clipScore } = await import('../../core/models/clip/evaluate');
     applyRuntime(this.loadConfig(dvaeConfig).runtime);
     const events = this.renderEvents(new CoreEmitter());
-    const clip = loadClip(this.flags.clip);
+    const scorer = await openClipScorer(this.flags.clip);
+    const clip = { checkpoint: String(scorer.details.checkpoint ?? scorer.name), step: Number(scorer.details.step ?? NaN) };
     try {
-      const r = await clipScore(clip, this.flags.data, { limit: this.flags.limit, pool: this.flags.pool, events });
+      const r = await clipScore(scorer, this.flags.data, { limit: this.flags.limit, pool: this.flags.pool, events });
       const pct = (v: number) => (Number.isNaN(v) ? 'n/a (fewer pairs than one pool)' : `${(100 * v).toFixed(1)}%`);
       this.log(
         `${r.pairs} pairs, CLIP ${clip.checkpoint} (update ${clip.step}): CLIP score ${r.clipScore.toFixed(2)}; ` +
@@ -40,7 +41,7 @@ export default class EvaluateClipScoreCommand extends BaseCommand<typeof Evaluat
       );
       return { ...r, checkpoint: clip.checkpoint, step: clip.step };
     } finally {
-      clip.model.dispose();
+      await scorer.dispose();
     }
   }
 }

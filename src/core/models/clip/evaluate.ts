@@ -13,7 +13,8 @@ import { DEFAULT_MAX_INPUT_PIXELS, decodeImage, rgbToChw } from '../../data/imag
 import { SkipReport, SkipSummary } from '../../data/skips';
 import { EventSink, silentSink } from '../../events';
 import type { FeatureExtractor } from '../../eval/features';
-import { LoadedClip, embedImages, embedTexts } from './train';
+import type { ClipScorer } from './scorer';
+import { LoadedClip, embedImages } from './train';
 
 /** The CLIP image tower as a feature extractor: L2-normalised image embeddings (E values per image). */
 export class ClipImageFeatures implements FeatureExtractor {
@@ -51,9 +52,9 @@ export interface ClipScoreResult {
   readonly skipped: SkipSummary;
 }
 
-/** Reads the (first caption, image) pairs of a data set and measures them. */
+/** Reads the (first caption, image) pairs of a data set and measures them under `scorer` (scorer.ts). */
 export async function clipScore(
-  clip: LoadedClip,
+  scorer: ClipScorer,
   dataPath: string,
   options: { limit?: number; pool?: number; batchSize?: number; events?: EventSink } = {},
 ): Promise<ClipScoreResult> {
@@ -62,11 +63,10 @@ export async function clipScore(
   const skipped = new SkipReport();
   skipped.merge(source.skipped);
   const records = options.limit ? source.records.slice(0, options.limit) : source.records;
-  const R = clip.model.arch.resolution;
-  const E = clip.model.arch.embed;
+  const R = scorer.imageSize;
   const batchSize = options.batchSize ?? 64;
   const captions: string[] = [];
-  const images: Float32Array[] = [];
+  const images: Float32Array[] = []; // one (E) embedding per readable image
   for (let start = 0; start < records.length; start += batchSize) {
     const batch = records.slice(start, start + batchSize);
     const decoded = await Promise.all(
@@ -84,7 +84,7 @@ export async function clipScore(
     if (good.length > 0) {
       const pixels = new Float32Array(good.length * 3 * R * R);
       good.forEach(([, rgb], n) => rgbToChw(rgb!, R, pixels, n * 3 * R * R));
-      images.push(embedImages(clip.model, pixels, good.length));
+      images.push(...(await scorer.embedImages({ pixels, shape: [good.length, 3, R, R] })));
       for (const [r] of good) captions.push(r.captions[0]);
     }
     events.emit({ type: 'progress', task: 'clip-score', step: Math.min(start + batchSize, records.length), total: records.length, unit: 'pair' });
@@ -92,16 +92,13 @@ export async function clipScore(
   events.emit({ type: 'done', task: 'clip-score' });
   const N = captions.length;
   if (N === 0) throw new DataError(`${dataPath}: no readable image with a caption (${skipped.total} skipped)`, '`dalle dataset inspect PATH` lists what is skipped and why');
-  const img = new Float32Array(N * E);
-  let o = 0;
-  for (const part of images) {
-    img.set(part, o);
-    o += part.length;
-  }
-  const txt = embedTexts(clip, captions);
+  const txt = await scorer.embedTexts(captions);
+  const E = txt[0].length;
   const cos = (i: number, j: number): number => {
+    const a = images[i];
+    const b = txt[j];
     let s = 0;
-    for (let e = 0; e < E; e++) s += img[i * E + e] * txt[j * E + e];
+    for (let e = 0; e < E; e++) s += a[e] * b[e];
     return s;
   };
   let score = 0;
