@@ -133,9 +133,15 @@ function readCacheAt(
   return { key, dir, built: false, train: out.train as TokenSplit, val: out.val };
 }
 
-/** Encodes one data source (any form openDataSource reads) into argmax grids in memory, without a cache. */
-export async function encodeTokenSplit(dvae: TrainedDvae, dataPath: string, events: EventSink = silentSink): Promise<{ split: TokenSplit; skipped: SkipSummary }> {
-  const source = await openDataSource(dataPath, { requireCaptions: true });
+/**
+ * Encodes one data source (any form openDataSource reads) into argmax grids in memory, without a cache; `limit` > 0
+ * encodes only its first `limit` records.
+ */
+export async function encodeTokenSplit(
+  dvae: TrainedDvae, dataPath: string, events: EventSink = silentSink, limit = 0,
+): Promise<{ split: TokenSplit; skipped: SkipSummary }> {
+  const opened = await openDataSource(dataPath, { requireCaptions: true });
+  const source = limit > 0 ? { ...opened, records: opened.records.slice(0, limit) } : opened;
   return encodeSource(dvae, source, path.basename(dataPath) || dataPath, events);
 }
 

@@ -87,7 +87,7 @@ async function dataSplit(options: PriorNllOptions, events: EventSink): Promise<{
     if (split) return { split, source, cache: cache.dir };
   }
   events.emit({ type: 'stage', name: 'encoding images', detail: `${source} with ${dvae.checkpoint} (argmax codes; no token cache for this data set, none written)` });
-  const encoded = await encodeTokenSplit(dvae, source, events);
+  const encoded = await encodeTokenSplit(dvae, source, events, options.limit ?? 0);
   return { split: encoded.split, source, cache: null, skipped: encoded.skipped };
 }
 
