@@ -36,7 +36,7 @@ export default class GenerateCommand extends BaseCommand<typeof GenerateCommand>
     'sampled, writes the gallery and exits with code 130; the same command then finishes the job. --runtime onnx runs the ' +
     'prior and the dVAE decoder through onnxruntime-node, with the same sampling (same tokens as the engine for the same ' +
     'seed, up to float rounding): on the graphs in --onnx DIR (`dalle export --prior RUN --dvae RUN --out DIR`), or ' +
-    'else on an export cache in $DALLE_ONNX_CACHE or <tmpdir>/dalle-onnx-cache, written once per model (named by ' +
+    'else on an export cache in $DALLE_ONNX_CACHE or <tmpdir>/dalle-onnx-cache-<uid>, written once per model (named by ' +
     'the hash of its weights, renamed into place when complete) and reused. Either way the graphs are first checked ' +
     'against the engine on a test caption and grid. --rerank K --clip RUN then ranks each caption\'s --samples ' +
     'candidates by CLIP score and keeps the best K, as `dalle rerank` does (the paper: 512 samples, the best kept); a ' +
@@ -74,7 +74,7 @@ export default class GenerateCommand extends BaseCommand<typeof GenerateCommand>
       summary: "Run the prior and dVAE on dalle's engine, or through onnxruntime-node (graphs from --onnx DIR, else exported once into a cache).",
     })(),
     onnx: Flags.string({
-      summary: 'With --runtime onnx: the folder `dalle export --prior RUN --dvae RUN --out DIR` wrote; default: a cache in $DALLE_ONNX_CACHE or <tmpdir>/dalle-onnx-cache.',
+      summary: 'With --runtime onnx: the folder `dalle export --prior RUN --dvae RUN --out DIR` wrote; default: a cache in $DALLE_ONNX_CACHE or <tmpdir>/dalle-onnx-cache-<uid>.',
       helpValue: 'DIR',
     }),
   };

@@ -6,7 +6,7 @@
  * Where the graphs come from:
  *   --onnx DIR   a folder `dalle export --prior RUN --dvae RUN --out DIR` wrote (prior.onnx, prior.json, dvae-encoder.onnx,
  *                dvae-decoder.onnx, dvae.json); missing files, another architecture, or other weights are errors.
- *   otherwise    an export cache: $DALLE_ONNX_CACHE, else <os tmpdir>/dalle-onnx-cache, one folder per model named by
+ *   otherwise    an export cache: $DALLE_ONNX_CACHE, else <os tmpdir>/dalle-onnx-cache-<uid>, one folder per model named by
  *                the sha256 of its export format, architecture and weights file (prior-<hash>/, dvae-<hash>/).
  *                A folder is written under a temporary name and renamed into place when complete (concurrent runs
  *                race harmlessly), and reused while the weights are the same.
@@ -38,9 +38,13 @@ export const MATCH_TOLERANCE = 1e-3;
 /** Marks a complete cache folder; holds what it was exported from. */
 const CACHE_STAMP = 'export.json';
 
-/** Where exports are cached without --onnx DIR: $DALLE_ONNX_CACHE, else <tmpdir>/dalle-onnx-cache. */
+/**
+ * Where exports are cached without --onnx DIR: $DALLE_ONNX_CACHE, else <tmpdir>/dalle-onnx-cache-<uid> (one per user:
+ * the folders are made private by mkdtemp, so users sharing a tmpdir cannot share them).
+ */
 export function onnxCacheRoot(env: NodeJS.ProcessEnv = process.env): string {
-  return env.DALLE_ONNX_CACHE && env.DALLE_ONNX_CACHE.trim() !== '' ? path.resolve(env.DALLE_ONNX_CACHE) : path.join(os.tmpdir(), 'dalle-onnx-cache');
+  if (env.DALLE_ONNX_CACHE && env.DALLE_ONNX_CACHE.trim() !== '') return path.resolve(env.DALLE_ONNX_CACHE);
+  return path.join(os.tmpdir(), `dalle-onnx-cache-${typeof process.getuid === 'function' ? process.getuid() : os.userInfo().username}`);
 }
 
 /** The ONNX prior behind the loop's asynchronous interface. */
