@@ -183,4 +183,20 @@ describe('commands: train-dvae -> encode -> decode', function () {
     await new DvaeTrainer({ config: tinyConfig(images, [`train.steps=${stoppedAt + 2}`, 'train.checkpoint_every=100000']), out: straight }).run();
     assert.deepEqual(readMetrics(out).map((m) => m.loss), readMetrics(straight).map((m) => m.loss));
   });
+
+  it('the codebook aids (k-means init, decoder warm-up, straight-through) train, log the init, and resume exactly', async () => {
+    const aids = ['train.codebook_init=kmeans', 'train.codebook_init_images=6', 'train.decoder_warmup_steps=3', 'train.straight_through=true', 'train.usage_weight=1'];
+    const set = (list: string[]) => list.flatMap((a) => ['--set', a]);
+    const out = path.join(work, 'runs', 'aids');
+    const first = await dalle(['train-dvae', '--config', config, '--data', images, '--out', out, ...set([...aids, 'train.steps=2', 'train.checkpoint_every=2']), '--json']);
+    assert.equal(first.error, undefined, first.error?.message);
+    assert.match(first.stdout, /codebook init: k-means of \d+ feature vectors, perplexity [\d.]+ of 16/);
+    const resumed = await dalle(['train-dvae', '--out', out, '--resume', '--set', 'train.steps=6']);
+    assert.equal(resumed.error, undefined, resumed.error?.message);
+    const straight = temporaryDir();
+    await new DvaeTrainer({ config: tinyConfig(images, [...aids, 'train.steps=6', 'train.checkpoint_every=100000']), out: straight }).run();
+    const a = readMetrics(out);
+    assert.deepEqual(a.map((m) => m.step), [1, 2, 3, 4, 5, 6]);
+    assert.deepEqual(a.map((m) => m.loss), readMetrics(straight).map((m) => m.loss));
+  });
 });

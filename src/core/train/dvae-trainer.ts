@@ -28,7 +28,7 @@ import { DataLoader } from '../data/loader';
 import { openDataSource } from '../data/sources/open';
 import { EventSink, silentSink } from '../events';
 import { planesToRgb, tileImages, writePng } from '../image/grid';
-import { Dvae, dvaeLoss, dvaeSchedules } from '../models/dvae';
+import { Dvae, dvaeLoss, dvaeSchedules, kmeansCodebookInit } from '../models/dvae';
 import { Philox, Tensor, backward, noGrad, tidy, zeroGrad } from '../tensor';
 import { AdamW } from './adamw';
 import { clipGradNorm } from './clip';
@@ -44,6 +44,8 @@ export const METRICS_FILE = 'metrics.jsonl';
 export const SAMPLES_DIR = 'samples';
 /** The gumbel noise's stream: Philox(seed).fork(this) ('nois'); init uses Philox(seed), data its own fork. */
 export const NOISE_STREAM_ID = 0x6e6f6973;
+/** The k-means codebook init's images and draws: Philox(seed).fork(this) ('kmin'), apart from the training data order. */
+export const CODEBOOK_INIT_STREAM_ID = 0x6b6d696e;
 /** Log-step batches in the codebook-usage window. */
 export const USAGE_WINDOW = 4;
 /** Images (of the batch) shown in a sample grid. */
@@ -182,6 +184,8 @@ export class DvaeTrainer {
         metrics = checkMetricsState(resumed.metrics, V, resumedDir);
         truncateMetrics(metricsFile, startStep);
         emit({ type: 'log', level: 'info', message: `resuming from ${resumedDir} (update ${startStep} of ${t.steps})` });
+      } else if (t.codebook_init === 'kmeans') {
+        await initCodebook(model, source, config, loaderOptions, this.events);
       }
 
       const params = optimizer.parameters;
@@ -222,7 +226,14 @@ export class DvaeTrainer {
         const values = tidy(() => {
           const x = Tensor.from(batch.images, batch.shape); // (B, 3, R, R)
           zeroGrad(params);
-          const r = dvaeLoss(model, x, { tau, beta, rng: noise, usageWeight: t.usage_weight });
+          const r = dvaeLoss(model, x, {
+            tau,
+            beta,
+            rng: noise,
+            usageWeight: t.usage_weight,
+            straightThrough: t.straight_through,
+            encoderFrozen: step < t.decoder_warmup_steps,
+          });
           backward(r.loss);
           // Clipping (train.grad_clip > 0; the paper has none) bounds the update a single loss spike can make.
           const { norm } = clipGradNorm(params, t.grad_clip);
@@ -307,6 +318,31 @@ export class DvaeTrainer {
       model.dispose();
     }
   }
+}
+
+/** train.codebook_init: kmeans: clusters the encoder features of train.codebook_init_images images of the source. */
+async function initCodebook(model: Dvae, source: Awaited<ReturnType<typeof openDataSource>>, config: DvaeConfig, loaderOptions: { resolution: number; maxInputPixels: number; prefetchBatches: number }, events: EventSink): Promise<void> {
+  const t = config.train;
+  const count = Math.min(t.codebook_init_images, source.records.length);
+  events.emit({ type: 'stage', name: 'codebook init', detail: `k-means of the encoder features of ${count} images` });
+  const rng = new Philox(config.runtime.seed).fork(CODEBOOK_INIT_STREAM_ID);
+  const batchSize = Math.min(32, count);
+  const loader = new DataLoader(source, { ...loaderOptions, batchSize, seed: config.runtime.seed ^ CODEBOOK_INIT_STREAM_ID, events });
+  const R = config.data.resolution;
+  const C = model.arch.input_channels;
+  const images = new Float32Array(count * C * R * R);
+  try {
+    for (let seen = 0; seen < count; ) {
+      const batch = await loader.next();
+      const take = Math.min(batchSize, count - seen);
+      images.set(batch.images.subarray(0, take * C * R * R), seen * C * R * R);
+      seen += take;
+    }
+  } finally {
+    loader.close();
+  }
+  const r = kmeansCodebookInit(model, images, [count, C, R, R], { rng, logitStd: t.codebook_init_logit_std });
+  events.emit({ type: 'log', level: 'info', message: `codebook init: k-means of ${r.vectors} feature vectors, perplexity ${r.perplexity.toFixed(1)} of ${model.arch.vocab_size}, ${r.deadCodes} empty codes` });
 }
 
 /** perplexity exp(H) of the pooled code histogram, and the codes never seen. */

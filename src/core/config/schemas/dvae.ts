@@ -4,7 +4,7 @@
  * Widths: encoder groups n_hid, 2n_hid, 4n_hid, 8n_hid; every group but the last halves the side, so the token grid is
  * resolution / 2^(n_groups - 1) (paper: 256 / 8 = 32).
  */
-import { int, num, str } from '../fields';
+import { bool, int, num, oneOf, str } from '../fields';
 import { ConfigOf, defineConfig } from '../schema';
 import { runtimeSection } from './runtime';
 
@@ -44,6 +44,11 @@ export const dvaeConfig = defineConfig(
       kl_weight: num(6.6, 'final KL weight beta; a larger beta spreads code usage (paper: 6.6)', { min: 0 }),
       kl_ramp_steps: int(5_000, 'beta rises from 0 to kl_weight over these updates (paper: 5,000)', { min: 0 }),
       grad_clip: num(0, 'clip the global gradient norm to this; 0 = off (the paper does not clip)', { min: 0 }),
+      codebook_init: oneOf(['random', 'kmeans'] as const, 'random', 'initial codebook: random weights (paper), or k-means of the encoder features of real images written into the output conv (see models/dvae/codebook-init.ts)'),
+      codebook_init_images: int(1000, 'images whose encoder features train.codebook_init: kmeans clusters', { min: 1 }),
+      codebook_init_logit_std: num(5, 'spread of the initial logits across codes after the k-means init', { greaterThan: 0 }),
+      decoder_warmup_steps: int(0, 'first updates train only the decoder, on the encoder\'s argmax codes (0 = the paper)', { min: 0 }),
+      straight_through: bool(false, 'the decoder sees the one-hot argmax of the relaxed sample, the gradient is the relaxed one (paper: false)'),
       usage_weight: num(0, 'weight of a batch codebook-usage term, per cell; 0 = the paper (see models/dvae/loss.ts)', { min: 0 }),
       tau_start: num(1, 'gumbel-softmax relaxation temperature at update 0 (paper: 1)', { greaterThan: 0 }),
       tau_end: num(1 / 16, 'temperature after the cosine anneal: nearly one-hot (paper: 1/16)', { greaterThan: 0 }),

@@ -32,6 +32,11 @@ export class Encoder extends Module {
 
   /** x: pixels mapped to (eps, 1 - eps) (B, C, H, W) -> logits (B, V, h, w). */
   forward(x: Tensor): Tensor {
+    return this.output.forward(this.features(x)); // (B, V, h, w)
+  }
+
+  /** What the output 1x1 conv sees: ReLU of the last group, (B, 2^(G-1) n_hid, h, w). */
+  features(x: Tensor): Tensor {
     const { input_channels: C, n_groups: G } = this.arch;
     const f = 2 ** (G - 1);
     if (x.rank !== 4 || x.shape[1] !== C || x.shape[2] % f !== 0 || x.shape[3] % f !== 0) {
@@ -42,7 +47,7 @@ export class Encoder extends Module {
       for (const b of g.blocks) h = b.forward(h); // (B, 2^(g-1) n_hid, H', W')
       if (g.pool) h = maxPool2x2(h); // (B, ., H'/2, W'/2)
     }
-    return this.output.forward(relu(h)); // (B, V, h, w)
+    return relu(h); // (B, 2^(G-1) n_hid, h, w)
   }
 }
 

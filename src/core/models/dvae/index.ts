@@ -6,3 +6,4 @@ export * from './decoder';
 export * from './loss';
 export * from './dvae';
 export * from './schedules';
+export * from './codebook-init';

@@ -15,7 +15,7 @@
 // abs is not an engine op: |z| = relu(z) + relu(-z) (gradient sign(z), 0 at 0), and clamp(v, 0, 1) = relu(v) - relu(v - 1).
 // Key: B = batch, C = image channels, V = vocab_size, H, W = image side, h, w = grid side.
 import { add, addScalar, affine, exp, log, logSoftmax, mean, mul, neg, permute, relu, slice, softmax, sub, sum } from '../../ops';
-import { Philox, Tensor, randGumbel, shapeStr } from '../../tensor';
+import { Philox, Tensor, noGrad, randGumbel, shapeStr } from '../../tensor';
 import type { Dvae } from './dvae';
 
 /** The paper's eps: pixels live in (eps, 1 - eps) for the logit-Laplace likelihood. */
@@ -73,6 +73,23 @@ export function gumbelSoftmax(logits: Tensor, tau: number, rng: Philox): Tensor 
   return permute(y, [0, 3, 1, 2]); // (B, V, h, w)
 }
 
+/** one_hot(argmax z) - z as a constant (no gradient): z + it is the one-hot in value and z in gradient. (B, V, h, w) */
+export function straightThroughShift(z: Tensor): Tensor {
+  const [B, V, h, w] = z.shape;
+  const hw = h * w;
+  const data = z.toArray() as Float32Array;
+  const shift = new Float32Array(data.length);
+  for (let b = 0; b < B; b++) {
+    const base = b * V * hw;
+    for (let p = 0; p < hw; p++) {
+      let best = 0;
+      for (let v = 1; v < V; v++) if (data[base + v * hw + p] > data[base + best * hw + p]) best = v;
+      for (let v = 0; v < V; v++) shift[base + v * hw + p] = (v === best ? 1 : 0) - data[base + v * hw + p];
+    }
+  }
+  return Tensor.from(shift, z.shape);
+}
+
 /** KL(softmax(logits) || uniform over V) per cell: logits (B, V, h, w) -> (B, h, w), in nats. */
 export function klToUniform(logits: Tensor): Tensor {
   const V = logits.shape[1];
@@ -121,6 +138,16 @@ export interface DvaeLossOptions {
   rng: Philox;
   /** Weight of the codebook-usage term per cell (0 = the paper's objective). */
   usageWeight?: number;
+  /**
+   * Straight-through: the decoder sees the one-hot code of the sample's argmax (what it sees at use), while the
+   * gradient is that of the relaxed sample (train.straight_through; the paper uses the relaxed sample itself).
+   */
+  straightThrough?: boolean;
+  /**
+   * Decoder warm-up (train.decoder_warmup_steps): the encoder's argmax codes, without noise and without gradient, go
+   * to the decoder; only the reconstruction is trained, so every code of an initialised book learns its image first.
+   */
+  encoderFrozen?: boolean;
 }
 
 export interface DvaeLossResult {
@@ -144,10 +171,16 @@ export function dvaeLoss(model: Dvae, x: Tensor, opts: DvaeLossOptions): DvaeLos
   if (!(beta >= 0)) throw new Error(`dalle: KL weight beta must be >= 0, got ${beta}`);
   const [B, C, H, W] = x.shape;
   const xm = mapPixels(x, model.eps); // (B, C, H, W)
-  const logits = model.encoder.forward(xm); // (B, V, h, w)
+  const logits = opts.encoderFrozen ? noGrad(() => model.encoder.forward(xm)) : model.encoder.forward(xm); // (B, V, h, w)
   const [, , h, w] = logits.shape;
-  const z = gumbelSoftmax(logits, tau, rng); // (B, V, h, w)
-  const stats = model.decoder.forward(z); // (B, 2C, H, W)
+  let stats: Tensor; // (B, 2C, H, W)
+  if (opts.encoderFrozen) {
+    stats = model.decoder.forwardCodes(argmaxCodes(logits));
+  } else {
+    let z = gumbelSoftmax(logits, tau, rng); // (B, V, h, w)
+    if (opts.straightThrough) z = add(z, straightThroughShift(z));
+    stats = model.decoder.forward(z);
+  }
   const recon = mul(sum(logitLaplaceNll(xm, stats)), 1 / B);
   const kl = mul(sum(klToUniform(logits)), 1 / B);
   const usageWeight = opts.usageWeight ?? 0;
