@@ -25,6 +25,13 @@ export interface ExportCommandResult {
     readonly bytes: number;
     readonly check?: { readonly rows: number; readonly positions: number; readonly logitsMaxAbsDiff: number };
   };
+  readonly clip?: {
+    readonly checkpoint: string;
+    readonly step: number;
+    readonly files: { readonly text: string; readonly vision: string; readonly tokenizer: string; readonly preprocessor: string; readonly config: string };
+    readonly bytes: { readonly text: number; readonly vision: number };
+    readonly check?: { readonly captions: number; readonly images: number; readonly textMaxAbsDiff: number; readonly imageMaxAbsDiff: number };
+  };
 }
 
 /** Agreement the check demands: f32 graphs of the same ops as the engine. */
@@ -44,31 +51,71 @@ export default class ExportCommand extends BaseCommand<typeof ExportCommand> {
     '(B, H, P, D) of every layer -> logits of the next image token (B, V) and present_key_i / present_value_i) and ' +
     'DIR/prior.json (architecture, and the offset added to image token ids). Then runs every graph through ' +
     `onnxruntime-node on random inputs and checks it against dalle's engine (max abs difference under ${CHECK_TOLERANCE}); ` +
-    '--no-check skips that. `dalle encode` / `dalle decode` run a dVAE export with --runtime onnx --onnx DIR.';
+    '--no-check skips that. `dalle encode` / `dalle decode` run a dVAE export with --runtime onnx --onnx DIR. With ' +
+    '--clip: a Hugging Face-style CLIP export, DIR/text_model.onnx (input_ids, attention_mask int64 (B, T) -> ' +
+    'text_embeds (B, E)), DIR/vision_model.onnx (pixel_values float32 (B, 3, S, S), normalised -> image_embeds (B, E)), ' +
+    'tokenizer.json, preprocessor_config.json and config.json, which `--clip DIR` opens like the run.';
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> --dvae runs/dvae-emoji --out runs/dvae-emoji/onnx',
     '<%= config.bin %> <%= command.id %> --dvae runs/dvae-emoji --prior runs/prior-emoji --out /tmp/dalle-onnx --json',
+    '<%= config.bin %> <%= command.id %> --clip runs/clip-emoji --out runs/clip-emoji/onnx',
   ];
 
   static override flags = {
     dvae: Flags.string({ summary: 'A dVAE run directory (its latest checkpoint) or a checkpoint directory.', helpValue: 'RUN' }),
     prior: Flags.string({ summary: 'A prior run directory (its latest checkpoint) or a checkpoint directory.', helpValue: 'RUN' }),
+    clip: Flags.string({ summary: 'A CLIP run directory (its best or latest checkpoint) or a checkpoint directory.', helpValue: 'RUN' }),
     out: Flags.string({ char: 'o', summary: 'Folder for the .onnx files (created if missing; files in it are replaced).', required: true, helpValue: 'DIR' }),
     check: Flags.boolean({ summary: "Run the export through onnxruntime and compare it with dalle's engine.", default: true, allowNo: true }),
   };
 
   async run(): Promise<ExportCommandResult> {
     // The engine is loaded here, not at the top, so `dalle --help` lists this command even without the native addon.
-    if (this.flags.dvae === undefined && this.flags.prior === undefined) {
-      this.error('nothing to export: give --dvae RUN, --prior RUN, or both', { exit: 2 });
+    if (this.flags.dvae === undefined && this.flags.prior === undefined && this.flags.clip === undefined) {
+      this.error('nothing to export: give --dvae RUN, --prior RUN and/or --clip RUN', { exit: 2 });
     }
     const { applyRuntime } = await import('../core/runtime');
     const runtime = this.loadConfig(dvaeConfig).runtime;
     applyRuntime(runtime);
     const dvae = this.flags.dvae !== undefined ? await this.exportDvae(this.flags.dvae, runtime) : undefined;
     const prior = this.flags.prior !== undefined ? await this.exportPrior(this.flags.prior, runtime) : undefined;
-    return { out: this.flags.out, dvae, prior };
+    const clip = this.flags.clip !== undefined ? await this.exportClip(this.flags.clip, runtime) : undefined;
+    return { out: this.flags.out, dvae, prior, clip };
+  }
+
+  private async exportClip(target: string, runtime: { threads: number; seed: number }): Promise<ExportCommandResult['clip']> {
+    const { loadClip } = await import('../core/models/clip/train');
+    const { exportClipOnnx } = await import('../core/onnx/clip-export');
+    const { OnnxClip } = await import('../core/onnx/clip-runner');
+    const { verifyClipExport } = await import('../core/onnx/clip-verify');
+    const clip = loadClip(target);
+    try {
+      const written = exportClipOnnx({ model: clip.model, tokenizer: clip.tokenizer, tokenizerFile: clip.tokenizerFile, checkpoint: clip.checkpoint, step: clip.step }, this.flags.out);
+      this.log(
+        `CLIP of ${clip.checkpoint} (update ${clip.step}) in ${written.dir}: text_model.onnx (${megabytes(written.bytes.text)}), ` +
+          `vision_model.onnx (${megabytes(written.bytes.vision)}), tokenizer.json, preprocessor_config.json, config.json (logit_scale ${written.logitScale.toFixed(2)})`,
+      );
+      let check: NonNullable<ExportCommandResult['clip']>['check'];
+      if (this.flags.check) {
+        const runner = await OnnxClip.open(written.dir, { threads: runtime.threads });
+        try {
+          check = await verifyClipExport(clip, runner, { seed: runtime.seed });
+        } finally {
+          await runner.release();
+        }
+        const line =
+          `CLIP: onnxruntime vs engine on ${check.captions} captions and ${check.images} random images: max |text embedding diff| ` +
+          `${check.textMaxAbsDiff.toExponential(2)}, max |image embedding diff| ${check.imageMaxAbsDiff.toExponential(2)}`;
+        if (!(check.textMaxAbsDiff < CHECK_TOLERANCE && check.imageMaxAbsDiff < CHECK_TOLERANCE)) {
+          this.error(`the ONNX export disagrees with the engine: ${line} (tolerance ${CHECK_TOLERANCE})`, { exit: 5 });
+        }
+        this.log(line);
+      }
+      return { checkpoint: clip.checkpoint, step: clip.step, files: written.files, bytes: written.bytes, check };
+    } finally {
+      clip.model.dispose();
+    }
   }
 
   private async exportDvae(target: string, runtime: { threads: number; seed: number }): Promise<ExportCommandResult['dvae']> {

@@ -12,10 +12,13 @@ export default class TrainClipCommand extends BaseCommand<typeof TrainClipComman
     'image tower, projected into one embedding space and trained with the symmetric contrastive loss at a learned ' +
     'temperature. The tokenizer is --tokenizer, or one of --vocab tokens trained on the captions of --data. The run ' +
     '(clip.json, tokenizer.json, metrics.jsonl, checkpoints/) is what `dalle evaluate clip-score --clip RUN` and ' +
-    '`dalle evaluate fid --clip RUN` use. A run starts from scratch: there is no --resume yet.';
+    '`dalle evaluate fid --clip RUN` use. Training images get a random scale + shift (--augment). With --val, text -> ' +
+    'image top-1 retrieval within pools of 100 val pairs is measured every --eval-every updates and logged to ' +
+    'metrics.jsonl; the best checkpoint is kept and RUN/best points at it, and `--clip RUN` then means that ' +
+    'checkpoint (chosen on the validation split, not on a test split). A run starts from scratch: there is no --resume yet.';
 
   static override examples = [
-    '<%= config.bin %> <%= command.id %> --data data/emoji/train --out runs/clip-emoji --steps 2000',
+    '<%= config.bin %> <%= command.id %> --data data/emoji/train --val data/emoji/val --out runs/clip-emoji --steps 2000',
     '<%= config.bin %> <%= command.id %> --data data/emoji/train --out runs/clip-emoji --tokenizer runs/prior/tokenizer.json',
   ];
 
@@ -31,6 +34,10 @@ export default class TrainClipCommand extends BaseCommand<typeof TrainClipComman
     vocab: Flags.integer({ summary: 'Vocabulary size of the tokenizer trained when --tokenizer is not given.', default: 1024, min: 256 }),
     resolution: Flags.integer({ summary: 'Image side the tower is trained at (a multiple of 16).', default: 32, min: 16 }),
     'checkpoint-every': Flags.integer({ summary: 'Write a checkpoint every N updates (0 = only at the end).', default: 500, min: 0 }),
+    val: Flags.string({ summary: 'Held-out image + caption pairs: retrieval measured every --eval-every updates picks the best checkpoint.', helpValue: 'PATH' }),
+    'eval-every': Flags.integer({ summary: 'Updates between validation measurements (with --val).', default: 100, min: 1 }),
+    'val-pool': Flags.integer({ summary: 'Pairs per retrieval pool on --val.', default: 100, min: 2 }),
+    augment: Flags.string({ summary: 'Random scale and shift of the training images: the largest relative change (0 = none).', default: '0.1' }),
   };
 
   async run(): Promise<ClipTrainResult> {
@@ -38,7 +45,7 @@ export default class TrainClipCommand extends BaseCommand<typeof TrainClipComman
     const { trainClip } = await import('../core/models/clip/train');
     const runtime = this.loadConfig(dvaeConfig).runtime;
     applyRuntime(runtime);
-    const number = (flag: 'lr' | 'weight-decay'): number => {
+    const number = (flag: 'lr' | 'weight-decay' | 'augment'): number => {
       const v = Number(this.flags[flag]);
       if (!Number.isFinite(v) || v < 0) this.error(`--${flag} ${this.flags[flag]} is not a number >= 0`, { exit: 2 });
       return v;
@@ -58,11 +65,16 @@ export default class TrainClipCommand extends BaseCommand<typeof TrainClipComman
       vocab: this.flags.vocab,
       arch: { resolution: this.flags.resolution },
       checkpointEvery: this.flags['checkpoint-every'],
+      augment: number('augment'),
+      val: this.flags.val,
+      evalEvery: this.flags['eval-every'],
+      valPool: this.flags['val-pool'],
       events,
     });
     this.log(
       `trained ${result.steps} updates (${result.parameters} parameters) in ${result.seconds.toFixed(1)} s: loss ${result.loss.toFixed(4)}, ` +
-        `batch top-1 ${(100 * result.batchAccuracy).toFixed(1)}%; checkpoint ${result.checkpoint}`,
+        `batch top-1 ${(100 * result.batchAccuracy).toFixed(1)}%; checkpoint ${result.checkpoint}` +
+        (result.best ? `; best on --val: update ${result.best.step}, text->image top-1 ${(100 * result.best.textToImageTop1).toFixed(1)}% (${result.best.checkpoint})` : ''),
     );
     return result;
   }

@@ -4,14 +4,21 @@
  * A run directory holds clip.json (the architecture and the tokenizer file), tokenizer.json (trained on the data's
  * captions when none is given), metrics.jsonl, and checkpoints/step-N (model, optimizer, state: the project's
  * checkpoint format, `latest` pointing at the newest). Batches come from the shared seeded loader; each batch's
- * captions are tokenized without dropout. What is missing compared with train-dvae: exact resume (a run always starts
- * from scratch) and Ctrl-C checkpoints.
+ * captions are tokenized without dropout, and its images get a random affine augmentation (scale and shift, white
+ * fill; no flips, no colour changes: captions name directions and colours) unless `augment` is 0.
+ *
+ * With `val` (held-out pairs), every `evalEvery` updates the run measures text -> image top-1 retrieval within pools
+ * of `valPool` val pairs (as `dalle evaluate clip-score` does), logs it to metrics.jsonl (`split: "val"`), keeps a
+ * checkpoint of each new best and points RUN/best at it; `loadClip(RUN)` then opens the best checkpoint, not the
+ * latest, so the checkpoint a user gets is chosen on the validation split, never on a test split.
+ * What is missing compared with train-dvae: exact resume (a run always starts from scratch) and Ctrl-C checkpoints.
  * Key: B = batch, L = context, R = image side, E = embedding size.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DataLoader, openDataSource } from '../../data';
-import { DataError } from '../../data/errors';
+import { DataError, SkipError } from '../../data/errors';
+import { DEFAULT_MAX_INPUT_PIXELS, decodeImage, rgbToChw } from '../../data/image';
 import { EventSink, silentSink } from '../../events';
 import { native } from '../../native';
 import { writeFileAtomicSync } from '../../io/atomic';
@@ -19,13 +26,15 @@ import { Tensor, backward, noGrad, tidy, zeroGrad } from '../../tensor';
 import { Philox } from '../../tensor/rng';
 import { TextTokenizer } from '../../text';
 import { AdamW } from '../../train/adamw';
-import { CheckpointError, loadCheckpointModel, resolveCheckpoint, writeCheckpoint } from '../../train/checkpoint';
+import { CHECKPOINTS_DIR, CheckpointError, checkpointDirName, listCheckpoints, loadCheckpointModel, resolveCheckpoint, writeCheckpoint } from '../../train/checkpoint';
 import { warmupCosine } from '../../train/schedule';
 import { CLIP_EMOJI_ARCH, Clip, ClipArch, clipDecays, l2Normalize } from './model';
 
 export const CLIP_INFO_FILE = 'clip.json';
 export const CLIP_TOKENIZER_FILE = 'tokenizer.json';
 export const CLIP_FORMAT = 'dalle-clip-1';
+/** RUN/best: one line, `checkpoints/step-N`, the checkpoint with the best validation retrieval. */
+export const CLIP_BEST_FILE = 'best';
 
 export interface ClipRunInfo {
   readonly format: typeof CLIP_FORMAT;
@@ -49,7 +58,23 @@ export interface ClipTrainOptions {
   readonly arch?: Partial<Omit<ClipArch, 'vocab'>>;
   readonly logEvery?: number;
   readonly checkpointEvery?: number;
+  /** Strength of the random affine augmentation (max relative scale change and shift); 0 = none. Default 0.1. */
+  readonly augment?: number;
+  /** Held-out image + caption pairs measured every `evalEvery` updates; the best checkpoint is kept as RUN/best. */
+  readonly val?: string;
+  readonly evalEvery?: number;
+  /** Pairs per retrieval pool on `val` (default 100, as the zero-shot figure). */
+  readonly valPool?: number;
   readonly events?: EventSink;
+}
+
+/** Text -> image and image -> text top-1 within consecutive pools, and the mean CLIP score. */
+export interface ClipRetrieval {
+  readonly pairs: number;
+  readonly pools: number;
+  readonly textToImageTop1: number;
+  readonly imageToTextTop1: number;
+  readonly clipScore: number;
 }
 
 export interface ClipTrainResult {
@@ -58,6 +83,8 @@ export interface ClipTrainResult {
   /** Top-1 accuracy of image -> caption within the last logged batch. */
   readonly batchAccuracy: number;
   readonly checkpoint: string;
+  /** The checkpoint with the best validation text -> image top-1 (only with `val`) and that top-1. */
+  readonly best?: { readonly checkpoint: string; readonly step: number; readonly textToImageTop1: number };
   readonly parameters: number;
   readonly seconds: number;
 }
@@ -98,16 +125,47 @@ export async function trainClip(options: ClipTrainOptions): Promise<ClipTrainRes
   const metricsFile = path.join(out, 'metrics.jsonl');
   fs.writeFileSync(metricsFile, '');
   const logEvery = options.logEvery ?? 10;
+  const augment = options.augment ?? 0.1;
+  const augmentRng = rng.fork(2);
+  const val = options.val ? await readPairs(options.val, arch.resolution) : undefined;
+  const valPool = Math.max(2, options.valPool ?? 100);
+  if (val && val.captions.length < valPool) {
+    throw new DataError(`${options.val} has ${val.captions.length} readable pairs, fewer than one retrieval pool of ${valPool}`, 'give a larger validation set or a smaller pool');
+  }
+  const evalEvery = options.evalEvery ?? 100;
+  const bestFile = path.join(out, CLIP_BEST_FILE);
+  fs.rmSync(bestFile, { force: true });
+  let best: { checkpoint: string; step: number; textToImageTop1: number } | undefined;
   const started = performance.now();
   let last = { loss: NaN, accuracy: NaN };
   let checkpoint = '';
-  const save = (step: number): void => {
+  const save = (step: number, metrics: Record<string, number> = {}): void => {
     checkpoint = writeCheckpoint(out, {
       model: named,
       optimizer: optimizer.stateTensors(),
-      state: { kind: 'clip', step, optimizer_step: optimizer.step, rng: {}, data: loader.state(), metrics: {} },
+      state: { kind: 'clip', step, optimizer_step: optimizer.step, rng: {}, data: loader.state(), metrics },
+      keep: 0,
     });
+    // Keep the newest two and the best; the others go.
+    const steps = listCheckpoints(out);
+    for (const s of steps.slice(0, -2)) {
+      if (s !== best?.step) fs.rmSync(path.join(out, CHECKPOINTS_DIR, checkpointDirName(s)), { recursive: true, force: true });
+    }
     events.emit({ type: 'artifact', kind: 'checkpoint', path: checkpoint });
+  };
+  const validate = (step: number): void => {
+    if (!val) return;
+    const r = measureRetrieval({ model, tokenizer }, val, valPool);
+    const improved = !best || r.textToImageTop1 > best.textToImageTop1;
+    const line = { step, split: 'val', val_t2i_top1: r.textToImageTop1, val_i2t_top1: r.imageToTextTop1, val_clip_score: r.clipScore, val_pairs: r.pools * valPool, best: improved };
+    fs.appendFileSync(metricsFile, `${JSON.stringify(line)}\n`);
+    events.emit({ type: 'metrics', step, split: 'val', values: { t2i_top1: r.textToImageTop1, i2t_top1: r.imageToTextTop1, clip_score: r.clipScore } });
+    if (improved) {
+      best = { checkpoint: '', step, textToImageTop1: r.textToImageTop1 };
+      save(step, { val_t2i_top1: r.textToImageTop1 });
+      best.checkpoint = checkpoint;
+      writeFileAtomicSync(bestFile, `${CHECKPOINTS_DIR}/${checkpointDirName(step)}\n`);
+    }
   };
   try {
     events.emit({ type: 'stage', name: 'training', detail: `${model.parameterCount()} parameters, ${options.steps} updates of ${batchSize} pairs` });
@@ -115,7 +173,7 @@ export async function trainClip(options: ClipTrainOptions): Promise<ClipTrainRes
       const batch = await loader.next();
       const packed = batch.captions.map((c) => model.packTokens(tokenizer.encode(c)));
       const values = tidy(() => {
-        const pixels = Tensor.from(batch.images, batch.shape);
+        const pixels = Tensor.from(augment > 0 ? augmentImages(batch.images, batchSize, arch.resolution, augment, augmentRng) : batch.images, batch.shape);
         const tokens = Tensor.from(concatRows(packed.map((p) => p.row)), [batchSize, arch.context], 'i32');
         zeroGrad(model.parameters());
         const { loss, logits } = model.loss(pixels, tokens, packed.map((p) => p.end));
@@ -133,15 +191,17 @@ export async function trainClip(options: ClipTrainOptions): Promise<ClipTrainRes
         events.emit({ type: 'metrics', step: done, split: 'train', values: { loss: values.loss, batch_accuracy: values.accuracy } });
       }
       events.emit({ type: 'progress', task: 'train-clip', step: done, total: options.steps, unit: 'update', metrics: { loss: values.loss } });
-      if (options.checkpointEvery && done % options.checkpointEvery === 0 && done < options.steps) save(done);
+      if (val && (done % evalEvery === 0 || done === options.steps)) validate(done);
+      if (options.checkpointEvery && done % options.checkpointEvery === 0 && done < options.steps && best?.step !== done) save(done);
     }
     events.emit({ type: 'done', task: 'train-clip' });
-    save(options.steps);
+    if (best?.step !== options.steps) save(options.steps);
     return {
       steps: options.steps,
       loss: last.loss,
       batchAccuracy: last.accuracy,
       checkpoint,
+      best,
       parameters: model.parameterCount(),
       seconds: (performance.now() - started) / 1000,
     };
@@ -181,17 +241,135 @@ export function diagonalAccuracy(logits: ArrayLike<number>, B: number): number {
   return hits / B;
 }
 
+/**
+ * A random affine warp of each image (B, 3, R, R) in [0, 1]: scale by exp(u * ln(1 + strength)) about the centre and
+ * shift by up to strength * R pixels on each axis, bilinear, white outside (the emoji background). No flips or colour
+ * changes: captions name directions and colours. Returns a new array.
+ */
+export function augmentImages(images: Float32Array, B: number, R: number, strength: number, rng: Philox): Float32Array {
+  const out = new Float32Array(images.length);
+  const draws = rng.fillUniform(new Float32Array(3 * B));
+  const plane = R * R;
+  const c0 = (R - 1) / 2;
+  for (let b = 0; b < B; b++) {
+    const scale = Math.exp((2 * draws[3 * b] - 1) * Math.log(1 + strength));
+    const dx = (2 * draws[3 * b + 1] - 1) * strength * R;
+    const dy = (2 * draws[3 * b + 2] - 1) * strength * R;
+    for (let y = 0; y < R; y++) {
+      // Output pixel (x, y) reads the source at ((x - c0 - dx) / scale + c0, (y - c0 - dy) / scale + c0).
+      const sy = (y - c0 - dy) / scale + c0;
+      const y0 = Math.floor(sy);
+      const fy = sy - y0;
+      for (let x = 0; x < R; x++) {
+        const sx = (x - c0 - dx) / scale + c0;
+        const x0 = Math.floor(sx);
+        const fx = sx - x0;
+        for (let c = 0; c < 3; c++) {
+          const base = (b * 3 + c) * plane;
+          const at = (yy: number, xx: number): number => (yy < 0 || yy >= R || xx < 0 || xx >= R ? 1 : images[base + yy * R + xx]);
+          out[base + y * R + x] = (1 - fy) * ((1 - fx) * at(y0, x0) + fx * at(y0, x0 + 1)) + fy * ((1 - fx) * at(y0 + 1, x0) + fx * at(y0 + 1, x0 + 1));
+        }
+      }
+    }
+  }
+  return out;
+}
+
+/** Image + caption pairs decoded once: pixels (N, 3, R, R) in [0, 1] and each image's first caption. */
+export interface ClipPairs {
+  readonly pixels: Float32Array;
+  readonly captions: readonly string[];
+}
+
+/** Reads the (image, first caption) pairs of a data set at side R; unreadable images are passed over. */
+export async function readPairs(dataPath: string, R: number): Promise<ClipPairs> {
+  const source = await openDataSource(dataPath, { requireCaptions: true });
+  const decoded = await Promise.all(
+    source.records.map(async (r) => {
+      try {
+        return await decodeImage(await r.load(), { resolution: R, maxInputPixels: DEFAULT_MAX_INPUT_PIXELS });
+      } catch (error) {
+        if (!(error instanceof SkipError)) throw error;
+        return undefined;
+      }
+    }),
+  );
+  const good = source.records.map((r, i) => [r, decoded[i]] as const).filter(([, d]) => d !== undefined);
+  const pixels = new Float32Array(good.length * 3 * R * R);
+  good.forEach(([, rgb], n) => rgbToChw(rgb!, R, pixels, n * 3 * R * R));
+  return { pixels, captions: good.map(([r]) => r.captions[0]) };
+}
+
+/**
+ * Top-1 retrieval of L2-normalised embeddings img (N, E) and txt (N, E) within consecutive pools of `pool` pairs (a
+ * last, smaller pool is left out), and the mean CLIP score 100 * max(cos, 0) over all N pairs.
+ */
+export function poolRetrieval(img: Float32Array, txt: Float32Array, N: number, pool: number): ClipRetrieval {
+  const E = img.length / N;
+  const cos = (i: number, j: number): number => {
+    let s = 0;
+    for (let e = 0; e < E; e++) s += img[i * E + e] * txt[j * E + e];
+    return s;
+  };
+  let score = 0;
+  for (let i = 0; i < N; i++) score += 100 * Math.max(cos(i, i), 0);
+  const pools = Math.floor(N / pool);
+  let t2i = 0;
+  let i2t = 0;
+  for (let p = 0; p < pools; p++) {
+    const base = p * pool;
+    for (let a = 0; a < pool; a++) {
+      let bestImage = 0;
+      let bestText = 0;
+      for (let b = 1; b < pool; b++) {
+        if (cos(base + b, base + a) > cos(base + bestImage, base + a)) bestImage = b; // caption a ranks images
+        if (cos(base + a, base + b) > cos(base + a, base + bestText)) bestText = b; // image a ranks captions
+      }
+      if (bestImage === a) t2i++;
+      if (bestText === a) i2t++;
+    }
+  }
+  return { pairs: N, pools, textToImageTop1: pools ? t2i / (pools * pool) : NaN, imageToTextTop1: pools ? i2t / (pools * pool) : NaN, clipScore: N ? score / N : NaN };
+}
+
+/** Retrieval of decoded pairs under a model (no gradients; images in batches of 64). */
+export function measureRetrieval(clip: Pick<LoadedClip, 'model' | 'tokenizer'>, pairs: ClipPairs, pool: number): ClipRetrieval {
+  const N = pairs.captions.length;
+  const R = clip.model.arch.resolution;
+  const img = new Float32Array(N * clip.model.arch.embed);
+  for (let start = 0; start < N; start += 64) {
+    const n = Math.min(64, N - start);
+    img.set(embedImages(clip.model, pairs.pixels.subarray(start * 3 * R * R, (start + n) * 3 * R * R), n), start * clip.model.arch.embed);
+  }
+  return poolRetrieval(img, embedTexts(clip, pairs.captions), N, pool);
+}
+
 /** A trained CLIP, loaded from a run directory or a checkpoint directory. */
 export interface LoadedClip {
   readonly model: Clip;
   readonly tokenizer: TextTokenizer;
+  /** The tokenizer.json it was loaded from. */
+  readonly tokenizerFile: string;
   readonly runDir: string;
   readonly checkpoint: string;
   readonly step: number;
 }
 
+/**
+ * Opens a CLIP: a checkpoint directory, or a run directory: its best checkpoint by validation (RUN/best, written when
+ * it was trained with a validation set), else its latest.
+ */
 export function loadClip(target: string): LoadedClip {
-  const resolved = resolveCheckpoint(target);
+  const bestFile = path.join(target, CLIP_BEST_FILE);
+  let pointed = target;
+  if (fs.existsSync(bestFile) && !fs.existsSync(path.join(target, 'state.json'))) {
+    const pointer = fs.readFileSync(bestFile, 'utf8').trim();
+    if (!/^checkpoints\/step-\d+$/.test(pointer)) {
+      throw new CheckpointError(`${bestFile} should hold 'checkpoints/step-N', it holds ${JSON.stringify(pointer.slice(0, 80))}`, `remove it to use the latest checkpoint, or write a checkpoint's path into it`);
+    }
+    pointed = path.join(target, pointer);
+  }
+  const resolved = resolveCheckpoint(pointed);
   if (resolved.state.kind !== 'clip') {
     throw new CheckpointError(`${resolved.dir} is a ${resolved.state.kind} checkpoint, not a CLIP one`, 'give a run directory made by `dalle train-clip`');
   }
@@ -199,7 +377,8 @@ export function loadClip(target: string): LoadedClip {
   if (!fs.existsSync(infoFile)) throw new CheckpointError(`${resolved.runDir} has no ${CLIP_INFO_FILE}`, 'give a run directory made by `dalle train-clip`');
   const info = JSON.parse(fs.readFileSync(infoFile, 'utf8')) as ClipRunInfo;
   if (info.format !== CLIP_FORMAT) throw new CheckpointError(`${infoFile} has format ${JSON.stringify(info.format)}, expected ${CLIP_FORMAT}`, 'train the CLIP again with this version of dalle');
-  const tokenizer = TextTokenizer.load(path.join(resolved.runDir, info.tokenizer));
+  const tokenizerFile = path.join(resolved.runDir, info.tokenizer);
+  const tokenizer = TextTokenizer.load(tokenizerFile);
   const model = new Clip(info.arch, new Philox(0));
   try {
     loadCheckpointModel(resolved.dir, new Map(model.namedParameters()));
@@ -207,11 +386,11 @@ export function loadClip(target: string): LoadedClip {
     model.dispose();
     throw error;
   }
-  return { model, tokenizer, runDir: resolved.runDir, checkpoint: resolved.dir, step: resolved.state.step };
+  return { model, tokenizer, tokenizerFile, runDir: resolved.runDir, checkpoint: resolved.dir, step: resolved.state.step };
 }
 
 /** L2-normalised text embeddings (N, E) of captions, in batches. */
-export function embedTexts(clip: LoadedClip, captions: readonly string[], batch = 64): Float32Array {
+export function embedTexts(clip: Pick<LoadedClip, 'model' | 'tokenizer'>, captions: readonly string[], batch = 64): Float32Array {
   const { model } = clip;
   const E = model.arch.embed;
   const out = new Float32Array(captions.length * E);
