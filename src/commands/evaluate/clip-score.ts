@@ -8,7 +8,8 @@ export default class EvaluateClipScoreCommand extends BaseCommand<typeof Evaluat
   static override summary = 'CLIP score and text <-> image retrieval of image + caption pairs under a trained dalle CLIP.';
 
   static override description =
-    'Embeds every image of --data and its first caption with the CLIP of --clip (a `dalle train-clip` run) and reports ' +
+    'Embeds every image of --data and its first caption with the CLIP of --clip (a `dalle train-clip` run, or a Hugging Face-style ONNX CLIP folder such as ' +
+    '`dalle export --clip` writes) and reports ' +
     'the CLIP score, 100 * max(cosine, 0) averaged over the pairs, and top-1 retrieval accuracy within consecutive ' +
     'pools of --pool pairs: text -> image (each caption picks one of the pool\'s images) and image -> text.';
 
@@ -17,7 +18,7 @@ export default class EvaluateClipScoreCommand extends BaseCommand<typeof Evaluat
   ];
 
   static override flags = {
-    clip: Flags.string({ summary: 'A CLIP run directory (its latest checkpoint) or a checkpoint directory.', required: true, helpValue: 'RUN' }),
+    clip: Flags.string({ summary: 'A CLIP run directory (its best checkpoint by validation, else its latest), a checkpoint directory, or an ONNX CLIP folder (text_model.onnx + vision_model.onnx or model.onnx, tokenizer.json, preprocessor_config.json).', required: true, helpValue: 'RUN|DIR' }),
     data: Flags.string({ summary: 'Image + caption pairs: a folder with .txt captions, a .jsonl/.csv manifest or .tar shards.', required: true, helpValue: 'PATH' }),
     pool: Flags.integer({ summary: 'Pairs per retrieval pool (the chance level is 1 / pool).', default: 100, min: 2 }),
     limit: Flags.integer({ summary: 'Use only the first N pairs (0 = all).', default: 0, min: 0 }),
