@@ -73,7 +73,7 @@ export default class ExportCommand extends BaseCommand<typeof ExportCommand> {
   async run(): Promise<ExportCommandResult> {
     // The engine is loaded here, not at the top, so `dalle --help` lists this command even without the native addon.
     if (this.flags.dvae === undefined && this.flags.prior === undefined && this.flags.clip === undefined) {
-      this.error('nothing to export: give --dvae RUN, --prior RUN and/or --clip RUN', { exit: 2 });
+      this.error('nothing to export: give --dvae RUN, --prior RUN, or both, and/or --clip RUN', { exit: 2 });
     }
     const { applyRuntime } = await import('../core/runtime');
     const runtime = this.loadConfig(dvaeConfig).runtime;
