@@ -162,6 +162,7 @@ export default class GenerateCommand extends BaseCommand<typeof GenerateCommand>
         const summary = await runGeneration({
           prior: onnx?.prior ?? prior.model,
           decodeBatch: onnx?.decodeBatch,
+          runtime: onnx ? 'onnx' : 'engine',
           encodeText: (caption) => prior.tokenizer.encode(caption),
           dvae,
           captions,

@@ -105,10 +105,21 @@ describe('sample: output folder', () => {
   });
 
   it('claimOutputDir refuses a folder made with other settings, naming what differs', () => {
-    const settings: GenerationSettings = { prior: 'p', dvae: 'd', seed: 1, samples: 2, temperature: 1, top_k: 0, top_p: 1, cond_scale: 1, captions_sha256: 'x', captions: 2, prompt: null };
+    const settings: GenerationSettings = { prior: 'p', dvae: 'd', seed: 1, samples: 2, temperature: 1, top_k: 0, top_p: 1, cond_scale: 1, captions_sha256: 'x', captions: 2, prompt: null, runtime: 'engine' };
     claimOutputDir(dir, settings);
     claimOutputDir(dir, settings);
     assert.throws(() => claimOutputDir(dir, { ...settings, seed: 2, top_k: 5 }), (e: unknown) => e instanceof OutputDirError && /seed: 1 there, 2 now; top_k: 0 there, 5 now/.test(e.message));
+    assert.throws(() => claimOutputDir(dir, { ...settings, runtime: 'onnx' }), (e: unknown) => e instanceof OutputDirError && /runtime: "engine" there, "onnx" now/.test(e.message));
+  });
+
+  it('claimOutputDir counts a folder from before the runtime was recorded as the engine\'s', () => {
+    const settings: GenerationSettings = { prior: 'p', dvae: 'd', seed: 1, samples: 2, temperature: 1, top_k: 0, top_p: 1, cond_scale: 1, captions_sha256: 'x', captions: 2, prompt: null, runtime: 'engine' };
+    const old = path.join(dir, 'old');
+    fs.mkdirSync(old, { recursive: true });
+    const { runtime: _runtime, ...before } = settings;
+    fs.writeFileSync(path.join(old, 'generation.json'), JSON.stringify(before));
+    claimOutputDir(old, settings);
+    assert.throws(() => claimOutputDir(old, { ...settings, runtime: 'onnx' }), /runtime: "engine" there, "onnx" now/);
   });
 
   it('the gallery has one row per caption, one column per sample, escaped text and relative links', () => {

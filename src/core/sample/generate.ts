@@ -51,6 +51,8 @@ export interface GenerateJob {
    * --runtime onnx); default: dvae.model.decode.
    */
   readonly decodeBatch?: (codes: Int32Array, count: number) => Promise<Float32Array>;
+  /** Which networks run (recorded in generation.json; default engine). */
+  readonly runtime?: 'engine' | 'onnx';
   readonly captions: readonly string[];
   readonly samples: number;
   readonly batch: number;
@@ -156,6 +158,7 @@ export async function runGeneration(job: GenerateJob): Promise<GenerateSummary> 
     captions_sha256: sha256(captions.join('\n')),
     captions: captions.length,
     prompt: job.prompt ? { tokens_sha256: sha256(new Uint8Array(job.prompt.grid.buffer, job.prompt.grid.byteOffset, job.prompt.grid.byteLength)), keep_rows: job.prompt.keepRows } : null,
+    runtime: job.runtime ?? 'engine',
   };
   claimOutputDir(out, settings);
 

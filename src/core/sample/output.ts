@@ -118,6 +118,11 @@ export interface GenerationSettings {
   readonly captions: number;
   /** The image prompt: sha256 of its token grid and the rows kept; null without one. */
   readonly prompt: { readonly tokens_sha256: string; readonly keep_rows: number } | null;
+  /**
+   * Which networks ran: the engine's or onnxruntime's. They agree to ~1e-5 in the logits, enough to flip a rare draw,
+   * so one folder holds one runtime's images (a folder from before this field counts as the engine's).
+   */
+  readonly runtime: 'engine' | 'onnx';
 }
 
 /**
@@ -144,6 +149,7 @@ export function claimOutputDir(dir: string, settings: GenerationSettings): void 
   } catch {
     throw new OutputDirError(`${file} is not valid JSON`, `remove it (and the images in ${dir}) or choose another --out`);
   }
+  if (old.runtime === undefined) old.runtime = 'engine';
   const differ = Object.keys(settings).filter((k) => JSON.stringify(old[k]) !== JSON.stringify((settings as unknown as Record<string, unknown>)[k]));
   if (differ.length > 0) {
     const show = differ.map((k) => `${k}: ${JSON.stringify(old[k])} there, ${JSON.stringify((settings as unknown as Record<string, unknown>)[k])} now`).join('; ');
