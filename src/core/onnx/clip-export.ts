@@ -25,10 +25,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeFileAtomicSync } from '../io/atomic';
 import type { Clip } from '../models/clip/model';
-import type { LayerNorm, Linear } from '../nn/layers';
-import type { Tensor } from '../tensor';
 import type { TextTokenizer } from '../text';
 import { GraphBuilder, ONNX_OPSET } from './graph';
+import { f32, layerNormNode, linearNode } from './layers';
 import { ModelProto, encodeModel } from './proto';
 
 export const CLIP_TEXT_FILE = 'text_model.onnx';
@@ -53,26 +52,8 @@ export interface ClipExportSource {
   readonly step: number;
 }
 
-function f32(t: Tensor): Float32Array {
-  const data = t.toArray();
-  return data instanceof Float32Array ? data : Float32Array.from(data as ArrayLike<number>);
-}
 
-/** x @ Wᵀ (+ b): Wᵀ (in, out) as an initializer. */
-function linear(g: GraphBuilder, x: string, l: Linear, name: string): string {
-  const w = f32(l.weight);
-  const [O, I] = l.weight.shape;
-  const wt = new Float32Array(I * O);
-  for (let o = 0; o < O; o++) for (let i = 0; i < I; i++) wt[i * O + o] = w[o * I + i];
-  const y = g.node('MatMul', [x, g.constant(`${name}.weight_t`, wt, [I, O])]);
-  return l.bias ? g.node('Add', [y, g.constant(`${name}.bias`, f32(l.bias), [O])]) : y;
-}
 
-function layerNorm(g: GraphBuilder, x: string, ln: LayerNorm, name: string): string {
-  const w = g.constant(`${name}.weight`, f32(ln.weight), [ln.features]);
-  const b = g.constant(`${name}.bias`, f32(ln.bias), [ln.features]);
-  return g.node('LayerNormalization', [x, w, b], { axis: { int: -1 }, epsilon: { float: ln.eps } });
-}
 
 /**
  * Adds the text tower to `g`: input_ids (B, T) int64 -> the unnormalised embedding (B, E) (a value name). The
@@ -99,25 +80,25 @@ export function addClipTextTower(g: GraphBuilder, model: Clip, ids: string, pref
   const split = (x: string): string => g.node('Transpose', [g.node('Reshape', [x, headsShape])], { perm: { ints: [0, 2, 1, 3] } }); // (B, H, T, D)
   model.blocks.blocks.forEach((block, i) => {
     const name = `${prefix}.blocks.${i}`;
-    const a = layerNorm(g, h, block.ln1, `${name}.ln1`);
-    const q = split(linear(g, a, block.q, `${name}.q`));
-    const k = split(linear(g, a, block.k, `${name}.k`));
-    const v = split(linear(g, a, block.v, `${name}.v`));
+    const a = layerNormNode(g, h, block.ln1, `${name}.ln1`);
+    const q = split(linearNode(g, a, block.q, `${name}.q`));
+    const k = split(linearNode(g, a, block.k, `${name}.k`));
+    const v = split(linearNode(g, a, block.v, `${name}.v`));
     const scores = g.node('Mul', [g.node('MatMul', [q, g.node('Transpose', [k], { perm: { ints: [0, 1, 3, 2] } })]), scale]); // (B, H, T, T)
     const o = g.node('MatMul', [g.node('Softmax', [g.node('Where', [mask, scores, negInf])], { axis: { int: -1 } }), v]); // (B, H, T, D)
     const merged = g.node('Reshape', [g.node('Transpose', [o], { perm: { ints: [0, 2, 1, 3] } }), mergeShape]); // (B, T, W)
-    h = g.node('Add', [h, linear(g, merged, block.proj, `${name}.proj`)]);
-    const m = linear(g, layerNorm(g, h, block.ln2, `${name}.ln2`), block.fc, `${name}.fc`);
+    h = g.node('Add', [h, linearNode(g, merged, block.proj, `${name}.proj`)]);
+    const m = linearNode(g, layerNormNode(g, h, block.ln2, `${name}.ln2`), block.fc, `${name}.fc`);
     const x3 = g.node('Mul', [g.node('Mul', [m, m]), m]);
     const inner = g.node('Mul', [g.node('Add', [m, g.node('Mul', [x3, gk.a])]), gk.c]);
     const gelu = g.node('Mul', [g.node('Mul', [m, gk.half]), g.node('Add', [g.node('Tanh', [inner]), gk.one])]);
-    h = g.node('Add', [h, linear(g, gelu, block.out, `${name}.out`)]);
+    h = g.node('Add', [h, linearNode(g, gelu, block.out, `${name}.out`)]);
   });
-  h = layerNorm(g, h, model.lnFinal, `${prefix}.ln_final`);
+  h = layerNormNode(g, h, model.lnFinal, `${prefix}.ln_final`);
   // Each row's end-of-text position: the first largest id (end-of-text is V, above every token id).
   const end = g.node('ArgMax', [ids], { axis: { int: 1 }, keepdims: { int: 1 }, select_last_index: { int: 0 } }); // (B, 1) int64
   const pooled = g.node('GatherND', [h, end], { batch_dims: { int: 1 } }); // (B, W)
-  return linear(g, pooled, model.textProjection, `${prefix}.text_projection`); // (B, E)
+  return linearNode(g, pooled, model.textProjection, `${prefix}.text_projection`); // (B, E)
 }
 
 /** Adds the image tower: pixel_values (B, 3, S, S), already (x - 0.5) / 0.25 -> the unnormalised embedding (B, E). */
@@ -131,7 +112,7 @@ export function addClipVisionTower(g: GraphBuilder, model: Clip, pixels: string,
     x = g.node('MaxPool', [g.node('Relu', [conv])], { kernel_shape: { ints: [2, 2] }, strides: { ints: [2, 2] } });
   });
   const pooled = g.node('ReduceMean', [x], { axes: { ints: [2, 3] }, keepdims: { int: 0 } }); // (B, C)
-  return linear(g, pooled, model.imageProjection, `${prefix}.image_projection`); // (B, E)
+  return linearNode(g, pooled, model.imageProjection, `${prefix}.image_projection`); // (B, E)
 }
 
 function metadata(src: ClipExportSource, role: string): Record<string, string> {

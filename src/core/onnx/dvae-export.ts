@@ -19,8 +19,8 @@ import * as path from 'node:path';
 import { writeFileAtomicSync } from '../io/atomic';
 import { Dvae, DvaeArch, ResBlock } from '../models/dvae';
 import { Conv2d } from '../nn';
-import { Tensor } from '../tensor';
 import { GraphBuilder, ONNX_OPSET } from './graph';
+import { f32 } from './layers';
 import { ModelProto, encodeModel } from './proto';
 
 export const DVAE_ENCODER_FILE = 'dvae-encoder.onnx';
@@ -50,10 +50,6 @@ export interface DvaeExportSource {
   readonly step: number;
 }
 
-function f32(t: Tensor): Float32Array {
-  const data = t.toArray();
-  return data instanceof Float32Array ? data : Float32Array.from(data as ArrayLike<number>);
-}
 
 /** Conv with same padding ((k - 1) / 2 each side, odd k), weights and bias as initializers named after the module. */
 function conv(g: GraphBuilder, x: string, c: Conv2d, name: string): string {

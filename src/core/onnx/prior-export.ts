@@ -21,9 +21,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeFileAtomicSync } from '../io/atomic';
 import { MaskKind, Prior, PriorArch, denseMask } from '../models/prior';
-import { LayerNorm, Linear } from '../nn/layers';
-import { Tensor } from '../tensor';
 import { GraphBuilder, ONNX_OPSET } from './graph';
+import { f32, layerNormNode, linearNode } from './layers';
 import { OnnxModelError } from './errors';
 import { ModelProto, encodeModel } from './proto';
 import { MAX_ONNX_FILE_BYTES } from './runtime';
@@ -52,26 +51,8 @@ export interface PriorExportSource {
   readonly step: number;
 }
 
-function f32(t: Tensor): Float32Array {
-  const data = t.toArray();
-  return data instanceof Float32Array ? data : Float32Array.from(data as ArrayLike<number>);
-}
 
-/** Linear x @ Wᵀ + b: Wᵀ (in, out) stored as an initializer. */
-function linear(g: GraphBuilder, x: string, l: Linear, name: string): string {
-  const w = f32(l.weight);
-  const [O, I] = l.weight.shape;
-  const wt = new Float32Array(I * O);
-  for (let o = 0; o < O; o++) for (let i = 0; i < I; i++) wt[i * O + o] = w[o * I + i];
-  const y = g.node('MatMul', [x, g.constant(`${name}.weight_t`, wt, [I, O])]);
-  return l.bias ? g.node('Add', [y, g.constant(`${name}.bias`, f32(l.bias), [O])]) : y;
-}
 
-function layerNorm(g: GraphBuilder, x: string, ln: LayerNorm, name: string): string {
-  const w = g.constant(`${name}.weight`, f32(ln.weight), [ln.features]);
-  const b = g.constant(`${name}.bias`, f32(ln.bias), [ln.features]);
-  return g.node('LayerNormalization', [x, w, b], { axis: { int: -1 }, epsilon: { float: ln.eps } });
-}
 
 /** 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))), the engine's gelu. */
 function gelu(g: GraphBuilder, x: string, k: { half: string; one: string; c: string; a: string }): string {
@@ -143,24 +124,24 @@ export function buildPriorModel(src: PriorExportSource): ModelProto {
   const split = (x: string): string => g.node('Transpose', [g.node('Reshape', [x, headsShape])], { perm: { ints: [0, 2, 1, 3] } }); // (B, H, T, D)
   model.blocks.forEach((block, i) => {
     const name = `blocks.${i}`;
-    const a = layerNorm(g, h, block.ln1, `${name}.ln_1`);
-    const q = split(linear(g, a, block.attn.q, `${name}.attn.q`));
-    const k = split(linear(g, a, block.attn.k, `${name}.attn.k`));
-    const v = split(linear(g, a, block.attn.v, `${name}.attn.v`));
+    const a = layerNormNode(g, h, block.ln1, `${name}.ln_1`);
+    const q = split(linearNode(g, a, block.attn.q, `${name}.attn.q`));
+    const k = split(linearNode(g, a, block.attn.k, `${name}.attn.k`));
+    const v = split(linearNode(g, a, block.attn.v, `${name}.attn.v`));
     const kAll = g.node('Concat', [past[i][0], k], { axis: { int: 2 } }, `present_key_${i}`); // (B, H, P + T, D)
     const vAll = g.node('Concat', [past[i][1], v], { axis: { int: 2 } }, `present_value_${i}`);
     const scores = g.node('Mul', [g.node('MatMul', [q, g.node('Transpose', [kAll], { perm: { ints: [0, 1, 3, 2] } })]), scale]); // (B, H, T, P + T)
     const masked = g.node('Where', [maskRows.get(block.kind)!, scores, negInf]);
     const o = g.node('MatMul', [g.node('Softmax', [masked], { axis: { int: -1 } }), vAll]); // (B, H, T, D)
     const merged = g.node('Reshape', [g.node('Transpose', [o], { perm: { ints: [0, 2, 1, 3] } }), mergeShape]); // (B, T, C)
-    h = g.node('Add', [h, linear(g, merged, block.attn.proj, `${name}.attn.proj`)]);
-    const m = layerNorm(g, h, block.ln2, `${name}.ln_2`);
-    const f = gelu(g, linear(g, m, block.mlp.fc, `${name}.mlp.fc`), gk);
-    h = g.node('Add', [h, linear(g, f, block.mlp.proj, `${name}.mlp.proj`)]);
+    h = g.node('Add', [h, linearNode(g, merged, block.attn.proj, `${name}.attn.proj`)]);
+    const m = layerNormNode(g, h, block.ln2, `${name}.ln_2`);
+    const f = gelu(g, linearNode(g, m, block.mlp.fc, `${name}.mlp.fc`), gk);
+    h = g.node('Add', [h, linearNode(g, f, block.mlp.proj, `${name}.mlp.proj`)]);
   });
-  const hf = layerNorm(g, h, model.lnF, 'ln_f');
+  const hf = layerNormNode(g, h, model.lnF, 'ln_f');
   const last = g.node('Slice', [hf, g.int64s('last_start', [-1]), g.int64s('last_end', [2 ** 53 - 1]), g.int64s('axes1', [1])]); // (B, 1, C)
-  const logits = g.node('Squeeze', [linear(g, last, model.imageHead, 'image_head'), g.int64s('squeeze1', [1])], {}, 'logits'); // (B, Vi)
+  const logits = g.node('Squeeze', [linearNode(g, last, model.imageHead, 'image_head'), g.int64s('squeeze1', [1])], {}, 'logits'); // (B, Vi)
   g.output(logits, 'logits', 'FLOAT', ['B', Vi]);
   for (let i = 0; i < NL; i++) {
     g.output(`present_key_${i}`, `present_key_${i}`, 'FLOAT', ['B', H, 'PT', D]);
