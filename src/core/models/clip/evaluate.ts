@@ -14,7 +14,7 @@ import { SkipReport, SkipSummary } from '../../data/skips';
 import { EventSink, silentSink } from '../../events';
 import type { FeatureExtractor } from '../../eval/features';
 import type { ClipScorer } from './scorer';
-import { LoadedClip, embedImages } from './train';
+import { LoadedClip, embedImages, poolRetrieval } from './train';
 
 /** The CLIP image tower as a feature extractor: L2-normalised image embeddings (E values per image). */
 export class ClipImageFeatures implements FeatureExtractor {
@@ -94,39 +94,20 @@ export async function clipScore(
   if (N === 0) throw new DataError(`${dataPath}: no readable image with a caption (${skipped.total} skipped)`, '`dalle dataset inspect PATH` lists what is skipped and why');
   const txt = await scorer.embedTexts(captions);
   const E = txt[0].length;
-  const cos = (i: number, j: number): number => {
-    const a = images[i];
-    const b = txt[j];
-    let s = 0;
-    for (let e = 0; e < E; e++) s += a[e] * b[e];
-    return s;
+  const flat = (rows: Float32Array[]): Float32Array => {
+    const out = new Float32Array(N * E);
+    rows.forEach((row, i) => out.set(row, i * E));
+    return out;
   };
-  let score = 0;
-  for (let i = 0; i < N; i++) score += 100 * Math.max(cos(i, i), 0);
   const pool = Math.max(2, options.pool ?? 100);
-  const pools = Math.floor(N / pool);
-  let t2i = 0;
-  let i2t = 0;
-  for (let p = 0; p < pools; p++) {
-    const base = p * pool;
-    for (let a = 0; a < pool; a++) {
-      let bestImage = 0;
-      let bestText = 0;
-      for (let b = 1; b < pool; b++) {
-        if (cos(base + b, base + a) > cos(base + bestImage, base + a)) bestImage = b; // caption a ranks images
-        if (cos(base + a, base + b) > cos(base + a, base + bestText)) bestText = b; // image a ranks captions
-      }
-      if (bestImage === a) t2i++;
-      if (bestText === a) i2t++;
-    }
-  }
+  const r = poolRetrieval(flat(images), flat(txt), N, pool);
   return {
     pairs: N,
-    clipScore: score / N,
+    clipScore: r.clipScore,
     pool,
-    pools,
-    textToImageTop1: pools ? t2i / (pools * pool) : NaN,
-    imageToTextTop1: pools ? i2t / (pools * pool) : NaN,
+    pools: r.pools,
+    textToImageTop1: r.textToImageTop1,
+    imageToTextTop1: r.imageToTextTop1,
     skipped: skipped.toJSON(),
   };
 }
