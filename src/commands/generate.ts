@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Flags } from '@oclif/core';
 import { BaseCommand, INTERRUPTED_EXIT } from '../cli/base-command';
+import { modelPathOrBundled } from '../cli/default-models';
 import { priorConfig } from '../core/config';
 import { CoreEmitter } from '../core/events';
 import type { GenerateSummary } from '../core/sample/generate';
@@ -18,7 +19,6 @@ export type GenerateCommandResult = GenerateSummary & {
 };
 
 /** Where `dalle generate` looks for its models when --prior / --dvae are not given: <package root>/models/default/. */
-export const DEFAULT_MODEL_DIR = path.join('models', 'default');
 
 /** Exit status after Ctrl-C (128 + SIGINT), as `dalle train-dvae` uses. */
 
@@ -88,7 +88,6 @@ export default class GenerateCommand extends BaseCommand<typeof GenerateCommand>
     const { loadTrainedPrior } = await import('../core/sample/load-prior');
     const { parseShard } = await import('../core/sample/plan');
     const { SamplingError, checkSamplingOptions } = await import('../core/sample/filters');
-    const { CheckpointError } = await import('../core/train/checkpoint');
     const runtime = this.loadConfig(priorConfig).runtime;
 
     // Flags first (cheap errors before any model is loaded).
@@ -109,21 +108,8 @@ export default class GenerateCommand extends BaseCommand<typeof GenerateCommand>
       throw new CaptionError('no captions given', 'give captions as arguments (dalle generate "red apple, noto style" ...) or --captions FILE (one a line; - reads stdin)');
     }
 
-    const defaults = path.join(this.config.root, DEFAULT_MODEL_DIR);
-    const modelPath = (flag: 'prior' | 'dvae'): string => {
-      const given = this.flags[flag];
-      if (given !== undefined) return given;
-      const bundled = path.join(defaults, flag);
-      if (!fs.existsSync(bundled)) {
-        throw new CheckpointError(
-          `no --${flag} given, and there is no bundled default ${flag} at ${bundled}`,
-          'pass --prior RUN (a run of `dalle train-prior`) and --dvae RUN (the dVAE run it was trained on), or install a package that ships models/default/',
-        );
-      }
-      return bundled;
-    };
-    const priorPath = modelPath('prior');
-    const dvaePath = modelPath('dvae');
+    const priorPath = await modelPathOrBundled(this.config.root, 'prior', this.flags.prior);
+    const dvaePath = await modelPathOrBundled(this.config.root, 'dvae', this.flags.dvae);
 
     applyRuntime(runtime);
     const events = this.renderEvents(new CoreEmitter());

@@ -1,11 +1,9 @@
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { Flags } from '@oclif/core';
 import { BaseCommand } from '../../cli/base-command';
 import { priorConfig } from '../../core/config';
 import { CoreEmitter } from '../../core/events';
 import type { PriorNllResult } from '../../core/eval/nll';
-import { DEFAULT_MODEL_DIR } from '../generate';
+import { modelPathOrBundled } from '../../cli/default-models';
 
 export default class EvaluateNllCommand extends BaseCommand<typeof EvaluateNllCommand> {
   static override summary = "A prior's negative log-likelihood on captioned images: bits per text token and per image token.";
@@ -39,23 +37,9 @@ export default class EvaluateNllCommand extends BaseCommand<typeof EvaluateNllCo
     const { loadTrainedDvae } = await import('../../core/image/dvae-codec');
     const { loadTrainedPrior } = await import('../../core/sample/load-prior');
     const { priorNll } = await import('../../core/eval/nll');
-    const { CheckpointError } = await import('../../core/train/checkpoint');
     const runtime = this.loadConfig(priorConfig).runtime;
-    const defaults = path.join(this.config.root, DEFAULT_MODEL_DIR);
-    const modelPath = (flag: 'prior' | 'dvae'): string => {
-      const given = this.flags[flag];
-      if (given !== undefined) return given;
-      const bundled = path.join(defaults, flag);
-      if (!fs.existsSync(bundled)) {
-        throw new CheckpointError(
-          `no --${flag} given, and there is no bundled default ${flag} at ${bundled}`,
-          'pass --prior RUN (a run of `dalle train-prior`) and --dvae RUN (the dVAE run it was trained on)',
-        );
-      }
-      return bundled;
-    };
-    const priorPath = modelPath('prior');
-    const dvaePath = modelPath('dvae');
+    const priorPath = await modelPathOrBundled(this.config.root, 'prior', this.flags.prior);
+    const dvaePath = await modelPathOrBundled(this.config.root, 'dvae', this.flags.dvae);
     applyRuntime(runtime);
     const events = this.renderEvents(new CoreEmitter());
     const prior = loadTrainedPrior(priorPath);
