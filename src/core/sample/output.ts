@@ -160,6 +160,38 @@ export function claimOutputDir(dir: string, settings: GenerationSettings): void 
   }
 }
 
+/** The gallery page around its table rows: one look for generate's and rerank's galleries. Strings are HTML. */
+export function galleryPage(parts: { title: string; settings?: string; intro: string; head: string; body: string; extraCss?: string }): string {
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>${parts.title}</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 1em; }
+table { border-collapse: collapse; }
+th, td { border: 1px solid #ddd; padding: 4px; text-align: center; vertical-align: top; }
+th.caption { text-align: left; max-width: 18em; font-weight: normal; }
+.index { color: #888; font-size: 80%; }
+img { width: 128px; height: 128px; image-rendering: pixelated; display: block; }
+${parts.extraCss ?? ''}.ll { color: #666; font-size: 75%; }
+.missing { color: #bbb; }
+</style>
+</head>
+<body>
+<h1>${parts.title}</h1>
+${parts.settings ? `<p>${escapeHtml(parts.settings)}</p>\n` : ''}<p>${parts.intro}</p>
+<table>
+<thead><tr><th>caption</th>${parts.head}</tr></thead>
+<tbody>
+${parts.body}
+</tbody>
+</table>
+</body>
+</html>
+`;
+}
+
 const ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
 
 export function escapeHtml(text: string): string {
@@ -190,34 +222,8 @@ export function writeGallery(dir: string, records: readonly ResultRecord[], opti
       return `<tr><th class="caption"><span class="index">${i}</span> ${escapeHtml(list[0].caption)}</th>${cells.join('')}</tr>`;
     })
     .join('\n');
-  const html = `<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>${title}</title>
-<style>
-body { font-family: system-ui, sans-serif; margin: 1em; }
-table { border-collapse: collapse; }
-th, td { border: 1px solid #ddd; padding: 4px; text-align: center; vertical-align: top; }
-th.caption { text-align: left; max-width: 18em; font-weight: normal; }
-.index { color: #888; font-size: 80%; }
-img { width: 128px; height: 128px; image-rendering: pixelated; display: block; }
-.ll { color: #666; font-size: 75%; }
-.missing { color: #bbb; }
-</style>
-</head>
-<body>
-<h1>${title}</h1>
-${options.settings ? `<p>${escapeHtml(options.settings)}</p>\n` : ''}<p>${records.length} images; below each, the log-likelihood of its image tokens under the prior (natural log).</p>
-<table>
-<thead><tr><th>caption</th>${head}</tr></thead>
-<tbody>
-${body}
-</tbody>
-</table>
-</body>
-</html>
-`;
+  const intro = `${records.length} images; below each, the log-likelihood of its image tokens under the prior (natural log).`;
+  const html = galleryPage({ title, settings: options.settings, intro, head, body });
   const file = path.join(dir, GALLERY_FILE);
   writeFileAtomicSync(file, html);
   return file;

@@ -25,7 +25,7 @@ import { EventSink, silentSink } from '../events';
 import { writeFileAtomicSync } from '../io/atomic';
 import type { ClipScorer } from '../models/clip/scorer';
 import { clipScoreOf } from '../models/clip/scorer';
-import { GALLERY_FILE, RESULTS_FILE, SETTINGS_FILE, escapeHtml, isCompletePng, readResults } from './output';
+import { GALLERY_FILE, RESULTS_FILE, SETTINGS_FILE, escapeHtml, galleryPage, isCompletePng, readResults } from './output';
 
 export const RERANK_FILE = 'rerank.json';
 export const BEST_DIR = 'best';
@@ -332,36 +332,9 @@ export function writeRankedGallery(dir: string, records: readonly RankedCandidat
     })
     .join('\n');
   const title = escapeHtml(options.title);
-  const html = `<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>${title}</title>
-<style>
-body { font-family: system-ui, sans-serif; margin: 1em; }
-table { border-collapse: collapse; }
-th, td { border: 1px solid #ddd; padding: 4px; text-align: center; vertical-align: top; }
-th.caption { text-align: left; max-width: 18em; font-weight: normal; }
-.index { color: #888; font-size: 80%; }
-img { width: 128px; height: 128px; image-rendering: pixelated; display: block; }
-td.kept { outline: 3px solid #2a2; outline-offset: -3px; }
-.score { font-weight: bold; font-size: 85%; }
-.ll { color: #666; font-size: 75%; }
-.missing { color: #bbb; }
-</style>
-</head>
-<body>
-<h1>${title}</h1>
-${options.settings ? `<p>${escapeHtml(options.settings)}</p>\n` : ''}<p>${records.length} images; each caption's candidates sorted by CLIP score (shown below each image), best first; the kept ones are framed in green and copied to ${BEST_DIR}/.</p>
-<table>
-<thead><tr><th>caption</th>${head}</tr></thead>
-<tbody>
-${body}
-</tbody>
-</table>
-</body>
-</html>
-`;
+  const intro = `${records.length} images; each caption's candidates sorted by CLIP score (shown below each image), best first; the kept ones are framed in green and copied to ${BEST_DIR}/.`;
+  const extraCss = 'td.kept { outline: 3px solid #2a2; outline-offset: -3px; }\n.score { font-weight: bold; font-size: 85%; }\n';
+  const html = galleryPage({ title, settings: options.settings, intro, head, body, extraCss });
   const file = path.join(dir, GALLERY_FILE);
   writeFileAtomicSync(file, html);
   return file;
