@@ -141,6 +141,15 @@ describe('cli: bin/run.js in a child process', () => {
     assert.deepEqual([error.name, error.line, error.keyPath], ['ConfigError', 5, 'train.lrr']);
   });
 
+  it('under --json a bad argument is a short JSON error, not the whole parse context', () => {
+    const child = dalleProcess(['config', '--kind', 'dvae', 'train.lr=1', '--json']);
+    assert.equal(child.status, 2);
+    assert.ok(child.stdout.length < 2000, `${child.stdout.length} characters`);
+    const { error } = JSON.parse(child.stdout) as { error: { message: string; oclif: { exit: number } } };
+    assert.match(error.message, /Unexpected argument: train\.lr=1/);
+    assert.equal(error.oclif.exit, 2);
+  });
+
   it('DALLE_THREADS sets runtime.threads, and a bad value names the variable', () => {
     const ok = dalleProcess(['config', '--kind', 'dvae', '--json'], { DALLE_THREADS: '3' });
     assert.equal((JSON.parse(ok.stdout) as { runtime: { threads: number } }).runtime.threads, 3);

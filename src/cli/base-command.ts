@@ -105,6 +105,14 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     ux.stdout(JSON.stringify(json));
   }
 
+  // oclif's parse errors carry the whole parse context (every command's flags and the package.json: over 100 KB on one
+  // line); a script needs what went wrong and the exit code, so those fields are left out.
+  protected override toErrorJson(error: unknown): unknown {
+    if (!(error instanceof Error)) return { error: { message: String(error) } };
+    const { parse: _parse, args: _args, showHelp: _showHelp, ...fields } = error as Error & Record<string, unknown>;
+    return { error: { ...fields, name: error.name, message: error.message } };
+  }
+
   protected override async catch(error: Interfaces.CommandError): Promise<unknown> {
     this.stopRendering(); // stop the bars before the error is printed under them
     const decorated = decorateKnownError(error) as Interfaces.CommandError;
