@@ -1,7 +1,7 @@
 // A dVAE training step (forward, backward, AdamW) and argmax encoding at the `dvae-emoji` shapes, ours vs PyTorch CPU
 // (bench/ref/torch_dvae.py: the same released architecture, same shapes and thread count, jemalloc keeping freed
 // memory as DESIGN.md describes), measured in the same run.
-// Run: node dist/bench/dvae-step.js [--threads 2] [--reps 10] [--no-torch]
+// Run: node dist/bench/dvae-step.js [--threads 2] [--reps 10] [--no-torch] [--config configs/dvae-emoji-fine.yaml]
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
@@ -46,7 +46,8 @@ function main(): void {
   const threads = Number(arg('--threads', '2'));
   const reps = Number(arg('--reps', '10'));
   native.setThreads(threads);
-  const config = resolveConfig(dvaeConfig, { file: path.join(ROOT, 'configs', 'dvae-emoji.yaml') });
+  const configFile = arg('--config', path.join(ROOT, 'configs', 'dvae-emoji.yaml'));
+  const config = resolveConfig(dvaeConfig, { file: configFile });
   const { n_hid, n_groups, n_blk_per_group, vocab_size } = config.model;
   const res = config.data.resolution;
   const B = config.train.batch_size;
@@ -65,7 +66,7 @@ function main(): void {
   const stepMs = bestMs(step, reps);
   const encodeMs = bestMs(() => tidy(() => void noGrad(() => model.encode(x))), reps);
 
-  console.log(`dVAE (dvae-emoji: n_hid ${n_hid}, ${n_groups} groups x ${n_blk_per_group} block, vocab ${vocab_size}, ${res} px, batch ${B}), ${threads} threads, ${native.cpuInfo().isa}`);
+  console.log(`dVAE (${path.basename(configFile, '.yaml')}: n_hid ${n_hid}, ${n_groups} groups x ${n_blk_per_group} block, vocab ${vocab_size}, ${res} px, batch ${B}), ${threads} threads, ${native.cpuInfo().isa}`);
   const ref = process.argv.includes('--no-torch') ? 'skipped (--no-torch)' : torchReference([n_hid, n_groups, n_blk_per_group, vocab_size, res, B, threads, reps], threads);
   const ours = { step_ms: stepMs, encode_images_per_s: (B / encodeMs) * 1e3 };
   if (typeof ref === 'string') {

@@ -4,6 +4,7 @@
 import * as assert from 'node:assert';
 import { native } from '../../src/core/native';
 import {
+  argmax,
   attention,
   contiguous,
   crossEntropy,
@@ -15,7 +16,7 @@ import {
   transpose,
 } from '../../src/core/ops';
 import { Tensor, backward, tidy } from '../../src/core/tensor';
-import { makeRandom } from '../harness/random';
+import { TEST_SEED, makeRandom } from '../harness/random';
 
 const rand = makeRandom(12345);
 
@@ -377,5 +378,49 @@ describe('nn ops', () => {
     const before = inUse();
     step();
     assert.strictEqual(inUse(), before);
+  });
+});
+
+describe('argmax', () => {
+  const seed = TEST_SEED;
+  const r = makeRandom(seed);
+  // Plain reference: the first index of the largest value along `axis`, by index arithmetic on the row-major data.
+  function argmaxReference(data: Float32Array, shape: number[], axis: number): number[] {
+    const outer = shape.slice(0, axis).reduce((a, b) => a * b, 1);
+    const R = shape[axis];
+    const inner = shape.slice(axis + 1).reduce((a, b) => a * b, 1);
+    const out: number[] = [];
+    for (let o = 0; o < outer; o++) {
+      for (let c = 0; c < inner; c++) {
+        let best = 0;
+        for (let k = 1; k < R; k++) if (data[(o * R + k) * inner + c] > data[(o * R + best) * inner + c]) best = k;
+        out.push(best);
+      }
+    }
+    return out;
+  }
+
+  it(`equals the plain reference on fresh random inputs, odd sizes, every axis, ties to the first (seed ${seed})`, () => {
+    for (const shape of [[3, 1031, 5, 7], [2, 17, 33], [1, 9], [4097], [5, 3, 1, 2049]]) {
+      for (let axis = 0; axis < shape.length; axis++) {
+        tidy(() => {
+          const n = shape.reduce((a, b) => a * b, 1);
+          // a few distinct values, so ties are common along every axis
+          const data = Float32Array.from({ length: n }, () => r.int(-4, 5) * 0.5);
+          const got = Array.from(argmax(Tensor.from(data, shape), axis).toArray());
+          assert.deepStrictEqual(got, argmaxReference(data, shape, axis), `shape (${shape}) axis ${axis} seed ${seed}`);
+        });
+      }
+    }
+  });
+
+  it('reads a strided view, and names an empty axis', () => {
+    tidy(() => {
+      const x = randn([3, 4, 5]);
+      const viewed = permute(x, [2, 0, 1]); // (5, 3, 4)
+      const want = argmaxReference(contiguous(viewed).toArray() as Float32Array, [5, 3, 4], 1);
+      assert.deepStrictEqual(Array.from(argmax(viewed, 1).toArray()), want);
+      assert.throws(() => argmax(Tensor.zeros([2, 0, 3]), 1), /argmax over an empty axis of \(2, 0, 3\)/);
+    });
   });
 });

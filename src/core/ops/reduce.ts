@@ -381,6 +381,23 @@ export function mean(x: Tensor, axes?: number | readonly number[] | null, keepDi
   return applyOp(meanOp, [x], { axes: axesAttr(axes), keepDims });
 }
 
+/**
+ * Index of the first maximum along `axis` (no gradient), int32 with that axis removed: the native max reduction's
+ * argmax, one pass over x in place with the axis strided (no transpose), threaded.
+ */
+export function argmax(x: Tensor, axis: number): Tensor {
+  const [a] = normalizeAxes(x.rank, [axis], 'argmax');
+  if (x.shape[a] === 0) throw new Error(`dalle: argmax over an empty axis of ${shapeStr(x.shape)}`);
+  const x32 = contiguousF32(x, 'argmax');
+  const outShape = x.shape.filter((_, i) => i !== a);
+  const values = Tensor.empty(outShape, 'f32');
+  const idx = Tensor.empty(outShape, 'i32');
+  if (idx.size > 0) reduceKernel()(MAX, x32.address, prod(x.shape, 0, a), x.shape[a], prod(x.shape, a + 1, x.rank), values.address, idx.address, 1);
+  values.dispose();
+  if (x32 !== x) x32.dispose();
+  return idx;
+}
+
 /** Maximum over `axes` (all when omitted); the gradient goes to the first maximal element. */
 export function max(x: Tensor, axes?: number | readonly number[] | null, keepDims = false): Tensor {
   return applyOp(maxOp, [x], { axes: axesAttr(axes), keepDims });

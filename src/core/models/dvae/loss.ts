@@ -14,7 +14,7 @@
 //   is left out: -ln p(x) = recon - C H W ln(1 - 2 eps)).
 // abs is not an engine op: |z| = relu(z) + relu(-z) (gradient sign(z), 0 at 0), and clamp(v, 0, 1) = relu(v) - relu(v - 1).
 // Key: B = batch, C = image channels, V = vocab_size, H, W = image side, h, w = grid side.
-import { add, addScalar, affine, exp, log, logSoftmax, mean, mul, neg, permute, relu, slice, softmax, sub, sum } from '../../ops';
+import { add, addScalar, affine, argmax, exp, log, logSoftmax, mean, mul, neg, permute, relu, slice, softmax, sub, sum } from '../../ops';
 import { Philox, Tensor, noGrad, randGumbel, shapeStr } from '../../tensor';
 import type { Dvae } from './dvae';
 
@@ -66,8 +66,12 @@ function codebookLast(logits: Tensor): Tensor {
 
 /** Relaxed one-hot codes softmax((logits + g) / tau) over the codebook: (B, V, h, w) -> (B, V, h, w). */
 export function gumbelSoftmax(logits: Tensor, tau: number, rng: Philox): Tensor {
+  return gumbelSoftmaxLast(codebookLast(logits), tau, rng);
+}
+
+/** gumbelSoftmax of logits already codebook-last: (B, h, w, V) -> (B, V, h, w). */
+function gumbelSoftmaxLast(l: Tensor, tau: number, rng: Philox): Tensor {
   if (!(tau > 0)) throw new Error(`dalle: gumbel-softmax temperature must be > 0, got ${tau}`);
-  const l = codebookLast(logits); // (B, h, w, V)
   const g = randGumbel(rng, l.shape); // (B, h, w, V)
   const y = softmax(mul(add(l, g), 1 / tau)); // (B, h, w, V)
   return permute(y, [0, 3, 1, 2]); // (B, V, h, w)
@@ -99,26 +103,8 @@ export function klToUniform(logits: Tensor): Tensor {
 
 /** The most likely code at each cell (no noise; ties go to the lowest code): (B, V, h, w) -> i32 (B, h, w). */
 export function argmaxCodes(logits: Tensor): Tensor {
-  const [B, V, h, w] = logits.shape;
-  const data = logits.toArray() as Float32Array; // row-major (B, V, h, w)
-  const hw = h * w;
-  const codes = new Int32Array(B * hw);
-  for (let b = 0; b < B; b++) {
-    const base = b * V * hw;
-    for (let p = 0; p < hw; p++) {
-      let best = 0;
-      let bestV = data[base + p];
-      for (let v = 1; v < V; v++) {
-        const x = data[base + v * hw + p];
-        if (x > bestV) {
-          bestV = x;
-          best = v;
-        }
-      }
-      codes[b * hw + p] = best;
-    }
-  }
-  return Tensor.from(codes, [B, h, w], 'i32');
+  if (logits.rank !== 4) throw new Error(`dalle: codebook logits must be (B, V, h, w), got ${shapeStr(logits.shape)}`);
+  return argmax(logits, 1);
 }
 
 /** ln V - H(mean over cells of softmax(logits)): 0 when the batch uses every code equally. (B, V, h, w) -> scalar. */
@@ -172,20 +158,26 @@ export function dvaeLoss(model: Dvae, x: Tensor, opts: DvaeLossOptions): DvaeLos
   const [B, C, H, W] = x.shape;
   const xm = mapPixels(x, model.eps); // (B, C, H, W)
   const logits = opts.encoderFrozen ? noGrad(() => model.encoder.forward(xm)) : model.encoder.forward(xm); // (B, V, h, w)
-  const [, , h, w] = logits.shape;
+  const [, V, h, w] = logits.shape;
+  // One transpose to codebook-last serves the sample, the KL and the usage term: at a 32x32 grid these (B, V, h, w)
+  // tensors are the largest of the step, and each transpose (and its backward) is a full pass over one.
+  const last = codebookLast(logits); // (B, h, w, V)
   let stats: Tensor; // (B, 2C, H, W)
   if (opts.encoderFrozen) {
     stats = model.decoder.forwardCodes(argmaxCodes(logits));
   } else {
-    let z = gumbelSoftmax(logits, tau, rng); // (B, V, h, w)
+    let z = gumbelSoftmaxLast(last, tau, rng); // (B, V, h, w)
     if (opts.straightThrough) z = add(z, straightThroughShift(z));
     stats = model.decoder.forward(z);
   }
   const recon = mul(sum(logitLaplaceNll(xm, stats)), 1 / B);
-  const kl = mul(sum(klToUniform(logits)), 1 / B);
+  const lq = logSoftmax(last); // (B, h, w, V)
+  const q = exp(lq);
+  const kl = mul(addScalar(sum(mul(q, lq)), B * h * w * Math.log(V)), 1 / B); // sum over cells of KL(q || uniform)
   const usageWeight = opts.usageWeight ?? 0;
   if (!(usageWeight >= 0)) throw new Error(`dalle: codebook usage weight must be >= 0, got ${usageWeight}`);
-  const usageGap = codebookUsageGap(logits);
+  const qMean = mean(q, [0, 1, 2]); // (V)
+  const usageGap = addScalar(sum(mul(qMean, log(addScalar(qMean, 1e-12)))), Math.log(V)); // as codebookUsageGap
   let loss = add(recon, mul(kl, beta));
   if (usageWeight > 0) loss = add(loss, mul(usageGap, usageWeight * h * w));
   return { loss, recon, kl, reconPerDim: mul(recon, 1 / (C * H * W)), klPerCell: mul(kl, 1 / (h * w)), usageGap };
