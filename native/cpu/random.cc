@@ -1,14 +1,19 @@
 // Philox4x32-10 streams filled in parallel: value i of a request depends only on (key, offset + i), so the result is
 // the same for any thread count and equals the TypeScript reference (src/core/tensor/rng.ts, whose module comment
 // defines the stream). Uniform values are bit-exact; normal and Gumbel values go through libm in double and are
-// rounded once, like the reference.
+// rounded once, like the reference (with AVX-512, Gumbel values use a series logarithm instead of libm's: random_avx512.cc).
 #include <cmath>
 #include <cstring>
 
+#include "cpu_features.h"
 #include "napi_util.h"
 #include "threadpool.h"
 
 namespace dalle {
+
+// AVX-512 leaf (random_avx512.cc): Gumbel values of n words, with a series logarithm in place of libm's.
+void gumbel_from_words_avx512(const uint32_t* words, float* dst, int64_t n);
+
 namespace {
 
 inline void philox_block(uint32_t c0, uint32_t c1, uint32_t k0, uint32_t k1, uint32_t out[4]) {
@@ -77,6 +82,18 @@ Napi::Value PhiloxFill(const Napi::CallbackInfo& info) {
   } else if (kind == "gumbel") {
     parallel_for(n, 1 << 14, [&](int64_t lo, int64_t hi) {
       Stream s{k0, k1, offset};
+#if defined(DALLE_X86)
+      if (active_isa() == Isa::Avx512) {
+        constexpr int64_t kBlock = 512;
+        uint32_t words[kBlock];
+        for (int64_t i0 = lo; i0 < hi; i0 += kBlock) {
+          const int64_t len = hi - i0 < kBlock ? hi - i0 : kBlock;
+          for (int64_t j = 0; j < len; j++) words[j] = s.word(i0 + j);
+          gumbel_from_words_avx512(words, dst + i0, len);
+        }
+        return;
+      }
+#endif
       for (int64_t i = lo; i < hi; i++) dst[i] = (float)-std::log(-std::log(((double)s.word(i) + 0.5) / two32));
     });
   } else {
