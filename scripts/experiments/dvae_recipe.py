@@ -1,7 +1,9 @@
 """dVAE recipe experiments in PyTorch (the released architecture at dvae-emoji shapes, as bench/ref/torch_dvae.py), used to
 search for codebook-usage fixes quickly; each run logs validation PSNR (argmax codes), PSNR with soft codes and codebook
 perplexity to /tmp/exp/NAME.jsonl. Flags: --kminit N (k-means init of the output conv from N images), --warm N (decoder
-warm-up), --st 1 (straight-through), --usage W, --kl W, --elr S (encoder lr scale), --bal G (logit-bias balancing).
+warm-up), --st 1 (straight-through), --usage W, --kl W, --elr S (encoder lr scale), --bal G (logit-bias balancing), --reseed R (every R updates, each code unused since the last re-seed copies a
+busy code's encoder row (plus noise) and decoder column, Adam moments reset; measured at 500 updates with tau over
+500: 17.3 dB, perplexity 75, 250-440 codes re-seeded each time: they die again, no gain).
 Example: python3 dvae_recipe.py --steps 1500 --tau_steps 750 --kl 0 --usage 4 --kminit 1000 --name G"""
 import argparse, json, math, time, sys
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
@@ -14,7 +16,7 @@ p.add_argument('--tau0',type=float,default=1.0); p.add_argument('--tau1',type=fl
 p.add_argument('--usage',type=float,default=0.0); p.add_argument('--st',type=int,default=0)
 p.add_argument('--clip',type=float,default=0); p.add_argument('--eval_every',type=int,default=250); p.add_argument('--minutes',type=float,default=1e9)
 p.add_argument('--threads',type=int,default=2); p.add_argument('--loss',default='ll'); p.add_argument('--name',default='x')
-p.add_argument('--bal',type=float,default=0); p.add_argument('--kminit',type=int,default=0); p.add_argument('--kmscale',type=float,default=5); p.add_argument('--warm',type=int,default=0); p.add_argument('--elr',type=float,default=1); p.add_argument('--n_init',type=int,default=128); p.add_argument('--wd',type=float,default=1e-4)
+p.add_argument('--bal',type=float,default=0); p.add_argument('--kminit',type=int,default=0); p.add_argument('--kmscale',type=float,default=5); p.add_argument('--warm',type=int,default=0); p.add_argument('--elr',type=float,default=1); p.add_argument('--n_init',type=int,default=128); p.add_argument('--wd',type=float,default=1e-4); p.add_argument('--reseed',type=int,default=0); p.add_argument('--reseed_until',type=int,default=10**9)
 a=p.parse_args()
 torch.set_num_threads(a.threads); torch.manual_seed(0)
 EPS=0.1
@@ -82,6 +84,7 @@ def evaluate():
     return torch.cat(ps).mean().item(), torch.cat(pss).mean().item(), ppl
 g=torch.Generator().manual_seed(1); perm=torch.randperm(len(tr),generator=g); pos=0
 t0=time.time(); step=0
+use=torch.zeros(a.vocab)
 print(json.dumps(dict(zip(['psnr','soft','ppl'],evaluate()))),flush=True)
 log=open(f'/tmp/exp/{a.name}.jsonl','w')
 while step<a.steps and (time.time()-t0)/60<a.minutes:
@@ -112,6 +115,21 @@ while step<a.steps and (time.time()-t0)/60<a.minutes:
         with torch.no_grad():
             cnt=torch.bincount(lg.argmax(1).flatten(),minlength=a.vocab).float()
             E[-1].bias += a.bal*torch.sign(cnt.mean()-cnt)
+    if a.reseed:
+        with torch.no_grad():
+            use+=torch.bincount(lg.argmax(1).flatten(),minlength=a.vocab).float()
+            if step%a.reseed==0 and step<=a.reseed_until:
+                dead=(use==0).nonzero().flatten()
+                if len(dead):
+                    src=torch.multinomial(use,len(dead),replacement=True)
+                    We,be,Wd=E[-1].weight,E[-1].bias,D[0].weight
+                    We[dead]=We[src]+0.01*We[src].abs().mean()*torch.randn_like(We[src]); be[dead]=be[src]; Wd[:,dead]=Wd[:,src]
+                    for q,sl in ((We,(dead,)),(be,(dead,)),(Wd,(slice(None),dead))):
+                        st_=opt.state.get(q,{})
+                        for k in ('exp_avg','exp_avg_sq'):
+                            if k in st_: st_[k][sl]=0
+                print(json.dumps(dict(step=step,reseeded=len(dead))),flush=True)
+                use.zero_()
     if step%a.eval_every==0 or step==a.steps:
         ph,ps_,ppl=evaluate(); r=dict(step=step,min=round((time.time()-t0)/60,2),psnr=round(ph,2),soft=round(ps_,2),ppl=round(ppl,1),tau=round(tau,3),rec=round(rec.item()/(3*64*64),3))
         print(json.dumps(r),flush=True); log.write(json.dumps(r)+'\n'); log.flush()
