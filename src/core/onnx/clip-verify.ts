@@ -6,6 +6,7 @@
  */
 import { LoadedClip, embedImages, embedTexts } from '../models/clip/train';
 import { OnnxClip } from './clip-runner';
+import { maxAbsDiff, uniform } from './verify';
 
 export interface ClipVerification {
   readonly captions: number;
@@ -22,26 +23,13 @@ export const CLIP_CHECK_CAPTIONS: readonly string[] = [
   Array.from({ length: 40 }, (_, i) => ['cat', 'dog', 'rocket', 'flag of japan'][i % 4]).join(' '), // past the context
 ];
 
-/** mulberry32: the check's images depend only on `seed`. */
-function uniform(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function maxAbsDiff(rows: readonly Float32Array[], flat: Float32Array): number {
+/** onnxruntime's embeddings, one row each, against the engine's (rows, E) row-major. */
+function rowsMaxAbsDiff(rows: readonly Float32Array[], flat: Float32Array): number {
   const E = rows[0]?.length ?? 0;
-  if (rows.length * E !== flat.length) throw new Error(`dalle: CLIP check: ${rows.length} x ${E} values from onnxruntime, ${flat.length} from the engine`);
-  let m = 0;
-  rows.forEach((r, i) => {
-    for (let e = 0; e < E; e++) m = Math.max(m, Math.abs(r[e] - flat[i * E + e]));
-  });
-  return m;
+  if (rows.length * E !== flat.length || rows.some((r) => r.length !== E)) throw new Error(`dalle: CLIP check: ${rows.length} x ${E} values from onnxruntime, ${flat.length} from the engine`);
+  const joined = new Float32Array(flat.length);
+  rows.forEach((r, i) => joined.set(r, i * E));
+  return maxAbsDiff(joined, flat);
 }
 
 export async function verifyClipExport(clip: LoadedClip, runner: OnnxClip, options: { images?: number; seed?: number; captions?: readonly string[] } = {}): Promise<ClipVerification> {
@@ -50,7 +38,7 @@ export async function verifyClipExport(clip: LoadedClip, runner: OnnxClip, optio
   const S = clip.model.arch.resolution;
   const rnd = uniform(options.seed ?? 0);
   const pixels = Float32Array.from({ length: N * 3 * S * S }, rnd);
-  const textMaxAbsDiff = maxAbsDiff(await runner.embedTexts(captions), embedTexts(clip, captions));
-  const imageMaxAbsDiff = maxAbsDiff(await runner.embedImages({ pixels, shape: [N, 3, S, S] }), embedImages(clip.model, pixels, N));
+  const textMaxAbsDiff = rowsMaxAbsDiff(await runner.embedTexts(captions), embedTexts(clip, captions));
+  const imageMaxAbsDiff = rowsMaxAbsDiff(await runner.embedImages({ pixels, shape: [N, 3, S, S] }), embedImages(clip.model, pixels, N));
   return { captions: captions.length, images: N, textMaxAbsDiff, imageMaxAbsDiff };
 }

@@ -19,8 +19,8 @@ export interface DvaeVerification {
   readonly pixelsMaxAbsDiff: number;
 }
 
-/** A small seeded generator (mulberry32): the check's inputs depend only on `seed`. */
-function uniform(seed: number): () => number {
+/** A small seeded generator (mulberry32): the checks' inputs depend only on `seed` (also clip-verify.ts). */
+export function uniform(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
@@ -31,7 +31,8 @@ function uniform(seed: number): () => number {
   };
 }
 
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+/** max |a_i - b_i|; arrays of different lengths are an error. */
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   if (a.length !== b.length) throw new Error(`dalle: ONNX check: ${a.length} values from onnxruntime, ${b.length} from the engine`);
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
