@@ -84,6 +84,7 @@ export interface MetricsLine {
   step: number;
   loss: number;
   recon: number;
+  recon_per_dim: number;
   kl: number;
   perplexity: number;
   dead_codes: number;

@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import {
   Dvae, RELEASED_ARCH, DvaeArch, abs, argmaxCodes, clamp01, dvaeLoss, dvaeParameterShapes, dvaeSchedules, gumbelSoftmax, resolveArch,
-  klToUniform, logitLaplaceNll, mapPixels, unmapPixels, codebookUsageGap,
+  klToUniform, gaussianNll, logitLaplaceNll, mapPixels, unmapPixels, codebookUsageGap,
 } from '../../src/core/models/dvae';
 import { loadTensorsInto, readSafetensorsSync, saveTensors } from '../../src/core/io';
 import { native } from '../../src/core/native';
@@ -268,6 +268,40 @@ describe('dVAE', () => {
       });
     });
 
+    it('Gaussian NLL around sigmoid(mu) and its gradients (ln b gets none)', () => {
+      tidy(() => {
+        const [B, C, H, W] = [2, 3, 3, 1];
+        const n = B * C * H * W;
+        const sigma = 0.07;
+        const xs = Array.from({ length: n }, () => rand.uniform());
+        const st = Array.from({ length: 2 * n }, () => 2 * rand.normal());
+        const xm = mapPixels(Tensor.from(xs, [B, C, H, W]));
+        const stats = Tensor.from(st, [B, 2 * C, H, W]);
+        stats.requiresGrad = true;
+        const nll = gaussianNll(xm, stats, sigma);
+        const want: number[] = [];
+        const dStats = new Float64Array(2 * n);
+        for (let b = 0; b < B; b++) {
+          for (let c = 0; c < C; c++) {
+            for (let p = 0; p < H * W; p++) {
+              const x = (1 - 2 * eps) * xs[(b * C + c) * H * W + p] + eps;
+              const iMu = (b * 2 * C + c) * H * W + p;
+              const s = 1 / (1 + Math.exp(-st[iMu]));
+              // -ln [1 / (sigma sqrt(2 pi)) exp(-(s - x)^2 / (2 sigma^2))]
+              want.push((s - x) ** 2 / (2 * sigma * sigma) + Math.log(sigma * Math.sqrt(2 * Math.PI)));
+              dStats[iMu] = ((s - x) / (sigma * sigma)) * s * (1 - s);
+            }
+          }
+        }
+        assertClose(host(nll), want, 1e-4, 'nll');
+        backward(sum(nll));
+        assertClose(host(stats.grad!), dStats, 1e-4, 'dnll/dstats');
+        stats.grad!.dispose();
+        assert.throws(() => gaussianNll(xm, stats, 0), /sigma must be > 0/);
+        assert.throws(() => gaussianNll(xm, Tensor.from(st.slice(0, n), [B, C, H, W]), sigma), /must be \(2, 6, 3, 1\)/);
+      });
+    });
+
     it('gumbel-softmax over the codebook, KL to uniform, argmax codes', () => {
       tidy(() => {
         const [B, V, h, w] = [2, 5, 2, 3];
@@ -375,6 +409,35 @@ describe('dVAE', () => {
           backward(r.loss);
           for (const [name, p] of m.namedParameters()) assert.ok(p.grad, `no gradient for ${name}`);
           zeroGrad(m.parameters());
+        });
+      } finally {
+        m.dispose();
+      }
+    });
+
+    it('dvaeLoss with recon_loss gaussian: the summed Gaussian NLL per image', () => {
+      const m = new Dvae(TINY, { seed: 4 });
+      try {
+        tidy(() => {
+          const [B, C, H, W] = [2, 3, 8, 8];
+          const xs = Array.from({ length: B * C * H * W }, () => rand.uniform());
+          const x = Tensor.from(xs, [B, C, H, W]);
+          const rng = new Philox(21);
+          const sigma = 0.05;
+          const stats = noGrad(() => host(m.decoder.forward(gumbelSoftmax(m.logits(x), 0.8, rng.clone()))));
+          const r = dvaeLoss(m, x, { tau: 0.8, beta: 0, rng, reconLoss: 'gaussian', reconSigma: sigma });
+          let recon = 0;
+          for (let b = 0; b < B; b++) {
+            for (let c = 0; c < C; c++) {
+              for (let p = 0; p < H * W; p++) {
+                const xv = (1 - 2 * eps) * xs[(b * C + c) * H * W + p] + eps;
+                const s = 1 / (1 + Math.exp(-stats[(b * 2 * C + c) * H * W + p]));
+                recon += (s - xv) ** 2 / (2 * sigma * sigma) + Math.log(sigma * Math.sqrt(2 * Math.PI));
+              }
+            }
+          }
+          assertClose([r.recon.item()], [recon / B], 1e-4, 'recon');
+          assertClose([r.loss.item()], [recon / B], 1e-4, 'loss (beta 0, no usage term)');
         });
       } finally {
         m.dispose();
@@ -499,13 +562,14 @@ describe('dVAE', () => {
   });
 
   describe('training step', () => {
-    it('gradients of dvaeLoss match finite differences (float64 sums of a float32 model)', () => {
+    for (const reconLoss of ['logit_laplace', 'gaussian'] as const) {
+    it(`gradients of dvaeLoss (${reconLoss}) match finite differences (float64 sums of a float32 model)`, () => {
       const m = new Dvae(TINY, { seed: 5 });
       try {
         const rand = makeRandom(3);
         const x = keep(Tensor.from(Float32Array.from({ length: 2 * 3 * 64 }, () => rand.uniform()), [2, 3, 8, 8]));
         const rng = new Philox(17);
-        const opts = { tau: 0.7, beta: 0.5 };
+        const opts = { tau: 0.7, beta: 0.5, reconLoss, reconSigma: 0.2 };
         const lossAt = (): number => tidy(() => noGrad(() => dvaeLoss(m, x, { ...opts, rng: rng.clone() }).loss.item()));
         tidy(() => backward(dvaeLoss(m, x, { ...opts, rng: rng.clone() }).loss));
         const picks: Array<[string, number]> = [
@@ -540,6 +604,7 @@ describe('dVAE', () => {
         m.dispose();
       }
     });
+    }
 
     it('a step inside tidy() leaves no tensors behind', () => {
       const m = new Dvae(TINY, { seed: 6 });

@@ -169,6 +169,24 @@ describe('train: dVAE trainer resume and stop', () => {
     assert.notEqual(b[b.length - 1].loss, a[a.length - 1].loss);
   });
 
+  it('train.recon_loss gaussian: update 1 logs the Gaussian NLL of the same squared error for any recon_sigma', async function () {
+    this.timeout(30000);
+    const perDim = async (sets: string[]): Promise<number> => {
+      const out = temporaryDir();
+      await new DvaeTrainer({ config: tinyConfig(data, ['train.steps=1', ...sets]), out }).run();
+      return readMetrics(out)[0].recon_per_dim;
+    };
+    // Same weights, data and noise at update 1, so the same mean squared error m under both sigmas:
+    // recon_per_dim = m / (2 sigma^2) + ln(sigma sqrt(2 pi)).
+    const squaredError = (r: number, sigma: number): number => (r - Math.log(sigma * Math.sqrt(2 * Math.PI))) * 2 * sigma * sigma;
+    const narrow = squaredError(await perDim(['train.recon_loss=gaussian', 'train.recon_sigma=0.05']), 0.05);
+    const wide = squaredError(await perDim(['train.recon_loss=gaussian', 'train.recon_sigma=0.2']), 0.2);
+    assert.ok(narrow > 1e-4 && narrow < 1, `mean squared error ${narrow}`);
+    assert.ok(Math.abs(narrow - wide) <= 1e-4 * narrow, `${narrow} vs ${wide}`);
+    const laplace = await perDim([]);
+    assert.ok(Math.abs(squaredError(laplace, 0.05) - narrow) > 1e-2 * narrow, 'the default stays logit-Laplace');
+  });
+
   it('stop() finishes the update, writes a checkpoint and returns; resuming continues exactly', async function () {
     this.timeout(30000);
     const reference = temporaryDir();

@@ -233,6 +233,8 @@ export class DvaeTrainer {
             usageWeight: t.usage_weight,
             straightThrough: t.straight_through,
             encoderFrozen: step < t.decoder_warmup_steps,
+            reconLoss: t.recon_loss,
+            reconSigma: t.recon_sigma,
           });
           backward(r.loss);
           // Clipping (train.grad_clip > 0; the paper has none) bounds the update a single loss spike can make.

@@ -50,6 +50,8 @@ export const dvaeConfig = defineConfig(
       decoder_warmup_steps: int(0, 'first updates train only the decoder, on the encoder\'s argmax codes (0 = the paper)', { min: 0 }),
       straight_through: bool(false, 'the decoder sees the one-hot argmax of the relaxed sample, the gradient is the relaxed one (paper: false)'),
       usage_weight: num(0, 'weight of a batch codebook-usage term, per cell; 0 = the paper (see models/dvae/loss.ts)', { min: 0 }),
+      recon_loss: oneOf(['logit_laplace', 'gaussian'] as const, 'logit_laplace', 'reconstruction likelihood: logit-Laplace (paper), or a Gaussian of fixed sigma around sigmoid(mu), whose gradient is the squared pixel error PSNR scores (see models/dvae/loss.ts)'),
+      recon_sigma: num(0.05, 'the Gaussian\'s standard deviation in the eps-mapped pixel space (train.recon_loss: gaussian)', { greaterThan: 0 }),
       tau_start: num(1, 'gumbel-softmax relaxation temperature at update 0 (paper: 1)', { greaterThan: 0 }),
       tau_end: num(1 / 16, 'temperature after the cosine anneal: nearly one-hot (paper: 1/16)', { greaterThan: 0 }),
       tau_anneal_steps: int(150_000, 'updates over which tau anneals to tau_end (paper: 150,000)', { min: 0 }),
