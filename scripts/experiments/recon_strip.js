@@ -28,7 +28,7 @@ async function main() {
     tiles.push({ input: original, left: i * cell + 1, top: 1 }, { input: decoded, left: i * cell + 1, top: cell + 1 });
   }
   await sharp({ create: { width: files.length * cell, height: 2 * cell, channels: 3, background: '#ffffff' } })
-    .composite(tiles).png().toFile(out);
+    .composite(tiles).png({ compressionLevel: 9, adaptiveFiltering: true }).toFile(out); // lossless (effort would quantize to a palette)
   fs.rmSync(tmp, { recursive: true, force: true });
   console.log(`${out}: ${files.length} images (every ${every}th of ${dir}) over their reconstructions by ${run}`);
 }

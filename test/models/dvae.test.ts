@@ -21,6 +21,17 @@ import { makeRandom } from '../harness/random';
 
 const TINY = { n_hid: 8, n_groups: 2, n_blk_per_group: 1, vocab_size: 16 } as const;
 
+/** Every pixel of images xs (B, C, H, W) mapped into (eps, 1 - eps), with the indices of its mu and ln b in stats (B, 2C, H, W). */
+function* mappedPixels(xs: ArrayLike<number>, [B, C, H, W]: number[], eps = 0.1): Generator<{ x: number; iMu: number; iLnB: number }> {
+  for (let b = 0; b < B; b++) {
+    for (let c = 0; c < C; c++) {
+      for (let p = 0; p < H * W; p++) {
+        yield { x: (1 - 2 * eps) * xs[(b * C + c) * H * W + p] + eps, iMu: (b * 2 * C + c) * H * W + p, iLnB: (b * 2 * C + C + c) * H * W + p };
+      }
+    }
+  }
+}
+
 /**
  * A literal transcription of dall_e/encoder.py and dall_e/decoder.py (group_count = 4): every Conv2d(n_in, n_out, kw)
  * in construction order with its state_dict name. Written independently of layout.ts, which generalises it to
@@ -245,21 +256,14 @@ describe('dVAE', () => {
         const nll = logitLaplaceNll(xm, stats);
         const want: number[] = [];
         const dStats = new Float64Array(2 * n);
-        for (let b = 0; b < B; b++) {
-          for (let c = 0; c < C; c++) {
-            for (let p = 0; p < H * W; p++) {
-              const x = (1 - 2 * eps) * xs[(b * C + c) * H * W + p] + eps;
-              const iMu = (b * 2 * C + c) * H * W + p;
-              const iLnB = (b * 2 * C + C + c) * H * W + p;
-              const mu = st[iMu];
-              const bScale = Math.exp(st[iLnB]);
-              const d = Math.log(x / (1 - x)) - mu;
-              // -ln [1 / (2 b x (1 - x)) exp(-|logit(x) - mu| / b)]
-              want.push(Math.log(2 * bScale * x * (1 - x)) + Math.abs(d) / bScale);
-              dStats[iMu] = -Math.sign(d) / bScale;
-              dStats[iLnB] = 1 - Math.abs(d) / bScale;
-            }
-          }
+        for (const { x, iMu, iLnB } of mappedPixels(xs, [B, C, H, W], eps)) {
+          const mu = st[iMu];
+          const bScale = Math.exp(st[iLnB]);
+          const d = Math.log(x / (1 - x)) - mu;
+          // -ln [1 / (2 b x (1 - x)) exp(-|logit(x) - mu| / b)]
+          want.push(Math.log(2 * bScale * x * (1 - x)) + Math.abs(d) / bScale);
+          dStats[iMu] = -Math.sign(d) / bScale;
+          dStats[iLnB] = 1 - Math.abs(d) / bScale;
         }
         assertClose(host(nll), want, 1e-5, 'nll');
         backward(sum(nll));
@@ -281,17 +285,11 @@ describe('dVAE', () => {
         const nll = gaussianNll(xm, stats, sigma);
         const want: number[] = [];
         const dStats = new Float64Array(2 * n);
-        for (let b = 0; b < B; b++) {
-          for (let c = 0; c < C; c++) {
-            for (let p = 0; p < H * W; p++) {
-              const x = (1 - 2 * eps) * xs[(b * C + c) * H * W + p] + eps;
-              const iMu = (b * 2 * C + c) * H * W + p;
-              const s = 1 / (1 + Math.exp(-st[iMu]));
-              // -ln [1 / (sigma sqrt(2 pi)) exp(-(s - x)^2 / (2 sigma^2))]
-              want.push((s - x) ** 2 / (2 * sigma * sigma) + Math.log(sigma * Math.sqrt(2 * Math.PI)));
-              dStats[iMu] = ((s - x) / (sigma * sigma)) * s * (1 - s);
-            }
-          }
+        for (const { x, iMu } of mappedPixels(xs, [B, C, H, W], eps)) {
+          const s = 1 / (1 + Math.exp(-st[iMu]));
+          // -ln [1 / (sigma sqrt(2 pi)) exp(-(s - x)^2 / (2 sigma^2))]
+          want.push((s - x) ** 2 / (2 * sigma * sigma) + Math.log(sigma * Math.sqrt(2 * Math.PI)));
+          dStats[iMu] = ((s - x) / (sigma * sigma)) * s * (1 - s);
         }
         assertClose(host(nll), want, 1e-4, 'nll');
         backward(sum(nll));
@@ -379,15 +377,10 @@ describe('dVAE', () => {
           });
           const r = dvaeLoss(m, x, { tau, beta, rng });
           let recon = 0;
-          for (let b = 0; b < B; b++) {
-            for (let c = 0; c < C; c++) {
-              for (let p = 0; p < H * W; p++) {
-                const xv = (1 - 2 * eps) * xs[(b * C + c) * H * W + p] + eps;
-                const mu = ref.stats[(b * 2 * C + c) * H * W + p];
-                const lnB = ref.stats[(b * 2 * C + C + c) * H * W + p];
-                recon += Math.log(2 * xv * (1 - xv)) + lnB + Math.abs(Math.log(xv / (1 - xv)) - mu) / Math.exp(lnB);
-              }
-            }
+          for (const { x: xv, iMu, iLnB } of mappedPixels(xs, [B, C, H, W], eps)) {
+            const mu = ref.stats[iMu];
+            const lnB = ref.stats[iLnB];
+            recon += Math.log(2 * xv * (1 - xv)) + lnB + Math.abs(Math.log(xv / (1 - xv)) - mu) / Math.exp(lnB);
           }
           recon /= B;
           const V = 16;
@@ -427,17 +420,13 @@ describe('dVAE', () => {
           const stats = noGrad(() => host(m.decoder.forward(gumbelSoftmax(m.logits(x), 0.8, rng.clone()))));
           const r = dvaeLoss(m, x, { tau: 0.8, beta: 0, rng, reconLoss: 'gaussian', reconSigma: sigma });
           let recon = 0;
-          for (let b = 0; b < B; b++) {
-            for (let c = 0; c < C; c++) {
-              for (let p = 0; p < H * W; p++) {
-                const xv = (1 - 2 * eps) * xs[(b * C + c) * H * W + p] + eps;
-                const s = 1 / (1 + Math.exp(-stats[(b * 2 * C + c) * H * W + p]));
-                recon += (s - xv) ** 2 / (2 * sigma * sigma) + Math.log(sigma * Math.sqrt(2 * Math.PI));
-              }
-            }
+          for (const { x: xv, iMu } of mappedPixels(xs, [B, C, H, W], eps)) {
+            const s = 1 / (1 + Math.exp(-stats[iMu]));
+            recon += (s - xv) ** 2 / (2 * sigma * sigma) + Math.log(sigma * Math.sqrt(2 * Math.PI));
           }
           assertClose([r.recon.item()], [recon / B], 1e-4, 'recon');
           assertClose([r.loss.item()], [recon / B], 1e-4, 'loss (beta 0, no usage term)');
+          assert.throws(() => dvaeLoss(m, x, { tau: 0.8, beta: 0, rng, reconLoss: 'gaussian' }), /needs reconSigma/);
         });
       } finally {
         m.dispose();

@@ -158,7 +158,7 @@ export interface DvaeLossOptions {
   encoderFrozen?: boolean;
   /** Reconstruction likelihood (train.recon_loss): the paper's logit-Laplace (default), or a fixed-sigma Gaussian. */
   reconLoss?: ReconLoss;
-  /** The Gaussian's sigma in the mapped pixel space (train.recon_sigma). */
+  /** The Gaussian's sigma in the mapped pixel space (train.recon_sigma); required with reconLoss 'gaussian'. */
   reconSigma?: number;
 }
 
@@ -196,8 +196,8 @@ export function dvaeLoss(model: Dvae, x: Tensor, opts: DvaeLossOptions): DvaeLos
     if (opts.straightThrough) z = add(z, straightThroughShift(z));
     stats = model.decoder.forward(z);
   }
-  const reconLoss = opts.reconLoss ?? 'logit_laplace';
-  const nll = reconLoss === 'gaussian' ? gaussianNll(xm, stats, opts.reconSigma ?? 0.05) : logitLaplaceNll(xm, stats);
+  if (opts.reconLoss === 'gaussian' && opts.reconSigma === undefined) throw new Error('dalle: reconLoss gaussian needs reconSigma (train.recon_sigma)');
+  const nll = opts.reconLoss === 'gaussian' ? gaussianNll(xm, stats, opts.reconSigma!) : logitLaplaceNll(xm, stats);
   const recon = mul(sum(nll), 1 / B);
   const lq = logSoftmax(last); // (B, h, w, V)
   const q = exp(lq);
