@@ -1,6 +1,6 @@
 // A dVAE training step (forward, backward, AdamW) and argmax encoding at the `dvae-emoji` shapes, ours vs PyTorch CPU
 // (bench/ref/torch_dvae.py: the same released architecture, same shapes and thread count, jemalloc keeping freed
-// memory as DESIGN.md describes), measured in the same run.
+// memory: glibc returning big blocks to the OS every step halves its speed on these VMs), measured in the same run.
 // Run: node dist/bench/dvae-step.js [--threads 2] [--reps 10] [--no-torch] [--config configs/dvae-emoji-fine.yaml]
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';

@@ -3,7 +3,7 @@
 // code is compiled by nvcc into the CUDA addon and by g++ into the main CPU addon (native/cuda/shared/plan_napi.cc),
 // where mocha tests it against an independent TypeScript brute force (test/cuda/plan.test.ts) on every machine.
 //
-// Masks (DESIGN.md "Prior"; the same definition as src/core/models/prior/masks.ts isAllowed). Key: Tt = text length,
+// Masks (the paper's Figure 11; the same definition as src/core/models/prior/masks.ts isAllowed). Key: Tt = text length,
 // W = grid side, T = Tt + W * W positions, full-sequence positions 0 .. Tt-1 text, Tt + r * W + c image (r, c).
 //   j > i never; j < Tt always (text keys: text queries causally, image queries all);
 //   image -> image: row  i - W <= j;  column  col(j) == col(i);  conv  |dr| <= (k-1)/2 and |dc| <= (k-1)/2.

@@ -1,5 +1,5 @@
 // The prior's attention masks against the paper's definition written out by hand (6 text + 4x4 image), against pair
-// counts from closed-form formulas (256 text + 32x32 image, DESIGN.md's 0.33M / 0.31M / 0.35M / 0.82M), and the layer
+// counts from closed-form formulas (256 text + 32x32 image: the paper's 0.33M / 0.31M / 0.35M / 0.82M), and the layer
 // schedule of the 64-layer model.
 import * as assert from 'node:assert';
 import {
@@ -118,7 +118,7 @@ describe('prior attention masks', () => {
     for (let i = 0; i < T; i++) for (let j = 0; j < T; j++) assert.strictEqual(isAllowed(s, i, j), j <= i);
   });
 
-  it('256 text + 32x32 image: pair counts equal closed-form counts (DESIGN.md: 0.33M, 0.31M, 0.35M, 0.82M)', () => {
+  it('256 text + 32x32 image: pair counts equal closed-form counts (0.33M, 0.31M, 0.35M, 0.82M)', () => {
     const Tt = 256;
     const W = 32;
     const N = W * W;

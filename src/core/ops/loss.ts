@@ -6,7 +6,7 @@
 //   reduction 'mean': sum_n w_n nll_n / sum_n w_n
 // Positions whose target is ignoreIndex contribute nothing: neither to the sum nor to the mean's denominator, so
 // 'mean' divides by the total weight of the positions that count (without weights every w_n is 1: the usual mean over
-// the counted positions). This is how the prior's loss weighting is applied (DESIGN.md: text 1/8, image 7/8, each
+// the counted positions). This is how the prior's loss weighting is applied (the paper's Appendix B: text 1/8, image 7/8, each
 // normalized by the number of tokens of its kind): give every counted text position w = 1 / (8 n_text) and every
 // image position w = 7 / (8 n_image); the weights then total 1 and 'mean' = 1/8 mean(text nll) + 7/8 mean(image nll).
 // (Plain per-kind weights 1/8 and 7/8 with 'mean' would instead give (sum_text/8 + 7 sum_image/8) / (n_text/8 +

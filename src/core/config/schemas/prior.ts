@@ -2,7 +2,7 @@
  * The transformer prior config. Defaults are the paper's numbers (Ramesh et al. 2021, Appendix B): a 64-layer sparse
  * transformer over 256 BPE text tokens followed by a 32x32 grid of dVAE image tokens.
  * d_model = n_heads * head_dim (paper: 62 * 64 = 3968). The attention layout is derived, not configured: the last layer
- * convolutional, layer i column when i % 4 == 1, row otherwise (DESIGN.md).
+ * convolutional, layer i column when i % 4 == 1, row otherwise (the paper's Appendix B).
  */
 import { bool, int, num, odd, str } from '../fields';
 import { ConfigOf, defineConfig } from '../schema';

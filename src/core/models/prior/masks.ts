@@ -1,4 +1,4 @@
-// The prior's attention masks (DESIGN.md "Prior", the paper's Section 2.3 / Figure 11).
+// The prior's attention masks (docs/ARCHITECTURE.md "Models"; the paper's Section 2.3 / Figure 11).
 // Key: Tt = text length (textLen), W = image grid side (gridSide), N = W * W image tokens, T = Tt + N positions,
 // k = convolutional kernel (odd). Positions are full-sequence: 0 .. Tt-1 are text, Tt + r*W + c is image (r, c).
 //   - text attends causally to text (padding positions are ordinary positions);

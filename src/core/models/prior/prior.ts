@@ -1,5 +1,5 @@
 /**
- * The transformer prior (Ramesh et al. 2021, Appendix B; DESIGN.md "Prior"): one decoder-only transformer over
+ * The transformer prior (Ramesh et al. 2021, Appendix B; docs/ARCHITECTURE.md "Models"): one decoder-only transformer over
  * text tokens then image tokens.
  *
  * Key: B = batch, L = text_len (text positions), G = image_grid (tokens per side), N = G^2 image positions,
