@@ -1,5 +1,5 @@
 // The prior's attention masks against the paper's definition written out by hand (6 text + 4x4 image), against pair
-// counts from closed-form formulas (256 text + 32x32 image: the paper's 0.33M / 0.31M / 0.35M / 0.82M), and the layer
+// counts from closed-form formulas (256 text + 32x32 image: 0.33M / 0.31M / 0.35M / 0.82M), and the layer
 // schedule of the 64-layer model.
 import * as assert from 'node:assert';
 import {
