@@ -24,9 +24,11 @@ const crypto = require('crypto');
 
 const here = __dirname;
 const root = path.resolve(here, '..', '..');
-const NVCC_SOURCES = ['attention.cu', 'kernels.cu'];
+// One .cu per op family, named like its CPU counterpart in native/cpu.
+const NVCC_SOURCES = ['attention.cu', 'cast.cu', 'elementwise.cu', 'adamw.cu', 'precision.cu', 'norm.cu', 'loss.cu',
+  'conv.cu'];
 const CXX_SOURCES = ['gemm.cc', 'addon.cc'];
-const HEADERS = ['attention_plan.h', 'attention_kernels.cuh', 'cuda_ops.h', 'common.cuh'];
+const HEADERS = ['attention_plan.h', 'attention_kernels.cuh', 'cuda_ops.h', 'common.cuh', 'grid.cuh', 'block_reduce.cuh'];
 
 function arg(name, fallback) {
   const i = process.argv.indexOf(name);

@@ -1,4 +1,5 @@
-// Shared device helpers: element loads / stores in fp32 for the three element types, error strings, launch checks.
+// Shared device helpers for the launchers (*.cu): element loads / stores in fp32 for the three element types, error
+// strings, launch checks, dtype dispatch.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -8,9 +9,13 @@
 #include <string>
 
 #include "cuda_ops.h"
+#include "grid.cuh"
 
 namespace dalle {
 namespace cuda {
+
+using attn_plan::elementwise_blocks;
+using attn_plan::row_threads;
 
 __device__ __forceinline__ float to_f32(float x) { return x; }
 __device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
