@@ -1,8 +1,10 @@
 // dalle_cuda.node: the N-API layer of the CUDA backend, a separate addon from dalle_native.node so that the main addon
 // never depends on CUDA. src/core/cuda/index.ts loads it lazily; on a machine without a driver or GPU it still loads
 // (cudart is linked statically and finds the driver at run time) and info() reports why there is no device.
-// Device memory crosses as plain numbers (device addresses), like host memory in the main addon. Every kernel entry
-// point checks its arguments, launches on the default stream and throws a JavaScript Error naming the op on failure.
+// Device memory crosses as plain numbers (device addresses), like host memory in the main addon, and comes from a
+// caching allocator (device_allocator.h) with the main addon's alloc / free / allocStats / trim / resetPeak. Every
+// kernel entry point checks its arguments, launches on the default stream and throws a JavaScript Error naming the op
+// on failure.
 #include <napi.h>
 
 #include <cuda_runtime_api.h>
@@ -10,10 +12,12 @@
 #include <cmath>
 #include <cstdint>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "cuda_ops.h"
+#include "device_allocator.h"
 
 namespace dalle {
 namespace cuda {
@@ -179,18 +183,76 @@ Napi::Value SetDevice(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-Napi::Value Malloc(const Napi::CallbackInfo& info) {
-  const char* op = "malloc";
-  const int64_t bytes = i64(info, 0, op);
-  if (bytes < 0) throw_error(info.Env(), op, "bytes must be >= 0");
-  void* p = nullptr;
-  check_cuda(info.Env(), op, cudaMalloc(&p, bytes > 0 ? (size_t)bytes : 1));
-  return Napi::Number::New(info.Env(), (double)(uintptr_t)p);
+// The caching allocator of device memory (device_allocator.h) over the driver. A refusal is cudaErrorMemoryAllocation
+// (cleared, so that the next launch check does not report it): the allocator trims and retries. Any other error (no
+// device, no driver) is thrown as it is.
+CachingAllocator& device_allocator() {
+  static CachingAllocator* a = new CachingAllocator(
+      [](size_t bytes) -> void* {
+        void* p = nullptr;
+        const cudaError_t e = cudaMalloc(&p, bytes);
+        if (e == cudaSuccess) return p;
+        cudaGetLastError();
+        if (e == cudaErrorMemoryAllocation) return nullptr;
+        throw std::runtime_error(std::string("cudaMalloc of ") + std::to_string(bytes) + " bytes: " +
+                                 cudaGetErrorString(e));
+      },
+      [](void* p) { cudaFree(p); });  // never destroyed: blocks stay valid until the process exits
+  return *a;
 }
 
+// alloc(bytes) -> device address (malloc is the same): uninitialized memory from the caching allocator.
+Napi::Value Alloc(const Napi::CallbackInfo& info) {
+  const char* op = "alloc";
+  const int64_t bytes = i64(info, 0, op);
+  if (bytes < 0 || bytes >= (int64_t(1) << 46)) {
+    throw_error(info.Env(), op, "cannot allocate " + std::to_string(bytes) + " bytes");
+  }
+  try {
+    void* p = device_allocator().alloc((size_t)bytes);
+    return Napi::Number::New(info.Env(), (double)(uintptr_t)p);
+  } catch (const std::exception& e) {
+    throw_error(info.Env(), op, e.what());
+  }
+}
+
+// free(address, bytes?): back to the cache; bytes (the size given to alloc) is checked when given.
 Napi::Value Free(const Napi::CallbackInfo& info) {
   const char* op = "free";
-  check_cuda(info.Env(), op, cudaFree(ptr(info, 0, op)));
+  void* p = ptr(info, 0, op);
+  const int64_t bytes = info.Length() > 1 && !info[1].IsUndefined() ? i64(info, 1, op) : 0;
+  if (bytes < 0) throw_error(info.Env(), op, "bytes must be >= 0");
+  try {
+    device_allocator().free(p, (size_t)bytes);
+  } catch (const std::exception& e) {
+    throw_error(info.Env(), op, e.what());
+  }
+  return info.Env().Undefined();
+}
+
+// allocStats() -> the main addon's AllocStats plus the driver's calls: { bytesInUse, bytesCached, peakBytesInUse,
+// allocs, cacheHits, driverAllocs, driverFrees }.
+Napi::Value AllocStatsJs(const Napi::CallbackInfo& info) {
+  const DeviceAllocStats s = device_allocator().stats();
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("bytesInUse", (double)s.bytes_in_use);
+  o.Set("bytesCached", (double)s.bytes_cached);
+  o.Set("peakBytesInUse", (double)s.peak_bytes_in_use);
+  o.Set("allocs", (double)s.allocs);
+  o.Set("cacheHits", (double)s.cache_hits);
+  o.Set("driverAllocs", (double)s.driver_allocs);
+  o.Set("driverFrees", (double)s.driver_frees);
+  return o;
+}
+
+// trim(): every cached block back to the driver.
+Napi::Value Trim(const Napi::CallbackInfo& info) {
+  device_allocator().trim();
+  return info.Env().Undefined();
+}
+
+Napi::Value ResetPeak(const Napi::CallbackInfo& info) {
+  device_allocator().reset_peak();
   return info.Env().Undefined();
 }
 
@@ -470,8 +532,12 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   const std::pair<const char*, Napi::Value (*)(const Napi::CallbackInfo&)> fns[] = {
       {"info", Info},
       {"setDevice", SetDevice},
-      {"malloc", Malloc},
+      {"alloc", Alloc},
+      {"malloc", Alloc},
       {"free", Free},
+      {"allocStats", AllocStatsJs},
+      {"trim", Trim},
+      {"resetPeak", ResetPeak},
       {"copyIn", CopyIn},
       {"copyOut", CopyOut},
       {"memset", Memset},

@@ -28,7 +28,8 @@ const root = path.resolve(here, '..', '..');
 const NVCC_SOURCES = ['attention.cu', 'cast.cu', 'elementwise.cu', 'adamw.cu', 'precision.cu', 'norm.cu', 'loss.cu',
   'conv.cu'];
 const CXX_SOURCES = ['gemm.cc', 'addon.cc'];
-const HEADERS = ['attention_plan.h', 'attention_kernels.cuh', 'cuda_ops.h', 'common.cuh', 'grid.cuh', 'block_reduce.cuh'];
+const HEADERS = ['attention_plan.h', 'attention_kernels.cuh', 'cuda_ops.h', 'common.cuh', 'grid.cuh', 'block_reduce.cuh',
+  'device_allocator.h'];
 
 function arg(name, fallback) {
   const i = process.argv.indexOf(name);

@@ -23,12 +23,32 @@ export interface CudaAddonInfo {
   error?: string;
 }
 
+/** The main addon's AllocStats (src/core/native.ts) for device memory, plus the driver's calls. */
+export interface CudaAllocStats {
+  bytesInUse: number;
+  bytesCached: number;
+  peakBytesInUse: number;
+  allocs: number;
+  cacheHits: number;
+  /** cudaMalloc calls that succeeded. */
+  driverAllocs: number;
+  /** cudaFree calls (trim, or the retry after a refusal). */
+  driverFrees: number;
+}
+
 /** The CUDA addon's entry points (native/cuda/addon.cc); device memory is addressed by plain numbers. */
 export interface CudaAddon {
   info(): CudaAddonInfo;
   setDevice(index: number): void;
+  /** Uninitialized device memory from the caching allocator (native/cuda/device_allocator.h); malloc is the same. */
+  alloc(bytes: number): number;
   malloc(bytes: number): number;
-  free(address: number): void;
+  /** Back to the cache; bytes, the size given to alloc, is checked when given. */
+  free(address: number, bytes?: number): void;
+  allocStats(): CudaAllocStats;
+  /** Gives every cached block back to the driver. */
+  trim(): void;
+  resetPeak(): void;
   copyIn(address: number, data: ArrayBufferView): void;
   copyOut(data: ArrayBufferView, address: number): void;
   memset(address: number, byte: number, bytes: number): void;
