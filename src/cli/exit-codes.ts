@@ -5,6 +5,7 @@
 import { ConfigError } from '../core/config';
 import type { DataError } from '../core/data/errors';
 import type { TokenFileError } from '../core/image/dvae-codec';
+import type { TextFileError } from '../core/io/errors';
 import type { TokenizerError } from '../core/text/errors';
 import type { CheckpointError } from '../core/train/checkpoint';
 
@@ -38,6 +39,8 @@ const POLICIES: Readonly<Record<string, ErrorPolicy>> = {
   OnnxModelError: { exit: ExitCode.input, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
   OnnxRuntimeUnavailableError: { exit: ExitCode.runtime, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
   TokenizerError: { exit: ExitCode.input, suggestions: (error) => [(error as TokenizerError).hint] },
+  // a user's text file (captions, manifest, tokenizer, run metadata) too large, with too long a line, or not UTF-8
+  TextFileError: { exit: ExitCode.input, suggestions: (error) => [(error as TextFileError).hint] },
   // dalle generate (src/core/sample): bad sampling or shard flags are usage errors; captions and output folders, input.
   SamplingError: { exit: ExitCode.usage, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
   ShardError: { exit: ExitCode.usage, suggestions: (error) => [(error as Error & { hint?: string }).hint] },

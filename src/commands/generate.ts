@@ -1,4 +1,3 @@
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Flags } from '@oclif/core';
 import { BaseCommand, INTERRUPTED_EXIT } from '../cli/base-command';
@@ -6,6 +5,8 @@ import { modelPathOrBundled } from '../cli/default-models';
 import { priorConfig } from '../core/config';
 import { CoreEmitter } from '../core/events';
 import type { GenerateSummary } from '../core/sample/generate';
+import { TextFileError } from '../core/io/errors';
+import { readTextFileSync, TEXT_LIMITS } from '../core/io/text-file';
 import type { RerankSummary } from '../core/sample/rerank';
 
 export type GenerateCommandResult = GenerateSummary & {
@@ -227,11 +228,12 @@ async function rerankAfterGeneration(
 export function readCaptions(file: string, CaptionError: new (message: string, hint?: string) => Error): string[] {
   let text: string;
   try {
-    text = fs.readFileSync(file === '-' ? 0 : file, 'utf8');
+    text = readTextFileSync(file, TEXT_LIMITS.captionList);
   } catch (error) {
+    if (error instanceof TextFileError) throw error;
     throw new CaptionError(`cannot read captions from ${file === '-' ? 'stdin' : file}: ${error instanceof Error ? error.message : String(error)}`, 'give a UTF-8 text file with one caption a line, or - to read them from stdin');
   }
-  const captions = text.replace(/^\uFEFF/, '').split(/\r?\n/).map((line) => line.trim()).filter((line) => line !== '');
+  const captions = text.split(/\r?\n/).map((line) => line.trim()).filter((line) => line !== '');
   if (captions.length === 0) {
     throw new CaptionError(`${file === '-' ? 'stdin' : file} has no captions (it is empty or blank)`, 'write one caption a line, e.g. "red apple, noto style"');
   }

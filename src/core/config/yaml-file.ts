@@ -2,8 +2,9 @@
  * Reading a YAML config file into a parsed document that still knows the line and column of every node, so each
  * error can point at `file:line:column`.
  */
-import fs from 'node:fs';
 import YAML, { Document, LineCounter, Node as YamlNode, Scalar } from 'yaml';
+import { TextFileError } from '../io/errors';
+import { readTextFileSync, TEXT_LIMITS } from '../io/text-file';
 import { ConfigError, ConfigLocation } from './errors';
 import { KIND_KEY } from './schema';
 
@@ -55,8 +56,11 @@ export function readConfigFile(path: string): ConfigFile {
 
 function readText(path: string): string {
   try {
-    return fs.readFileSync(path, 'utf8');
+    return readTextFileSync(path, TEXT_LIMITS.config);
   } catch (error) {
+    if (error instanceof TextFileError) {
+      throw new ConfigError(`cannot read the config file: ${error.detail}`, { file: path, line: error.line, hint: error.hint });
+    }
     const code = (error as NodeJS.ErrnoException).code;
     const reason = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a directory' : String(error);
     throw new ConfigError(`cannot read the config file: ${reason}`, {

@@ -32,10 +32,22 @@ export interface InspectReport {
   /** Index-time skips plus decode failures among the records checked. */
   readonly skipped: SkipSummary;
   readonly decodeCheck: { readonly checked: number; readonly failed: number };
+  /** Captions longer than SHOWN_CAPTION_CHARS are cut, with their full length (see shownCaption). */
   readonly examples: readonly { readonly id: string; readonly captions: readonly string[] }[];
 }
 
 const DECODES_IN_FLIGHT = 2;
+
+/** Characters of a caption a report shows: enough to recognise it, short enough for one terminal line or two. */
+export const SHOWN_CAPTION_CHARS = 200;
+
+/** `text`, or its first SHOWN_CAPTION_CHARS characters and its full length when it is longer. */
+export function shownCaption(text: string): string {
+  if (text.length <= SHOWN_CAPTION_CHARS) return text;
+  // never end on the first half of a surrogate pair (a lone surrogate is not valid UTF-8 when printed)
+  const end = /[\uD800-\uDBFF]/.test(text[SHOWN_CAPTION_CHARS - 1]) ? SHOWN_CAPTION_CHARS - 1 : SHOWN_CAPTION_CHARS;
+  return `${text.slice(0, end)}... (${text.length} characters in all)`;
+}
 
 export async function inspectDataset(target: string, options: InspectOptions): Promise<InspectReport> {
   const events = options.events ?? silentSink;
@@ -77,6 +89,6 @@ export async function inspectDataset(target: string, options: InspectOptions): P
     captions: source.records.reduce((sum, record) => sum + record.captions.length, 0),
     skipped: skipped.toJSON(),
     decodeCheck: { checked: toCheck.length, failed },
-    examples: withCaptions.slice(0, options.examples ?? 5).map(({ id, captions }) => ({ id, captions })),
+    examples: withCaptions.slice(0, options.examples ?? 5).map(({ id, captions }) => ({ id, captions: captions.map(shownCaption) })),
   };
 }

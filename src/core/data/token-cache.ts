@@ -21,6 +21,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeDirectoryAtomicSync } from '../io/atomic';
 import { readNpySync, writeNpySync } from '../io/npy';
+import { readTextFileSync, TEXT_LIMITS } from '../io/text-file';
 import { EventSink, silentSink } from '../events';
 import type { TrainedDvae } from '../image/dvae-codec';
 import { Tensor, noGrad, tidy } from '../tensor';
@@ -185,7 +186,7 @@ export async function loadOrBuildTokenCache(options: TokenCacheOptions): Promise
 
 function readSplit(dir: string, name: TokenSplitName, gridSide: number): TokenSplit {
   const npy = readNpySync(path.join(dir, `${name}.npy`));
-  const lines = fs.readFileSync(path.join(dir, `${name}.captions.jsonl`), 'utf8').split('\n').filter((l) => l !== '');
+  const lines = readTextFileSync(path.join(dir, `${name}.captions.jsonl`), TEXT_LIMITS.manifest).split('\n').filter((l) => l !== '');
   const shape = npy.shape as number[];
   if (npy.dtype !== 'i32' || shape.length !== 3 || shape[1] !== gridSide || shape[2] !== gridSide || lines.length !== shape[0]) {
     throw new DataError(

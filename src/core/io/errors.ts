@@ -35,3 +35,24 @@ export class TargetExistsError extends Error {
     super(`${JSON.stringify(target)} already exists. Remove it first, or pass { replace: true } to replace it`);
   }
 }
+
+/**
+ * A text file a user gave us that cannot be read as text of its kind: too large, a line too long (and, with
+ * decoding, not UTF-8 or holding NUL). Names the file and, where there is one, the line. Exit code 4 (input).
+ */
+export class TextFileError extends Error {
+  override name = 'TextFileError';
+
+  constructor(
+    /** The file ('-' for stdin). */
+    readonly file: string,
+    /** What is wrong, e.g. 'line 3 has 70000 characters, more than the 65536 ...'. */
+    readonly detail: string,
+    /** What the user can do about it. */
+    readonly hint: string,
+    /** 1-based line of the problem, when it is in one line. */
+    readonly line?: number,
+  ) {
+    super(`${file === '-' ? 'stdin' : file}${line === undefined ? '' : `:${line}`}: ${detail}`);
+  }
+}

@@ -24,6 +24,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeFileAtomicSync } from '../io/atomic';
+import { readTextFileSync, TEXT_LIMITS } from '../io/text-file';
 import type { Clip } from '../models/clip/model';
 import type { TextTokenizer } from '../text';
 import { GraphBuilder, ONNX_OPSET } from './graph';
@@ -171,7 +172,7 @@ export function buildClipCombinedModel(src: ClipExportSource): ModelProto {
 
 /** The run's tokenizer.json with <|endoftext|> (id V) as an added special token appended by the post_processor. */
 export function exportTokenizerJson(tokenizerFile: string, V: number): Record<string, unknown> {
-  const json = JSON.parse(fs.readFileSync(tokenizerFile, 'utf8')) as Record<string, unknown>;
+  const json = JSON.parse(readTextFileSync(tokenizerFile, TEXT_LIMITS.tokenizer)) as Record<string, unknown>;
   const added = ((json.added_tokens as unknown[] | undefined) ?? []).filter((t) => (t as { content?: string }).content !== CLIP_EOT_TOKEN);
   added.push({ id: V, content: CLIP_EOT_TOKEN, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
   json.added_tokens = added;

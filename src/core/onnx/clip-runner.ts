@@ -23,6 +23,7 @@ import * as path from 'node:path';
 import type * as Ort from 'onnxruntime-node';
 import sharp from 'sharp';
 import { Tokenizer as HfTokenizer } from 'tokenizers';
+import { readTextFileSync, TEXT_LIMITS } from '../io/text-file';
 import type { ClipScorer, ImageBatch } from '../models/clip/scorer';
 import { CLIP_COMBINED_FILE, CLIP_CONFIG_FILE, CLIP_PREPROCESSOR_FILE, CLIP_TEXT_FILE, CLIP_TOKENIZER_JSON, CLIP_VISION_FILE } from './clip-export';
 import { OnnxModelError } from './errors';
@@ -70,8 +71,9 @@ type Json = Record<string, unknown>;
 
 function readJson(file: string, what: string): Json {
   if (!fs.existsSync(file)) throw new OnnxModelError(`${what}: ${file} does not exist`, HINT);
+  const text = readTextFileSync(file, TEXT_LIMITS.runMetadata);
   try {
-    const value = JSON.parse(fs.readFileSync(file, 'utf8')) as unknown;
+    const value = JSON.parse(text) as unknown;
     if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('the top level is not an object');
     return value as Json;
   } catch (error) {
@@ -172,9 +174,10 @@ export class OnnxClip {
     const config = has(CLIP_CONFIG_FILE) ? readJson(path.join(dir, CLIP_CONFIG_FILE), 'the CLIP config') : {};
     const textConfig = (config.text_config ?? {}) as Json;
     const preprocess = readPreprocessor(path.join(dir, CLIP_PREPROCESSOR_FILE));
+    const tokenizerText = readTextFileSync(path.join(dir, CLIP_TOKENIZER_JSON), TEXT_LIMITS.tokenizer);
     let tokenizer: HfTokenizer;
     try {
-      tokenizer = HfTokenizer.fromString(fs.readFileSync(path.join(dir, CLIP_TOKENIZER_JSON), 'utf8'));
+      tokenizer = HfTokenizer.fromString(tokenizerText);
     } catch (error) {
       throw new OnnxModelError(`the CLIP tokenizer: ${path.join(dir, CLIP_TOKENIZER_JSON)} is not a tokenizer.json the tokenizers library reads (${error instanceof Error ? error.message : String(error)})`, HINT);
     }

@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type * as Ort from 'onnxruntime-node';
+import { readTextFileSync, TEXT_LIMITS } from '../io/text-file';
 import type { DvaeArch } from '../models/dvae';
 import { DVAE_DECODER_FILE, DVAE_ENCODER_FILE, DVAE_EXPORT_FORMAT, DVAE_EXPORT_INFO_FILE, DvaeExportInfo, DvaeExportSource, exportDvaeOnnx } from './dvae-export';
 import { OnnxModelError } from './errors';
@@ -36,9 +37,10 @@ export function readDvaeExportInfo(dir: string): DvaeExportInfo {
   if (!fs.existsSync(file)) {
     throw new OnnxModelError(`${dir} is not a dVAE export: ${file} is missing`, `${EXPORT_HINT} (it writes ${DVAE_ENCODER_FILE}, ${DVAE_DECODER_FILE} and ${DVAE_EXPORT_INFO_FILE})`);
   }
+  const text = readTextFileSync(file, TEXT_LIMITS.runMetadata);
   let info: DvaeExportInfo;
   try {
-    info = JSON.parse(fs.readFileSync(file, 'utf8')) as DvaeExportInfo;
+    info = JSON.parse(text) as DvaeExportInfo;
   } catch (error) {
     throw new OnnxModelError(`${file} is not valid JSON: ${error instanceof Error ? error.message : String(error)}`, EXPORT_HINT);
   }

@@ -8,6 +8,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type * as Ort from 'onnxruntime-node';
+import { readTextFileSync, TEXT_LIMITS } from '../io/text-file';
 import type { PriorArch } from '../models/prior';
 import { Tensor, shapeStr } from '../tensor';
 import { OnnxModelError } from './errors';
@@ -37,9 +38,10 @@ export class OnnxPriorCache {
 export function readPriorExportInfo(dir: string): PriorExportInfo {
   const file = path.join(dir, PRIOR_EXPORT_INFO_FILE);
   if (!fs.existsSync(file)) throw new OnnxModelError(`${dir} is not a prior export: ${file} is missing`, EXPORT_HINT);
+  const text = readTextFileSync(file, TEXT_LIMITS.runMetadata);
   let info: PriorExportInfo;
   try {
-    info = JSON.parse(fs.readFileSync(file, 'utf8')) as PriorExportInfo;
+    info = JSON.parse(text) as PriorExportInfo;
   } catch (error) {
     throw new OnnxModelError(`${file} is not valid JSON: ${error instanceof Error ? error.message : String(error)}`, EXPORT_HINT);
   }

@@ -20,6 +20,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Tokenizer as HfTokenizer } from 'tokenizers';
 import { writeFileAtomicSync } from '../io/atomic';
+import { TextFileError } from '../io/errors';
+import { readTextFileSync, TEXT_LIMITS } from '../io/text-file';
 import type { Philox } from '../tensor/rng';
 import { BpeMerge, BpeMerger } from './bpe-dropout';
 import { BYTE_TO_CHAR, byteLevelToBytes, toByteLevel } from './byte-level';
@@ -28,8 +30,6 @@ import { gpt2Split, lowercaseByChar, wellFormed } from './pre-tokenize';
 
 /** Base vocabulary of a byte-level BPE: one symbol per byte. */
 export const BYTE_VOCAB = 256;
-/** Largest tokenizer file we read (the largest public ones, with 200k+ tokens, are ~30 MB). */
-const MAX_FILE_BYTES = 512 * 1024 * 1024;
 /** Distinct words whose dropout-free tokens are cached. */
 const CACHE_WORDS = 100_000;
 /** Hugging Face's default BPE trainer stops at this vocabulary size, and its Node binding cannot change it. */
@@ -200,14 +200,9 @@ export class TextTokenizer {
   static load(file: string): TextTokenizer {
     let text: string;
     try {
-      const size = fs.statSync(file).size;
-      if (size > MAX_FILE_BYTES) {
-        throw new TokenizerError(`the file has ${size} bytes, more than the ${MAX_FILE_BYTES} a tokenizer may have`,
-          BAD_FILE_HINT, file);
-      }
-      text = fs.readFileSync(file, 'utf8');
+      text = readTextFileSync(file, TEXT_LIMITS.tokenizer);
     } catch (err) {
-      if (err instanceof TokenizerError) throw err;
+      if (err instanceof TextFileError) throw err;
       throw new TokenizerError(`cannot read it: ${(err as Error).message}`,
         'Check the path (train one with `dalle tokenizer train`)', file);
     }

@@ -17,6 +17,7 @@ import * as path from 'node:path';
 import { writeDirectoryAtomicSync, writeFileAtomicSync } from '../io/atomic';
 import { loadTensorsInto, saveTensors } from '../io/tensors';
 import { SafetensorsReader } from '../io/safetensors';
+import { readTextFileSync, TEXT_LIMITS } from '../io/text-file';
 import type { LoaderState } from '../data/loader';
 import type { PhiloxState } from '../tensor/rng';
 import type { Tensor } from '../tensor';
@@ -168,7 +169,7 @@ export function resolveCheckpoint(target: string): ResolvedCheckpoint {
         : 'train first (`dalle train-dvae ... --out RUN`); a run gets its first checkpoint at train.checkpoint_every steps or at the end',
     );
   }
-  const pointer = fs.readFileSync(latestFile, 'utf8').trim();
+  const pointer = readTextFileSync(latestFile, TEXT_LIMITS.runMetadata).trim();
   if (!/^checkpoints\/step-\d+$/.test(pointer)) {
     throw new CheckpointError(`${latestFile} should hold 'checkpoints/step-N', it holds ${JSON.stringify(pointer.slice(0, 80))}`, `write the newest complete checkpoint's path into it, e.g. echo checkpoints/step-N > ${latestFile}`);
   }
@@ -209,7 +210,7 @@ export function readCheckpointState(dir: string): CheckpointState {
   const hint = 'the checkpoint is incomplete or damaged: resume from or use an earlier one (checkpoints/step-N), or train again';
   let parsed: unknown;
   try {
-    parsed = JSON.parse(fs.readFileSync(file, 'utf8'));
+    parsed = JSON.parse(readTextFileSync(file, TEXT_LIMITS.runMetadata));
   } catch (error) {
     throw new CheckpointError(`${file} is not readable JSON (${error instanceof Error ? error.message : String(error)})`, hint);
   }

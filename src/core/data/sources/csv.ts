@@ -3,8 +3,8 @@
  * captions in `caption` (or `captions`, `text`; several captions as lines of one quoted cell). Column names are
  * matched without regard to case. A row without an image path is reported as 'bad-manifest-entry' with its line.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { readTextFileSync, TEXT_LIMITS } from '../../io/text-file';
 import { DataError } from '../errors';
 import { SkipReport } from '../skips';
 import { parseCsv } from './csv-parse';
@@ -16,7 +16,7 @@ const CAPTION_COLUMNS = ['caption', 'captions', 'text'];
 
 export async function openCsvSource(manifest: string, options: SourceOptions = {}): Promise<DataSource> {
   const name = path.basename(manifest);
-  const { rows, error } = parseCsv(fs.readFileSync(manifest, 'utf8'));
+  const { rows, error } = parseCsv(readTextFileSync(manifest, TEXT_LIMITS.manifest));
   const [header, ...body] = rows;
   const columns = (header?.fields ?? []).map((column) => column.trim().toLowerCase());
   const imageColumn = columns.findIndex((column) => IMAGE_COLUMNS.includes(column));

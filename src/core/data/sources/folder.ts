@@ -9,6 +9,8 @@ import * as path from 'node:path';
 import { mapWithConcurrency } from '../concurrency';
 import { SkipReport } from '../skips';
 import { SkipError } from '../errors';
+import { TextFileError } from '../../io/errors';
+import { readTextFile, TEXT_LIMITS } from '../../io/text-file';
 import { fileRecord, fileSkipError, IMAGE_EXTENSIONS, METADATA_EXTENSIONS, parseCaptionText } from './files';
 import { DataRecord, DataSource, SourceOptions } from './types';
 
@@ -38,8 +40,10 @@ export async function openFolderSource(root: string, options: SourceOptions = {}
     const captionFile = captionFileOf(image);
     if (!captionFiles.has(captionFile)) return [];
     try {
-      return parseCaptionText(await fs.promises.readFile(path.join(root, captionFile), 'utf8'));
+      return parseCaptionText(await readTextFile(path.join(root, captionFile), TEXT_LIMITS.imageCaptions));
     } catch (error) {
+      // text that is not a caption file (too large, not UTF-8) stops the command: the fix is the file, not a skip
+      if (error instanceof TextFileError) throw error;
       return fileSkipError(error);
     }
   });

@@ -3,15 +3,15 @@
  * array (several captions, one drawn per epoch) or absent; `captions` is accepted as well. Blank lines are passed
  * over; a line that is not such an object is reported as 'bad-manifest-entry' with its line number.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { readTextFileSync, TEXT_LIMITS } from '../../io/text-file';
 import { SkipReport } from '../skips';
 import { captionsFrom, ManifestEntry, manifestRecords } from './manifest';
 import { DataSource, SourceOptions } from './types';
 
 export async function openJsonlSource(manifest: string, options: SourceOptions = {}): Promise<DataSource> {
   const name = path.basename(manifest);
-  const lines = fs.readFileSync(manifest, 'utf8').replace(/^\uFEFF/, '').split('\n');
+  const lines = readTextFileSync(manifest, TEXT_LIMITS.manifest).split('\n');
   const entries: ManifestEntry[] = [];
   lines.forEach((line, i) => {
     if (line.trim() !== '') entries.push(parseLine(line, `${name}:${i + 1}`));

@@ -13,6 +13,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tar from 'tar-stream';
 import { DataError, SkipError } from '../errors';
+import { TextFileError } from '../../io/errors';
+import { checkTextSize, decodeUserText, TEXT_LIMITS } from '../../io/text-file';
 import { SkipReport } from '../skips';
 import { fileSkipError, IMAGE_EXTENSIONS, parseCaptionText } from './files';
 import { DataRecord, DataSource, SourceOptions } from './types';
@@ -94,7 +96,9 @@ async function indexShard(shard: string, skipped: SkipReport): Promise<Sample[]>
       }
       const { key, extension } = splitMemberName(header.name);
       if (extension === 'txt') {
-        sampleOf(key).captions.push(...parseCaptionText((await readAll(member)).toString('utf8')));
+        const where = `${shard}:${header.name}`;
+        checkTextSize(where, header.size ?? 0, TEXT_LIMITS.imageCaptions); // before reading it
+        sampleOf(key).captions.push(...parseCaptionText(decodeUserText(await readAll(member), where, TEXT_LIMITS.imageCaptions)));
       } else if (IMAGE_EXTENSIONS.has(`.${extension}`)) {
         const entry = { member: header.name, offset: dataOffset(header, shard), size: header.size };
         sampleOf(key).images.push(entry);
@@ -105,6 +109,7 @@ async function indexShard(shard: string, skipped: SkipReport): Promise<Sample[]>
       }
     }
   } catch (error) {
+    if (error instanceof TextFileError) throw error; // a caption member that is not caption text: fix the shard
     const message = (error as Error).message;
     const reason = /unexpected end/i.test(message) ? 'truncated' : 'corrupt';
     skipped.add(reason, name, `${message}; the complete samples before it are kept`);

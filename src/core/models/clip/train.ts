@@ -22,6 +22,8 @@ import { DEFAULT_MAX_INPUT_PIXELS, decodeImage, rgbToChw } from '../../data/imag
 import { EventSink, silentSink } from '../../events';
 import { native } from '../../native';
 import { writeFileAtomicSync } from '../../io/atomic';
+import { TextFileError } from '../../io/errors';
+import { readTextFileSync, TEXT_LIMITS } from '../../io/text-file';
 import { Tensor, backward, noGrad, tidy, zeroGrad } from '../../tensor';
 import { Philox } from '../../tensor/rng';
 import { TextTokenizer } from '../../text';
@@ -363,7 +365,7 @@ export function loadClip(target: string): LoadedClip {
   const bestFile = path.join(target, CLIP_BEST_FILE);
   let pointed = target;
   if (fs.existsSync(bestFile) && !fs.existsSync(path.join(target, 'state.json'))) {
-    const pointer = fs.readFileSync(bestFile, 'utf8').trim();
+    const pointer = readTextFileSync(bestFile, TEXT_LIMITS.runMetadata).trim();
     if (!/^checkpoints\/step-\d+$/.test(pointer)) {
       throw new CheckpointError(`${bestFile} should hold 'checkpoints/step-N', it holds ${JSON.stringify(pointer.slice(0, 80))}`, `remove it to use the latest checkpoint, or write a checkpoint's path into it`);
     }
@@ -375,7 +377,13 @@ export function loadClip(target: string): LoadedClip {
   }
   const infoFile = path.join(resolved.runDir, CLIP_INFO_FILE);
   if (!fs.existsSync(infoFile)) throw new CheckpointError(`${resolved.runDir} has no ${CLIP_INFO_FILE}`, 'give a run directory made by `dalle train-clip`');
-  const info = JSON.parse(fs.readFileSync(infoFile, 'utf8')) as ClipRunInfo;
+  let info: ClipRunInfo;
+  try {
+    info = JSON.parse(readTextFileSync(infoFile, TEXT_LIMITS.runMetadata)) as ClipRunInfo;
+  } catch (error) {
+    if (error instanceof TextFileError) throw error;
+    throw new CheckpointError(`${infoFile} is not valid JSON (${error instanceof Error ? error.message : String(error)})`, 'give a run directory made by `dalle train-clip`, or train the CLIP again');
+  }
   if (info.format !== CLIP_FORMAT) throw new CheckpointError(`${infoFile} has format ${JSON.stringify(info.format)}, expected ${CLIP_FORMAT}`, 'train the CLIP again with this version of dalle');
   const tokenizerFile = path.join(resolved.runDir, info.tokenizer);
   const tokenizer = TextTokenizer.load(tokenizerFile);
