@@ -3,7 +3,35 @@ import * as path from 'path';
 import { CudaStatus, cudaStatus } from './cuda';
 import { native } from './native';
 import './ops';
-import { registeredOps } from './tensor';
+import { Backend, backendFor, cpuBackend } from './backend';
+import { opMissingKernels, registeredOps } from './tensor';
+
+/** One row of the op x backend table: the kernels the op lacks on each device ([] = it runs there). */
+export interface OpBackendRow {
+  op: string;
+  missing: Record<string, readonly string[]>;
+}
+
+/** Every registered op against every backend here: the CPU, and the first GPU when the CUDA addon finds one. */
+export function opBackendTable(backends: readonly Backend[] = presentBackends()): { devices: string[]; rows: OpBackendRow[] } {
+  const rows = registeredOps()
+    .map((def) => ({ op: def.name, missing: Object.fromEntries(backends.map((b) => [b.device, opMissingKernels(def, b)])) }))
+    .sort((a, b) => (a.op < b.op ? -1 : a.op > b.op ? 1 : 0));
+  return { devices: backends.map((b) => b.device), rows };
+}
+
+function presentBackends(): Backend[] {
+  return cudaStatus().available ? [cpuBackend, backendFor('cuda:0')] : [cpuBackend];
+}
+
+/** The table as text lines: one per op, 'yes' or 'no (missing kernels)' per device. */
+export function formatOpBackendTable(table: { devices: string[]; rows: OpBackendRow[] }): string[] {
+  const width = Math.max(2, ...table.rows.map((r) => r.op.length));
+  const head = `${'op'.padEnd(width)}  ${table.devices.join('  ')}`;
+  return [head, ...table.rows.map((r) => `${r.op.padEnd(width)}  ${table.devices
+    .map((d) => (r.missing[d].length === 0 ? 'yes' : `no (${r.missing[d].join(', ')})`).padEnd(d.length))
+    .join('  ')}`.trimEnd())];
+}
 
 export interface EngineReport {
   version: string;
@@ -15,6 +43,8 @@ export interface EngineReport {
   cuda: boolean;
   cudaStatus: CudaStatus;
   ops: string[];
+  /** The op x backend table (which ops run on which device; what each lacks). */
+  opBackends: { devices: string[]; rows: OpBackendRow[] };
 }
 
 export function engineReport(): EngineReport {
@@ -31,5 +61,6 @@ export function engineReport(): EngineReport {
     cuda: cuda.available,
     cudaStatus: cuda,
     ops: registeredOps().map((op) => op.name).sort(),
+    opBackends: opBackendTable(),
   };
 }

@@ -29,6 +29,7 @@ class BlockList extends Module {
 /** Sets element `index` of the gradient flowing back through it to `value` (Inf, NaN): an injected fault. */
 const injectOp: OpDef<{ index: number; value: number }> = {
   name: 'testInjectGrad',
+  kernels: [],
   forward([x]) {
     return x.viewAs(x.shape, x.strides, x.offset);
   },

@@ -1,6 +1,5 @@
 // Engine tensors <-> safetensors / npy files. Loading checks every name, dtype and shape against the tensors it fills
 // before copying anything, so a checkpoint from another model fails with a list of what differs.
-import { native } from '../native';
 import { Tensor, shapeStr } from '../tensor';
 import { HostArray, IoDtype } from './dtype';
 import { SafetensorsReader, writeSafetensorsSync } from './safetensors';
@@ -85,5 +84,13 @@ export function loadTensorsInto(file: string, targets: ReadonlyMap<string, Tenso
 
 function copyInto(dst: Tensor, src: Tensor): void {
   if (!dst.isContiguous()) throw new Error(`dalle: cannot load into a non-contiguous tensor ${dst}`);
-  native.cast(dst.address, dst.dtype, src.address, src.dtype, dst.size);
+  if (src.backend === dst.backend) {
+    dst.backend.cast(dst.address, dst.dtype, src.address, src.dtype, dst.size);
+    return;
+  }
+  // Into another device's tensor: converted where the values are, then copied in (one host -> device transfer).
+  const converted = src.dtype === dst.dtype ? src : Tensor.empty(src.shape, dst.dtype, src.device);
+  if (converted !== src) src.backend.cast(converted.address, dst.dtype, src.address, src.dtype, src.size);
+  dst.backend.copyIn(dst.address, converted.toHost());
+  if (converted !== src) converted.dispose();
 }

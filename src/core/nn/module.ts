@@ -1,6 +1,6 @@
 // Modules own named parameters (kept outside every tidy scope) and child modules. Names are dotted paths
 // ("encoder.blocks.input.w") so checkpoints map one-to-one onto safetensors entries.
-import { Tensor, keep, randNormal } from '../tensor';
+import { Device, Tensor, keep, randNormal } from '../tensor';
 import { Philox } from '../tensor/rng';
 
 export abstract class Module {
@@ -35,6 +35,12 @@ export abstract class Module {
 
   parameterCount(): number {
     return this.parameters().reduce((s, t) => s + t.size, 0);
+  }
+
+  /** Moves every parameter (and its gradient) to `device` in place: the same tensors, now on that device. */
+  to(device: Device): this {
+    for (const t of this.parameters()) t.moveTo(device);
+    return this;
   }
 
   dispose(): void {

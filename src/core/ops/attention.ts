@@ -11,7 +11,7 @@
 // This is the reference-quality dense kernel the prior's sparse kernels are tested against.
 // q, k, v may be views strided in (B, H, T) with a contiguous last dimension (e.g. permuted (B, T, H, D)
 // projections): they are read in place, not copied.
-import { kernel } from '../native';
+import { activeBackend, opKernel } from '../backend/registry';
 import { OpCase, applyOp, defineOp } from '../tensor/op';
 import { RefTensor, refTensor } from '../tensor/reference';
 import { Tensor, shapeStr } from '../tensor/tensor';
@@ -124,6 +124,7 @@ export function refAttention(inputs: RefTensor[], attrs: AttentionAttrs): RefTen
 
 export const attentionOp = defineOp<AttentionAttrs>({
   name: 'attention',
+  kernels: ['attentionForward', 'attentionBackward'],
   forward(inputs, attrs, ctx) {
     const { B, H, Tq, Tk, D, Dv } = dims(inputs);
     const ops = inputs.slice(0, 3).map(operand);
@@ -131,7 +132,7 @@ export const attentionOp = defineOp<AttentionAttrs>({
     const out = Tensor.empty([B, H, Tq, Dv], 'f32');
     const lse = Tensor.empty([B, H, Tq], 'f32');
     try {
-      kernel<AttentionForward>('attentionForward')(ops[0].t.address, ops[0].strides, ops[1].t.address, ops[1].strides,
+      opKernel<AttentionForward>('attentionForward')(ops[0].t.address, ops[0].strides, ops[1].t.address, ops[1].strides,
         ops[2].t.address, ops[2].strides, mask?.address ?? null, out.address, lse.address, B, H, Tq, Tk, D, Dv,
         scaleOf(attrs, D), !!attrs.causal);
     } catch (err) {
@@ -155,7 +156,7 @@ export const attentionOp = defineOp<AttentionAttrs>({
     const ops = [q, k, v, g].map(operand);
     const mask = inputs[3] ? contiguous(inputs[3]) : null;
     try {
-      kernel<AttentionBackward>('attentionBackward')(ops[0].t.address, ops[0].strides, ops[1].t.address,
+      opKernel<AttentionBackward>('attentionBackward')(ops[0].t.address, ops[0].strides, ops[1].t.address,
         ops[1].strides, ops[2].t.address, ops[2].strides, mask?.address ?? null, ops[3].t.address, ops[3].strides,
         ctx.saved('lse').address, dq?.address ?? null, dk?.address ?? null, dv?.address ?? null, B, H, Tq, Tk, D, Dv,
         scaleOf(attrs, D), !!attrs.causal);

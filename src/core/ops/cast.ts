@@ -1,5 +1,5 @@
 // Casts between f32, f16, bf16 and i32 (f32 -> 16-bit rounds to nearest even; float -> i32 truncates toward zero).
-import { native } from '../native';
+import { activeBackend, opKernel } from '../backend/registry';
 import { DType, roundTo } from '../tensor/dtype';
 import { applyOp, defineOp } from '../tensor/op';
 import { refTensor } from '../tensor/reference';
@@ -12,10 +12,11 @@ interface CastAttrs {
 
 export const castOp = defineOp<CastAttrs>({
   name: 'cast',
+  kernels: [],
   forward([x], { to }) {
     const src = contiguous(x);
     const out = Tensor.empty(x.shape, to);
-    native.cast(out.address, to, src.address, src.dtype, x.size);
+    activeBackend().cast(out.address, to, src.address, src.dtype, x.size);
     if (src !== x) src.dispose();
     return out;
   },

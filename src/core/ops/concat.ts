@@ -2,7 +2,7 @@
 // into its slab of the output by the native strided copy (native/cpu/copy.cc), which reads strided views directly and
 // runs in parallel over rows. Backward: each input's gradient is its slice of the output gradient (a view; the tape
 // copies non-contiguous ones).
-import { native } from '../native';
+import { activeBackend, opKernel } from '../backend/registry';
 import { itemBytes } from '../tensor/dtype';
 import { OpCase, applyOp, defineOp } from '../tensor/op';
 import { RefTensor, refForEach, refOffset, refTensor } from '../tensor/reference';
@@ -35,6 +35,7 @@ function concatShape(shapes: readonly Shape[], axisIn: number): { shape: number[
 
 export const concatOp = defineOp<ConcatAttrs>({
   name: 'concat',
+  kernels: [],
   forward(inputs, attrs) {
     const { shape, axis } = concatShape(inputs.map((t) => t.shape), attrs.axis);
     const dtype = inputs[0].dtype;
@@ -47,7 +48,7 @@ export const concatOp = defineOp<ConcatAttrs>({
     let at = 0;
     for (const t of inputs) {
       if (t.size > 0) {
-        native.stridedCopy(out.address + at * outStrides[axis] * bytes, t.address, bytes, [...t.shape], outStrides, [...t.strides]);
+        activeBackend().stridedCopy(out.address + at * outStrides[axis] * bytes, t.address, bytes, [...t.shape], outStrides, [...t.strides]);
       }
       at += t.shape[axis];
     }

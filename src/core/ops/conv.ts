@@ -1,7 +1,7 @@
 // The dVAE's image ops on NCHW float32: conv2d (stride 1, same padding, odd square kernel; weights (Cout, Cin, k, k)
 // as in OpenAI's released dVAE), 2x2 max-pool and nearest 2x upsampling. Kernels: native/cpu/conv.cc, pool.cc.
 // Keys: B = batch, C = channels (Cin, Cout), H, W = height and width, k = kernel size.
-import { kernel } from '../native';
+import { activeBackend, opKernel } from '../backend/registry';
 import { OpCase, applyOp, defineOp } from '../tensor/op';
 import { RefTensor, refTensor } from '../tensor/reference';
 import { Tensor, shapeStr } from '../tensor/tensor';
@@ -77,13 +77,14 @@ function refConv2d(x: RefTensor, w: RefTensor, bias?: RefTensor): RefTensor {
 
 export const conv2dOp = defineOp<Record<string, never>>({
   name: 'conv2d',
+  kernels: ['conv2dForward', 'conv2dBackward'],
   forward(inputs) {
     const [x, w, bias] = inputs;
     requireF32('conv2d', ...inputs);
     const d = convDims(x.shape, w.shape, bias?.shape);
     return withContiguous(inputs, ([xc, wc, bc]) => {
       const y = Tensor.empty([d.B, d.Cout, d.H, d.W], 'f32');
-      kernel<ConvForward>('conv2dForward')(xc.address, wc.address, bc ? bc.address : null, y.address,
+      opKernel<ConvForward>('conv2dForward')(xc.address, wc.address, bc ? bc.address : null, y.address,
         d.B, d.Cin, d.Cout, d.H, d.W, d.k);
       return y;
     });
@@ -95,7 +96,7 @@ export const conv2dOp = defineOp<Record<string, never>>({
     const dw = w.requiresGrad ? Tensor.empty(w.shape, 'f32') : null;
     const db = bias?.requiresGrad ? Tensor.empty(bias.shape, 'f32') : null;
     withContiguous([x, w, g], ([xc, wc, gc]) =>
-      kernel<ConvBackward>('conv2dBackward')(xc.address, wc.address, gc.address, dx?.address ?? null,
+      opKernel<ConvBackward>('conv2dBackward')(xc.address, wc.address, gc.address, dx?.address ?? null,
         dw?.address ?? null, db?.address ?? null, d.B, d.Cin, d.Cout, d.H, d.W, d.k));
     return bias ? [dx, dw, db] : [dx, dw];
   },
@@ -140,13 +141,14 @@ function poolDims(x: readonly number[]) {
 
 export const maxPool2x2Op = defineOp<Record<string, never>>({
   name: 'maxPool2x2',
+  kernels: ['maxpool2x2Forward', 'maxpool2x2Backward'],
   forward([x], _attrs, ctx) {
     requireF32('maxPool2x2', x);
     const { B, C, H, W } = poolDims(x.shape);
     return withContiguous([x], ([xc]) => {
       const y = Tensor.empty([B, C, H / 2, W / 2], 'f32');
       const argmax = Tensor.empty([B, C, H / 2, W / 2], 'i32');
-      kernel<PoolForward>('maxpool2x2Forward')(xc.address, y.address, argmax.address, B, C, H, W);
+      opKernel<PoolForward>('maxpool2x2Forward')(xc.address, y.address, argmax.address, B, C, H, W);
       ctx.save('argmax', argmax);
       return y;
     });
@@ -155,7 +157,7 @@ export const maxPool2x2Op = defineOp<Record<string, never>>({
     const { B, C, H, W } = poolDims(ctx.inputs[0].shape);
     const dx = Tensor.empty(ctx.inputs[0].shape, 'f32');
     withContiguous([g], ([gc]) =>
-      kernel<PoolBackward>('maxpool2x2Backward')(gc.address, ctx.saved('argmax').address, dx.address, B, C, H, W));
+      opKernel<PoolBackward>('maxpool2x2Backward')(gc.address, ctx.saved('argmax').address, dx.address, B, C, H, W));
     return [dx];
   },
   reference([x]) {
@@ -199,19 +201,20 @@ function upDims(x: readonly number[]) {
 
 export const upsample2xOp = defineOp<Record<string, never>>({
   name: 'upsample2x',
+  kernels: ['upsample2xForward', 'upsample2xBackward'],
   forward([x]) {
     requireF32('upsample2x', x);
     const { B, C, H, W } = upDims(x.shape);
     return withContiguous([x], ([xc]) => {
       const y = Tensor.empty([B, C, 2 * H, 2 * W], 'f32');
-      kernel<UpForward>('upsample2xForward')(xc.address, y.address, B, C, H, W);
+      opKernel<UpForward>('upsample2xForward')(xc.address, y.address, B, C, H, W);
       return y;
     });
   },
   backward(ctx, g) {
     const { B, C, H, W } = upDims(ctx.inputs[0].shape);
     const dx = Tensor.empty(ctx.inputs[0].shape, 'f32');
-    withContiguous([g], ([gc]) => kernel<UpBackward>('upsample2xBackward')(gc.address, dx.address, B, C, H, W));
+    withContiguous([g], ([gc]) => opKernel<UpBackward>('upsample2xBackward')(gc.address, dx.address, B, C, H, W));
     return [dx];
   },
   reference([x]) {

@@ -5,7 +5,7 @@
 // gelu is the tanh approximation used by GPT-2 and DALL-E: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
 // Inputs may be strided views (the kernel reads strides, so no copy is made) and f16/bf16 (widened to f32 first);
 // i32 is refused. Outputs and gradients are f32. relu's gradient at exactly 0 is 0.
-import { kernel, native } from '../native';
+import { activeBackend, opKernel } from '../backend/registry';
 import { InputKind, InputSpec, OpCase, OpDef, applyOp, defineOp, BackwardContext } from '../tensor/op';
 import { RefTensor, refBroadcastGet, refForEach, refTensor } from '../tensor/reference';
 import { DType } from '../tensor/dtype';
@@ -21,15 +21,15 @@ type UnaryFlatK = (code: number, n: number, out: number, x: number, alpha: numbe
 type BinaryK = (code: number, out: number, a: number, aStrides: number[], b: number, bStrides: number[], shape: number[]) => void;
 type BinaryFlatK = (code: number, n: number, out: number, a: number, b: number) => void;
 
-// Looked up on first use, so that importing the ops does not fail on an addon built before these kernels existed.
-let kU: UnaryK | undefined;
-let kUF: UnaryFlatK | undefined;
-let kB: BinaryK | undefined;
-let kBF: BinaryFlatK | undefined;
-const unaryK = (): UnaryK => (kU ??= kernel<UnaryK>('ewUnary'));
-const unaryFlatK = (): UnaryFlatK => (kUF ??= kernel<UnaryFlatK>('ewUnaryFlat'));
-const binaryK = (): BinaryK => (kB ??= kernel<BinaryK>('ewBinary'));
-const binaryFlatK = (): BinaryFlatK => (kBF ??= kernel<BinaryFlatK>('ewBinaryFlat'));
+const unaryK = (): UnaryK => opKernel<UnaryK>('ewUnary');
+const unaryFlatK = (): UnaryFlatK => opKernel<UnaryFlatK>('ewUnaryFlat');
+const binaryK = (): BinaryK => opKernel<BinaryK>('ewBinary');
+const binaryFlatK = (): BinaryFlatK => opKernel<BinaryFlatK>('ewBinaryFlat');
+
+/** The kernels every elementwise op calls (the strided and the flat form of each; the backward of binary ops also
+ *  sums broadcast gradients with the reduction kernel). */
+const EW_KERNELS = ['ewUnary', 'ewUnaryFlat', 'ewBinary', 'ewBinaryFlat'] as const;
+const BINARY_KERNELS = [...EW_KERNELS, 'reduce'] as const;
 
 // ---- raw kernels (no autograd) -----------------------------------------------------------------------------------
 
@@ -41,7 +41,7 @@ function asF32(x: Tensor, op: string): Tensor {
   }
   const src = x.isContiguous() ? x : x.copyContiguousRaw();
   const out = Tensor.empty(x.shape, 'f32');
-  native.cast(out.address, 'f32', src.address, src.dtype, x.size);
+  activeBackend().cast(out.address, 'f32', src.address, src.dtype, x.size);
   if (src !== x) src.dispose();
   return out;
 }
@@ -157,6 +157,7 @@ function defineBinary(
 ): OpDef<NoAttrs> {
   return defineOp<NoAttrs>({
     name,
+    kernels: BINARY_KERNELS,
     forward([a, b]) {
       return binaryRaw(code, a, b, name);
     },
@@ -233,6 +234,7 @@ function defineUnary(
 ): OpDef<NoAttrs> {
   return defineOp<NoAttrs>({
     name,
+    kernels: EW_KERNELS,
     forward([x]) {
       return unaryRaw(code, x, name, alpha, 0);
     },
@@ -291,6 +293,7 @@ export interface AffineAttrs {
 /** y = alpha * x + beta (computed as a product then a sum, no fused multiply-add, on every ISA). */
 export const affineOp = defineOp<AffineAttrs>({
   name: 'affine',
+  kernels: EW_KERNELS,
   forward([x], { alpha, beta }) {
     return unaryRaw(U.affine, x, 'affine', alpha, beta);
   },
@@ -318,9 +321,10 @@ function needTensor(op: string, a: Tensor | number, b: Tensor | number): void {
   }
 }
 
-/** A one-element f32 tensor for a number operand that must broadcast (number - tensor, number / tensor). */
-function scalarTensor(v: number): Tensor {
-  return Tensor.scalar(v, 'f32');
+/** A one-element f32 tensor for a number operand that must broadcast (number - tensor, number / tensor), on the
+ *  device of the tensor operand. */
+function scalarTensor(v: number, like: Tensor): Tensor {
+  return Tensor.scalar(v, 'f32', like.device);
 }
 
 /** a + b with broadcasting; either side may be a number. */
@@ -352,7 +356,7 @@ export function div(a: Tensor | number, b: Tensor | number): Tensor {
   needTensor('div', a, b);
   if (typeof b === 'number') return affine(a as Tensor, 1 / b, 0);
   if (typeof a === 'number') {
-    const s = scalarTensor(a);
+    const s = scalarTensor(a, b);
     const out = applyOp(divOp, [s, b], {});
     s.dispose(); // the tape keeps inputs by reference only to read their shape and flag (s needs no gradient)
     return out;
@@ -412,12 +416,12 @@ export function square(x: Tensor): Tensor {
   return applyOp(squareOp, [x], {});
 }
 
-/** Zeros with x's shape (and dtype unless given). */
+/** Zeros with x's shape and device (and dtype unless given). */
 export function zerosLike(x: Tensor, dtype: DType = x.dtype): Tensor {
-  return Tensor.zeros(x.shape, dtype);
+  return Tensor.zeros(x.shape, dtype, x.device);
 }
 
-/** Ones with x's shape (and dtype unless given). */
+/** Ones with x's shape and device (and dtype unless given). */
 export function onesLike(x: Tensor, dtype: DType = x.dtype): Tensor {
-  return Tensor.ones(x.shape, dtype);
+  return Tensor.ones(x.shape, dtype, x.device);
 }

@@ -2,7 +2,7 @@
 // Backward: the table's gradient is the scatter-add of the output gradient's rows at their indices (rows of repeated
 // indices are added in position order: deterministic for any thread count); the indices get no gradient.
 // An index outside [0, V) is an error naming the index, its position and V, raised before any memory is touched.
-import { kernel } from '../native';
+import { activeBackend, opKernel } from '../backend/registry';
 import { OpCase, applyOp, defineOp } from '../tensor/op';
 import { RefTensor, refTensor } from '../tensor/reference';
 import { Tensor, shapeStr } from '../tensor/tensor';
@@ -33,13 +33,14 @@ export function refEmbedding(table: RefTensor, indices: RefTensor): RefTensor {
 
 export const embeddingOp = defineOp<Record<string, never>>({
   name: 'embedding',
+  kernels: ['embeddingForward', 'embeddingBackward'],
   forward([table, indices]) {
     const [V, C] = check(table, indices);
     const out = Tensor.empty([...indices.shape, C], 'f32');
     const tc = contiguous(table);
     const ic = contiguous(indices);
     try {
-      kernel<EmbeddingForward>('embeddingForward')(tc.address, V, C, ic.address, [...indices.shape], out.address);
+      opKernel<EmbeddingForward>('embeddingForward')(tc.address, V, C, ic.address, [...indices.shape], out.address);
     } catch (err) {
       out.dispose();
       throw err;
@@ -57,7 +58,7 @@ export const embeddingOp = defineOp<Record<string, never>>({
     const gc = contiguous(g);
     const ic = contiguous(indices);
     try {
-      kernel<EmbeddingBackward>('embeddingBackward')(gc.address, ic.address, indices.size, V, C, dtable.address);
+      opKernel<EmbeddingBackward>('embeddingBackward')(gc.address, ic.address, indices.size, V, C, dtable.address);
     } finally {
       if (gc !== g) gc.dispose();
       if (ic !== indices) ic.dispose();

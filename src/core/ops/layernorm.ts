@@ -2,7 +2,7 @@
 // Keys: R = rows (product of the leading dims), C = the last dimension.
 //   x (..., C), gain (C), bias (C) -> y = (x - mean) / sqrt(var + eps) * gain + bias   (biased variance, as PyTorch)
 // The forward saves mean and rstd = 1 / sqrt(var + eps) (R each); the backward gives dx, dgain and dbias in one pass.
-import { kernel } from '../native';
+import { activeBackend, opKernel } from '../backend/registry';
 import { OpCase, applyOp, defineOp } from '../tensor/op';
 import { RefTensor, refTensor } from '../tensor/reference';
 import { Tensor, shapeStr } from '../tensor/tensor';
@@ -67,13 +67,14 @@ function refLayerNorm(x: RefTensor, gain: RefTensor, bias: RefTensor, eps: numbe
 
 export const layerNormOp = defineOp<LayerNormAttrs>({
   name: 'layerNorm',
+  kernels: ['layerNormForward', 'layerNormBackward'],
   forward([x, gain, bias], { eps = DEFAULT_EPS }, ctx) {
     const [R, C] = check(x, gain, bias);
     const y = Tensor.empty(x.shape, 'f32');
     const mean = Tensor.empty([R], 'f32');
     const rstd = Tensor.empty([R], 'f32');
     withContiguous([x, gain, bias], ([xc, gc, bc]) =>
-      kernel<LayerNormForward>('layerNormForward')(xc.address, gc.address, bc.address, y.address, mean.address,
+      opKernel<LayerNormForward>('layerNormForward')(xc.address, gc.address, bc.address, y.address, mean.address,
         rstd.address, R, C, eps),
     );
     ctx.save('mean', mean);
@@ -87,7 +88,7 @@ export const layerNormOp = defineOp<LayerNormAttrs>({
     const dgain = gain.requiresGrad ? Tensor.empty([C], 'f32') : null;
     const dbias = bias.requiresGrad ? Tensor.empty([C], 'f32') : null;
     withContiguous([x, gain, g], ([xc, gc, gg]) =>
-      kernel<LayerNormBackward>('layerNormBackward')(xc.address, gc.address, ctx.saved('mean').address,
+      opKernel<LayerNormBackward>('layerNormBackward')(xc.address, gc.address, ctx.saved('mean').address,
         ctx.saved('rstd').address, gg.address, dx?.address ?? null, dgain?.address ?? null, dbias?.address ?? null, R, C),
     );
     return [dx, dgain, dbias];

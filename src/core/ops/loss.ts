@@ -14,7 +14,7 @@
 // Backward: dlogits = w * (softmax(logits) - onehot(target)) * g / denom (denom = 1 for 'sum'); the weights, when
 // they require gradients, get g * nll (sum) or g * (nll - loss) / denom (mean); targets get none.
 // A target outside [0, V) that is not ignoreIndex is an error naming it, its row and V.
-import { kernel } from '../native';
+import { activeBackend, opKernel } from '../backend/registry';
 import { OpCase, applyOp, defineOp } from '../tensor/op';
 import { RefTensor, refTensor } from '../tensor/reference';
 import { Tensor, shapeStr } from '../tensor/tensor';
@@ -92,6 +92,7 @@ export function refCrossEntropy(
 
 export const crossEntropyOp = defineOp<CrossEntropyAttrs>({
   name: 'crossEntropy',
+  kernels: ['crossEntropyForward', 'crossEntropyBackward'],
   forward(inputs, attrs, ctx) {
     const [N, V] = check(inputs, attrs);
     const [logits, targets, weights] = inputs.map((t) => contiguous(t));
@@ -99,7 +100,7 @@ export const crossEntropyOp = defineOp<CrossEntropyAttrs>({
     const lse = Tensor.empty([N], 'f32');
     const nll = Tensor.empty([N], 'f32');
     try {
-      kernel<CrossEntropyForward>('crossEntropyForward')(logits.address, N, V, targets.address, weights?.address ?? null,
+      opKernel<CrossEntropyForward>('crossEntropyForward')(logits.address, N, V, targets.address, weights?.address ?? null,
         attrs.ignoreIndex !== undefined, attrs.ignoreIndex ?? 0, (attrs.reduction ?? 'mean') === 'mean', out.address,
         lse.address, nll.address);
     } catch (err) {
@@ -124,7 +125,7 @@ export const crossEntropyOp = defineOp<CrossEntropyAttrs>({
     const [logits, targets, weights] = inputs.map((t) => contiguous(t));
     const gc = contiguous(g);
     try {
-      kernel<CrossEntropyBackward>('crossEntropyBackward')(logits.address, N, V, targets.address,
+      opKernel<CrossEntropyBackward>('crossEntropyBackward')(logits.address, N, V, targets.address,
         weights?.address ?? null, attrs.ignoreIndex !== undefined, attrs.ignoreIndex ?? 0,
         (attrs.reduction ?? 'mean') === 'mean', ctx.saved('lse').address, ctx.saved('nll').address, gc.address,
         dlogits?.address ?? null, dweights?.address ?? null);

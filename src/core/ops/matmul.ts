@@ -2,7 +2,7 @@
 // dimensions equal or absent on one side (a weight shared by every batch entry). Strided views whose last two
 // dimensions are a (possibly transposed) row-major matrix go to the GEMM without a copy.
 // Keys: B = batch (product of leading dims), M, N, K = the GEMM dimensions.
-import { kernel } from '../native';
+import { activeBackend, opKernel } from '../backend/registry';
 import { OpCase, applyOp, defineOp } from '../tensor/op';
 import { RefTensor, refTensor } from '../tensor/reference';
 import { Tensor, numel, shapeStr } from '../tensor/tensor';
@@ -93,17 +93,17 @@ function gemmInto(a: Tensor, b: Tensor, attrs: MatmulAttrs, c: Tensor, beta: num
   const ob = operand(b, !!attrs.transB);
   try {
     if (a.dtype === 'bf16' && b.dtype === 'bf16') {
-      const g = kernel<GemmBf16>('gemmBf16');
+      const g = opKernel<GemmBf16>('gemmBf16');
       for (let i = 0; i < batch; i++) {
         g(oa.trans, ob.trans, M, N, K, 1, oa.address + 2 * i * oa.batchStride, oa.ld,
           ob.address + 2 * i * ob.batchStride, ob.ld, beta, c.address + 4 * i * M * N, N);
       }
     } else if (batch > 1 && ob.batchStride === 0 && !oa.trans && oa.ld === K && oa.batchStride === M * K) {
       // A weight shared by the batch, activations stacked row-major: one (batch*M, K) x (K, N) GEMM.
-      kernel<Sgemm>('sgemmBatched')(1, false, ob.trans, batch * M, N, K, 1, oa.address, K, 0,
+      opKernel<Sgemm>('sgemmBatched')(1, false, ob.trans, batch * M, N, K, 1, oa.address, K, 0,
         ob.address, ob.ld, 0, beta, c.address, N, 0);
     } else {
-      kernel<Sgemm>('sgemmBatched')(batch, oa.trans, ob.trans, M, N, K, 1, oa.address, oa.ld, oa.batchStride,
+      opKernel<Sgemm>('sgemmBatched')(batch, oa.trans, ob.trans, M, N, K, 1, oa.address, oa.ld, oa.batchStride,
         ob.address, ob.ld, ob.batchStride, beta, c.address, N, M * N);
     }
   } finally {
@@ -166,6 +166,7 @@ function refMatmul(a: RefTensor, b: RefTensor, { transA = false, transB = false 
 
 export const matmulOp = defineOp<MatmulAttrs>({
   name: 'matmul',
+  kernels: ['sgemmBatched', 'gemmBf16'],
   forward([a, b], attrs) {
     checkDtypes(a, b);
     const { M, N, batchShape } = gemmDims(a.shape, b.shape, attrs);

@@ -12,7 +12,7 @@
 //   scaleFilter in native/cpu/blas1.cc; scaleFilterReference is its plain TypeScript twin).
 // Forward of the two boundary ops is a view (a new tensor on the same storage): applyOp sets gradFn on the output,
 // so returning the input itself would overwrite the input's tape entry.
-import { kernel, native } from '../native';
+import { activeBackend, inOpScope, opKernel } from '../backend/registry';
 import { DType, roundTo } from '../tensor/dtype';
 import { applyOp, defineOp } from '../tensor/op';
 import { refTensor } from '../tensor/reference';
@@ -20,8 +20,8 @@ import { Tensor } from '../tensor/tensor';
 import { scale } from './elementwise';
 
 type ScaleFilterK = (n: number, x: number, y: number, alpha: number) => number;
-let kSF: ScaleFilterK | undefined;
-const scaleFilterK = (): ScaleFilterK => (kSF ??= kernel<ScaleFilterK>('scaleFilter'));
+const SCALE_FILTER_KERNELS = ['scaleFilter'] as const;
+const scaleFilterK = (): ScaleFilterK => opKernel<ScaleFilterK>('scaleFilter');
 
 /** alpha * x with non-finite products set to 0 (float32 arithmetic, as the kernel); returns the values and count. */
 export function scaleFilterReference(x: ArrayLike<number>, alpha: number): { values: Float32Array; nonFinite: number } {
@@ -43,11 +43,15 @@ function checkF32(t: Tensor, what: string): void {
 /** t = alpha * t in place, non-finite values set to 0. Returns how many values were non-finite. */
 export function scaleFilterInPlace(t: Tensor, alpha: number): number {
   checkF32(t, 'scaleFilterInPlace');
-  return scaleFilterK()(t.size, t.address, t.address, alpha);
+  return inOpScope('scaleFilterInPlace', t.backend, SCALE_FILTER_KERNELS, () => scaleFilterK()(t.size, t.address, t.address, alpha));
 }
 
 /** A new contiguous f32 tensor alpha * x, non-finite values set to 0, and their count. */
 export function scaleFilter(x: Tensor, alpha: number): { out: Tensor; nonFinite: number } {
+  return inOpScope('scaleFilter', x.backend, SCALE_FILTER_KERNELS, () => scaleFilterOn(x, alpha));
+}
+
+function scaleFilterOn(x: Tensor, alpha: number): { out: Tensor; nonFinite: number } {
   const src = x.dtype === 'f32' && x.isContiguous() ? x : toF32Contiguous(x);
   const out = Tensor.empty(x.shape, 'f32');
   const nonFinite = scaleFilterK()(x.size, src.address, out.address, alpha);
@@ -59,7 +63,7 @@ function toF32Contiguous(x: Tensor): Tensor {
   const src = x.isContiguous() ? x : x.copyContiguousRaw();
   if (src.dtype === 'f32') return src;
   const out = Tensor.empty(x.shape, 'f32');
-  native.cast(out.address, 'f32', src.address, src.dtype, x.size);
+  activeBackend().cast(out.address, 'f32', src.address, src.dtype, x.size);
   if (src !== x) src.dispose();
   return out;
 }
@@ -78,9 +82,9 @@ function roundRaw(x: Tensor, dtype: RoundDType): Tensor {
   const src = toF32Contiguous(x);
   if (dtype === 'f32') return src === x ? x.copyContiguousRaw() : src;
   const half = Tensor.empty(x.shape, dtype);
-  native.cast(half.address, dtype, src.address, 'f32', x.size);
+  activeBackend().cast(half.address, dtype, src.address, 'f32', x.size);
   const out = Tensor.empty(x.shape, 'f32');
-  native.cast(out.address, 'f32', half.address, dtype, x.size);
+  activeBackend().cast(out.address, 'f32', half.address, dtype, x.size);
   half.dispose();
   if (src !== x) src.dispose();
   return out;
@@ -88,6 +92,7 @@ function roundRaw(x: Tensor, dtype: RoundDType): Tensor {
 
 export const roundFloatOp = defineOp<RoundAttrs>({
   name: 'roundFloat',
+  kernels: [],
   forward([x], { dtype }) {
     return roundRaw(x, dtype);
   },
@@ -145,6 +150,7 @@ function identityView(x: Tensor): Tensor {
 
 export const gradScaleEnterOp = defineOp<EnterAttrs>({
   name: 'gradScaleEnter',
+  kernels: [],
   forward([x]) {
     return identityView(x);
   },
@@ -167,6 +173,7 @@ export const gradScaleEnterOp = defineOp<EnterAttrs>({
 
 export const gradScaleLeaveOp = defineOp<LeaveAttrs>({
   name: 'gradScaleLeave',
+  kernels: SCALE_FILTER_KERNELS,
   forward([x]) {
     return identityView(x);
   },

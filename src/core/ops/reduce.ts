@@ -8,7 +8,7 @@
 // max(dim); the other tied elements get zero. A NaN counts as the maximum.
 // Inputs may be strided views or f16/bf16 (widened to f32); outputs and gradients are f32.
 // sumToShape(g, shape) sums a broadcast gradient back to an input's shape (what binary ops' backward needs).
-import { kernel, native } from '../native';
+import { activeBackend, inOpScope, opKernel } from '../backend/registry';
 import { InputSpec, OpCase, applyOp, defineOp } from '../tensor/op';
 import { RefTensor, refForEach, refTensor } from '../tensor/reference';
 import { Shape, Tensor, contiguousStrides, numel, shapeStr } from '../tensor/tensor';
@@ -21,16 +21,15 @@ type EwUnaryKernel = (
   code: number, out: number, x: number, shape: number[], strides: number[], alpha: number, beta: number,
 ) => void;
 
+/** Kernels of the sum reduction (callable outside ops: reduceSumRaw, sumToShape, argmax run on their input's device). */
+const REDUCE_KERNELS = ['reduce'] as const;
 const SUM = 0;
 const MAX = 1;
 const EW_AFFINE = 0; // native/cpu/elementwise.cc: y = alpha * x + beta
 
-let reduceK: ReduceKernel | undefined;
-let maxBackwardK: MaxBackwardKernel | undefined;
-let ewUnaryK: EwUnaryKernel | undefined;
-const reduceKernel = (): ReduceKernel => (reduceK ??= kernel<ReduceKernel>('reduce'));
-const maxBackwardKernel = (): MaxBackwardKernel => (maxBackwardK ??= kernel<MaxBackwardKernel>('reduceMaxBackward'));
-const ewUnaryKernel = (): EwUnaryKernel => (ewUnaryK ??= kernel<EwUnaryKernel>('ewUnary'));
+const reduceKernel = (): ReduceKernel => opKernel<ReduceKernel>('reduce');
+const maxBackwardKernel = (): MaxBackwardKernel => opKernel<MaxBackwardKernel>('reduceMaxBackward');
+const ewUnaryKernel = (): EwUnaryKernel => opKernel<EwUnaryKernel>('ewUnary');
 
 export interface ReduceAttrs {
   /** Axes to reduce (negative ones count from the end), or null for all. */
@@ -92,7 +91,7 @@ function contiguousF32(x: Tensor, op: string): Tensor {
   if (x.dtype === 'f32') return x.isContiguous() ? x : x.copyContiguousRaw();
   const src = x.isContiguous() ? x : x.copyContiguousRaw();
   const out = Tensor.empty(x.shape, 'f32');
-  native.cast(out.address, 'f32', src.address, src.dtype, x.size);
+  activeBackend().cast(out.address, 'f32', src.address, src.dtype, x.size);
   if (src !== x) src.dispose();
   return out;
 }
@@ -102,6 +101,11 @@ function contiguousF32(x: Tensor, op: string): Tensor {
  * reduced axes, the last group first.
  */
 export function reduceSumRaw(x: Tensor, axesIn: readonly number[] | null, keepDims: boolean, scale = 1, op = 'sum'): Tensor {
+  return inOpScope(op, x.backend, REDUCE_KERNELS, () => reduceSumOn(x, axesIn, keepDims, scale, op));
+}
+
+/** reduceSumRaw on the active backend. */
+function reduceSumOn(x: Tensor, axesIn: readonly number[] | null, keepDims: boolean, scale: number, op: string): Tensor {
   const axes = normalizeAxes(x.rank, axesIn, op);
   const outShape = reducedShape(x.shape, axes, keepDims);
   const src = contiguousF32(x, op);
@@ -253,6 +257,7 @@ function countOf(shape: Shape, attrs: ReduceAttrs, op: string): number {
 
 export const sumOp = defineOp<ReduceAttrs>({
   name: 'sum',
+  kernels: ['reduce', 'ewUnary'],
   forward([x], attrs) {
     return reduceSumRaw(x, attrs.axes, attrs.keepDims, 1, 'sum');
   },
@@ -270,6 +275,7 @@ export const sumOp = defineOp<ReduceAttrs>({
 
 export const meanOp = defineOp<ReduceAttrs>({
   name: 'mean',
+  kernels: ['reduce', 'ewUnary'],
   forward([x], attrs) {
     return reduceSumRaw(x, attrs.axes, attrs.keepDims, 1 / countOf(x.shape, attrs, 'mean'), 'mean');
   },
@@ -312,6 +318,7 @@ function planMax(shape: Shape, axes: readonly number[]): MaxPlan {
 
 export const maxOp = defineOp<ReduceAttrs>({
   name: 'max',
+  kernels: ['reduce', 'reduceMaxBackward'],
   forward([x], attrs, ctx) {
     const axes = normalizeAxes(x.rank, attrs.axes, 'max');
     const outShape = reducedShape(x.shape, axes, attrs.keepDims);
@@ -386,6 +393,10 @@ export function mean(x: Tensor, axes?: number | readonly number[] | null, keepDi
  * argmax, one pass over x in place with the axis strided (no transpose), threaded.
  */
 export function argmax(x: Tensor, axis: number): Tensor {
+  return inOpScope('argmax', x.backend, REDUCE_KERNELS, () => argmaxOn(x, axis));
+}
+
+function argmaxOn(x: Tensor, axis: number): Tensor {
   const [a] = normalizeAxes(x.rank, [axis], 'argmax');
   if (x.shape[a] === 0) throw new Error(`dalle: argmax over an empty axis of ${shapeStr(x.shape)}`);
   const x32 = contiguousF32(x, 'argmax');

@@ -4,7 +4,7 @@
 //   logSoftmax: dx = g - softmax(x) * sum(g) = g - exp(y) * sum(g)
 // Both backward passes need only the output y, so nothing else is saved.
 // Keys: R = rows (product of the leading dims), C = the last dimension.
-import { kernel } from '../native';
+import { activeBackend, opKernel } from '../backend/registry';
 import { OpCase, applyOp, defineOp } from '../tensor/op';
 import { RefTensor, refTensor } from '../tensor/reference';
 import { Tensor, shapeStr } from '../tensor/tensor';
@@ -26,7 +26,7 @@ function forward(x: Tensor, log: boolean): Tensor {
   const xc = contiguous(x);
   const y = Tensor.empty(x.shape, 'f32');
   try {
-    kernel<SoftmaxForward>('softmaxForward')(xc.address, y.address, R, C, log);
+    opKernel<SoftmaxForward>('softmaxForward')(xc.address, y.address, R, C, log);
   } finally {
     if (xc !== x) xc.dispose();
   }
@@ -38,7 +38,7 @@ function backward(y: Tensor, g: Tensor, log: boolean): Tensor {
   const gc = contiguous(g);
   const dx = Tensor.empty(y.shape, 'f32');
   try {
-    kernel<SoftmaxBackward>('softmaxBackward')(y.address, gc.address, dx.address, R, C, log);
+    opKernel<SoftmaxBackward>('softmaxBackward')(y.address, gc.address, dx.address, R, C, log);
   } finally {
     if (gc !== g) gc.dispose();
   }
@@ -77,6 +77,7 @@ function softmaxCases(): OpCase<Record<string, never>>[] {
 
 export const softmaxOp = defineOp<Record<string, never>>({
   name: 'softmax',
+  kernels: ['softmaxForward', 'softmaxBackward'],
   forward([x]) {
     return forward(x, false);
   },
@@ -91,6 +92,7 @@ export const softmaxOp = defineOp<Record<string, never>>({
 
 export const logSoftmaxOp = defineOp<Record<string, never>>({
   name: 'logSoftmax',
+  kernels: ['softmaxForward', 'softmaxBackward'],
   forward([x]) {
     return forward(x, true);
   },

@@ -7,7 +7,7 @@
 // Same result as `attention(q, k, v, denseMask(spec))` (the reference below is exactly that, in float64); the
 // forward saves the log-sum-exp per row (B, H, T) and the backward recomputes the probabilities.
 // q, k, v may be views strided in (B, H, T) with a contiguous last dimension: they are read in place.
-import { kernel } from '../native';
+import { activeBackend, opKernel } from '../backend/registry';
 import { MaskKind, MaskSpec, checkMaskSpec, isAllowed, seqLen } from '../models/prior/masks';
 import { OpCase, applyOp, defineOp } from '../tensor/op';
 import { RefTensor, refTensor } from '../tensor/reference';
@@ -97,13 +97,14 @@ function refMask(spec: MaskSpec): RefTensor {
 
 export const sparseAttentionOp = defineOp<SparseAttentionAttrs>({
   name: 'sparseAttention',
+  kernels: ['sparseAttentionForward', 'sparseAttentionBackward'],
   forward(inputs, attrs, ctx) {
     const { B, H, T, D, Dv } = dims(inputs, attrs.spec);
     const ops = inputs.map(operand);
     const out = Tensor.empty([B, H, T, Dv], 'f32');
     const lse = Tensor.empty([B, H, T], 'f32');
     try {
-      kernel<SparseForward>('sparseAttentionForward')(ops[0].t.address, ops[0].strides, ops[1].t.address,
+      opKernel<SparseForward>('sparseAttentionForward')(ops[0].t.address, ops[0].strides, ops[1].t.address,
         ops[1].strides, ops[2].t.address, ops[2].strides, out.address, lse.address, ...specArgs(attrs.spec), B, H, D, Dv,
         attrs.scale ?? 1 / Math.sqrt(D));
     } catch (err) {
@@ -125,7 +126,7 @@ export const sparseAttentionOp = defineOp<SparseAttentionAttrs>({
     const dv = v.requiresGrad ? Tensor.empty(v.shape, 'f32') : null;
     const ops = [q, k, v, g].map(operand);
     try {
-      kernel<SparseBackward>('sparseAttentionBackward')(ops[0].t.address, ops[0].strides, ops[1].t.address,
+      opKernel<SparseBackward>('sparseAttentionBackward')(ops[0].t.address, ops[0].strides, ops[1].t.address,
         ops[1].strides, ops[2].t.address, ops[2].strides, ops[3].t.address, ops[3].strides, ctx.saved('lse').address,
         dq?.address ?? null, dk?.address ?? null, dv?.address ?? null, ...specArgs(attrs.spec), B, H, D, Dv,
         attrs.scale ?? 1 / Math.sqrt(D));

@@ -1,6 +1,6 @@
 // View ops: reshape, permute (transpose), slice and contiguous share storage where they can (no copy) and are
 // differentiable like any other op.
-import { native } from '../native';
+import { activeBackend, opKernel } from '../backend/registry';
 import { itemBytes } from '../tensor/dtype';
 import { OpCase, applyOp, defineOp } from '../tensor/op';
 import { RefTensor, refForEach, refOffset, refTensor } from '../tensor/reference';
@@ -10,6 +10,7 @@ import { Shape, Tensor, contiguousStrides, numel, shapeStr } from '../tensor/ten
 
 export const contiguousOp = defineOp<Record<string, never>>({
   name: 'contiguous',
+  kernels: [],
   forward([x]) {
     return x.copyContiguousRaw();
   },
@@ -53,6 +54,7 @@ interface ReshapeAttrs {
 
 export const reshapeOp = defineOp<ReshapeAttrs>({
   name: 'reshape',
+  kernels: [],
   forward([x], { shape }) {
     const to = resolveShape(x.shape, shape);
     const src = x.isContiguous() ? x : x.copyContiguousRaw();
@@ -105,6 +107,7 @@ export function refPermute(x: RefTensor, dims: readonly number[]): RefTensor {
 
 export const permuteOp = defineOp<PermuteAttrs>({
   name: 'permute',
+  kernels: [],
   forward([x], { dims }) {
     checkPerm(x.rank, dims);
     return x.viewAs(
@@ -166,6 +169,7 @@ function normalizeRanges(shape: Shape, ranges: ReadonlyArray<readonly [number, n
 
 export const sliceOp = defineOp<SliceAttrs>({
   name: 'slice',
+  kernels: [],
   forward([x], { ranges }) {
     const r = normalizeRanges(x.shape, ranges);
     let offset = x.offset;
@@ -184,7 +188,7 @@ export const sliceOp = defineOp<SliceAttrs>({
     const strides = contiguousStrides(x.shape);
     r.forEach(([s], i) => (offset += s * strides[i]));
     const gc = g.isContiguous() ? g : g.copyContiguousRaw();
-    native.stridedCopy(dx.address + offset * 4, gc.address, itemBytes('f32'), [...g.shape], strides, contiguousStrides(g.shape));
+    activeBackend().stridedCopy(dx.address + offset * 4, gc.address, itemBytes('f32'), [...g.shape], strides, contiguousStrides(g.shape));
     if (gc !== g) gc.dispose();
     return [dx];
   },

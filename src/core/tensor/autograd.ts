@@ -2,7 +2,6 @@
 // (tensor.ts). backward() walks the graph from the loss in reverse topological order, and accumulates gradients of
 // leaves (parameters) into `.grad`, so several backward() calls before an optimizer step accumulate (gradient
 // accumulation). Intermediate gradients are released as soon as they have been propagated.
-import { native } from '../native';
 import { keep } from './scope';
 import { Tensor, shapeStr } from './tensor';
 import { addInPlace } from './blas1';
@@ -73,7 +72,7 @@ export function backward(root: Tensor, gradient?: Tensor): void {
   noGrad(() => {
     const order = topoOrder(root);
     const grads = new Map<Tensor, Tensor>();
-    const seed = gradient ?? Tensor.full(root.shape, 1, 'f32');
+    const seed = gradient ?? Tensor.full(root.shape, 1, 'f32', root.device);
     grads.set(root, seed);
     for (let k = order.length - 1; k >= 0; k--) {
       const t = order[k];
@@ -118,9 +117,9 @@ export function backward(root: Tensor, gradient?: Tensor): void {
 
 function ownedCopy(t: Tensor): Tensor {
   if (t.dtype !== 'f32') {
-    const out = Tensor.empty(t.shape, 'f32');
+    const out = Tensor.empty(t.shape, 'f32', t.device);
     const src = t.isContiguous() ? t : t.copyContiguousRaw();
-    native.cast(out.address, 'f32', src.address, src.dtype, t.size);
+    t.backend.cast(out.address, 'f32', src.address, src.dtype, t.size);
     if (src !== t) src.dispose();
     return out;
   }
@@ -132,14 +131,14 @@ function accumulateLeaf(t: Tensor, g: Tensor): void {
     addInPlace(t.grad, g);
     return;
   }
-  const copy = Tensor.empty(t.shape, 'f32');
-  native.memcpy(copy.address, g.address, g.size * 4);
+  const copy = Tensor.empty(t.shape, 'f32', g.device);
+  g.backend.memcpy(copy.address, g.address, g.size * 4);
   t.grad = keep(copy);
 }
 
 /** Sets every listed tensor's gradient to zero (keeping the buffers: no new pages next step). */
 export function zeroGrad(params: readonly Tensor[]): void {
   for (const p of params) {
-    if (p.grad) native.fill(p.grad.address, p.grad.size, 0, 'f32');
+    if (p.grad) p.grad.backend.fill(p.grad.address, p.grad.size, 0, 'f32');
   }
 }

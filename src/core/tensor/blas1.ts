@@ -1,10 +1,13 @@
-// Thin typed wrappers over the native vector kernels (native/cpu/blas1.cc).
-import { kernel } from '../native';
+// Thin typed wrappers over the vector kernels (native/cpu/blas1.cc), on the backend of the tensors given.
+import { backendKernel } from '../backend/backend';
 import { Tensor, shapeStr } from './tensor';
 
-const axpy = kernel<(n: number, alpha: number, x: number, y: number) => void>('axpy');
-const scale = kernel<(n: number, alpha: number, x: number) => void>('scale');
-const sumSquaresKernel = kernel<(n: number, x: number) => number>('sumSquares');
+type Axpy = (n: number, alpha: number, x: number, y: number) => void;
+type Scale = (n: number, alpha: number, x: number) => void;
+type SumSquares = (n: number, x: number) => number;
+
+/** The kernels these wrappers call (engine kernels outside ops: runtime.ts lists them for a device). */
+export const BLAS1_KERNELS = ['axpy', 'scale', 'sumSquares'] as const;
 
 function checkF32Contiguous(t: Tensor, what: string): void {
   if (t.dtype !== 'f32' || !t.isContiguous()) {
@@ -17,17 +20,18 @@ export function addInPlace(dst: Tensor, src: Tensor, alpha = 1): void {
   checkF32Contiguous(dst, 'addInPlace');
   checkF32Contiguous(src, 'addInPlace');
   if (dst.size !== src.size) throw new Error(`dalle: addInPlace: ${shapeStr(dst.shape)} += ${shapeStr(src.shape)}`);
-  axpy(dst.size, alpha, src.address, dst.address);
+  if (dst.backend !== src.backend) throw new Error(`dalle: addInPlace: ${dst.device} += ${src.device}: one device only`);
+  backendKernel<Axpy>(dst.backend, 'axpy')(dst.size, alpha, src.address, dst.address);
 }
 
 /** t *= alpha in place. */
 export function scaleInPlace(t: Tensor, alpha: number): void {
   checkF32Contiguous(t, 'scaleInPlace');
-  scale(t.size, alpha, t.address);
+  backendKernel<Scale>(t.backend, 'scale')(t.size, alpha, t.address);
 }
 
 /** Sum of squares in float64 (thread-count independent). */
 export function sumSquares(t: Tensor): number {
   checkF32Contiguous(t, 'sumSquares');
-  return sumSquaresKernel(t.size, t.address);
+  return backendKernel<SumSquares>(t.backend, 'sumSquares')(t.size, t.address);
 }

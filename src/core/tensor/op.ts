@@ -1,6 +1,13 @@
 // The op registry. An op is one object with everything it needs: a forward on the backend's kernels, a backward made
 // of other ops, a plain float64 reference, and the cases the shared harness (test/ops.test.ts) checks it on.
 // The harness iterates this registry, so an op cannot be registered without a reference and test cases.
+// Backends: an op names the kernels it calls itself (`kernels`; ops it calls through applyOp name theirs), the same
+// names on every backend. It runs on the device of its inputs (all on one, else an error naming both), and only where
+// that backend has every one of its kernels (else an error naming the missing ones): never half on one device and
+// half on another, and never silently on the CPU. Registration refuses an op the CPU backend cannot run.
+import { Backend, missingKernels } from '../backend/backend';
+import { cpuBackend } from '../backend/cpu';
+import { opScope, inOpScope } from '../backend/registry';
 import { isGradEnabled, noGrad } from './autograd';
 import { DType } from './dtype';
 import { RefTensor } from './reference';
@@ -48,6 +55,8 @@ export interface BackwardContext<A> {
 
 export interface OpDef<A = Record<string, never>> {
   readonly name: string;
+  /** The backend kernels forward and backward look up by name (opKernel); [] for ops made of other ops or views. */
+  readonly kernels: readonly string[];
   /** Computes the output (gradients are never recorded inside). Inputs may be strided views. */
   forward(inputs: readonly Tensor[], attrs: A, ctx: ForwardContext): Tensor;
   /** One gradient per input (null where none), built from ops. Absent: the op is not differentiable. */
@@ -66,8 +75,46 @@ export function defineOp<A>(def: OpDef<A>): OpDef<A> {
   if (typeof def.reference !== 'function' || typeof def.cases !== 'function') {
     throw new Error(`dalle: op '${def.name}' needs a reference and harness cases`);
   }
+  if (!Array.isArray(def.kernels)) throw new Error(`dalle: op '${def.name}' must declare the kernels it calls`);
+  const missing = missingKernels(cpuBackend, def.kernels);
+  if (missing.length > 0) {
+    throw new Error(
+      `dalle: op '${def.name}' calls kernels the CPU addon lacks (${missing.join(', ')}): rebuild it with \`npm run install\``,
+    );
+  }
   registry.set(def.name, def);
   return def;
+}
+
+/** An op's inputs sit on different devices. */
+export class DeviceMismatchError extends Error {
+  override name = 'DeviceMismatchError';
+}
+
+/** An op has no kernel on the device of its inputs. */
+export class UnsupportedOpError extends Error {
+  override name = 'UnsupportedOpError';
+}
+
+// Kernels each op lacks on each backend, computed once per (backend, op): kernel tables do not change.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+const missingCache = new WeakMap<Backend, Map<OpDef<any>, readonly string[]>>();
+
+/** The kernels `def` needs that `backend` lacks ([] = the op runs there). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export function opMissingKernels(def: OpDef<any>, backend: Backend): readonly string[] {
+  let perOp = missingCache.get(backend);
+  if (!perOp) missingCache.set(backend, (perOp = new Map()));
+  let missing = perOp.get(def);
+  if (!missing) perOp.set(def, (missing = Object.freeze(missingKernels(backend, def.kernels))));
+  return missing;
+}
+
+/** The registered ops that cannot run on `backend`, each with the kernels it lacks there. */
+export function unsupportedOps(backend: Backend): Array<{ op: string; missing: readonly string[] }> {
+  return registeredOps()
+    .map((def) => ({ op: def.name, missing: opMissingKernels(def, backend) }))
+    .filter((r) => r.missing.length > 0);
 }
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -77,15 +124,45 @@ export function registeredOps(): OpDef<any>[] {
 
 /** Runs an op, recording it on the autograd tape when gradients are on and an input requires them. */
 export function applyOp<A>(def: OpDef<A>, inputs: readonly Tensor[], attrs: A): Tensor {
+  let backend: Backend = opScope.backend;
   for (let i = 0; i < inputs.length; i++) {
     const t = inputs[i];
     if (!(t instanceof Tensor)) throw new Error(`dalle: ${def.name}: input ${i} is not a Tensor`);
     if (t.disposed) {
       throw new Error(`dalle: ${def.name}: input ${i} ${shapeStr(t.shape)} was already disposed`);
     }
+    const b = t.storage.backend;
+    if (i === 0) backend = b;
+    else if (b !== backend) {
+      throw new DeviceMismatchError(
+        `dalle: ${def.name}: input 0 is on ${backend.device} but input ${i} is on ${b.device}; ` +
+          'move one with .to(device) first (an op runs on one device)',
+      );
+    }
+  }
+  if (backend !== cpuBackend) {
+    const missing = opMissingKernels(def, backend);
+    if (missing.length > 0) {
+      throw new UnsupportedOpError(
+        `dalle: op '${def.name}' cannot run on ${backend.device}: its backend has no kernel ${missing.join(', ')}`,
+      );
+    }
   }
   const saved = new Map<string, Tensor>();
-  const out = noGrad(() => def.forward(inputs, attrs, { save: (k, t) => void saved.set(k, t) }));
+  const prevBackend = opScope.backend;
+  const prevKernels = opScope.kernels;
+  const prevOp = opScope.op;
+  opScope.backend = backend;
+  opScope.kernels = def.kernels;
+  opScope.op = def.name;
+  let out: Tensor;
+  try {
+    out = noGrad(() => def.forward(inputs, attrs, { save: (k, t) => void saved.set(k, t) }));
+  } finally {
+    opScope.backend = prevBackend;
+    opScope.kernels = prevKernels;
+    opScope.op = prevOp;
+  }
   if (def.backward && isGradEnabled() && inputs.some((t) => t.requiresGrad)) {
     const backwardFn = def.backward;
     const ctx: BackwardContext<A> = {
@@ -99,7 +176,8 @@ export function applyOp<A>(def: OpDef<A>, inputs: readonly Tensor[], attrs: A): 
       },
     };
     out.requiresGrad = true;
-    out.gradFn = { op: def.name, inputs, backward: (g) => backwardFn(ctx, g) };
+    const opBackend = backend;
+    out.gradFn = { op: def.name, inputs, backward: (g) => inOpScope(def.name, opBackend, def.kernels, () => backwardFn(ctx, g)) };
   }
   return out;
 }

@@ -1,32 +1,37 @@
-// A block of native memory from the caching allocator, shared by a tensor and its views (reference counted).
+// A block of memory on one backend (the CPU's caching allocator, or a GPU's), shared by a tensor and its views (reference counted).
 // Memory is released deterministically: when the last tensor using it is disposed (directly, or by the scope that
 // created it). A FinalizationRegistry is only a safety net for storages a program forgot; it counts them so tests and
 // benchmarks can see leaks.
-import { native } from '../native';
+import { Backend } from '../backend/backend';
+import { activeBackend } from '../backend/registry';
 
 let leakedByGc = 0;
 let liveBytes = 0;
 let liveCount = 0;
-const finalizer = new FinalizationRegistry<{ address: number; bytes: number; freed: { done: boolean } }>((held) => {
+const finalizer = new FinalizationRegistry<{ backend: Backend; address: number; bytes: number; freed: { done: boolean } }>((held) => {
   if (!held.freed.done) {
     held.freed.done = true;
     leakedByGc++;
-    native.free(held.address, held.bytes);
+    held.backend.free(held.address, held.bytes);
   }
 });
 
 export class Storage {
   readonly address: number;
   readonly bytes: number;
+  /** The backend whose memory this is (a tensor's device is its storage's). */
+  readonly backend: Backend;
   private refs = 1;
   private readonly freed = { done: false };
 
-  constructor(bytes: number) {
+  /** `bytes` on `backend` (default: the running op's backend, which is the CPU outside ops). */
+  constructor(bytes: number, backend: Backend = activeBackend()) {
     this.bytes = bytes;
-    this.address = bytes > 0 ? native.alloc(bytes) : 0;
+    this.backend = backend;
+    this.address = bytes > 0 ? backend.alloc(bytes) : 0;
     liveBytes += bytes;
     liveCount++;
-    if (bytes > 0) finalizer.register(this, { address: this.address, bytes, freed: this.freed }, this);
+    if (bytes > 0) finalizer.register(this, { backend, address: this.address, bytes, freed: this.freed }, this);
   }
 
   get alive(): boolean {
@@ -46,7 +51,7 @@ export class Storage {
     liveCount--;
     if (this.bytes > 0) {
       finalizer.unregister(this);
-      native.free(this.address, this.bytes);
+      this.backend.free(this.address, this.bytes);
     }
   }
 }

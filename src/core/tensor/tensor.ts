@@ -1,7 +1,12 @@
 // Tensor: a typed view (shape, strides, offset; all in elements) on a reference-counted native Storage.
 // Views (reshape, permute, slice) share storage; kernels take contiguous data, and ops call contiguous() first.
 // Memory: dispose() releases this tensor's hold on its storage; tidy() (scope.ts) disposes whatever a step created.
-import { native } from '../native';
+// Device: a tensor lives where its storage lives (a backend: the CPU, or a GPU). Factories make tensors on the device
+// they are given, else on the running op's device (the CPU outside ops); to(device) is the one explicit transfer, and
+// toHost()/toArray()/item() copy a device tensor's values out (a boundary).
+import { Backend } from '../backend/backend';
+import { Device } from '../backend/device';
+import { activeBackend, backendFor } from '../backend/registry';
 import {
   DType,
   HostArray,
@@ -16,7 +21,7 @@ import {
 import { Disposable, track } from './scope';
 import { Storage } from './storage';
 
-export type Device = 'cpu' | 'cuda';
+export type { Device } from '../backend/device';
 export type Shape = readonly number[];
 
 /** A recorded op on the autograd tape: maps the output gradient to one gradient per input (null: none). */
@@ -60,7 +65,6 @@ export class Tensor implements Disposable {
   readonly strides: Shape;
   readonly offset: number;
   readonly dtype: DType;
-  readonly device: Device = 'cpu';
   requiresGrad = false;
   /** Accumulated gradient (leaves that require grad); lives until zeroed or the tensor is disposed. */
   grad: Tensor | null = null;
@@ -80,41 +84,43 @@ export class Tensor implements Disposable {
     track(this);
   }
 
-  static empty(shape: Shape, dtype: DType = 'f32'): Tensor {
+  /** Uninitialized memory on `device` (default: the running op's device; the CPU outside ops). */
+  static empty(shape: Shape, dtype: DType = 'f32', device?: Device): Tensor {
     checkShape(shape, 'empty');
-    return new Tensor(new Storage(numel(shape) * itemBytes(dtype)), shape, dtype);
+    const backend = device === undefined ? activeBackend() : backendFor(device);
+    return new Tensor(new Storage(numel(shape) * itemBytes(dtype), backend), shape, dtype);
   }
 
-  static full(shape: Shape, value: number, dtype: DType = 'f32'): Tensor {
-    const t = Tensor.empty(shape, dtype);
+  static full(shape: Shape, value: number, dtype: DType = 'f32', device?: Device): Tensor {
+    const t = Tensor.empty(shape, dtype, device);
     const raw = dtype === 'f16' ? f32ToF16Bits(value) : dtype === 'bf16' ? f32ToBf16Bits(value) : value;
-    native.fill(t.address, t.size, raw, fillKind(dtype));
+    t.backend.fill(t.address, t.size, raw, fillKind(dtype));
     return t;
   }
 
-  static zeros(shape: Shape, dtype: DType = 'f32'): Tensor {
-    return Tensor.full(shape, 0, dtype);
+  static zeros(shape: Shape, dtype: DType = 'f32', device?: Device): Tensor {
+    return Tensor.full(shape, 0, dtype, device);
   }
 
-  static ones(shape: Shape, dtype: DType = 'f32'): Tensor {
-    return Tensor.full(shape, 1, dtype);
+  static ones(shape: Shape, dtype: DType = 'f32', device?: Device): Tensor {
+    return Tensor.full(shape, 1, dtype, device);
   }
 
-  static scalar(value: number, dtype: DType = 'f32'): Tensor {
-    return Tensor.full([], value, dtype);
+  static scalar(value: number, dtype: DType = 'f32', device?: Device): Tensor {
+    return Tensor.full([], value, dtype, device);
   }
 
   /**
    * From host numbers. For f16/bf16, `data` holds values (rounded to nearest even here) unless it is a Uint16Array,
    * which is taken as raw bit patterns.
    */
-  static from(data: ArrayLike<number>, shape: Shape, dtype: DType = 'f32'): Tensor {
+  static from(data: ArrayLike<number>, shape: Shape, dtype: DType = 'f32', device?: Device): Tensor {
     checkShape(shape, 'from');
     const n = numel(shape);
     if (data.length !== n) {
       throw new Error(`dalle: Tensor.from: ${data.length} values do not fill shape ${shapeStr(shape)} (${n} elements)`);
     }
-    const t = Tensor.empty(shape, dtype);
+    const t = Tensor.empty(shape, dtype, device);
     let host: HostArray;
     if ((dtype === 'f16' || dtype === 'bf16') && !(data instanceof Uint16Array)) {
       host = new Uint16Array(n);
@@ -128,7 +134,7 @@ export class Tensor implements Disposable {
       host = hostArray(dtype, n);
       for (let i = 0; i < n; i++) host[i] = data[i];
     }
-    if (n > 0) native.copyIn(t.address, host);
+    if (n > 0) t.backend.copyIn(t.address, host);
     return t;
   }
 
@@ -139,6 +145,15 @@ export class Tensor implements Disposable {
   get storage(): Storage {
     this.assertAlive('storage');
     return this.storageRef;
+  }
+
+  /** The backend whose memory holds this tensor. */
+  get backend(): Backend {
+    return this.storage.backend;
+  }
+
+  get device(): Device {
+    return this.storage.backend.device;
   }
 
   get rank(): number {
@@ -173,8 +188,9 @@ export class Tensor implements Disposable {
 
   /** A contiguous copy of the data, or this data if already contiguous (no autograd; see ops.contiguous). */
   copyContiguousRaw(): Tensor {
-    const out = Tensor.empty(this.shape, this.dtype);
-    native.stridedCopy(
+    const backend = this.backend;
+    const out = new Tensor(new Storage(this.size * itemBytes(this.dtype), backend), this.shape, this.dtype);
+    backend.stridedCopy(
       out.address,
       this.address,
       itemBytes(this.dtype),
@@ -191,13 +207,46 @@ export class Tensor implements Disposable {
     const host = hostArray(this.dtype, this.size);
     if (this.size === 0) return host;
     if (this.isContiguous()) {
-      native.copyOut(this.address, host);
+      this.backend.copyOut(this.address, host);
     } else {
       const tmp = this.copyContiguousRaw();
-      native.copyOut(tmp.address, host);
+      tmp.backend.copyOut(tmp.address, host);
       tmp.dispose();
     }
     return host;
+  }
+
+  /**
+   * This tensor on `device`: a new contiguous tensor holding a copy (the explicit host <-> device transfer: one
+   * copyOut from this device, one copyIn to the other), or, on the device it is already on, a view of the same memory.
+   * Not recorded for autograd: move inputs before a computation and results after it.
+   */
+  to(device: Device): Tensor {
+    const target = backendFor(device);
+    if (target === this.backend) return this.viewAs(this.shape, this.strides, this.offset);
+    const host = this.toHost();
+    const out = new Tensor(new Storage(this.size * itemBytes(this.dtype), target), this.shape, this.dtype);
+    if (this.size > 0) target.copyIn(out.address, host);
+    return out;
+  }
+
+  /**
+   * Moves this tensor's memory to `device` in place (the same Tensor object, now on the other device), for a model's
+   * parameters (Module.to): other tensors sharing the old memory keep it. Not recorded for autograd.
+   */
+  moveTo(device: Device): void {
+    const target = backendFor(device);
+    const old = this.storage;
+    if (target === old.backend) return;
+    const moved = new Storage(old.bytes, target);
+    if (old.bytes > 0) {
+      const bytes = new Uint8Array(old.bytes);
+      old.backend.copyOut(old.address, bytes);
+      target.copyIn(moved.address, bytes);
+    }
+    this.storageRef = moved;
+    old.release();
+    this.grad?.moveTo(device);
   }
 
   /** Values as numbers: Float32Array for float dtypes (16-bit ones widened), Int32Array for i32. */

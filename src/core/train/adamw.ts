@@ -1,14 +1,16 @@
 // AdamW (Loshchilov & Hutter) with decoupled weight decay, fp32 moments and fp32 master weights: a parameter held in
 // f16/bf16 is updated through an f32 copy and cast back after each step, so small updates are not lost to rounding.
 // Weight decay is per group, so gains, biases and embeddings can be left undecayed (the prior's paper setting).
-import { kernel, native } from '../native';
+// Moments and masters live on the parameter's device, and the update runs on that device's backend.
+import { backendKernel } from '../backend/backend';
 import { Tensor, keep, shapeStr } from '../tensor';
 
 type AdamWKernel = (
   n: number, param: number, grad: number, m: number, v: number, lr: number, beta1: number, beta2: number,
   eps: number, weightDecay: number, gradScale: number, step: number,
 ) => void;
-const adamwKernel = kernel<AdamWKernel>('adamw');
+/** The kernel an update calls (an engine kernel outside ops: runtime.ts lists it for a device). */
+export const ADAMW_KERNELS = ['adamw'] as const;
 
 export interface AdamWOptions {
   lr: number;
@@ -52,15 +54,15 @@ export class AdamW {
         let master = tensor;
         if (tensor.dtype !== 'f32') {
           if (tensor.dtype === 'i32') throw new Error(`dalle: AdamW: parameter '${name}' is an integer tensor`);
-          master = keep(Tensor.empty(tensor.shape, 'f32'));
-          native.cast(master.address, 'f32', tensor.address, tensor.dtype, tensor.size);
+          master = keep(Tensor.empty(tensor.shape, 'f32', tensor.device));
+          tensor.backend.cast(master.address, 'f32', tensor.address, tensor.dtype, tensor.size);
         }
         this.states.push({
           name,
           param: tensor,
           master,
-          m: keep(Tensor.zeros(tensor.shape, 'f32')),
-          v: keep(Tensor.zeros(tensor.shape, 'f32')),
+          m: keep(Tensor.zeros(tensor.shape, 'f32', tensor.device)),
+          v: keep(Tensor.zeros(tensor.shape, 'f32', tensor.device)),
           weightDecay: group.weightDecay ?? options.weightDecay,
           lrScale: group.lrScale ?? 1,
         });
@@ -85,9 +87,10 @@ export class AdamW {
       if (g.size !== s.param.size || g.dtype !== 'f32') {
         throw new Error(`dalle: AdamW: gradient of '${s.name}' is ${g} for a parameter of shape ${shapeStr(s.param.shape)}`);
       }
-      adamwKernel(s.param.size, s.master.address, g.address, s.m.address, s.v.address, lr * s.lrScale, beta1, beta2,
+      const backend = s.param.backend;
+      backendKernel<AdamWKernel>(backend, 'adamw')(s.param.size, s.master.address, g.address, s.m.address, s.v.address, lr * s.lrScale, beta1, beta2,
         eps, s.weightDecay, gradScale, this.step);
-      if (s.master !== s.param) native.cast(s.param.address, s.param.dtype, s.master.address, 'f32', s.param.size);
+      if (s.master !== s.param) backend.cast(s.param.address, s.param.dtype, s.master.address, 'f32', s.param.size);
     }
   }
 
@@ -111,9 +114,9 @@ export class AdamW {
         if (data.length !== t.size) {
           throw new Error(`dalle: optimizer state '${s.name}.${key}' has ${data.length} values, the parameter ${shapeStr(t.shape)} needs ${t.size}`);
         }
-        native.copyIn(t.address, data);
+        t.backend.copyIn(t.address, data);
       }
-      if (s.master !== s.param) native.cast(s.param.address, s.param.dtype, s.master.address, 'f32', s.param.size);
+      if (s.master !== s.param) s.param.backend.cast(s.param.address, s.param.dtype, s.master.address, 'f32', s.param.size);
     }
     this.step = step;
   }

@@ -9,7 +9,6 @@
 // feature space (perplexity ~850 of 1024 on emoji). The architecture is unchanged: only the initial w and b differ.
 // Key: N = images, D = feature channels (2^(G-1) n_hid), V = vocab_size, n = feature vectors clustered.
 import { matmul } from '../../ops';
-import { native } from '../../native';
 import { Philox, Tensor, noGrad, tidy } from '../../tensor';
 import type { Dvae } from './dvae';
 import { mapPixels } from './loss';
@@ -180,5 +179,5 @@ export function kmeansCodebookInit(model: Dvae, images: Float32Array, shape: rea
 
 function writeParameter(t: Tensor, values: Float32Array): void {
   if (t.dtype !== 'f32' || !t.isContiguous() || t.size !== values.length) throw new Error(`dalle: cannot write ${values.length} values into ${t}`);
-  native.copyIn(t.address, values);
+  t.backend.copyIn(t.address, values);
 }

@@ -24,7 +24,6 @@
  */
 import { Module, normalInit } from '../../nn/module';
 import { Embedding, LayerNorm, Linear } from '../../nn/layers';
-import { native } from '../../native';
 import { add, crossEntropy, gelu, permute, reshape, scale, slice, concat, embedding } from '../../ops';
 import { Philox, Tensor, checkpointed, keep, noGrad, shapeStr, tidy } from '../../tensor';
 import type { PriorConfig } from '../../config/schemas/prior';
@@ -113,7 +112,8 @@ class Attention extends Module {
 /** cache[:, :, start:start+T] = x, x (B, H, T, D) (any strides), cache (B', H, Tmax, D) contiguous, B <= B'. */
 function writeCache(cache: Tensor, x: Tensor, start: number): void {
   const [, H, Tmax, D] = cache.shape;
-  native.stridedCopy(cache.address + start * D * 4, x.address, 4, [...x.shape], [H * Tmax * D, Tmax * D, D, 1], [...x.strides]);
+  if (cache.backend !== x.backend) throw new Error(`dalle: KV cache on ${cache.device}, keys/values on ${x.device}`);
+  cache.backend.stridedCopy(cache.address + start * D * 4, x.address, 4, [...x.shape], [H * Tmax * D, Tmax * D, D, 1], [...x.strides]);
 }
 
 class Mlp extends Module {

@@ -32,7 +32,6 @@
 import { Module } from '../../nn/module';
 import { Linear } from '../../nn/layers';
 import { add, gradScaleEnter, gradScaleLeave, matmul, reshape, roundFloat, scaleFilterInPlace } from '../../ops';
-import { native } from '../../native';
 import { Tensor } from '../../tensor';
 import { GradScaleRules, GradScaler, GradScalerState, PAPER_GRAD_SCALE } from './grad-scaler';
 
@@ -117,9 +116,9 @@ export class Fp32Precision implements Precision {
 
 /** Rounds an f32 tensor's values to `dtype` in place (through a 16-bit copy). */
 function roundInPlace(t: Tensor, dtype: 'f16' | 'bf16'): void {
-  const half = Tensor.empty(t.shape, dtype);
-  native.cast(half.address, dtype, t.address, 'f32', t.size);
-  native.cast(t.address, 'f32', half.address, dtype, t.size);
+  const half = Tensor.empty(t.shape, dtype, t.device);
+  t.backend.cast(half.address, dtype, t.address, 'f32', t.size);
+  t.backend.cast(t.address, 'f32', half.address, dtype, t.size);
   half.dispose();
 }
 
