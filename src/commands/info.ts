@@ -23,6 +23,9 @@ export default class InfoCommand extends BaseCommand<typeof InfoCommand> {
     const cuda = report.cudaStatus;
     this.log(`CUDA:        ${report.cuda ? cuda.devices.map((d) => `${d.name} (sm_${d.computeCapability.replace('.', '')})`).join(', ') : cuda.reason}`);
     this.log(`ops (${report.ops.length}): ${report.ops.join(', ')}`);
+    const { formatOpBackendTable } = await import('../core/engine-info');
+    this.log('ops by backend:');
+    for (const line of formatOpBackendTable(report.opBackends)) this.log(`  ${line}`);
     return report;
   }
 }

@@ -20,7 +20,6 @@ import { DataLoader, openDataSource } from '../../data';
 import { DataError, SkipError } from '../../data/errors';
 import { DEFAULT_MAX_INPUT_PIXELS, decodeImage, rgbToChw } from '../../data/image';
 import { EventSink, silentSink } from '../../events';
-import { native } from '../../native';
 import { writeFileAtomicSync } from '../../io/atomic';
 import { TextFileError } from '../../io/errors';
 import { readTextFileSync, TEXT_LIMITS } from '../../io/text-file';
@@ -218,7 +217,7 @@ export async function trainClip(options: ClipTrainOptions): Promise<ClipTrainRes
 function clampLogitScale(model: Clip): void {
   const max = Math.log(100);
   if (model.logitScale.item() > max) {
-    native.copyIn(model.logitScale.address, Float32Array.of(max));
+    model.logitScale.backend.copyIn(model.logitScale.address, Float32Array.of(max));
   }
 }
 
