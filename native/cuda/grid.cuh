@@ -1,5 +1,5 @@
 // Launch-shape helpers shared by every kernel, free of the CUDA runtime so that the emulation (emu/dialect.h) compiles
-// the same device code with g++: the grid-stride loop and the elementwise block width.
+// the same device code with g++: the grid-stride loop, the elementwise block width, block-level shared arrays.
 #pragma once
 #include <cstdint>
 
@@ -10,6 +10,14 @@ constexpr int kThreads = 256;  // threads per block of the elementwise kernels (
 
 }  // namespace cuda
 }  // namespace dalle
+
+// A fixed-size shared array in a kernel: `DALLE_SHARED float red[256];`. Under the emulation (emu/dialect.h, one
+// block at a time) a static variable, which all the block's threads share.
+#ifdef DALLE_EMU
+#define DALLE_SHARED static
+#else
+#define DALLE_SHARED __shared__
+#endif
 
 // for (i = this thread's first element; i < n; i += every thread of the grid)
 #define GRID_STRIDE(i, n) \

@@ -4,26 +4,20 @@
 // Catches indexing, tiling, synchronization and online-softmax mistakes without a GPU (not fp16 / bf16 loads,
 // nor anything the real hardware adds). Skips where g++ with C++20 <barrier> is missing.
 import * as assert from 'node:assert';
-import { execFileSync, spawnSync } from 'node:child_process';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
-
-const root = path.resolve(__dirname, '..', '..', '..');
+import { execFileSync } from 'node:child_process';
+import { buildEmuProgram } from './gxx';
 
 describe('CUDA attention kernels, emulated on the CPU', function () {
   this.timeout(600000);
   let exe = '';
 
   before(function () {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dalle-attn-emu-'));
-    exe = path.join(dir, 'attention_emu');
-    const src = path.join(root, 'native', 'cuda', 'emu', 'attention_emu.cc');
-    const r = spawnSync('g++', ['-std=c++20', '-O1', '-pthread', '-Wno-unknown-pragmas', src, '-o', exe], { encoding: 'utf8' });
-    if (r.error || r.status !== 0) {
-      console.log(`      (skipped: g++ -std=c++20 could not build the emulator: ${(r.error?.message ?? r.stderr).trim().split('\n')[0]})`);
+    const built = buildEmuProgram('attention_emu.cc');
+    if ('reason' in built) {
+      console.log(`      (skipped: ${built.reason})`);
       this.skip();
     }
+    exe = built.exe;
   });
 
   // kind, text, grid, conv kernel, B, H, D, Dv: odd sizes, several tiles, full and partial tiles, the prior's own size.

@@ -3,70 +3,20 @@
 // Compares forward (o, lse) and backward (dq, dk, dv) with a dense double-precision reference that applies the mask
 // pair by pair, for the masks given on the command line. test/cuda/emu.test.ts builds and runs it.
 //   attention_emu KIND TEXT GRID K B H D DV SEED  ->  one JSON line with the worst errors
-#include <barrier>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
 #include <string>
-#include <thread>
 #include <vector>
 
-// ---- the CUDA dialect on the CPU ----
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __restrict__ __restrict
-#define __launch_bounds__(n)
-#define __shared__
-struct Dim3 {
-  unsigned x = 0, y = 0, z = 0;
-};
-thread_local Dim3 threadIdx, blockIdx;
-Dim3 blockDim, gridDim;
-static std::barrier<>* g_barrier = nullptr;
-inline void __syncthreads() { g_barrier->arrive_and_wait(); }
-
-namespace dalle {
-namespace cuda {
-inline float to_f32(float x) { return x; }
-template <class T>
-inline T from_f32(float x) { return (T)x; }
-namespace {
-alignas(16) float smem[1 << 16];  // the block's dynamic shared memory (blocks run one at a time)
-}  // namespace
-}  // namespace cuda
-}  // namespace dalle
+#include "dialect.h"
 
 #include "../attention_kernels.cuh"
 
 using namespace dalle::cuda;
 using namespace dalle::attn_plan;
-
-// Runs kernel(args...) over grid (gx, gy) with `threads` threads per block.
-template <class F>
-void launch(unsigned gx, unsigned gy, unsigned threads, F&& kernel) {
-  blockDim.x = threads;
-  gridDim.x = gx;
-  gridDim.y = gy;
-  for (unsigned by = 0; by < gy; by++) {
-    for (unsigned bx = 0; bx < gx; bx++) {
-      std::barrier<> bar((std::ptrdiff_t)threads);
-      g_barrier = &bar;
-      std::vector<std::thread> ts;
-      for (unsigned t = 0; t < threads; t++) {
-        ts.emplace_back([&, t] {
-          threadIdx.x = t;
-          blockIdx.x = bx;
-          blockIdx.y = by;
-          kernel();
-        });
-      }
-      for (auto& th : ts) th.join();
-    }
-  }
-}
 
 int main(int argc, char** argv) {
   if (argc != 10) {
