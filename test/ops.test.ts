@@ -1,9 +1,14 @@
 // Every registered op against its float64 reference and its gradient against finite differences, on fresh random
-// inputs, on every kernel ISA this CPU has. Also: the registry covers every op the engine promises.
+// inputs, on every backend here: the CPU on every kernel ISA it has, and the first GPU where the CUDA addon finds one
+// (inputs moved there with .to(), results copied back; an op without a CUDA kernel yet is a visible skip naming the
+// missing kernels). Without a GPU, the CUDA column is one visible skip saying why. Also: the registry covers every
+// op the engine promises.
 import * as assert from 'node:assert';
+import { backendFor } from '../src/core/backend';
+import { cudaStatus } from '../src/core/cuda';
 import { native } from '../src/core/native';
 import '../src/core/ops';
-import { registeredOps } from '../src/core/tensor';
+import { opMissingKernels, registeredOps } from '../src/core/tensor';
 import { runCase } from './harness/op-harness';
 import { TEST_SEED } from './harness/random';
 
@@ -57,4 +62,29 @@ describe(`op harness (seed ${TEST_SEED}; DALLE_TEST_SEED replays it)`, () => {
       });
     });
   }
+
+  describe('on cuda:0', () => {
+    const status = cudaStatus();
+    if (!status.available) {
+      it(`every op on the GPU (skipped: ${status.reason})`, function () {
+        this.skip();
+      });
+      return;
+    }
+    for (const op of registeredOps()) {
+      describe(op.name, () => {
+        op.cases().forEach((c, index) => {
+          it(c.name ?? `case ${index}`, function () {
+            this.timeout(120000);
+            const missing = opMissingKernels(op, backendFor('cuda:0'));
+            if (missing.length > 0) {
+              console.log(`      (skipped: no CUDA kernel ${missing.join(', ')})`);
+              this.skip();
+            }
+            runCase(op, c, TEST_SEED + index * 7919, 'cuda:0');
+          });
+        });
+      });
+    }
+  });
 });

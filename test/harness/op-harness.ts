@@ -2,6 +2,7 @@
 // and the backward against central finite differences of the reference (in float64).
 import {
   DType,
+  Device,
   InputSpec,
   OpCase,
   OpDef,
@@ -85,7 +86,8 @@ function projected<A>(def: OpDef<A>, inputs: RefTensor[], attrs: A, g: Float64Ar
   return dot(def.reference(inputs, attrs).data, g);
 }
 
-export function runCase<A>(def: OpDef<A>, c: OpCase<A>, seed: number): CaseReport {
+/** Runs the case with its inputs on `device` (moved there with .to(); outputs and gradients are copied back). */
+export function runCase<A>(def: OpDef<A>, c: OpCase<A>, seed: number, device: Device = 'cpu'): CaseReport {
   const rand = makeRandom(seed);
   const label = `${def.name}${c.name ? ` [${c.name}]` : ''} (seed ${seed})`;
   const values = c.inputs.map((spec) => randomValues(spec, rand));
@@ -98,7 +100,9 @@ export function runCase<A>(def: OpDef<A>, c: OpCase<A>, seed: number): CaseRepor
   let report: CaseReport = { maxAbsErr: 0, gradChecked: false };
 
   const tensors = c.inputs.map((spec, i) => {
-    const t = Tensor.from(values[i], spec.shape, dtypes[i]);
+    const host = Tensor.from(values[i], spec.shape, dtypes[i]);
+    const t = device === 'cpu' ? host : host.to(device);
+    if (t !== host) host.dispose();
     t.requiresGrad = mode !== 'none' && gradInputs[i];
     return t;
   });
@@ -112,7 +116,7 @@ export function runCase<A>(def: OpDef<A>, c: OpCase<A>, seed: number): CaseRepor
 
       if (mode === 'none' || !out.requiresGrad) return;
       const gValues = randomValues({ shape: [...out.shape], kind: 'normal' }, rand);
-      backward(out, Tensor.from(gValues, out.shape, 'f32'));
+      backward(out, Tensor.from(gValues, out.shape, 'f32', out.device));
       report.gradChecked = true;
       const grads = tensors.map((t, i) => (gradInputs[i] ? t.grad!.toArray() : null));
       const eps = 1e-5;
