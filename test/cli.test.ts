@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { captureOutput, runCommand } from '@oclif/test';
 import { BaseCommand } from '../src/cli/base-command';
+import { ConfigUse } from '../src/cli/config-use';
 import { formatEventLine, formatProgressLine, RateMeter } from '../src/cli/render/format';
 import { PlainRenderer } from '../src/cli/render';
 import { dvaeConfig, resolveConfig } from '../src/core/config';
@@ -165,6 +166,7 @@ describe('cli: bin/run.js in a child process', () => {
 // A command that reports through core events, as train-dvae and friends will.
 class EventfulCommand extends BaseCommand<typeof EventfulCommand> {
   static override id = 'eventful';
+  static override configUse: ConfigUse = { keys: ['model'] };
 
   async run(): Promise<{ finalLoss: number }> {
     const config = this.loadConfig(dvaeConfig);

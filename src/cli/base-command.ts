@@ -6,6 +6,7 @@
 import { Command, Interfaces, ux } from '@oclif/core';
 import { ConfigOf, ConfigSchema, Override, parseSetArgument, resolveConfig } from '../core/config';
 import { EventSink, EventSource } from '../core/events';
+import { checkConfigUse, ConfigUse, NO_CONFIG } from './config-use';
 import { decorateKnownError, exitCodeOf } from './exit-codes';
 import { RUNTIME_FLAG_KEYS, sharedFlags } from './flags';
 import { createRenderer } from './render';
@@ -25,10 +26,14 @@ export type CommandFlags<T extends typeof Command> = Interfaces.InferredFlags<
 >;
 export type CommandArgs<T extends typeof Command> = Interfaces.InferredArgs<T['args']>;
 type SharedFlags = Interfaces.InferredFlags<typeof sharedFlags>;
+/** An override, marked when it came from an environment variable (DALLE_THREADS) rather than the command line. */
+type CommandLineOverride = Override & { readonly fromEnvironment?: boolean };
 
 export abstract class BaseCommand<T extends typeof Command> extends Command {
   static override enableJsonFlag = true;
   static override baseFlags = sharedFlags;
+  /** The config keys the command reads (every command declares its own); --set outside them is refused. */
+  static configUse: ConfigUse = NO_CONFIG;
 
   protected flags!: CommandFlags<T>;
   protected args!: CommandArgs<T>;
@@ -46,6 +51,16 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     });
     this.flags = flags as CommandFlags<T>;
     this.args = args as CommandArgs<T>;
+    // Before any work: a --set or runtime flag that this command would not read is an error, not a no-op.
+    checkConfigUse(`${this.config.bin} ${this.id?.replaceAll(':', ' ') ?? ''}`.trim(), this.configUse(), {
+      file: this.sharedFlags.config,
+      overrides: this.configOverrides().filter((override) => !override.fromEnvironment),
+    });
+  }
+
+  /** The config keys this run reads: the command's `configUse` (a command whose keys depend on flags overrides it). */
+  protected configUse(): ConfigUse {
+    return (this.constructor as typeof BaseCommand).configUse;
   }
 
   /** The config of `schema`: its defaults, then --config FILE, then every --set, then --seed/--device/... */
@@ -53,14 +68,18 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     return resolveConfig(schema, { file: this.sharedFlags.config, sets: this.configOverrides() });
   }
 
-  /** --set arguments in order, then the runtime flags that were given, each labelled with its argument for errors. */
-  protected configOverrides(): Override[] {
+  /**
+   * --set arguments in order, then the runtime flags that were given, each labelled with its argument for errors
+   * (a flag set by its environment variable, DALLE_THREADS, is marked: a command that does not read it ignores it).
+   */
+  protected configOverrides(): CommandLineOverride[] {
     const flags = this.sharedFlags;
-    const overrides = (flags.set ?? []).map(parseSetArgument);
+    const overrides: CommandLineOverride[] = (flags.set ?? []).map(parseSetArgument);
     for (const [flag, keyPath] of Object.entries(RUNTIME_FLAG_KEYS) as [keyof typeof RUNTIME_FLAG_KEYS, string][]) {
       const value = flags[flag];
       if (value === undefined) continue;
-      overrides.push({ keyPath, text: String(value), argument: this.describeFlagSource(flag, value) });
+      const fromEnvironment = !this.flagOnCommandLine(flag);
+      overrides.push({ keyPath, text: String(value), argument: this.describeFlagSource(flag, value), fromEnvironment });
     }
     return overrides;
   }
@@ -137,7 +156,10 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
   // `--threads 4` or, when it came from the environment, `DALLE_THREADS=4`.
   private describeFlagSource(flag: keyof typeof RUNTIME_FLAG_KEYS, value: unknown): string {
     const env = flag === 'threads' ? sharedFlags.threads.env : undefined;
-    const given = this.argv.some((arg) => arg === `--${flag}` || arg.startsWith(`--${flag}=`));
-    return !given && env !== undefined ? `${env}=${String(value)}` : `--${flag} ${String(value)}`;
+    return !this.flagOnCommandLine(flag) && env !== undefined ? `${env}=${String(value)}` : `--${flag} ${String(value)}`;
+  }
+
+  private flagOnCommandLine(flag: keyof typeof RUNTIME_FLAG_KEYS): boolean {
+    return this.argv.some((arg) => arg === `--${flag}` || arg.startsWith(`--${flag}=`));
   }
 }

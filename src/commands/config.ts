@@ -1,5 +1,6 @@
 import { Flags } from '@oclif/core';
 import { BaseCommand } from '../cli/base-command';
+import { ConfigUse, EVERY_KEY } from '../cli/config-use';
 import { AnyConfig, CONFIG_KINDS, formatConfigYaml, PriorConfig, resolveAnyConfig } from '../core/config';
 import { PriorPrecision, priorGenerationMemory, priorParameterCount, priorTrainingMemory } from '../core/models/prior/size';
 
@@ -40,6 +41,8 @@ export default class ConfigCommand extends BaseCommand<typeof ConfigCommand> {
       helpGroup: 'CONFIG',
     })(),
   };
+
+  static override configUse: ConfigUse = EVERY_KEY;
 
   async run(): Promise<AnyConfig | (AnyConfig & { estimates: PriorEstimates })> {
     const { schema, config, sources } = resolveAnyConfig({

@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Args, Flags } from '@oclif/core';
 import { BaseCommand } from '../cli/base-command';
+import { ConfigUse, ENGINE_KEYS } from '../cli/config-use';
 import { dvaeConfig } from '../core/config';
 import { CoreEmitter } from '../core/events';
 import { planesToRgb, RgbImage, tileImages, writePng } from '../core/image/grid';
@@ -45,6 +46,8 @@ export default class DecodeCommand extends BaseCommand<typeof DecodeCommand> {
     })(),
     onnx: Flags.string({ summary: 'With --runtime onnx: the folder `dalle export --dvae` wrote, instead of exporting on the fly.', helpValue: 'DIR' }),
   };
+
+  static override configUse: ConfigUse = { keys: ENGINE_KEYS, note: "the dVAE's settings come from the --dvae run" };
 
   async run(): Promise<DecodeCommandResult> {
     // The engine is loaded here, not at the top, so `dalle --help` lists this command even without the native addon.

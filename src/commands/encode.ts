@@ -1,6 +1,7 @@
 import * as path from 'node:path';
 import { Args, Flags } from '@oclif/core';
 import { BaseCommand } from '../cli/base-command';
+import { ConfigUse, ENGINE_KEYS } from '../cli/config-use';
 import { dvaeConfig } from '../core/config';
 import { SkipSummary } from '../core/data/skips';
 import { CoreEmitter } from '../core/events';
@@ -50,6 +51,8 @@ export default class EncodeCommand extends BaseCommand<typeof EncodeCommand> {
     })(),
     onnx: Flags.string({ summary: 'With --runtime onnx: the folder `dalle export --dvae` wrote, instead of exporting on the fly.', helpValue: 'DIR' }),
   };
+
+  static override configUse: ConfigUse = { keys: ENGINE_KEYS, note: "the dVAE's settings come from the --dvae run" };
 
   async run(): Promise<EncodeCommandResult> {
     const inputs = (await this.parse(EncodeCommand, this.argv)).argv as string[];

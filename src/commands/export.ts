@@ -1,5 +1,6 @@
 import { Flags } from '@oclif/core';
 import { BaseCommand } from '../cli/base-command';
+import { ConfigUse, ENGINE_KEYS } from '../cli/config-use';
 import { dvaeConfig } from '../core/config';
 
 export interface ExportCommandResult {
@@ -69,6 +70,8 @@ export default class ExportCommand extends BaseCommand<typeof ExportCommand> {
     out: Flags.string({ char: 'o', summary: 'Folder for the .onnx files (created if missing; files in it are replaced).', required: true, helpValue: 'DIR' }),
     check: Flags.boolean({ summary: "Run the export through onnxruntime and compare it with dalle's engine.", default: true, allowNo: true }),
   };
+
+  static override configUse: ConfigUse = { keys: [...ENGINE_KEYS, 'runtime.seed'], note: "the models' settings come from the runs exported" };
 
   async run(): Promise<ExportCommandResult> {
     // The engine is loaded here, not at the top, so `dalle --help` lists this command even without the native addon.

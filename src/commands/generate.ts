@@ -1,6 +1,7 @@
 import * as path from 'node:path';
 import { Flags } from '@oclif/core';
 import { BaseCommand, INTERRUPTED_EXIT } from '../cli/base-command';
+import { ConfigUse, ENGINE_KEYS } from '../cli/config-use';
 import { modelPathOrBundled } from '../cli/default-models';
 import { priorConfig } from '../core/config';
 import { CoreEmitter } from '../core/events';
@@ -78,6 +79,11 @@ export default class GenerateCommand extends BaseCommand<typeof GenerateCommand>
       summary: 'With --runtime onnx: the folder `dalle export --prior RUN --dvae RUN --out DIR` wrote; default: a cache in $DALLE_ONNX_CACHE or <tmpdir>/dalle-onnx-cache-<uid>.',
       helpValue: 'DIR',
     }),
+  };
+
+  static override configUse: ConfigUse = {
+    keys: [...ENGINE_KEYS, 'runtime.seed'],
+    note: "the models' settings come from the --prior and --dvae runs; sampling has its own flags",
   };
 
   async run(): Promise<GenerateCommandResult> {

@@ -1,4 +1,6 @@
 import { BaseCommand } from '../cli/base-command';
+import { ConfigUse, ENGINE_KEYS } from '../cli/config-use';
+import { dvaeConfig } from '../core/config';
 import type { EngineReport } from '../core/engine-info';
 
 export default class InfoCommand extends BaseCommand<typeof InfoCommand> {
@@ -11,11 +13,13 @@ export default class InfoCommand extends BaseCommand<typeof InfoCommand> {
 
   static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> --threads 1 --json'];
 
+  static override configUse: ConfigUse = { keys: ENGINE_KEYS };
+
   async run(): Promise<EngineReport> {
     // The engine is loaded here, not at the top, so `dalle --help` lists this command even without the native addon.
     const { applyRuntime } = await import('../core/runtime');
     const { engineReport } = await import('../core/engine-info');
-    applyRuntime({ threads: this.flags.threads ?? 0, device: this.flags.device ?? 'cpu' });
+    applyRuntime(this.loadConfig(dvaeConfig).runtime);
     const report = engineReport();
     this.log(`dalle ${report.version} (node ${report.node}, ${report.platform})`);
     this.log(`CPU kernels: ${report.cpu.isa}${report.cpu.avx512bf16 ? ' + AVX512_BF16' : ''}`);

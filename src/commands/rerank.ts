@@ -1,5 +1,6 @@
 import { Args, Flags } from '@oclif/core';
 import { BaseCommand } from '../cli/base-command';
+import { ConfigUse, ENGINE_KEYS } from '../cli/config-use';
 import { dvaeConfig } from '../core/config';
 import { CoreEmitter } from '../core/events';
 import type { RerankSummary } from '../core/sample/rerank';
@@ -36,6 +37,8 @@ export default class RerankCommand extends BaseCommand<typeof RerankCommand> {
     partial: Flags.boolean({ summary: 'Rank a generate folder that lacks some of its images (a job still running).', default: false }),
     batch: Flags.integer({ char: 'b', summary: 'Images embedded at a time (memory only).', default: 32, min: 1 }),
   };
+
+  static override configUse: ConfigUse = { keys: ENGINE_KEYS, note: "the CLIP's settings come from the --clip run" };
 
   async run(): Promise<RerankSummary> {
     const { applyRuntime } = await import('../core/runtime');

@@ -1,5 +1,6 @@
 import { Flags } from '@oclif/core';
 import { BaseCommand } from '../cli/base-command';
+import { ConfigUse, ENGINE_KEYS } from '../cli/config-use';
 import { dvaeConfig } from '../core/config';
 import { CoreEmitter } from '../core/events';
 import type { ClipTrainResult } from '../core/models/clip/train';
@@ -39,6 +40,8 @@ export default class TrainClipCommand extends BaseCommand<typeof TrainClipComman
     'val-pool': Flags.integer({ summary: 'Pairs per retrieval pool on --val.', default: 100, min: 2 }),
     augment: Flags.string({ summary: 'Random scale and shift of the training images: the largest relative change (0 = none).', default: '0.1' }),
   };
+
+  static override configUse: ConfigUse = { keys: [...ENGINE_KEYS, 'runtime.seed'], note: "the CLIP's settings are this command's flags (--steps, --lr, ...)" };
 
   async run(): Promise<ClipTrainResult> {
     const { applyRuntime } = await import('../core/runtime');

@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Flags } from '@oclif/core';
 import { BaseCommand, INTERRUPTED_EXIT } from '../cli/base-command';
+import { ConfigUse, ENGINE_KEYS } from '../cli/config-use';
 import { dvaeConfig, DvaeConfig, resolveConfig, RUN_CONFIG_FILE } from '../core/config';
 import { CoreEmitter } from '../core/events';
 // The engine is loaded inside run(), so `dalle --help` lists this command even where the native addon is not built.
@@ -37,6 +38,19 @@ export default class TrainDvaeCommand extends BaseCommand<typeof TrainDvaeComman
     out: Flags.string({ char: 'o', summary: 'Run directory to create (or to continue with --resume).', required: true, helpValue: 'RUN' }),
     resume: Flags.boolean({ summary: "Continue from RUN/latest with the run's config.yaml.", default: false }),
   };
+
+  // runtime.precision is not among them: the dVAE trains in fp32 (mixed precision is the prior's).
+  static override configUse: ConfigUse = {
+    keys: [...ENGINE_KEYS, 'runtime.seed', 'model', 'data', 'train'],
+    note: 'the dVAE trains in fp32 only',
+  };
+
+  /** With --resume the architecture is the run's own (RUN/config.yaml): model.* cannot change under its weights. */
+  protected override configUse(): ConfigUse {
+    const { keys } = TrainDvaeCommand.configUse;
+    if (!this.flags.resume) return TrainDvaeCommand.configUse;
+    return { keys: keys.filter((key) => key !== 'model'), note: "with --resume the model is the run's (RUN/config.yaml), and the dVAE trains in fp32 only" };
+  }
 
   async run(): Promise<DvaeTrainResult> {
     const { out, resume, data } = this.flags;

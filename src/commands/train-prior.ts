@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Flags } from '@oclif/core';
 import { BaseCommand, INTERRUPTED_EXIT } from '../cli/base-command';
+import { ConfigUse } from '../cli/config-use';
 import { priorConfig, PriorConfig, resolveConfig, RUN_CONFIG_FILE } from '../core/config';
 import { CoreEmitter } from '../core/events';
 // The engine is loaded inside run(), so `dalle --help` lists this command even where the native addon is not built.
@@ -41,6 +42,14 @@ export default class TrainPriorCommand extends BaseCommand<typeof TrainPriorComm
     tokenizer: Flags.string({ summary: 'A tokenizer.json to use instead of training one on the captions.', helpValue: 'FILE' }),
     resume: Flags.boolean({ summary: "Continue from RUN/latest with the run's config.yaml and tokenizer.", default: false }),
   };
+
+  static override configUse: ConfigUse = { keys: ['runtime', 'model', 'data', 'train'] };
+
+  /** With --resume the architecture is the run's own (RUN/config.yaml): model.* cannot change under its weights. */
+  protected override configUse(): ConfigUse {
+    if (!this.flags.resume) return TrainPriorCommand.configUse;
+    return { keys: ['runtime', 'data', 'train'], note: "with --resume the model is the run's (RUN/config.yaml)" };
+  }
 
   async run(): Promise<PriorTrainResult> {
     const { out, resume, data, dvae, tokenizer } = this.flags;

@@ -1,5 +1,7 @@
 import { Flags } from '@oclif/core';
 import { BaseCommand } from '../../cli/base-command';
+import { ConfigUse } from '../../cli/config-use';
+import { dvaeConfig } from '../../core/config';
 import { buildEmojiDataset, EMOJI_SETS, EmojiDatasetResult } from '../../core/data';
 import { CoreEmitter } from '../../core/events';
 
@@ -41,6 +43,8 @@ export default class DatasetEmojiCommand extends BaseCommand<typeof DatasetEmoji
     force: Flags.boolean({ summary: 'Replace --out if it exists.', default: false }),
   };
 
+  static override configUse: ConfigUse = { keys: ['runtime.seed'], note: "its other settings are this command's flags" };
+
   async run(): Promise<EmojiDatasetResult> {
     const events = this.renderEvents(new CoreEmitter());
     const result = await buildEmojiDataset({
@@ -48,7 +52,7 @@ export default class DatasetEmojiCommand extends BaseCommand<typeof DatasetEmoji
       size: this.flags.size,
       resolution: this.flags.resolution,
       styles: this.flags.styles.split(',').map((style) => style.trim()).filter((style) => style !== ''),
-      seed: this.flags.seed ?? 0,
+      seed: this.loadConfig(dvaeConfig).runtime.seed,
       force: this.flags.force,
       events,
     });

@@ -1,5 +1,6 @@
 import { Args, Flags } from '@oclif/core';
 import { BaseCommand } from '../../cli/base-command';
+import { ConfigUse, NO_CONFIG } from '../../cli/config-use';
 import { inspectDataset, InspectReport } from '../../core/data';
 import { CoreEmitter } from '../../core/events';
 
@@ -25,6 +26,8 @@ export default class DatasetInspectCommand extends BaseCommand<typeof DatasetIns
     decode: Flags.integer({ summary: 'Decode the first N records to find bad images; 0 = none.', default: 64, min: 0 }),
     examples: Flags.integer({ summary: 'Captions to show.', default: 5, min: 0 }),
   };
+
+  static override configUse: ConfigUse = NO_CONFIG;
 
   async run(): Promise<InspectReport> {
     const events = this.renderEvents(new CoreEmitter());

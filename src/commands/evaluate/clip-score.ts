@@ -1,5 +1,6 @@
 import { Flags } from '@oclif/core';
 import { BaseCommand } from '../../cli/base-command';
+import { ConfigUse, ENGINE_KEYS } from '../../cli/config-use';
 import { dvaeConfig } from '../../core/config';
 import { CoreEmitter } from '../../core/events';
 import type { ClipScoreResult } from '../../core/models/clip/evaluate';
@@ -23,6 +24,8 @@ export default class EvaluateClipScoreCommand extends BaseCommand<typeof Evaluat
     pool: Flags.integer({ summary: 'Pairs per retrieval pool (the chance level is 1 / pool).', default: 100, min: 2 }),
     limit: Flags.integer({ summary: 'Use only the first N pairs (0 = all).', default: 0, min: 0 }),
   };
+
+  static override configUse: ConfigUse = { keys: ENGINE_KEYS, note: "the CLIP's settings come from the --clip run" };
 
   async run(): Promise<ClipScoreResult & { checkpoint: string; step: number }> {
     const { applyRuntime } = await import('../../core/runtime');

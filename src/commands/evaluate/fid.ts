@@ -1,5 +1,6 @@
 import { Flags } from '@oclif/core';
 import { BaseCommand } from '../../cli/base-command';
+import { ConfigUse, ENGINE_KEYS } from '../../cli/config-use';
 import { RuntimeConfig, dvaeConfig } from '../../core/config';
 import { CoreEmitter, EventSink } from '../../core/events';
 import type { FeatureExtractor } from '../../core/eval/features';
@@ -144,6 +145,8 @@ export default class EvaluateFidCommand extends BaseCommand<typeof EvaluateFidCo
     fake: Flags.string({ summary: 'Images to measure (e.g. samples), in any form --real takes.', required: true, helpValue: 'PATH' }),
     ...featureFlags,
   };
+
+  static override configUse: ConfigUse = { keys: [...ENGINE_KEYS, 'runtime.seed'], note: "the feature model and its input are this command's flags" };
 
   async run(): Promise<MetricReport> {
     const runtime = this.loadConfig(dvaeConfig).runtime;

@@ -1,5 +1,6 @@
 import { Flags } from '@oclif/core';
 import { BaseCommand } from '../../cli/base-command';
+import { ConfigUse, ENGINE_KEYS } from '../../cli/config-use';
 import { dvaeConfig } from '../../core/config';
 import { CoreEmitter } from '../../core/events';
 import type { MetricReport } from '../../core/eval/report';
@@ -25,6 +26,8 @@ export default class EvaluateIsCommand extends BaseCommand<typeof EvaluateIsComm
     probabilities: Flags.boolean({ summary: 'The --logits-output output is already probabilities (ends in a Softmax).', default: false }),
     ...featureFlags,
   };
+
+  static override configUse: ConfigUse = { keys: [...ENGINE_KEYS, 'runtime.seed'], note: "the feature model and its input are this command's flags" };
 
   async run(): Promise<MetricReport> {
     const runtime = this.loadConfig(dvaeConfig).runtime;

@@ -1,5 +1,6 @@
 import { Flags } from '@oclif/core';
 import { BaseCommand } from '../../cli/base-command';
+import { ConfigUse, ENGINE_KEYS } from '../../cli/config-use';
 import { dvaeConfig } from '../../core/config';
 import { CoreEmitter } from '../../core/events';
 import type { MetricReport } from '../../core/eval/report';
@@ -26,6 +27,8 @@ export default class EvaluateKidCommand extends BaseCommand<typeof EvaluateKidCo
     'subset-size': Flags.integer({ summary: 'Images drawn from each set per subset (clamped to the smaller set).', default: 1000, min: 2 }),
     ...featureFlags,
   };
+
+  static override configUse: ConfigUse = { keys: [...ENGINE_KEYS, 'runtime.seed'], note: "the feature model and its input are this command's flags" };
 
   async run(): Promise<MetricReport> {
     const runtime = this.loadConfig(dvaeConfig).runtime;

@@ -1,5 +1,6 @@
 import { Flags } from '@oclif/core';
 import { BaseCommand } from '../../cli/base-command';
+import { ConfigUse, ENGINE_KEYS } from '../../cli/config-use';
 import { priorConfig } from '../../core/config';
 import { CoreEmitter } from '../../core/events';
 import type { PriorNllResult } from '../../core/eval/nll';
@@ -30,6 +31,8 @@ export default class EvaluateNllCommand extends BaseCommand<typeof EvaluateNllCo
     limit: Flags.integer({ summary: 'Measure only the first N images (0 = all).', default: 0, min: 0 }),
     'batch-size': Flags.integer({ summary: 'Examples per forward (memory and speed only).', default: 8, min: 1 }),
   };
+
+  static override configUse: ConfigUse = { keys: [...ENGINE_KEYS, 'runtime.seed'], note: "the models' settings come from the --prior and --dvae runs" };
 
   async run(): Promise<PriorNllResult> {
     // The engine is loaded here, not at the top, so `dalle --help` lists this command even without the native addon.

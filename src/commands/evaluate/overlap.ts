@@ -1,5 +1,6 @@
 import { Flags } from '@oclif/core';
 import { BaseCommand } from '../../cli/base-command';
+import { ConfigUse, ENGINE_KEYS } from '../../cli/config-use';
 import { dvaeConfig } from '../../core/config';
 import { CoreEmitter } from '../../core/events';
 import type { OverlapReport } from '../../core/eval/overlap';
@@ -35,6 +36,8 @@ export default class EvaluateOverlapCommand extends BaseCommand<typeof EvaluateO
     'batch-size': Flags.integer({ summary: 'Images per call of the image tower.', default: 64, min: 1 }),
     limit: Flags.integer({ summary: 'Use only the first N images of each set (0 = all).', default: 0, min: 0 }),
   };
+
+  static override configUse: ConfigUse = { keys: ENGINE_KEYS, note: "the CLIP's settings come from the --clip run" };
 
   async run(): Promise<OverlapCommandResult> {
     const threshold = Number(this.flags.threshold);

@@ -1,5 +1,6 @@
 import { Flags } from '@oclif/core';
 import { BaseCommand } from '../../cli/base-command';
+import { ConfigUse, ENGINE_KEYS } from '../../cli/config-use';
 import { dvaeConfig } from '../../core/config';
 import { CoreEmitter } from '../../core/events';
 
@@ -35,6 +36,8 @@ export default class EvaluateReconCommand extends BaseCommand<typeof EvaluateRec
     limit: Flags.integer({ summary: 'Evaluate only the first N images (0 = all).', default: 0, min: 0 }),
     'batch-size': Flags.integer({ summary: 'Images at a time.', default: 32, min: 1 }),
   };
+
+  static override configUse: ConfigUse = { keys: ENGINE_KEYS, note: "the dVAE's settings come from the --dvae run" };
 
   async run(): Promise<ReconCommandResult> {
     // The engine is loaded here, not at the top, so `dalle --help` lists this command even without the native addon.

@@ -1,5 +1,7 @@
 import { Args, Flags } from '@oclif/core';
 import { BaseCommand } from '../../cli/base-command';
+import { ConfigUse } from '../../cli/config-use';
+import { dvaeConfig } from '../../core/config';
 
 export interface TokenizerEncodeResult {
   readonly ids: number[];
@@ -28,6 +30,8 @@ export default class TokenizerEncodeCommand extends BaseCommand<typeof Tokenizer
     dropout: Flags.string({ summary: 'BPE dropout probability in [0, 1] (drawn from --seed).', default: '0' }),
   };
 
+  static override configUse: ConfigUse = { keys: ['runtime.seed'], note: "its other settings are this command's flags" };
+
   async run(): Promise<TokenizerEncodeResult> {
     const { TextTokenizer, TokenizerError } = await import('../../core/text');
     const { Philox } = await import('../../core/tensor/rng');
@@ -37,7 +41,7 @@ export default class TokenizerEncodeCommand extends BaseCommand<typeof Tokenizer
         'Pass e.g. --dropout 0.1 (the paper\'s training value) or 0');
     }
     const tokenizer = TextTokenizer.load(this.flags.tokenizer);
-    const rng = new Philox(this.flags.seed ?? 0);
+    const rng = new Philox(this.loadConfig(dvaeConfig).runtime.seed);
     const { argv } = await this.parse(TokenizerEncodeCommand);
     const text = (argv as string[]).join(' ');
     const ids = tokenizer.encode(text, { dropout, rng });

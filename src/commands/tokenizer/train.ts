@@ -1,5 +1,6 @@
 import { Flags } from '@oclif/core';
 import { BaseCommand } from '../../cli/base-command';
+import { ConfigUse } from '../../cli/config-use';
 import { priorConfig } from '../../core/config';
 
 export interface TokenizerTrainResult {
@@ -31,6 +32,8 @@ export default class TokenizerTrainCommand extends BaseCommand<typeof TokenizerT
     lowercase: Flags.boolean({ summary: 'Lower-case captions before BPE (default: data.lowercase).', allowNo: true }),
     out: Flags.string({ summary: 'Where to write the tokenizer.json (atomically).', required: true, helpValue: 'FILE' }),
   };
+
+  static override configUse: ConfigUse = { keys: ['model.text_vocab', 'data.lowercase'], note: 'the tokenizer is trained with the prior config\'s vocabulary size and case only' };
 
   async run(): Promise<TokenizerTrainResult> {
     const { readCaptionLines, TextTokenizer } = await import('../../core/text');
