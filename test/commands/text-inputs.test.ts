@@ -90,3 +90,58 @@ describe('commands: bounded text inputs', function () {
     assert.match(shown, /"an armchair in the shape of an avocado, an armchair .*\.\.\. \(39999 characters in all\)"/);
   });
 });
+
+describe('commands: text encodings', function () {
+  this.timeout(60000);
+
+  afterEach(() => {
+    process.exitCode = undefined;
+  });
+
+  it('tokenizer train refuses a Latin-1 captions file with the line, byte offset and iconv command (exit 4)', async () => {
+    const dir = temporaryDir('dalle-text-enc-');
+    const captions = path.join(dir, 'latin1.txt');
+    fs.writeFileSync(captions, Buffer.from('a red apple\nun caf\u00e9 au lait\n', 'latin1'));
+    const { error } = await dalle(['tokenizer', 'train', '--captions', captions, '--vocab', '260', '--out', path.join(dir, 'tok.json')]);
+    assert.equal(error?.oclif?.exit, 4, error?.message);
+    assert.match(error!.message, /latin1\.txt:2: it is not UTF-8: line 2, byte offset 18 holds 0xe9/);
+    assert.match(error!.suggestions?.join(' ') ?? '', /iconv -f latin1 -t utf-8 .*latin1\.txt/);
+  });
+
+  it('dataset inspect reads a UTF-16 caption file (with its byte-order mark) as the text it holds', async () => {
+    const dir = temporaryDir('dalle-text-enc-');
+    await pngFile(path.join(dir, 'cup.png'));
+    fs.writeFileSync(path.join(dir, 'cup.txt'), Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from('un café ☕\r\n', 'utf16le')]));
+    const { error, stdout } = await dalle(['dataset', 'inspect', dir, '--decode', '0']);
+    assert.equal(error, undefined, error?.message);
+    assert.match(stdout, /^ {2}"un café ☕" {2}\(cup\.png\)$/m);
+  });
+
+  it('dataset inspect refuses a Latin-1 manifest and a caption file holding NUL, naming the file and line (exit 4)', async () => {
+    const dir = temporaryDir('dalle-text-enc-');
+    await pngFile(path.join(dir, 'a.png'));
+    const manifest = path.join(dir, 'm.jsonl');
+    fs.writeFileSync(manifest, Buffer.from('{"image": "a.png", "caption": "fine"}\n{"image": "a.png", "caption": "caf\u00e9"}\n', 'latin1'));
+    const latin1 = await dalle(['dataset', 'inspect', manifest, '--decode', '0']);
+    assert.equal(latin1.error?.oclif?.exit, 4, latin1.error?.message);
+    assert.match(latin1.error!.message, /m\.jsonl:2: it is not UTF-8: line 2, byte offset 72 holds 0xe9/);
+
+    const folder = path.join(dir, 'folder');
+    fs.mkdirSync(folder);
+    await pngFile(path.join(folder, 'b.png'));
+    fs.writeFileSync(path.join(folder, 'b.txt'), 'a caption\nthen\0binary\n');
+    const nul = await dalle(['dataset', 'inspect', folder, '--decode', '0']);
+    assert.equal(nul.error?.oclif?.exit, 4, nul.error?.message);
+    assert.match(nul.error!.message, /b\.txt:2: line 2 holds a NUL character/);
+  });
+
+  it('dataset inspect refuses a CSV row with more fields than the header, naming the file and line (exit 4)', async () => {
+    const dir = temporaryDir('dalle-text-enc-');
+    await pngFile(path.join(dir, 'a.png'));
+    const manifest = path.join(dir, 'm.csv');
+    fs.writeFileSync(manifest, 'image,caption\na.png,"red, round"\na.png,red, round\n');
+    const { error } = await dalle(['dataset', 'inspect', manifest, '--decode', '0']);
+    assert.equal(error?.oclif?.exit, 4, error?.message);
+    assert.match(error!.message, /m\.csv:3: the row has 3 fields, the header has 2 \(image, caption\)/);
+  });
+});

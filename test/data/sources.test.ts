@@ -4,8 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as tar from 'tar-stream';
 import { DataError } from '../../src/core/data/errors';
-import { parseCsv } from '../../src/core/data/sources/csv-parse';
-import { openCsvSource } from '../../src/core/data/sources/csv';
+import { openCsvSource, parseCsvRows } from '../../src/core/data/sources/csv';
 import { openFolderSource } from '../../src/core/data/sources/folder';
 import { openJsonlSource } from '../../src/core/data/sources/jsonl';
 import { detectSourceKind, openDataSource } from '../../src/core/data/sources/open';
@@ -109,19 +108,35 @@ describe('data: JSONL manifest', () => {
 });
 
 describe('data: CSV manifest', () => {
-  it('parses RFC 4180: quotes, commas and line breaks in fields, doubled quotes, CRLF, a BOM', () => {
+  it('parses RFC 4180: quotes, commas and line breaks in fields, doubled quotes, CRLF, a BOM', async () => {
     const text = '\uFEFFimage,caption\r\na.png,"red, round"\r\n"b.png","say ""hi""\nand bye"\nc.png,\n\n';
-    assert.deepEqual(parseCsv(text), {
-      rows: [
-        { line: 1, fields: ['image', 'caption'] },
-        { line: 2, fields: ['a.png', 'red, round'] },
-        { line: 3, fields: ['b.png', 'say "hi"\nand bye'] },
-        { line: 5, fields: ['c.png', ''] },
-      ],
+    assert.deepEqual(await parseCsvRows(text, 'm.csv'), [
+      { line: 1, fields: ['image', 'caption'] },
+      { line: 2, fields: ['a.png', 'red, round'] },
+      { line: 3, fields: ['b.png', 'say "hi"\nand bye'] },
+      { line: 5, fields: ['c.png', ''] },
+    ]);
+    // a quote never closed was the rest of the file skipped with a report; it is now an error naming its line
+    await assert.rejects(parseCsvRows('image,caption\na.png,"never closed\nb.png,x\n', 'm.csv'), (error: unknown) => {
+      assert.ok(error instanceof DataError);
+      assert.match(error.message, /^m\.csv:2: not CSV: a quoted field opened in this row is never closed$/);
+      return true;
     });
-    const open = parseCsv('image,caption\na.png,"never closed\nb.png,x\n');
-    assert.deepEqual(open.rows, [{ line: 1, fields: ['image', 'caption'] }]);
-    assert.deepEqual(open.error, { line: 2, message: 'a quoted field is never closed' });
+  });
+
+  it('refuses a row with more or fewer fields than the header, naming the file and line (nothing dropped)', async () => {
+    const dir = temporaryDir();
+    write(dir, 'a.png', await solidPng(4, 4, { r: 9, g: 9, b: 9 }));
+    // an unquoted comma: the caption was cut to "red" and " round" dropped without a word
+    const wide = write(dir, 'wide.csv', 'image,caption\na.png,"fine"\n\na.png,red, round\n');
+    await assert.rejects(openCsvSource(wide), (error: unknown) => {
+      assert.ok(error instanceof DataError);
+      assert.match(error.message, /wide\.csv:4: the row has 3 fields, the header has 2 \(image, caption\)/);
+      assert.match(error.hint ?? '', /quote a field that holds a comma/);
+      return true;
+    });
+    const narrow = write(dir, 'narrow.csv', 'image,caption,source\na.png,"two\nlines",x\na.png,only two\n');
+    await assert.rejects(openCsvSource(narrow), /narrow\.csv:4: the row has 2 fields, the header has 3/);
   });
 
   it('finds the image and caption columns by name; a cell of several lines is several captions', async () => {

@@ -1,11 +1,14 @@
-/** Bounded reads of users' text files: size limits that hold for endless sources, and per-line limits. */
+/**
+ * Users' text files: size limits that hold for endless sources, per-line limits, and strict decoding (UTF-8 with or
+ * without a BOM, UTF-16 with a BOM; Latin-1 and NUL refused with the line and byte offset).
+ */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { TextFileError } from '../../src/core/io/errors';
-import { readBounded, readBoundedSync, readTextFileSync, TEXT_LIMITS, TextLimits } from '../../src/core/io/text-file';
+import { decodeUserText, readBounded, readBoundedSync, readTextFileSync, TEXT_LIMITS, TextLimits } from '../../src/core/io/text-file';
 
 const SMALL: TextLimits = { what: 'test file', maxBytes: 100, maxLineChars: 10 };
 
@@ -64,5 +67,42 @@ describe('io: bounded text reads', () => {
     const last = temporaryFile('last.txt', 'ok\n' + 'z'.repeat(11)); // no newline at the end
     expectTextFileError(() => readTextFileSync(last, SMALL), /last\.txt:2: line 2 has 11 characters/);
     assert.equal(readTextFileSync(temporaryFile('fine.txt', '0123456789\r\nab\n'), { ...SMALL, maxLineChars: 11 }), '0123456789\r\nab\n');
+  });
+});
+
+describe('io: decoding users\' text files', () => {
+  const LIMITS: TextLimits = { what: 'test file', maxBytes: 1000, maxLineChars: 100 };
+  const decode = (bytes: Buffer, file = 'captions.txt'): string => decodeUserText(bytes, file, LIMITS);
+
+  it('reads UTF-8 with or without a byte-order mark (dropped)', () => {
+    assert.equal(decode(Buffer.from('café ☕ 👍🏽\n', 'utf8')), 'café ☕ 👍🏽\n');
+    assert.equal(decode(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('café\n', 'utf8')])), 'café\n');
+    assert.equal(decode(Buffer.from('a literal \uFFFD is text\n', 'utf8')), 'a literal \uFFFD is text\n');
+  });
+
+  it('decodes UTF-16 LE and BE files that start with their byte-order mark', () => {
+    const text = 'café ☕ 👍🏽\r\nsecond line\r\n';
+    const le = Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(text, 'utf16le')]);
+    assert.equal(decode(le), text);
+    const be = Buffer.from(le);
+    for (let i = 0; i < be.length; i += 2) [be[i], be[i + 1]] = [be[i + 1], be[i]];
+    assert.equal(be[0], 0xfe);
+    assert.equal(decode(be), text);
+    expectTextFileError(() => decode(le.subarray(0, le.length - 1)), /captions\.txt: it starts with a UTF-16LE byte-order mark but is not valid UTF-16LE/, /iconv -f utf-16le -t utf-8 captions\.txt > captions\.txt\.utf8/);
+  });
+
+  it('refuses Latin-1 (bytes that are not UTF-8), naming the line and byte offset and the iconv command', () => {
+    // line 2 spells a real U+FFFD in UTF-8 (fine), then the Latin-1 byte of 'é' (0xE9)
+    const bytes = Buffer.concat([Buffer.from('a red apple\n\uFFFD then caf', 'utf8'), Buffer.from([0xe9]), Buffer.from(' au lait\n')]);
+    expectTextFileError(
+      () => decode(bytes, 'my captions.txt'),
+      /^my captions\.txt:2: it is not UTF-8: line 2, byte offset 24 holds 0xe9, which does not begin or continue a UTF-8 character \(is it Latin-1 or Windows-1252\?\)/,
+      /iconv -f latin1 -t utf-8 'my captions\.txt' > 'my captions\.txt\.utf8'/,
+    );
+  });
+
+  it('refuses NUL characters (binary files, UTF-16 without a byte-order mark), naming the line', () => {
+    expectTextFileError(() => decode(Buffer.from('one\ntwo\0three\n')), /captions\.txt:2: line 2 holds a NUL character \(byte offset 7\)/);
+    expectTextFileError(() => decode(Buffer.from('no byte-order mark\n', 'utf16le')), /captions\.txt:1: line 1 holds a NUL character \(byte offset 1\): .*UTF-16/);
   });
 });

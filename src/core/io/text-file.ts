@@ -1,10 +1,18 @@
 /**
- * Reading text files that users hand us (captions, manifests, configs, tokenizers, run metadata), bounded.
+ * Reading text files that users hand us (captions, manifests, configs, tokenizers, run metadata), bounded and decoded
+ * strictly.
  *
  * A read takes at most limit + 1 bytes from the descriptor, whatever stat says, so /dev/zero, a FIFO or stdin that
  * never ends are refused after limit + 1 bytes instead of growing memory without end. Line-based files also have a
  * longest line, so a "caption" of 300 MB is an error naming its line rather than something printed or tokenized whole.
+ *
+ * Decoding: UTF-8, with or without a byte-order mark (dropped). A UTF-16 file with its byte-order mark (what Windows
+ * editors write as "Unicode") is decoded too. Anything else is refused rather than guessed at, so text never turns
+ * into U+FFFD or NUL characters silently: bytes that are not UTF-8 (Latin-1, Windows-1252) are an error naming the
+ * line and byte offset with the iconv command that converts the file, and so is a NUL character (a binary file, or
+ * UTF-16 without a byte-order mark).
  */
+import { isUtf8 } from 'node:buffer';
 import * as fs from 'node:fs';
 import { TextFileError } from './errors';
 
@@ -128,9 +136,40 @@ class BoundedChunks {
   }
 }
 
-/** Text of bytes read from `file`, checked against `limits.maxLineChars`. */
+const UTF8_BOM = [0xef, 0xbb, 0xbf];
+const UTF16LE_BOM = [0xff, 0xfe];
+const UTF16BE_BOM = [0xfe, 0xff];
+
+/**
+ * The text of bytes read from `file` (see the module comment for what is decoded and what refused), checked against
+ * `limits.maxLineChars`. Throws TextFileError naming the file, line and byte offset of the first problem.
+ */
 export function decodeUserText(bytes: Uint8Array, file: string, limits: TextLimits): string {
-  const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8').replace(/^\uFEFF/, '');
+  const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let text: string;
+  let byteOffsetOf: (index: number) => number;
+  if (startsWith(buffer, UTF16LE_BOM) || startsWith(buffer, UTF16BE_BOM)) {
+    const encoding = buffer[0] === 0xff ? 'utf-16le' : 'utf-16be';
+    try {
+      text = new TextDecoder(encoding, { fatal: true, ignoreBOM: true }).decode(buffer.subarray(2));
+    } catch {
+      throw new TextFileError(file, `it starts with a ${encoding.toUpperCase()} byte-order mark but is not valid ${encoding.toUpperCase()} (an odd number of bytes, or a lone surrogate)`,
+        `convert it to UTF-8, e.g. ${iconvCommand(file, encoding)}`);
+    }
+    byteOffsetOf = (index) => 2 + 2 * index;
+  } else {
+    const bom = startsWith(buffer, UTF8_BOM) ? UTF8_BOM.length : 0;
+    const body = buffer.subarray(bom);
+    text = body.toString('utf8');
+    if (!isUtf8(body)) throw notUtf8(file, body, text, bom);
+    byteOffsetOf = (index) => bom + Buffer.byteLength(text.slice(0, index), 'utf8');
+  }
+  const nul = text.indexOf('\0');
+  if (nul >= 0) {
+    const line = lineAt(text, nul);
+    throw new TextFileError(file, `line ${line} holds a NUL character (byte offset ${byteOffsetOf(nul)}): it is a binary file, or UTF-16 or UTF-32 text without a byte-order mark`,
+      `give a UTF-8 text file; convert UTF-16 with ${iconvCommand(file, 'utf-16')}`, line);
+  }
   if (limits.maxLineChars !== undefined) checkLineLengths(text, file, limits);
   return text;
 }
@@ -143,6 +182,45 @@ export function readTextFileSync(file: string, limits: TextLimits): string {
 /** readBounded + decodeUserText. */
 export async function readTextFile(file: string, limits: TextLimits): Promise<string> {
   return decodeUserText(await readBounded(file, limits), file, limits);
+}
+
+/** The error for bytes that are not UTF-8: the line and byte offset of the first bad byte (Node's decoder finds it). */
+function notUtf8(file: string, body: Buffer, decoded: string, bomLength: number): TextFileError {
+  // The decoder writes U+FFFD for each bad sequence; the first U+FFFD that the file does not spell (EF BF BD) is it.
+  let index = decoded.indexOf('\uFFFD');
+  let offset = 0;
+  while (index >= 0) {
+    offset = Buffer.byteLength(decoded.slice(0, index), 'utf8');
+    if (!(body[offset] === 0xef && body[offset + 1] === 0xbf && body[offset + 2] === 0xbd)) break;
+    index = decoded.indexOf('\uFFFD', index + 1);
+  }
+  const line = lineAt(decoded, Math.max(index, 0));
+  const byte = body[offset] ?? 0;
+  return new TextFileError(
+    file,
+    `it is not UTF-8: line ${line}, byte offset ${bomLength + offset} holds 0x${byte.toString(16).padStart(2, '0')}, which does not begin or continue a UTF-8 character (is it Latin-1 or Windows-1252?)`,
+    `convert it to UTF-8, e.g. ${iconvCommand(file, 'latin1')}`,
+    line,
+  );
+}
+
+function iconvCommand(file: string, from: string): string {
+  return file === STDIN ? `iconv -f ${from} -t utf-8 < INPUT | dalle ...` : `iconv -f ${from} -t utf-8 ${shellQuote(file)} > ${shellQuote(`${file}.utf8`)}`;
+}
+
+function shellQuote(text: string): string {
+  return /^[\w./@%+=:,-]+$/.test(text) ? text : `'${text.replace(/'/g, `'\\''`)}'`;
+}
+
+function startsWith(buffer: Buffer, prefix: readonly number[]): boolean {
+  return buffer.length >= prefix.length && prefix.every((byte, i) => buffer[i] === byte);
+}
+
+/** 1-based line of the character at `index`. */
+function lineAt(text: string, index: number): number {
+  let line = 1;
+  for (let at = text.indexOf('\n'); at >= 0 && at < index; at = text.indexOf('\n', at + 1)) line++;
+  return line;
 }
 
 function checkLineLengths(text: string, file: string, limits: TextLimits): void {
