@@ -207,4 +207,50 @@ describe('commands: export and --runtime onnx', function () {
     assert.equal(flags.error?.oclif?.exit, 2);
     assert.match(flags.error?.message ?? '', /--onnx DIR needs --runtime onnx/);
   });
+
+  it('--onnx DIR exported from another dVAE of the same architecture is refused by encode and decode, naming both', async () => {
+    // A second run of the same config with another seed: same architecture, other weights.
+    const otherRun = path.join(work, 'runs', 'tiny-seed-7');
+    const trained = await dalle(['train-dvae', '--config', writeTinyConfig(work), '--data', images, '--out', otherRun, '--seed', '7']);
+    assert.equal(trained.error, undefined, trained.error?.message);
+    const otherExport = path.join(work, 'onnx-seed-7');
+    const made = await dalle(['export', '--dvae', otherRun, '--out', otherExport, '--no-check']);
+    assert.equal(made.error, undefined, made.error?.message);
+
+    const tokensOut = path.join(work, 'mixed.npy');
+    const e = await dalle(['encode', '--dvae', run, images, '--out', tokensOut, '--runtime', 'onnx', '--onnx', otherExport]);
+    assert.equal(e.error?.name, 'OnnxModelError');
+    assert.equal(e.error?.oclif?.exit, 4);
+    assert.match(e.error?.message ?? '', /the dVAE exported in .*onnx-seed-7 \(from .*tiny-seed-7.*step-8, update 8\) is not the dVAE given \(.*runs\/tiny\/checkpoints\/step-8, update 8\): their weights differ/);
+    assert.match(((e.error as { suggestions?: string[] }).suggestions ?? []).join(' '), /dalle export --dvae .*runs\/tiny.* --out .*onnx-seed-7.*leave --onnx out/);
+    assert.ok(!fs.existsSync(tokensOut), 'nothing written');
+
+    const tokens = path.join(work, 'codes.npy');
+    const decoded = path.join(work, 'dec-mixed');
+    const d = await dalle(['decode', '--dvae', run, tokens, '--out', decoded, '--runtime', 'onnx', '--onnx', otherExport]);
+    assert.equal(d.error?.oclif?.exit, 4);
+    assert.match(d.error?.message ?? '', /is not the dVAE given .*their weights differ/);
+    assert.ok(!fs.existsSync(path.join(decoded, '000000.png')), 'no PNG written');
+
+    // dvae.json records the digest of the weights exported.
+    assert.match(JSON.parse(fs.readFileSync(path.join(otherExport, 'dvae.json'), 'utf8')).weightsSha256, /^[0-9a-f]{64}$/);
+    // The export of the run itself is still accepted.
+    const same = await dalle(['encode', '--dvae', run, images, '--out', path.join(work, 'same.npy'), '--runtime', 'onnx', '--onnx', exported]);
+    assert.equal(same.error, undefined, same.error?.message);
+  });
+
+  it('an export that records no weights digest (an older dalle) cannot be checked: refused, saying what to do', async () => {
+    const old = path.join(work, 'onnx-old');
+    fs.cpSync(exported, old, { recursive: true });
+    const infoFile = path.join(old, 'dvae.json');
+    const { weightsSha256: _dropped, ...info } = JSON.parse(fs.readFileSync(infoFile, 'utf8'));
+    fs.writeFileSync(infoFile, JSON.stringify(info));
+    const out = path.join(work, 'old.npy');
+    const r = await dalle(['encode', '--dvae', run, images, '--out', out, '--runtime', 'onnx', '--onnx', old]);
+    assert.equal(r.error?.name, 'OnnxModelError');
+    assert.equal(r.error?.oclif?.exit, 4);
+    assert.match(r.error?.message ?? '', /onnx-old\/dvae\.json does not record the weights .* so it cannot be checked against the dVAE given/);
+    assert.match(((r.error as { suggestions?: string[] }).suggestions ?? []).join(' '), /export it again: dalle export --dvae .* --out .*onnx-old; or leave --onnx out/);
+    assert.ok(!fs.existsSync(out));
+  });
 });

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { runCommand } from '@oclif/test';
+import sharp from 'sharp';
 import { parseSetArgument, priorConfig, resolveConfig, writeRunConfig } from '../../src/core/config';
 import { Prior } from '../../src/core/models/prior';
 import { native } from '../../src/core/native';
@@ -186,14 +187,14 @@ describe('commands: generate --runtime onnx', function () {
     assert.match(partial.error!.message, /not a complete export of a prior and a dVAE: prior\.onnx, prior\.json are missing/);
     assert.match(((partial.error as { suggestions?: string[] }).suggestions ?? []).join(' '), /export both models into it: dalle export --prior .* --dvae .* --out .*onnx-dvae-only/);
 
-    // Same architecture, other weights: caught by the check against the engine.
+    // Same architecture, other weights: caught by the weights digest prior.json records.
     const other = await makePriorRun(path.join(work, 'runs', 'prior-other'), 12);
     const otherDir = path.join(work, 'onnx-other');
     const exportedOther = await dalle(['export', '--dvae', dvae, '--prior', other, '--out', otherDir, '--no-check']);
     assert.equal(exportedOther.error, undefined, exportedOther.error?.message);
     const mismatch = await generate([...base, '--out', path.join(work, 'bad-2'), '--runtime', 'onnx', '--onnx', otherDir]);
     assert.equal(mismatch.error?.oclif?.exit, 4);
-    assert.match(mismatch.error!.message, /the prior exported in .*onnx-other .* does not compute what the prior given computes/);
+    assert.match(mismatch.error!.message, /the prior exported in .*onnx-other \(from .*prior-other.*\) is not the prior given \(.*runs\/prior\/checkpoints\/step-0, update 0\): their weights differ/);
 
     const flags = await generate([...base, '--out', path.join(work, 'bad-3'), '--onnx', exported]);
     assert.equal(flags.error?.oclif?.exit, 2);
@@ -203,5 +204,52 @@ describe('commands: generate --runtime onnx', function () {
     assert.equal(missing.error?.oclif?.exit, 4);
     assert.match(missing.error!.message, /--onnx .*nowhere does not exist/);
     for (const dir of ['bad-1', 'bad-2', 'bad-4']) assert.equal(fs.existsSync(path.join(work, dir, 'results.jsonl')), false);
+  });
+
+  it('refuses an export that records no weights (an older dalle), though its graphs would pass the check against the engine', async () => {
+    const base = [CAPTIONS[0], '--prior', prior, '--dvae', dvae, '--samples', '1', '--threads', '1'];
+    const old = path.join(work, 'onnx-old');
+    fs.cpSync(exported, old, { recursive: true });
+    for (const file of ['prior.json', 'dvae.json']) {
+      const { weightsSha256: _dropped, ...info } = JSON.parse(fs.readFileSync(path.join(old, file), 'utf8'));
+      fs.writeFileSync(path.join(old, file), JSON.stringify(info));
+    }
+    const unrecorded = await generate([...base, '--out', path.join(work, 'bad-5'), '--runtime', 'onnx', '--onnx', old]);
+    assert.equal(unrecorded.error?.oclif?.exit, 4);
+    assert.match(unrecorded.error!.message, /onnx-old\/prior\.json does not record the weights .* cannot be checked against the prior given/);
+    assert.match(((unrecorded.error as { suggestions?: string[] }).suggestions ?? []).join(' '), /export it again: dalle export --prior .* --dvae .* --out .*onnx-old; or leave --onnx out/);
+    assert.equal(fs.existsSync(path.join(work, 'bad-5', 'results.jsonl')), false);
+  });
+
+  it('the export cache is keyed on the weights: a checkpoint rewritten in place at the same path gets a new export', async () => {
+    const swapped = path.join(work, 'runs', 'dvae-swapped');
+    fs.cpSync(dvae, swapped, { recursive: true });
+    const base = [CAPTIONS[2], '--prior', prior, '--dvae', swapped, '--samples', '2', '--seed', String(seed), '--threads', '1', '--runtime', 'onnx', '--json'];
+    const before = await generate([...base, '--out', path.join(work, 'swap-a')]);
+    assert.equal(before.error, undefined, before.error?.message);
+    const beforeDvae = (lastJson(before.stdout).onnx as { dvae: string }).dvae;
+
+    // Other weights of the same architecture (another seed), written over the checkpoint: same path, same update count.
+    const otherRun = path.join(work, 'runs', 'dvae-seed-5');
+    const trained = await dalle(['train-dvae', '--config', writeTinyConfig(work), '--data', path.join(work, 'images'), '--out', otherRun, '--seed', '5']);
+    assert.equal(trained.error, undefined, trained.error?.message);
+    fs.copyFileSync(path.join(otherRun, 'checkpoints', 'step-8', 'model.safetensors'), path.join(swapped, 'checkpoints', 'step-8', 'model.safetensors'));
+
+    const after = await generate([...base, '--out', path.join(work, 'swap-b')]);
+    assert.equal(after.error, undefined, after.error?.message);
+    const onnx = lastJson(after.stdout).onnx as { dvae: string; source: string };
+    assert.equal(onnx.source, 'exported', 'the dVAE was exported again');
+    assert.notEqual(onnx.dvae, beforeDvae);
+    // The new weights decode the images: the same as the engine's with the rewritten checkpoint.
+    const engine = await generate([...base.filter((a) => a !== '--runtime' && a !== 'onnx'), '--out', path.join(work, 'swap-engine')]);
+    assert.equal(engine.error, undefined, engine.error?.message);
+    const pixels = async (dir: string): Promise<Buffer[]> => Promise.all(readResults(dir).map((r) => sharp(path.join(dir, r.file)).raw().toBuffer()));
+    const [fromOnnx, fromEngine, fromOld] = await Promise.all([pixels(path.join(work, 'swap-b')), pixels(path.join(work, 'swap-engine')), pixels(path.join(work, 'swap-a'))]);
+    for (let i = 0; i < fromEngine.length; i++) {
+      let worst = 0;
+      for (let j = 0; j < fromEngine[i].length; j++) worst = Math.max(worst, Math.abs(fromOnnx[i][j] - fromEngine[i][j]));
+      assert.ok(worst <= 1, `image ${i}: onnx and engine differ by ${worst} levels`);
+    }
+    assert.ok(fromOld.some((b, i) => !b.equals(fromEngine[i])), 'the old weights decoded other pixels');
   });
 });

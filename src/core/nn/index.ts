@@ -1,2 +1,3 @@
 export * from './module';
 export * from './layers';
+export * from './weights-digest';

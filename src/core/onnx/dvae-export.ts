@@ -7,7 +7,8 @@
  *   dvae-decoder.onnx  codes i32 (N, h, w)
  *                        -> pixels f32 (N, C, f h, f w)   Gather of the input 1x1 conv's rows (+ bias), the decoder,
  *                                                          then clip((sigmoid(mu) - eps) / (1 - 2 eps), 0, 1)
- *   dvae.json          what the graphs are for: architecture, eps, resolution, checkpoint, files
+ *   dvae.json          what the graphs are for: architecture, eps, resolution, checkpoint, files, and the digest of
+ *                      the weights exported (nn/weights-digest.ts), so `--onnx DIR` can check it against --dvae
  *
  * H and W (and h, w) are symbolic, so the graphs take any side that is a multiple of f. Resblocks are
  * id(x) + post_gain * res(x); max-pool is MaxPool 2x2 stride 2; nearest 2x upsampling is Resize (nearest, asymmetric,
@@ -19,6 +20,7 @@ import * as path from 'node:path';
 import { writeFileAtomicSync } from '../io/atomic';
 import { Dvae, DvaeArch, ResBlock } from '../models/dvae';
 import { Conv2d } from '../nn';
+import { weightsDigest } from '../nn/weights-digest';
 import { GraphBuilder, ONNX_OPSET } from './graph';
 import { f32 } from './layers';
 import { ModelProto, encodeModel } from './proto';
@@ -40,6 +42,8 @@ export interface DvaeExportInfo {
   readonly downsampleFactor: number;
   readonly checkpoint: string;
   readonly step: number;
+  /** weightsDigest of the model exported (absent in exports of older versions, which cannot be checked). */
+  readonly weightsSha256?: string;
   readonly files: { readonly encoder: string; readonly decoder: string };
 }
 
@@ -48,6 +52,8 @@ export interface DvaeExportSource {
   readonly resolution: number;
   readonly checkpoint: string;
   readonly step: number;
+  /** weightsDigest(model.namedParameters()) when the caller has it already (it is computed otherwise). */
+  readonly weightsSha256?: string;
 }
 
 
@@ -79,6 +85,7 @@ function metadata(info: Omit<DvaeExportInfo, 'files'>, role: 'encoder' | 'decode
     'dalle.resolution': String(info.resolution),
     'dalle.checkpoint': info.checkpoint,
     'dalle.step': String(info.step),
+    'dalle.weights_sha256': info.weightsSha256 ?? '',
   };
 }
 
@@ -93,6 +100,7 @@ function infoOf(src: DvaeExportSource): Omit<DvaeExportInfo, 'files'> {
     downsampleFactor: model.downsampleFactor,
     checkpoint: src.checkpoint,
     step: src.step,
+    weightsSha256: src.weightsSha256 ?? weightsDigest(model.namedParameters()),
   };
 }
 
@@ -172,9 +180,11 @@ export interface DvaeExportResult {
 /** Writes DIR/dvae-encoder.onnx, DIR/dvae-decoder.onnx and DIR/dvae.json (each atomically). */
 export function exportDvaeOnnx(src: DvaeExportSource, dir: string): DvaeExportResult {
   fs.mkdirSync(dir, { recursive: true });
-  const info: DvaeExportInfo = { ...infoOf(src), files: { encoder: DVAE_ENCODER_FILE, decoder: DVAE_DECODER_FILE } };
-  const encoder = encodeModel(buildDvaeEncoderModel(src));
-  const decoder = encodeModel(buildDvaeDecoderModel(src));
+  const described = infoOf(src);
+  const info: DvaeExportInfo = { ...described, files: { encoder: DVAE_ENCODER_FILE, decoder: DVAE_DECODER_FILE } };
+  const withDigest = { ...src, weightsSha256: described.weightsSha256 }; // hashed once for the two graphs and dvae.json
+  const encoder = encodeModel(buildDvaeEncoderModel(withDigest));
+  const decoder = encodeModel(buildDvaeDecoderModel(withDigest));
   const files = {
     encoder: path.resolve(dir, DVAE_ENCODER_FILE),
     decoder: path.resolve(dir, DVAE_DECODER_FILE),

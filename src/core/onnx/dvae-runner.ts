@@ -10,8 +10,10 @@ import type * as Ort from 'onnxruntime-node';
 import { readTextFileSync, TEXT_LIMITS } from '../io/text-file';
 import type { DvaeArch } from '../models/dvae';
 import { DVAE_DECODER_FILE, DVAE_ENCODER_FILE, DVAE_EXPORT_FORMAT, DVAE_EXPORT_INFO_FILE, DvaeExportInfo, DvaeExportSource, exportDvaeOnnx } from './dvae-export';
+import { weightsDigest } from '../nn/weights-digest';
 import { OnnxModelError } from './errors';
 import { ExpectedGraph, SessionOptions, createSession, loadOnnxRuntime, readOnnxFile } from './runtime';
+import { ExpectedWeights, checkExportedWeights } from './weights-check';
 
 const EXPORT_HINT = 'export the dVAE again: dalle export --dvae RUN --out DIR';
 
@@ -69,9 +71,10 @@ export class OnnxDvae {
 
   /**
    * Opens the export in `dir`. With `expectArch`, an export of another architecture is an error (the codes would not
-   * mean the same thing).
+   * mean the same thing); with `expectWeights`, so is an export of other weights, or one that does not say (see
+   * weights-check.ts).
    */
-  static async open(dir: string, options: SessionOptions & { expectArch?: DvaeArch; cleanup?: () => void } = {}): Promise<OnnxDvae> {
+  static async open(dir: string, options: SessionOptions & { expectArch?: DvaeArch; expectWeights?: ExpectedWeights; cleanup?: () => void } = {}): Promise<OnnxDvae> {
     const info = readDvaeExportInfo(dir);
     if (options.expectArch) {
       const diff = archDifference(info.arch, options.expectArch);
@@ -79,6 +82,7 @@ export class OnnxDvae {
         throw new OnnxModelError(`the dVAE exported in ${dir} is not the one given with --dvae (${diff})`, `export this dVAE: ${EXPORT_HINT}`);
       }
     }
+    if (options.expectWeights) checkExportedWeights('dVAE', dir, path.join(dir, DVAE_EXPORT_INFO_FILE), info, options.expectWeights);
     const enc = readOnnxFile(path.join(dir, info.files?.encoder ?? DVAE_ENCODER_FILE), ENCODER);
     const dec = readOnnxFile(path.join(dir, info.files?.decoder ?? DVAE_DECODER_FILE), DECODER);
     const encoder = await createSession(enc, ENCODER, options);
@@ -156,9 +160,17 @@ export class OnnxDvae {
 
 /**
  * The ONNX runner `--runtime onnx` uses for a loaded dVAE: the export in `dir` (checked against the dVAE's
- * architecture), or, without `dir`, the dVAE exported on the fly to a temporary folder that release() removes.
+ * architecture and weights: `--onnx DIR` beside `--dvae RUN` must be an export of RUN), or, without `dir`, the dVAE
+ * exported on the fly to a temporary folder that release() removes.
  */
 export async function openOnnxDvaeFor(src: DvaeExportSource, dir: string | undefined, options: SessionOptions = {}): Promise<OnnxDvae> {
   if (dir === undefined) return OnnxDvae.fromModel(src, options);
-  return OnnxDvae.open(dir, { ...options, expectArch: src.model.arch });
+  const expectWeights: ExpectedWeights = {
+    checkpoint: src.checkpoint,
+    step: src.step,
+    weightsSha256: src.weightsSha256 ?? weightsDigest(src.model.namedParameters()),
+    reexport: `dalle export --dvae ${src.checkpoint} --out ${dir}`,
+    otherwise: 'leave --onnx out to export the --dvae given on the fly',
+  };
+  return OnnxDvae.open(dir, { ...options, expectArch: src.model.arch, expectWeights });
 }

@@ -5,9 +5,11 @@
  *
  * Where the graphs come from:
  *   --onnx DIR   a folder `dalle export --prior RUN --dvae RUN --out DIR` wrote (prior.onnx, prior.json, dvae-encoder.onnx,
- *                dvae-decoder.onnx, dvae.json); missing files, another architecture, or other weights are errors.
+ *                dvae-decoder.onnx, dvae.json); missing files, another architecture, or other weights (the digest
+ *                prior.json and dvae.json record, weights-check.ts) are errors, and so is an export that records none.
  *   otherwise    an export cache: $DALLE_ONNX_CACHE, else <os tmpdir>/dalle-onnx-cache-<uid>, one folder per model named by
- *                the sha256 of its export format, architecture and weights file (prior-<hash>/, dvae-<hash>/).
+ *                the sha256 of its export format, architecture and weights digest (prior-<hash>/, dvae-<hash>/): the
+ *                weights themselves, not the checkpoint's path, so a checkpoint rewritten in place gets a new export.
  *                A folder is written under a temporary name and renamed into place when complete (concurrent runs
  *                race harmlessly), and reused while the weights are the same.
  * Either way, before generating, the graphs are run beside the engine on one fixed caption (prefill and a step) and
@@ -25,12 +27,13 @@ import { padText } from '../models/prior';
 import type { TrainedPrior } from '../sample/load-prior';
 import type { AsyncStepPrior } from '../sample/sampler';
 import { Tensor, noGrad, tidy } from '../tensor';
-import { MODEL_FILE } from '../train/checkpoint';
+import { weightsDigest } from '../nn/weights-digest';
 import { DVAE_DECODER_FILE, DVAE_ENCODER_FILE, DVAE_EXPORT_FORMAT, DVAE_EXPORT_INFO_FILE, exportDvaeOnnx } from './dvae-export';
 import { OnnxDvae, archDifference, readDvaeExportInfo } from './dvae-runner';
 import { OnnxModelError } from './errors';
 import { PRIOR_EXPORT_FORMAT, PRIOR_EXPORT_INFO_FILE, PRIOR_FILE, exportPriorOnnx } from './prior-export';
 import { OnnxPrior, OnnxPriorCache, readPriorExportInfo } from './prior-runner';
+import type { ExpectedWeights } from './weights-check';
 
 /** Largest |onnx - engine| difference of logits or pixels accepted as "the same model" (f32 graphs of the same ops). */
 export const MATCH_TOLERANCE = 1e-3;
@@ -165,11 +168,7 @@ async function dvaeDifference(dvae: TrainedDvae, onnx: OnnxDvae): Promise<number
   return maxAbsDiff(await onnx.decode(codes, 1), want);
 }
 
-function sha256File(file: string): string {
-  return createHash('sha256').update(fs.readFileSync(file)).digest('hex');
-}
-
-/** The cache folder name of a model: kind-<first 16 hex of sha256(format, architecture, weights)>. */
+/** The cache folder name of a model: kind-<first 16 hex of sha256(format, architecture, weights digest)>. */
 function cacheName(kind: 'prior' | 'dvae', format: string, arch: unknown, weightsSha256: string): string {
   const key = createHash('sha256').update(JSON.stringify({ format, arch, weights: weightsSha256 })).digest('hex');
   return `${kind}-${key.slice(0, 16)}`;
@@ -225,6 +224,13 @@ function missingExportFiles(dir: string): string[] {
 export async function openOnnxGeneration(prior: TrainedPrior, dvae: TrainedDvae, options: OnnxGenerationOptions = {}): Promise<OnnxGenerationModels> {
   const threads = options.threads;
   const exportCommand = (out: string): string => `dalle export --prior ${options.priorArg ?? prior.checkpoint} --dvae ${options.dvaeArg ?? dvae.checkpoint} --out ${out}`;
+  // The identity of the weights given: what an export must record to be used for them.
+  const priorWeights = weightsDigest(prior.model.namedParameters());
+  const dvaeWeights = weightsDigest(dvae.model.namedParameters());
+  const expectFrom = (dir: string, otherwise: string): { prior: ExpectedWeights; dvae: ExpectedWeights } => ({
+    prior: { checkpoint: prior.checkpoint, step: prior.step, weightsSha256: priorWeights, reexport: exportCommand(dir), otherwise },
+    dvae: { checkpoint: dvae.checkpoint, step: dvae.step, weightsSha256: dvaeWeights, reexport: exportCommand(dir), otherwise },
+  });
 
   if (options.dir !== undefined) {
     const dir = options.dir;
@@ -255,7 +261,7 @@ export async function openOnnxGeneration(prior: TrainedPrior, dvae: TrainedDvae,
     if (dvaeDiff !== undefined) {
       throw new OnnxModelError(`the dVAE exported in ${dir} (from ${dvaeInfo.checkpoint}, update ${dvaeInfo.step}) is not the dVAE given (${dvae.checkpoint}): ${dvaeDiff}`, fix);
     }
-    const opened = await openPair(dir, dir, threads);
+    const opened = await openPair(dir, dir, threads, expectFrom(dir, 'leave --onnx out to export into the cache'));
     try {
       const check = await checkAgainstEngine(prior, dvae, opened);
       if (!(check.logitsMaxAbsDiff <= MATCH_TOLERANCE)) {
@@ -281,8 +287,6 @@ export async function openOnnxGeneration(prior: TrainedPrior, dvae: TrainedDvae,
 
   // The export cache: one folder per model, keyed by its weights.
   const root = options.cacheRoot ?? onnxCacheRoot();
-  const priorWeights = sha256File(path.join(prior.checkpoint, MODEL_FILE));
-  const dvaeWeights = sha256File(path.join(dvae.checkpoint, MODEL_FILE));
   const priorName = cacheName('prior', PRIOR_EXPORT_FORMAT, prior.config.model, priorWeights);
   const dvaeName = cacheName('dvae', DVAE_EXPORT_FORMAT, { arch: dvae.model.arch, resolution: dvae.resolution }, dvaeWeights);
   const stampOf = (checkpoint: string, step: number, weights: string): object => ({ checkpoint: path.resolve(checkpoint), step, weights_sha256: weights });
@@ -290,18 +294,19 @@ export async function openOnnxGeneration(prior: TrainedPrior, dvae: TrainedDvae,
     const exportedNow: string[] = [];
     const priorDir = ensureCached(root, priorName, stampOf(prior.checkpoint, prior.step, priorWeights), (dir) => {
       options.events?.emit({ type: 'stage', name: 'exporting', detail: `the prior to ONNX in ${path.join(root, priorName)} (once: reused while its weights are the same)` });
-      exportPriorOnnx({ model: prior.model, arch: prior.config.model, checkpoint: prior.checkpoint, step: prior.step }, dir);
+      exportPriorOnnx({ model: prior.model, arch: prior.config.model, checkpoint: prior.checkpoint, step: prior.step, weightsSha256: priorWeights }, dir);
     });
     if (priorDir.exported) exportedNow.push(priorDir.dir);
     const dvaeDir = ensureCached(root, dvaeName, stampOf(dvae.checkpoint, dvae.step, dvaeWeights), (dir) => {
       options.events?.emit({ type: 'stage', name: 'exporting', detail: `the dVAE to ONNX in ${path.join(root, dvaeName)} (once: reused while its weights are the same)` });
-      exportDvaeOnnx(dvae, dir);
+      exportDvaeOnnx({ ...dvae, weightsSha256: dvaeWeights }, dir);
     });
     if (dvaeDir.exported) exportedNow.push(dvaeDir.dir);
     let opened: OpenedPair | undefined;
     let problem: string;
     try {
-      opened = await openPair(priorDir.dir, dvaeDir.dir, threads);
+      // A cached folder of other weights (altered, or left by another version) fails here and is exported again.
+      opened = await openPair(priorDir.dir, dvaeDir.dir, threads, expectFrom(root, 'remove the cache folder'));
       const check = await checkAgainstEngine(prior, dvae, opened);
       if (check.logitsMaxAbsDiff <= MATCH_TOLERANCE && check.pixelsMaxAbsDiff <= MATCH_TOLERANCE) {
         return finish(opened, { prior: priorDir.dir, dvae: dvaeDir.dir }, exportedNow.length > 0 ? 'exported' : 'cached', check);
@@ -328,10 +333,10 @@ interface OpenedPair {
   readonly dvae: OnnxDvae;
 }
 
-async function openPair(priorDir: string, dvaeDir: string, threads: number | undefined): Promise<OpenedPair> {
-  const prior = await OnnxPrior.open(priorDir, { threads });
+async function openPair(priorDir: string, dvaeDir: string, threads: number | undefined, expect: { prior: ExpectedWeights; dvae: ExpectedWeights }): Promise<OpenedPair> {
+  const prior = await OnnxPrior.open(priorDir, { threads, expectWeights: expect.prior });
   try {
-    return { prior, dvae: await OnnxDvae.open(dvaeDir, { threads }) };
+    return { prior, dvae: await OnnxDvae.open(dvaeDir, { threads, expectWeights: expect.dvae }) };
   } catch (error) {
     await prior.release();
     throw error;

@@ -10,3 +10,4 @@ export * from './verify';
 export * from './prior-export';
 export * from './prior-runner';
 export * from './generate-models';
+export * from './weights-check';

@@ -8,7 +8,7 @@
  *                                                     (P = 0 for a prefill)
  *             -> logits f32 (B, Vi)                   image logits of the token after the last new position
  *                present_key_i, present_value_i f32 (B, H, P + T, D)   the cache to pass back in
- *   prior.json   the architecture, the id offset, the checkpoint
+ *   prior.json   the architecture, the id offset, the checkpoint, the digest of the weights (nn/weights-digest.ts)
  *
  * Positions are P .. P + T - 1 (P read from past_key_0's shape); their embeddings come from one (L + N, C) table
  * (text_position for text, image_row + image_col for image positions). Each layer attends with rows P .. P + T - 1
@@ -21,6 +21,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeFileAtomicSync } from '../io/atomic';
 import { MaskKind, Prior, PriorArch, denseMask } from '../models/prior';
+import { weightsDigest } from '../nn/weights-digest';
 import { GraphBuilder, ONNX_OPSET } from './graph';
 import { f32, layerNormNode, linearNode } from './layers';
 import { OnnxModelError } from './errors';
@@ -40,6 +41,8 @@ export interface PriorExportInfo {
   readonly layerKinds: MaskKind[];
   readonly checkpoint: string;
   readonly step: number;
+  /** weightsDigest of the model exported (absent in exports of older versions, which cannot be checked). */
+  readonly weightsSha256?: string;
   readonly file: string;
 }
 
@@ -49,6 +52,8 @@ export interface PriorExportSource {
   readonly arch: PriorArch;
   readonly checkpoint: string;
   readonly step: number;
+  /** weightsDigest(model.namedParameters()) when the caller has it already (it is computed otherwise). */
+  readonly weightsSha256?: string;
 }
 
 
@@ -155,6 +160,7 @@ export function buildPriorModel(src: PriorExportSource): ModelProto {
       'dalle.image_id_offset': String(Vt + L),
       'dalle.checkpoint': src.checkpoint,
       'dalle.step': String(src.step),
+      'dalle.weights_sha256': src.weightsSha256 ?? '',
     },
     'dalle prior with a KV cache: input_ids (B, T) + past K/V (B, H, P, D) per layer -> next image token logits (B, Vi) + present K/V',
   );
@@ -169,7 +175,8 @@ export interface PriorExportResult {
 
 /** Writes DIR/prior.onnx and DIR/prior.json (each atomically). */
 export function exportPriorOnnx(src: PriorExportSource, dir: string): PriorExportResult {
-  const bytes = encodeModel(buildPriorModel(src));
+  const weightsSha256 = src.weightsSha256 ?? weightsDigest(src.model.namedParameters());
+  const bytes = encodeModel(buildPriorModel({ ...src, weightsSha256 }));
   fs.mkdirSync(dir, { recursive: true });
   const { model } = src;
   const info: PriorExportInfo = {
@@ -180,6 +187,7 @@ export function exportPriorOnnx(src: PriorExportSource, dir: string): PriorExpor
     layerKinds: model.layerKinds,
     checkpoint: src.checkpoint,
     step: src.step,
+    weightsSha256,
     file: PRIOR_FILE,
   };
   const files = { prior: path.resolve(dir, PRIOR_FILE), info: path.resolve(dir, PRIOR_EXPORT_INFO_FILE) };

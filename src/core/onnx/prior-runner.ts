@@ -14,6 +14,7 @@ import { Tensor, shapeStr } from '../tensor';
 import { OnnxModelError } from './errors';
 import { PRIOR_EXPORT_FORMAT, PRIOR_EXPORT_INFO_FILE, PRIOR_FILE, PriorExportInfo } from './prior-export';
 import { ExpectedGraph, SessionOptions, createSession, loadOnnxRuntime, readOnnxFile } from './runtime';
+import { ExpectedWeights, checkExportedWeights } from './weights-check';
 
 const EXPORT_HINT = 'export the prior again: dalle export --prior RUN --out DIR';
 
@@ -71,7 +72,8 @@ export class OnnxPrior {
     this.headDim = a.head_dim;
   }
 
-  static async open(dir: string, options: SessionOptions & { expectArch?: PriorArch } = {}): Promise<OnnxPrior> {
+  /** Opens the export in `dir`; with `expectArch` / `expectWeights`, one of another architecture or weights is an error. */
+  static async open(dir: string, options: SessionOptions & { expectArch?: PriorArch; expectWeights?: ExpectedWeights } = {}): Promise<OnnxPrior> {
     const info = readPriorExportInfo(dir);
     if (options.expectArch) {
       for (const key of Object.keys(options.expectArch) as (keyof PriorArch)[]) {
@@ -80,6 +82,7 @@ export class OnnxPrior {
         }
       }
     }
+    if (options.expectWeights) checkExportedWeights('prior', dir, path.join(dir, PRIOR_EXPORT_INFO_FILE), info, options.expectWeights);
     const NL = info.arch.n_layers;
     const expected: ExpectedGraph = {
       what: 'the prior',
