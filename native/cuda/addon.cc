@@ -10,6 +10,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cmath>
+#include <cstring>
 #include <cstdint>
 #include <mutex>
 #include <stdexcept>
@@ -47,6 +48,20 @@ std::string workspace(size_t bytes, void** out) {
     ws_bytes = bytes;
   }
   *out = ws_ptr;
+  return "";
+}
+
+std::string flag_slot(unsigned long long** out) {
+  static unsigned long long* slot = nullptr;
+  std::lock_guard<std::mutex> lock(ws_mutex);
+  if (!slot) {
+    const cudaError_t e = cudaMalloc((void**)&slot, sizeof(unsigned long long));
+    if (e != cudaSuccess) {
+      slot = nullptr;
+      return std::string("flag slot: ") + cudaGetErrorString(e);
+    }
+  }
+  *out = slot;
   return "";
 }
 
@@ -139,6 +154,33 @@ attn_plan::MaskSpec mask_spec(const Napi::CallbackInfo& info, size_t i, const ch
 void non_negative(const Napi::CallbackInfo& info, const char* op, std::initializer_list<int64_t> sizes) {
   for (int64_t v : sizes) {
     if (v < 0) throw_error(info.Env(), op, "sizes must be >= 0");
+  }
+}
+
+std::vector<int64_t> i64_array(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  if (i >= info.Length() || !info[i].IsArray()) throw_error(info.Env(), op, "argument " + std::to_string(i) + " must be an array");
+  Napi::Array a = info[i].As<Napi::Array>();
+  std::vector<int64_t> v(a.Length());
+  for (uint32_t k = 0; k < a.Length(); k++) {
+    Napi::Value e = a.Get(k);
+    const double d = e.IsNumber() ? e.As<Napi::Number>().DoubleValue() : NAN;
+    if (!(d == std::floor(d)) || std::fabs(d) > 9007199254740992.0) {
+      throw_error(info.Env(), op, "argument " + std::to_string(i) + " must be an array of integers");
+    }
+    v[k] = (int64_t)d;
+  }
+  return v;
+}
+
+// A shape of rank <= 8 with no negative extent, and strides of the same rank.
+void check_shape(const Napi::CallbackInfo& info, const char* op, const std::vector<int64_t>& shape,
+                 std::initializer_list<const std::vector<int64_t>*> strides) {
+  if (shape.size() > (size_t)kMaxRank) throw_error(info.Env(), op, "rank " + std::to_string(shape.size()) + " is over the limit of 8");
+  for (int64_t d : shape) {
+    if (d < 0) throw_error(info.Env(), op, "negative dimension in the shape");
+  }
+  for (const auto* st : strides) {
+    if (st->size() != shape.size()) throw_error(info.Env(), op, "the strides' rank differs from the shape's");
   }
 }
 
@@ -523,6 +565,243 @@ Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// ---- the ops with the CPU addon's names and signatures (device addresses for host ones) ----
+
+unsigned long long* flag_dev(Napi::Env env, const char* op) {
+  unsigned long long* f = nullptr;
+  check(env, op, flag_slot(&f));
+  return f;
+}
+
+// fill(dst, count, value, kind): kind "f32" | "i32" | "u16" (value = the raw 16-bit pattern)
+Napi::Value Fill(const Napi::CallbackInfo& info) {
+  const char* op = "fill";
+  void* dst = ptr(info, 0, op);
+  const int64_t n = i64(info, 1, op);
+  const double value = num(info, 2, op);
+  const std::string kind = str(info, 3, op);
+  non_negative(info, op, {n});
+  uint32_t bits = 0;
+  int item = 4;
+  if (kind == "f32") {
+    const float v = (float)value;
+    std::memcpy(&bits, &v, 4);
+  } else if (kind == "i32") {
+    const int32_t v = (int32_t)value;
+    std::memcpy(&bits, &v, 4);
+  } else if (kind == "u16") {
+    bits = (uint16_t)value;
+    item = 2;
+  } else {
+    throw_error(info.Env(), op, "unknown fill kind '" + kind + "' (f32, i32 or u16)");
+  }
+  if (n > 0 && !dst) throw_error(info.Env(), op, "null address");
+  check(info.Env(), op, fill(dst, n, bits, item));
+  return info.Env().Undefined();
+}
+
+// stridedCopy(dst, src, itemBytes, shape, dstStrides, srcStrides)
+Napi::Value StridedCopy(const Napi::CallbackInfo& info) {
+  const char* op = "stridedCopy";
+  void* dst = ptr(info, 0, op);
+  const void* src = ptr(info, 1, op);
+  const int64_t item = i64(info, 2, op);
+  const std::vector<int64_t> shape = i64_array(info, 3, op), ds = i64_array(info, 4, op), ss = i64_array(info, 5, op);
+  check_shape(info, op, shape, {&ds, &ss});
+  if (item != 1 && item != 2 && item != 4 && item != 8) throw_error(info.Env(), op, "item size must be 1, 2, 4 or 8 bytes");
+  check(info.Env(), op, strided_copy(dst, src, item, shape, ds, ss));
+  return info.Env().Undefined();
+}
+
+int op_code(const Napi::CallbackInfo& info, size_t i, const char* op, int count) {
+  const int64_t c = i64(info, i, op);
+  if (c < 0 || c >= count) throw_error(info.Env(), op, "unknown op code " + std::to_string(c));
+  return (int)c;
+}
+
+// ewUnary(code, out, x, shape, xStrides, alpha, beta)
+Napi::Value EwUnary(const Napi::CallbackInfo& info) {
+  const char* op = "ewUnary";
+  const int code = op_code(info, 0, op, kUnaryCodes);
+  const std::vector<int64_t> shape = i64_array(info, 3, op), xs = i64_array(info, 4, op);
+  check_shape(info, op, shape, {&xs});
+  check(info.Env(), op,
+        ew_unary(code, dptr<float>(info, 1, op), dptr<const float>(info, 2, op), shape, xs, (float)num(info, 5, op),
+                 (float)num(info, 6, op)));
+  return info.Env().Undefined();
+}
+
+// ewUnaryFlat(code, n, out, x, alpha, beta)
+Napi::Value EwUnaryFlat(const Napi::CallbackInfo& info) {
+  const char* op = "ewUnaryFlat";
+  const int code = op_code(info, 0, op, kUnaryCodes);
+  const int64_t n = i64(info, 1, op);
+  non_negative(info, op, {n});
+  check(info.Env(), op,
+        ew_unary_flat(code, n, dptr<float>(info, 2, op), dptr<const float>(info, 3, op), (float)num(info, 4, op),
+                      (float)num(info, 5, op)));
+  return info.Env().Undefined();
+}
+
+// ewBinary(code, out, a, aStrides, b, bStrides, shape)
+Napi::Value EwBinary(const Napi::CallbackInfo& info) {
+  const char* op = "ewBinary";
+  const int code = op_code(info, 0, op, kBinaryCodes);
+  const std::vector<int64_t> as = i64_array(info, 3, op), bs = i64_array(info, 5, op), shape = i64_array(info, 6, op);
+  check_shape(info, op, shape, {&as, &bs});
+  check(info.Env(), op,
+        ew_binary(code, dptr<float>(info, 1, op), dptr<const float>(info, 2, op), as, dptr<const float>(info, 4, op),
+                  bs, shape));
+  return info.Env().Undefined();
+}
+
+// ewBinaryFlat(code, n, out, a, b)
+Napi::Value EwBinaryFlat(const Napi::CallbackInfo& info) {
+  const char* op = "ewBinaryFlat";
+  const int code = op_code(info, 0, op, kBinaryCodes);
+  const int64_t n = i64(info, 1, op);
+  non_negative(info, op, {n});
+  check(info.Env(), op,
+        ew_binary_flat(code, n, dptr<float>(info, 2, op), dptr<const float>(info, 3, op),
+                       dptr<const float>(info, 4, op)));
+  return info.Env().Undefined();
+}
+
+// softmaxForward(x, y, R, C, log)
+Napi::Value SoftmaxForward(const Napi::CallbackInfo& info) {
+  const char* op = "softmaxForward";
+  const int64_t R = i64(info, 2, op), C = i64(info, 3, op);
+  non_negative(info, op, {R, C});
+  check(info.Env(), op,
+        softmax_forward(dptr<const float>(info, 0, op), dptr<float>(info, 1, op), R, C, flag(info, 4, op)));
+  return info.Env().Undefined();
+}
+
+// softmaxBackward(y, g, dx, R, C, log)
+Napi::Value SoftmaxBackward(const Napi::CallbackInfo& info) {
+  const char* op = "softmaxBackward";
+  const int64_t R = i64(info, 3, op), C = i64(info, 4, op);
+  non_negative(info, op, {R, C});
+  check(info.Env(), op,
+        softmax_backward(dptr<const float>(info, 0, op), dptr<const float>(info, 1, op), dptr<float>(info, 2, op), R, C,
+                         flag(info, 5, op)));
+  return info.Env().Undefined();
+}
+
+// reduce(code, x, outer, R, inner, out, idx|null, scale)
+Napi::Value Reduce(const Napi::CallbackInfo& info) {
+  const char* op = "reduce";
+  const int code = op_code(info, 0, op, 2);
+  const int64_t outer = i64(info, 2, op), R = i64(info, 3, op), inner = i64(info, 4, op);
+  non_negative(info, op, {outer, R, inner});
+  if (R > 2147483647) throw_error(info.Env(), op, "reduced extent does not fit the int32 index");
+  if (code == kReduceMax && R == 0 && outer * inner > 0) throw_error(info.Env(), op, "max over an empty dimension");
+  check(info.Env(), op,
+        reduce(code, dptr<const float>(info, 1, op), outer, R, inner, dptr<float>(info, 5, op),
+               dptr<int32_t>(info, 6, op), num(info, 7, op)));
+  return info.Env().Undefined();
+}
+
+// reduceMaxBackward(dx, g, idx, outer, R, inner): synchronizes (checks the indices).
+Napi::Value ReduceMaxBackward(const Napi::CallbackInfo& info) {
+  const char* op = "reduceMaxBackward";
+  const int64_t outer = i64(info, 3, op), R = i64(info, 4, op), inner = i64(info, 5, op);
+  non_negative(info, op, {outer, R, inner});
+  check(info.Env(), op,
+        reduce_max_backward(dptr<float>(info, 0, op), dptr<const float>(info, 1, op), dptr<const int32_t>(info, 2, op),
+                            outer, R, inner, flag_dev(info.Env(), op)));
+  return info.Env().Undefined();
+}
+
+// embeddingForward(table, V, C, idx, idxShape, out): synchronizes (checks the indices first).
+Napi::Value EmbeddingForward(const Napi::CallbackInfo& info) {
+  const char* op = "embeddingForward";
+  const int64_t V = i64(info, 1, op), C = i64(info, 2, op);
+  non_negative(info, op, {V, C});
+  const std::vector<int64_t> shape = i64_array(info, 4, op);
+  check_shape(info, op, shape, {});
+  check(info.Env(), op,
+        embedding_forward(dptr<const float>(info, 0, op), V, C, dptr<const int32_t>(info, 3, op), shape,
+                          dptr<float>(info, 5, op), flag_dev(info.Env(), op)));
+  return info.Env().Undefined();
+}
+
+// embeddingBackward(g, idx, N, V, C, dtable): dtable is overwritten; synchronizes (checks the indices first).
+Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
+  const char* op = "embeddingBackward";
+  const int64_t N = i64(info, 2, op), V = i64(info, 3, op), C = i64(info, 4, op);
+  non_negative(info, op, {N, V, C});
+  check(info.Env(), op,
+        embedding_backward(dptr<const float>(info, 0, op), dptr<const int32_t>(info, 1, op), N, V, C,
+                           dptr<float>(info, 5, op), flag_dev(info.Env(), op)));
+  return info.Env().Undefined();
+}
+
+struct PoolDims {
+  int64_t B, C, H, W;
+};
+
+PoolDims pool_dims(const Napi::CallbackInfo& info, size_t i, const char* op, bool even) {
+  const PoolDims d{i64(info, i, op), i64(info, i + 1, op), i64(info, i + 2, op), i64(info, i + 3, op)};
+  if (d.B <= 0 || d.C <= 0 || d.H <= 0 || d.W <= 0) throw_error(info.Env(), op, "dimensions must be positive");
+  if (even && (d.H % 2 || d.W % 2)) throw_error(info.Env(), op, "H and W must be even for a 2x2 pool");
+  return d;
+}
+
+// maxpool2x2Forward(x, y, argmax, B, C, H, W)
+Napi::Value MaxpoolForward(const Napi::CallbackInfo& info) {
+  const char* op = "maxpool2x2Forward";
+  const PoolDims d = pool_dims(info, 3, op, true);
+  check(info.Env(), op,
+        maxpool2x2_forward((const float*)need(info, 0, op), (float*)need(info, 1, op), (int32_t*)need(info, 2, op), d.B,
+                           d.C, d.H, d.W));
+  return info.Env().Undefined();
+}
+
+// maxpool2x2Backward(dy, argmax, dx, B, C, H, W): H, W of x; dx overwritten.
+Napi::Value MaxpoolBackward(const Napi::CallbackInfo& info) {
+  const char* op = "maxpool2x2Backward";
+  const PoolDims d = pool_dims(info, 3, op, true);
+  check(info.Env(), op,
+        maxpool2x2_backward((const float*)need(info, 0, op), (const int32_t*)need(info, 1, op), (float*)need(info, 2, op),
+                            d.B, d.C, d.H, d.W));
+  return info.Env().Undefined();
+}
+
+// upsample2xForward(x, y, B, C, H, W)
+Napi::Value UpsampleForward(const Napi::CallbackInfo& info) {
+  const char* op = "upsample2xForward";
+  const PoolDims d = pool_dims(info, 2, op, false);
+  check(info.Env(), op,
+        upsample2x_forward((const float*)need(info, 0, op), (float*)need(info, 1, op), d.B, d.C, d.H, d.W));
+  return info.Env().Undefined();
+}
+
+// upsample2xBackward(dy, dx, B, C, H, W): H, W of x.
+Napi::Value UpsampleBackward(const Napi::CallbackInfo& info) {
+  const char* op = "upsample2xBackward";
+  const PoolDims d = pool_dims(info, 2, op, false);
+  check(info.Env(), op,
+        upsample2x_backward((const float*)need(info, 0, op), (float*)need(info, 1, op), d.B, d.C, d.H, d.W));
+  return info.Env().Undefined();
+}
+
+// philoxFill(dst, n, key0, key1, offsetLo, offsetHi, kind, a, b): kind "uniform" | "normal" | "gumbel"
+Napi::Value PhiloxFill(const Napi::CallbackInfo& info) {
+  const char* op = "philoxFill";
+  const int64_t n = i64(info, 1, op);
+  non_negative(info, op, {n});
+  const uint32_t k0 = (uint32_t)i64(info, 2, op), k1 = (uint32_t)i64(info, 3, op);
+  const uint64_t offset = (uint64_t)(uint32_t)i64(info, 4, op) | ((uint64_t)(uint32_t)i64(info, 5, op) << 32);
+  const std::string kind = str(info, 6, op);
+  const int k = kind == "uniform" ? kPhiloxUniform : kind == "normal" ? kPhiloxNormal : kind == "gumbel" ? kPhiloxGumbel : -1;
+  if (k < 0) throw_error(info.Env(), op, "unknown distribution '" + kind + "' (uniform, normal, gumbel)");
+  float* dst = dptr<float>(info, 0, op);
+  if (n > 0 && !dst) throw_error(info.Env(), op, "null address");
+  check(info.Env(), op, philox_fill(dst, n, k0, k1, offset, k, num(info, 7, op), num(info, 8, op)));
+  return info.Env().Undefined();
+}
+
 Napi::Value CublasLtStatus(const Napi::CallbackInfo& info) {
   const std::string e = cublaslt_load();
   return e.empty() ? Napi::Value(info.Env().Null()) : Napi::Value(Napi::String::New(info.Env(), e));
@@ -557,6 +836,23 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"crossEntropyBackward", CrossEntropyBackward},
       {"conv2dForward", Conv2dForward},
       {"conv2dBackward", Conv2dBackward},
+      {"fill", Fill},
+      {"stridedCopy", StridedCopy},
+      {"ewUnary", EwUnary},
+      {"ewUnaryFlat", EwUnaryFlat},
+      {"ewBinary", EwBinary},
+      {"ewBinaryFlat", EwBinaryFlat},
+      {"softmaxForward", SoftmaxForward},
+      {"softmaxBackward", SoftmaxBackward},
+      {"reduce", Reduce},
+      {"reduceMaxBackward", ReduceMaxBackward},
+      {"embeddingForward", EmbeddingForward},
+      {"embeddingBackward", EmbeddingBackward},
+      {"maxpool2x2Forward", MaxpoolForward},
+      {"maxpool2x2Backward", MaxpoolBackward},
+      {"upsample2xForward", UpsampleForward},
+      {"upsample2xBackward", UpsampleBackward},
+      {"philoxFill", PhiloxFill},
   };
   for (const auto& f : fns) exports.Set(f.first, Napi::Function::New(env, f.second, f.first));
   return exports;

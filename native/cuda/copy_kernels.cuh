@@ -5,11 +5,10 @@
 #include <vector>
 
 #include "grid.cuh"
+#include "op_codes.h"
 
 namespace dalle {
 namespace cuda {
-
-constexpr int kMaxRank = 8;  // as native/cpu/copy.cc and elementwise.cc
 
 // A shape (row-major, contiguous output order) and up to two operand stride sets, in elements, passed by value.
 struct StridedShape {

@@ -5,8 +5,10 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "attention_plan.h"
+#include "op_codes.h"
 
 namespace dalle {
 namespace cuda {
@@ -27,7 +29,7 @@ std::string attention_backward(DType dt, const attn_plan::MaskSpec& spec, const 
                                const void* o, const void* dout, const float* lse, void* dq, void* dk, void* dv,
                                float* delta, int64_t B, int64_t H, int64_t D, int64_t Dv, float scale);
 
-// ---- kernels.cu ----
+// ---- cast.cu, elementwise.cu, adamw.cu, precision.cu, norm.cu, loss.cu, conv.cu ----
 // cast (native/cpu/copy.cc): f32 -> f16 / bf16 round to nearest even (NaN stays NaN), 16-bit -> f32 exact.
 std::string cast(void* dst, DType dst_dt, const void* src, DType src_dt, int64_t n);
 // gelu, tanh approximation (native/cpu/elementwise.cc gelu_f / gelu_grad_f): y = gelu(x); dx = g * gelu'(x).
@@ -62,6 +64,47 @@ std::string col2im(const float* dcol, float* dx, int64_t B, int64_t C, int64_t H
 // y (B, Co, HW) += bias[co];  db[co] = sum over b, hw of dy (overwrites db).
 std::string add_channel_bias(float* y, const float* bias, int64_t B, int64_t Co, int64_t HW);
 std::string channel_bias_grad(const float* dy, float* db, int64_t B, int64_t Co, int64_t HW);
+
+// ---- the ops the TypeScript engine looks up by name on either backend (the CPU kernel's name and meaning; device
+// code in *_kernels.cuh, emulated on the CPU by test/cuda/ops-emu.test.ts). `flag` is a device u64 (flag_slot()). ----
+// copy.cu (native/cpu/copy.cc): fill n items of 4 or 2 bytes with a bit pattern; strided copy of items of 1, 2, 4 or
+// 8 bytes, rank <= 8, strides in elements.
+std::string fill(void* dst, int64_t n, uint32_t bits, int item_bytes);
+std::string strided_copy(void* dst, const void* src, int64_t item_bytes, const std::vector<int64_t>& shape,
+                         const std::vector<int64_t>& dst_strides, const std::vector<int64_t>& src_strides);
+// elementwise.cu (native/cpu/elementwise.cc op codes): y contiguous; operands strided, stride 0 where broadcast.
+std::string ew_unary(int code, float* y, const float* x, const std::vector<int64_t>& shape,
+                     const std::vector<int64_t>& xs, float alpha, float beta);
+std::string ew_unary_flat(int code, int64_t n, float* y, const float* x, float alpha, float beta);
+std::string ew_binary(int code, float* y, const float* a, const std::vector<int64_t>& as, const float* b,
+                      const std::vector<int64_t>& bs, const std::vector<int64_t>& shape);
+std::string ew_binary_flat(int code, int64_t n, float* y, const float* a, const float* b);
+// softmax.cu (native/cpu/softmax.cc): over the last axis of (R, C); backward from the forward output y.
+std::string softmax_forward(const float* x, float* y, int64_t R, int64_t C, bool log);
+std::string softmax_backward(const float* y, const float* g, float* dx, int64_t R, int64_t C, bool log);
+// reduce.cu (native/cpu/reduce.cc): code 0 sum * scale, 1 max with the first argmax (idx may be null), over R of
+// (outer, R, inner); max backward scatters g into dx (already zero), refusing an index outside [0, R).
+std::string reduce(int code, const float* x, int64_t outer, int64_t R, int64_t inner, float* out, int32_t* idx,
+                   double scale);
+std::string reduce_max_backward(float* dx, const float* g, const int32_t* idx, int64_t outer, int64_t R, int64_t inner,
+                                unsigned long long* flag);
+// embedding.cu (native/cpu/embedding.cc): indices checked first (an error names the index, its position in
+// idx_shape and V; nothing written); the backward overwrites dtable (V, C) with the scatter-add of g (N, C).
+std::string embedding_forward(const float* table, int64_t V, int64_t C, const int32_t* idx,
+                              const std::vector<int64_t>& idx_shape, float* out, unsigned long long* flag);
+std::string embedding_backward(const float* g, const int32_t* idx, int64_t N, int64_t V, int64_t C, float* dtable,
+                               unsigned long long* flag);
+// pool.cu (native/cpu/pool.cc): NCHW f32, H x W the forward op's input.
+std::string maxpool2x2_forward(const float* x, float* y, int32_t* argmax, int64_t B, int64_t C, int64_t H, int64_t W);
+std::string maxpool2x2_backward(const float* dy, const int32_t* argmax, float* dx, int64_t B, int64_t C, int64_t H,
+                                int64_t W);
+std::string upsample2x_forward(const float* x, float* y, int64_t B, int64_t C, int64_t H, int64_t W);
+std::string upsample2x_backward(const float* dy, float* dx, int64_t B, int64_t C, int64_t H, int64_t W);
+// random.cu (native/cpu/random.cc philoxFill): kind 0 uniform, 1 normal, 2 gumbel.
+std::string philox_fill(float* dst, int64_t n, uint32_t k0, uint32_t k1, uint64_t offset, int kind, double a, double b);
+
+// A device u64 for a kernel to report the first bad position in (addon.cc; synchronous users only).
+std::string flag_slot(unsigned long long** out);
 
 // ---- gemm.cc: cuBLASLt, loaded at run time (dlopen) so the addon builds and loads without it ----
 // Row-major like native/cpu/gemm.h: C = alpha * op(A) @ op(B) + beta * C, op(A) (M, K), op(B) (K, N), C (M, N); matrix

@@ -1,30 +1,17 @@
-// Elementwise kernels on the device (native/cpu/elementwise.cc): GELU (tanh approximation) forward / backward.
+// Elementwise kernels on the device (native/cpu/elementwise.cc): GELU (tanh approximation) forward / backward in the
+// three element types, and the f32 maps ewUnary / ewBinary (strided, broadcasting) and their flat forms, whose device
+// code is elementwise_kernels.cuh (emulated on the CPU by test/cuda/ops-emu.test.ts).
 #include <cmath>
 #include <type_traits>
 
 #include "common.cuh"
+#include "elementwise_kernels.cuh"
 
 namespace dalle {
 namespace cuda {
 namespace {
 
 // ---- gelu (tanh approximation, as x * sigmoid(2u)) ----
-
-constexpr float kGeluC = 0.7978845608028654f;  // sqrt(2 / pi)
-constexpr float kGeluK = 0.044715f;
-
-__device__ __forceinline__ float gelu_f(float x) {
-  const float u = kGeluC * x * (1.0f + kGeluK * x * x);
-  return x / (1.0f + expf(-2.0f * u));
-}
-
-__device__ __forceinline__ float gelu_grad_f(float x) {
-  const float x2 = x * x;
-  const float u = kGeluC * x * (1.0f + kGeluK * x2);
-  const float s = 1.0f / (1.0f + expf(-2.0f * u));
-  const float du = 2.0f * kGeluC * (1.0f + 3.0f * kGeluK * x2);
-  return s + x * s * (1.0f - s) * du;
-}
 
 template <class T>
 __global__ void gelu_fwd_kernel(const T* x, T* y, int64_t n) {
@@ -56,6 +43,41 @@ std::string gelu_backward(DType dt, const void* x, const void* g, void* dx, int6
     gelu_bwd_kernel<T><<<blocks, kThreads>>>((const T*)x, (const T*)g, (T*)dx, n);
     return launch_error("gelu backward");
   });
+}
+
+namespace {
+unsigned blocks_of(int64_t n) { return (unsigned)elementwise_blocks(n); }
+}  // namespace
+
+std::string ew_unary(int code, float* y, const float* x, const std::vector<int64_t>& shape,
+                     const std::vector<int64_t>& xs, float alpha, float beta) {
+  int64_t n = 0;
+  const StridedShape s = collapse_shape(1, shape, &xs, &n);
+  if (n == 0) return "";
+  ew_unary_kernel<<<blocks_of(n), kThreads>>>(code, y, x, s, n, alpha, beta);
+  return launch_error("ewUnary");
+}
+
+std::string ew_unary_flat(int code, int64_t n, float* y, const float* x, float alpha, float beta) {
+  if (n == 0) return "";
+  ew_unary_flat_kernel<<<blocks_of(n), kThreads>>>(code, y, x, n, alpha, beta);
+  return launch_error("ewUnaryFlat");
+}
+
+std::string ew_binary(int code, float* y, const float* a, const std::vector<int64_t>& as, const float* b,
+                      const std::vector<int64_t>& bs, const std::vector<int64_t>& shape) {
+  const std::vector<int64_t> st[2] = {as, bs};
+  int64_t n = 0;
+  const StridedShape s = collapse_shape(2, shape, st, &n);
+  if (n == 0) return "";
+  ew_binary_kernel<<<blocks_of(n), kThreads>>>(code, y, a, b, s, n);
+  return launch_error("ewBinary");
+}
+
+std::string ew_binary_flat(int code, int64_t n, float* y, const float* a, const float* b) {
+  if (n == 0) return "";
+  ew_binary_flat_kernel<<<blocks_of(n), kThreads>>>(code, y, a, b, n);
+  return launch_error("ewBinaryFlat");
 }
 
 }  // namespace cuda

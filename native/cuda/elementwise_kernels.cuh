@@ -9,10 +9,6 @@
 namespace dalle {
 namespace cuda {
 
-// Op codes of native/cpu/elementwise.cc and src/core/ops/elementwise.ts (keep in sync).
-enum EwUnaryCode { kAffine = 0, kExp, kLog, kSigmoid, kTanh, kRelu, kGelu, kSqrt, kSquare, kUnaryCodes };
-enum EwBinaryCode { kAdd = 0, kSub, kMul, kDiv, kReluGrad, kSigmoidGrad, kTanhGrad, kGeluGrad, kBinaryCodes };
-
 namespace {
 
 constexpr float kGeluC = 0.7978845608028654f;  // sqrt(2 / pi)

@@ -9,11 +9,10 @@
 #include <cstdint>
 
 #include "grid.cuh"
+#include "op_codes.h"
 
 namespace dalle {
 namespace cuda {
-
-enum PhiloxKind { kPhiloxUniform = 0, kPhiloxNormal = 1, kPhiloxGumbel = 2 };
 
 namespace {
 

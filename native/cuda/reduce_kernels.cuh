@@ -5,12 +5,11 @@
 #pragma once
 #include <cmath>
 
+#include "op_codes.h"
 #include "smem_reduce.cuh"
 
 namespace dalle {
 namespace cuda {
-
-enum ReduceCode { kReduceSum = 0, kReduceMax = 1 };
 
 namespace {
 

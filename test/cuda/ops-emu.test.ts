@@ -11,6 +11,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { cudaAddonIfLoaded } from '../../src/core/cuda';
 import { kernel, native } from '../../src/core/native';
 import { buildEmuProgram } from './gxx';
 
@@ -25,6 +26,18 @@ describe('CUDA op kernels, emulated on the CPU', function () {
       this.skip();
     }
     exe = built.exe;
+  });
+
+  it('are exported by the CUDA addon under the CPU kernels\' names', function () {
+    const cuda = cudaAddonIfLoaded() as unknown as Record<string, unknown> | null;
+    if (!cuda) this.skip();
+    const names = ['fill', 'stridedCopy', 'ewUnary', 'ewUnaryFlat', 'ewBinary', 'ewBinaryFlat', 'softmaxForward',
+      'softmaxBackward', 'reduce', 'reduceMaxBackward', 'embeddingForward', 'embeddingBackward', 'maxpool2x2Forward',
+      'maxpool2x2Backward', 'upsample2xForward', 'upsample2xBackward', 'philoxFill', 'cast'];
+    for (const name of names) {
+      assert.strictEqual(typeof (native as unknown as Record<string, unknown>)[name], 'function', `CPU ${name}`);
+      assert.strictEqual(typeof cuda[name], 'function', `CUDA ${name}`);
+    }
   });
 
   for (const seed of [1, 2]) {

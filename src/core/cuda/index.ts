@@ -103,6 +103,42 @@ export interface CudaAddon {
     x: number, w: number, dy: number, dx: number | null, dw: number | null, db: number | null, B: number, Cin: number,
     Cout: number, H: number, W: number, k: number,
   ): void;
+  // The ops below have the CPU addon's names and signatures (native/cpu), with device addresses: the engine looks
+  // kernels up by name on either backend. f32 unless stated.
+  /** kind 'u16': value is the raw 16-bit pattern. */
+  fill(dst: number, count: number, value: number, kind: 'f32' | 'i32' | 'u16'): void;
+  stridedCopy(
+    dst: number, src: number, itemBytes: number, shape: number[], dstStrides: number[], srcStrides: number[],
+  ): void;
+  /** Op codes of native/cpu/elementwise.cc; out contiguous, x strided. */
+  ewUnary(code: number, out: number, x: number, shape: number[], xStrides: number[], alpha: number, beta: number): void;
+  ewUnaryFlat(code: number, n: number, out: number, x: number, alpha: number, beta: number): void;
+  /** Strides 0 where broadcast. */
+  ewBinary(
+    code: number, out: number, a: number, aStrides: number[], b: number, bStrides: number[], shape: number[],
+  ): void;
+  ewBinaryFlat(code: number, n: number, out: number, a: number, b: number): void;
+  /** Over the last axis of (R, C). */
+  softmaxForward(x: number, y: number, R: number, C: number, log: boolean): void;
+  softmaxBackward(y: number, g: number, dx: number, R: number, C: number, log: boolean): void;
+  /** code 0: out = scale * sum over R of (outer, R, inner); 1: max and the first argmax (idx int32, may be null). */
+  reduce(
+    code: number, x: number, outer: number, R: number, inner: number, out: number, idx: number | null, scale: number,
+  ): void;
+  /** dx (already zero) gets g at the argmax positions; synchronizes to check the indices. */
+  reduceMaxBackward(dx: number, g: number, idx: number, outer: number, R: number, inner: number): void;
+  /** Synchronizes to check the indices (int32) first. */
+  embeddingForward(table: number, V: number, C: number, idx: number, idxShape: number[], out: number): void;
+  embeddingBackward(g: number, idx: number, N: number, V: number, C: number, dtable: number): void;
+  maxpool2x2Forward(x: number, y: number, argmax: number, B: number, C: number, H: number, W: number): void;
+  maxpool2x2Backward(dy: number, argmax: number, dx: number, B: number, C: number, H: number, W: number): void;
+  upsample2xForward(x: number, y: number, B: number, C: number, H: number, W: number): void;
+  upsample2xBackward(dy: number, dx: number, B: number, C: number, H: number, W: number): void;
+  /** The CPU's Philox stream (native/cpu/random.cc, src/core/tensor/rng.ts) for the same key and offset. */
+  philoxFill(
+    dst: number, n: number, key0: number, key1: number, offsetLo: number, offsetHi: number,
+    kind: 'uniform' | 'normal' | 'gumbel', a: number, b: number,
+  ): void;
 }
 
 /** What the build left (native/cuda/build.js writes it next to the addon). */
