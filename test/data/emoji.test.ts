@@ -185,4 +185,37 @@ describe('cli: dalle dataset inspect', () => {
     assert.equal(error?.name, 'DataError');
     assert.equal(error?.oclif?.exit, 4);
   });
+
+  it('a data set where nothing decodes exits 4 after the report, naming the reasons', async () => {
+    const dir = temporaryDir();
+    const bad = await badImages();
+    fs.writeFileSync(path.join(dir, 'a.png'), bad.corrupt);
+    fs.writeFileSync(path.join(dir, 'b.png'), bad.truncated);
+    const { error, stdout } = await runCommand(['dataset', 'inspect', dir], { root: ROOT });
+    assert.equal(error?.name, 'DataError');
+    assert.equal(error?.oclif?.exit, 4);
+    assert.equal(error?.message, `${dir}: nothing decodable: none of its 2 images could be decoded as an image (skipped: corrupt 1, truncated 1)`);
+    assert.match(stdout, /decoded 2: 2 failed/); // the report comes first
+  });
+
+  it('only the records decoded are claimed: --decode 1 of 2 says "the first 1 of its 2 records"', async () => {
+    const dir = temporaryDir();
+    fs.writeFileSync(path.join(dir, 'a.png'), (await badImages()).corrupt);
+    fs.writeFileSync(path.join(dir, 'b.png'), await solidPng(8, 8, { r: 1, g: 2, b: 3 }));
+    const one = await runCommand(['dataset', 'inspect', dir, '--decode', '1'], { root: ROOT });
+    assert.match(one.error?.message ?? '', /nothing decodable: none of the first 1 of its 2 records could be decoded/);
+    const both = await runCommand(['dataset', 'inspect', dir], { root: ROOT });
+    assert.equal(both.error, undefined, 'one good image is enough');
+  });
+
+  it('an empty data set exits 4; under --json the error carries the report', () => {
+    const dir = temporaryDir();
+    fs.writeFileSync(path.join(dir, 'notes.bin'), 'junk');
+    const child = dalleProcess(['dataset', 'inspect', dir, '--json']);
+    assert.equal(child.status, 4, child.stderr);
+    const { error } = JSON.parse(child.stdout.trim().split('\n').pop()!) as { error: { name: string; message: string; report: InspectReport } };
+    assert.equal(error.name, 'DataError');
+    assert.equal(error.message, `${dir}: nothing in it can be used: no usable images (skipped: not-an-image 1)`);
+    assert.deepEqual(error.report.skipped.byReason, { 'not-an-image': 1 });
+  });
 });

@@ -2,6 +2,7 @@ import { Args, Flags } from '@oclif/core';
 import { BaseCommand } from '../../cli/base-command';
 import { ConfigUse, NO_CONFIG } from '../../cli/config-use';
 import { inspectDataset, InspectReport } from '../../core/data';
+import { checkDatasetUsable } from '../../core/data/inspect';
 import { CoreEmitter } from '../../core/events';
 
 export default class DatasetInspectCommand extends BaseCommand<typeof DatasetInspectCommand> {
@@ -10,7 +11,8 @@ export default class DatasetInspectCommand extends BaseCommand<typeof DatasetIns
   static override description =
     'PATH is a folder of images with same-name .txt captions, a .jsonl or .csv manifest, a .tar shard, or a folder ' +
     'of .tar shards (webdataset style). Indexing finds non-images, bad manifest lines, missing files and cut-off ' +
-    'shards; decoding the first --decode records finds corrupt and truncated images. Run it before a long job.';
+    'shards; decoding the first --decode records finds corrupt and truncated images. Run it before a long job. It ' +
+    'exits with code 4 when nothing can be used: no images, or none of those decoded could be read.';
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> data/emoji/train',
@@ -42,6 +44,7 @@ export default class DatasetInspectCommand extends BaseCommand<typeof DatasetIns
     this.log(`skipped ${report.skipped.total}${formatReasons(report.skipped.byReason)}`);
     for (const example of report.skipped.examples) this.log(`  ${example.reason}: ${example.id}: ${example.detail}`);
     for (const example of report.examples) this.log(`  "${example.captions[0]}"  (${example.id})`);
+    checkDatasetUsable(report); // after the report, so the reasons are printed above the error
     return report;
   }
 }

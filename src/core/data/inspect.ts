@@ -5,7 +5,7 @@
  */
 import { EventSink, silentSink } from '../events';
 import { mapWithConcurrency } from './concurrency';
-import { SkipError } from './errors';
+import { DataError, SkipError } from './errors';
 import { decodeImage, DEFAULT_MAX_INPUT_PIXELS } from './image';
 import { SkipReport, SkipSummary } from './skips';
 import { openDataSource } from './sources/open';
@@ -91,4 +91,28 @@ export async function inspectDataset(target: string, options: InspectOptions): P
     decodeCheck: { checked: toCheck.length, failed },
     examples: withCaptions.slice(0, options.examples ?? 5).map(({ id, captions }) => ({ id, captions: captions.map(shownCaption) })),
   };
+}
+
+/**
+ * Nothing in the data set can be used: it has no records, or every record decoded failed. It carries the report, so
+ * `dalle dataset inspect --json` still shows what was skipped and why; exit code 4 (a DataError).
+ */
+export class UnusableDatasetError extends DataError {
+  constructor(readonly report: InspectReport) {
+    super(unusableProblem(report) ?? `${report.path} is usable`, 'the skipped entries say why each record was left out: fix or replace those files, or point at another data set');
+  }
+}
+
+/** Throws UnusableDatasetError when nothing in the report can be trained on. */
+export function checkDatasetUsable(report: InspectReport): void {
+  if (unusableProblem(report) !== undefined) throw new UnusableDatasetError(report);
+}
+
+function unusableProblem({ path, records, skipped, decodeCheck: { checked, failed } }: InspectReport): string | undefined {
+  const reasons = Object.entries(skipped.byReason).map(([reason, count]) => `${reason} ${count ?? 0}`).join(', ');
+  const why = reasons === '' ? '' : ` (skipped: ${reasons})`;
+  if (records === 0) return `${path}: nothing in it can be used: no usable images${why}`;
+  if (checked === 0 || failed < checked) return undefined;
+  const which = checked === records ? `none of its ${records} images` : `none of the first ${checked} of its ${records} records`;
+  return `${path}: nothing decodable: ${which} could be decoded as an image${why}`;
 }
