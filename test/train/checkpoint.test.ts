@@ -5,6 +5,9 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
+import { createHash } from 'node:crypto';
+import { HostArray } from '../../src/core/io/dtype';
+import { readSafetensorsSync, writeSafetensorsSync } from '../../src/core/io/safetensors';
 import { Tensor, keep } from '../../src/core/tensor';
 import {
   CheckpointError,
@@ -123,6 +126,76 @@ describe('train: checkpoints', () => {
     fs.rmSync(path.join(run, 'latest'));
     expectCheckpointError(() => resolveCheckpoint(run), /no 'latest' file/, /checkpoints\/step-5/);
     expectCheckpointError(() => resolveCheckpoint(path.join(run, 'nope')), /does not exist/, /train-dvae/);
+  });
+});
+
+describe('train: checkpoint checksums and finite weights', () => {
+  const targets = () => new Map([['a.w', tensor([0, 0, 0, 0, 0, 0], [2, 3])], ['a.b', tensor([0, 0], [2])]]);
+
+  /** Rewrites `file` with `change` applied to its tensors, and its line of SHA256SUMS to match (same size). */
+  function rewriteWithChecksum(dir: string, name: string, change: (tensors: Map<string, HostArray>) => void): void {
+    const file = path.join(dir, name);
+    const { tensors, metadata } = readSafetensorsSync(file);
+    change(tensors);
+    const size = fs.statSync(file).size;
+    const digest = writeSafetensorsSync(file, tensors, metadata);
+    assert.equal(fs.statSync(file).size, size);
+    const sums = path.join(dir, 'SHA256SUMS');
+    fs.writeFileSync(sums, fs.readFileSync(sums, 'utf8').replace(new RegExp(`^[0-9a-f]{64}(  ${name.replace('.', '\\.')})$`, 'm'), `${digest}$1`));
+  }
+
+  it('records the SHA-256 of each tensor file in SHA256SUMS (sha256sum format), hashed as it was written', () => {
+    const dir = writeSample(temporaryDir(), 3);
+    const lines = fs.readFileSync(path.join(dir, 'SHA256SUMS'), 'utf8').trim().split('\n');
+    const digest = (name: string): string => createHash('sha256').update(fs.readFileSync(path.join(dir, name))).digest('hex');
+    assert.deepEqual(lines, [`${digest('model.safetensors')}  model.safetensors`, `${digest('optimizer.safetensors')}  optimizer.safetensors`]);
+  });
+
+  it('a flipped byte inside the tensor data is refused on load, naming the file and its checksum', () => {
+    const dir = writeSample(temporaryDir(), 3);
+    for (const name of ['model.safetensors', 'optimizer.safetensors']) {
+      const file = path.join(dir, name);
+      const bytes = fs.readFileSync(file);
+      const dataStart = 8 + Number(bytes.readBigUInt64LE(0));
+      bytes[dataStart + 5] ^= 0x01; // one bit of the first tensor's second value
+      fs.writeFileSync(file, bytes);
+    }
+    const modelFile = path.join(dir, 'model.safetensors');
+    expectCheckpointError(
+      () => loadCheckpointModel(dir, targets()),
+      new RegExp(`cannot load ${modelFile.replace(/[.\\/]/g, '\\$&')}: it does not match its checksum \\(its SHA-256 is [0-9a-f]{64}, SHA256SUMS recorded [0-9a-f]{64}\\)`),
+      /damaged \(a flipped bit, a bad copy\)/,
+    );
+    expectCheckpointError(() => readCheckpointOptimizer(dir), /optimizer\.safetensors: it does not match its checksum/);
+  });
+
+  it('NaN or infinity in a weight (checksum recomputed) is refused, naming the file, the tensor and the count', () => {
+    const dir = writeSample(temporaryDir(), 3);
+    rewriteWithChecksum(dir, 'model.safetensors', (tensors) => {
+      const w = tensors.get('a.w')!.data as Float32Array;
+      w[1] = NaN;
+      w[4] = -Infinity;
+    });
+    expectCheckpointError(
+      () => loadCheckpointModel(dir, targets()),
+      /model\.safetensors: tensor 'a\.w' has 2 non-finite values \(NaN or infinite\) of 6/,
+      /NaN or infinite values \(the run diverged/,
+    );
+    rewriteWithChecksum(dir, 'optimizer.safetensors', (tensors) => {
+      (tensors.get('a.w.v')!.data as Float32Array)[0] = Infinity;
+    });
+    expectCheckpointError(() => readCheckpointOptimizer(dir), /optimizer\.safetensors: tensor 'a\.w\.v' has 1 non-finite value \(NaN or infinite\) of 6/);
+  });
+
+  it('a checkpoint written before SHA256SUMS still loads; a SHA256SUMS that does not list the file is refused', () => {
+    const dir = writeSample(temporaryDir(), 3);
+    fs.writeFileSync(path.join(dir, 'SHA256SUMS'), fs.readFileSync(path.join(dir, 'SHA256SUMS'), 'utf8').split('\n')[1] + '\n');
+    expectCheckpointError(() => loadCheckpointModel(dir, targets()), /SHA256SUMS does not list model\.safetensors/);
+    fs.rmSync(path.join(dir, 'SHA256SUMS'));
+    const loaded = targets();
+    loadCheckpointModel(dir, loaded);
+    assert.deepEqual([...loaded.get('a.w')!.toArray()], [1, 2, 3, 4, 5, 6]);
+    assert.equal(readCheckpointOptimizer(dir).size, 2);
   });
 });
 

@@ -20,6 +20,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeDirectoryAtomicSync } from '../io/atomic';
+import { sha256File } from '../io/checksums';
 import { readNpySync, writeNpySync } from '../io/npy';
 import { readTextFileSync, TEXT_LIMITS } from '../io/text-file';
 import { EventSink, silentSink } from '../events';
@@ -77,22 +78,6 @@ export function tokenCacheSplits(data: string): Array<{ name: TokenSplitName; pa
   return [{ name: 'train', path: data }];
 }
 
-function fileHash(file: string): string {
-  const hash = createHash('sha256');
-  const fd = fs.openSync(file, 'r');
-  try {
-    const buffer = Buffer.alloc(1 << 20);
-    for (;;) {
-      const n = fs.readSync(fd, buffer, 0, buffer.length, null);
-      if (n === 0) break;
-      hash.update(buffer.subarray(0, n));
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
-  return hash.digest('hex');
-}
-
 function sourceFingerprint(hash: ReturnType<typeof createHash>, name: string, source: DataSource): void {
   hash.update(`split ${name} ${path.resolve(source.path)} ${source.records.length}\n`);
   for (const r of source.records) {
@@ -112,7 +97,7 @@ async function tokenCacheLocation(options: TokenCacheOptions): Promise<{ key: st
   const sources: Array<{ name: TokenSplitName; source: DataSource }> = [];
   for (const s of splits) sources.push({ name: s.name, source: await openDataSource(s.path, { requireCaptions: true }) });
   const hash = createHash('sha256');
-  hash.update(`dalle-token-cache 1\nresolution ${dvae.resolution}\ndvae ${fileHash(path.join(dvae.checkpoint, 'model.safetensors'))}\n`);
+  hash.update(`dalle-token-cache 1\nresolution ${dvae.resolution}\ndvae ${sha256File(path.join(dvae.checkpoint, 'model.safetensors'))}\n`);
   for (const { name, source } of sources) sourceFingerprint(hash, name, source);
   const key = hash.digest('hex').slice(0, 16);
   const runDir = path.dirname(path.dirname(dvae.checkpoint)); // RUN/checkpoints/step-N -> RUN

@@ -3,8 +3,10 @@
  * reads of users' text files.
  */
 export * from './atomic';
+export * from './checksums';
 export * from './dtype';
 export * from './errors';
+export * from './finite';
 export * from './npy';
 export * from './safetensors';
 export * from './tensors';

@@ -7,6 +7,7 @@
  */
 import { writeFileAtomic, writeFileAtomicSync } from './atomic';
 import { ByteSource, FileByteSource, MemoryByteSource } from './byte-source';
+import { sha256Hex } from './checksums';
 import { assertLittleEndianHost, bytesOfInput, HostArray, HostArrayInput, IoDtype, typedArrayFromBytes } from './dtype';
 import {
   compareUtf8,
@@ -210,20 +211,24 @@ export function encodeSafetensors(
   return [encodeSafetensorsHeader(entries, metadata), ...items.map((item) => item.bytes)];
 }
 
-/** Write a safetensors file atomically. */
+/** Write a safetensors file atomically. Returns the SHA-256 (hex) of the bytes written, hashed as they are written. */
 export function writeSafetensorsSync(
   file: string,
   tensors: SafetensorsInput,
   metadata?: Readonly<Record<string, string>>,
-): void {
-  writeFileAtomicSync(file, encodeSafetensors(tensors, metadata));
+): string {
+  const chunks = encodeSafetensors(tensors, metadata);
+  writeFileAtomicSync(file, chunks);
+  return sha256Hex(chunks);
 }
 
-/** Write a safetensors file atomically. */
+/** Write a safetensors file atomically. Returns the SHA-256 (hex) of the bytes written. */
 export async function writeSafetensors(
   file: string,
   tensors: SafetensorsInput,
   metadata?: Readonly<Record<string, string>>,
-): Promise<void> {
-  await writeFileAtomic(file, encodeSafetensors(tensors, metadata));
+): Promise<string> {
+  const chunks = encodeSafetensors(tensors, metadata);
+  await writeFileAtomic(file, chunks);
+  return sha256Hex(chunks);
 }

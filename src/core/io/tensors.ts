@@ -2,6 +2,7 @@
 // before copying anything, so a checkpoint from another model fails with a list of what differs.
 import { Tensor, shapeStr } from '../tensor';
 import { HostArray, IoDtype } from './dtype';
+import { checkFinite } from './finite';
 import { SafetensorsReader, writeSafetensorsSync } from './safetensors';
 
 /** The engine's dtype for a file dtype (f64 narrows to f32; i64 narrows to i32 with a range check). */
@@ -29,11 +30,11 @@ export function hostToTensor(h: HostArray, what = 'tensor'): Tensor {
   throw new Error(`dalle: ${what}: dtype ${h.dtype} has no engine equivalent (f32, f16, bf16, i32, i64, f64, u8)`);
 }
 
-/** Writes named tensors as one safetensors file (atomically). */
-export function saveTensors(file: string, tensors: ReadonlyMap<string, Tensor> | Iterable<[string, Tensor]>, metadata?: Record<string, string>): void {
+/** Writes named tensors as one safetensors file (atomically). Returns the file's SHA-256 (hex). */
+export function saveTensors(file: string, tensors: ReadonlyMap<string, Tensor> | Iterable<[string, Tensor]>, metadata?: Record<string, string>): string {
   const out = new Map<string, HostArray>();
   for (const [name, t] of tensors) out.set(name, tensorToHost(t));
-  writeSafetensorsSync(file, out, metadata);
+  return writeSafetensorsSync(file, out, metadata);
 }
 
 export interface LoadOptions {
@@ -45,7 +46,8 @@ export interface LoadOptions {
 
 /**
  * Fills `targets` (name -> tensor, e.g. a module's parameters) from a safetensors file. Values are cast to each
- * target's dtype. Every mismatch (missing or unexpected name, shape) is reported at once, before any copy.
+ * target's dtype. Every mismatch (missing or unexpected name, shape) is reported at once, before any copy; a tensor
+ * holding NaN or infinite values is a NonFiniteTensorError (finite.ts) naming it.
  */
 export function loadTensorsInto(file: string, targets: ReadonlyMap<string, Tensor>, options: LoadOptions = {}): Record<string, string> {
   const reader = SafetensorsReader.open(file);
@@ -69,7 +71,9 @@ export function loadTensorsInto(file: string, targets: ReadonlyMap<string, Tenso
     }
     for (const [name, t] of targets) {
       if (!reader.has(name)) continue;
-      const loaded = hostToTensor(reader.read(name), `${file}: '${name}'`);
+      const host = reader.read(name);
+      checkFinite(host, file, name);
+      const loaded = hostToTensor(host, `${file}: '${name}'`);
       try {
         copyInto(t, loaded);
       } finally {

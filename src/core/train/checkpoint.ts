@@ -5,17 +5,22 @@
  *   RUN/checkpoints/step-N/optimizer.safetensors   AdamW moments (`<param>.m`, `<param>.v`, 16-bit masters)
  *   RUN/checkpoints/step-N/state.json              step, optimizer step, RNG states, data position, metric
  *                                                  accumulators: everything an exact resume needs besides tensors
+ *   RUN/checkpoints/step-N/SHA256SUMS              the SHA-256 of each tensor file, in `sha256sum` format
  *   RUN/latest                                     one line: `checkpoints/step-N` (the newest complete checkpoint)
  *
  * Each step-N directory is written atomically (filled under a temporary name, fsynced, renamed), then `latest` is
  * replaced atomically, then checkpoints beyond the newest `keep` are removed. A crash at any point leaves `latest`
  * naming a complete checkpoint. state.json records the byte size of both tensor files, so a file truncated or
- * replaced after the fact is caught before anything is loaded.
+ * replaced after the fact is caught before anything is loaded; SHA256SUMS (hashed as the files are written) catches
+ * a flipped bit, checked once per load as the file is opened. A checkpoint from before SHA256SUMS loads unchecked.
+ * Every floating-point value loaded must be finite (io/finite.ts): a NaN weight is an error naming its tensor.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeDirectoryAtomicSync, writeFileAtomicSync } from '../io/atomic';
 import { loadTensorsInto, saveTensors } from '../io/tensors';
+import { CHECKSUMS_FILE, formatChecksums, parseChecksums, sha256File } from '../io/checksums';
+import { checkFinite, NonFiniteTensorError } from '../io/finite';
 import { SafetensorsReader } from '../io/safetensors';
 import { readTextFileSync, TEXT_LIMITS } from '../io/text-file';
 import type { LoaderState } from '../data/loader';
@@ -92,8 +97,11 @@ export function writeCheckpoint(runDir: string, options: WriteCheckpointOptions)
     (dir) => {
       const modelFile = path.join(dir, MODEL_FILE);
       const optimizerFile = path.join(dir, OPTIMIZER_FILE);
-      saveTensors(modelFile, options.model, { format: FORMAT, step: String(state.step) });
-      saveTensors(optimizerFile, options.optimizer, { format: FORMAT, step: String(state.step) });
+      const digests = new Map([
+        [MODEL_FILE, saveTensors(modelFile, options.model, { format: FORMAT, step: String(state.step) })],
+        [OPTIMIZER_FILE, saveTensors(optimizerFile, options.optimizer, { format: FORMAT, step: String(state.step) })],
+      ]);
+      fs.writeFileSync(path.join(dir, CHECKSUMS_FILE), formatChecksums(digests));
       const full: CheckpointState = {
         format: FORMAT,
         version: VERSION,
@@ -266,6 +274,7 @@ export function readCheckpointOptimizer(dir: string): Map<string, Float32Array> 
       for (const name of reader.names) {
         const host = reader.read(name);
         if (host.dtype !== 'f32') throw new Error(`'${name}' is ${host.dtype}, optimizer state is f32`);
+        checkFinite(host, file, name);
         out.set(name, host.data as Float32Array);
       }
       return out;
@@ -275,7 +284,9 @@ export function readCheckpointOptimizer(dir: string): Map<string, Float32Array> 
   });
 }
 
+/** Checks `file` against its checkpoint's SHA256SUMS (when there is one), then loads it; errors are CheckpointErrors. */
 function loadCheckpointFile<T>(file: string, load: (file: string) => T): T {
+  verifyChecksum(file);
   try {
     return load(file);
   } catch (error) {
@@ -284,8 +295,34 @@ function loadCheckpointFile<T>(file: string, load: (file: string) => T): T {
       `cannot load ${file}: ${message}`,
       /does not fit this model/.test(message)
         ? 'the checkpoint was written for another model configuration: use the config.yaml of its run'
-        : 'the checkpoint is damaged: use an earlier checkpoints/step-N, or train again',
+        : error instanceof NonFiniteTensorError
+          ? 'the weights hold NaN or infinite values (the run diverged before this checkpoint, or the file was damaged): use an earlier checkpoints/step-N, or train again'
+          : 'the checkpoint is damaged: use an earlier checkpoints/step-N, or train again',
     );
+  }
+}
+
+/**
+ * Hashes `file` once and compares it with the line for it in SHA256SUMS beside it. A checkpoint without SHA256SUMS
+ * (written before dalle recorded checksums) is loaded unchecked; one whose SHA256SUMS does not list the file, or
+ * lists another digest, is refused.
+ */
+function verifyChecksum(file: string): void {
+  const dir = path.dirname(file);
+  const name = path.basename(file);
+  const manifest = path.join(dir, CHECKSUMS_FILE);
+  if (!fs.existsSync(manifest)) return;
+  const hint = 'the checkpoint is damaged (a flipped bit, a bad copy) or was changed after it was written: use an earlier checkpoints/step-N, copy it again from where it came from, or train again';
+  let expected: string | undefined;
+  try {
+    expected = parseChecksums(readTextFileSync(manifest, TEXT_LIMITS.runMetadata), manifest).get(name);
+  } catch (error) {
+    throw new CheckpointError(`cannot load ${file}: cannot read ${manifest}: ${error instanceof Error ? error.message : String(error)}`, hint);
+  }
+  if (expected === undefined) throw new CheckpointError(`cannot load ${file}: ${manifest} does not list ${name}, so it cannot be checked`, hint);
+  const actual = sha256File(file);
+  if (actual !== expected) {
+    throw new CheckpointError(`cannot load ${file}: it does not match its checksum (its SHA-256 is ${actual}, ${CHECKSUMS_FILE} recorded ${expected})`, hint);
   }
 }
 
