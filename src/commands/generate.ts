@@ -1,9 +1,11 @@
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Flags } from '@oclif/core';
 import { BaseCommand, INTERRUPTED_EXIT } from '../cli/base-command';
 import { ConfigUse, ENGINE_KEYS } from '../cli/config-use';
 import { modelPathOrBundled } from '../cli/default-models';
 import { priorConfig } from '../core/config';
+import { IMAGE_EXTENSIONS, isImagePath } from '../core/data/sources/files';
 import { CoreEmitter } from '../core/events';
 import type { GenerateSummary } from '../core/sample/generate';
 import { TextFileError } from '../core/io/errors';
@@ -66,8 +68,8 @@ export default class GenerateCommand extends BaseCommand<typeof GenerateCommand>
     'top-p': Flags.string({ summary: 'Sample from the most likely tokens up to this much probability, in (0, 1]; 1 = off.', default: '1', helpValue: 'P' }),
     'cond-scale': Flags.string({ summary: 'Classifier-free guidance: logits = uncond + s (cond - uncond); 1 = off.', default: '1', helpValue: 'S' }),
     shard: Flags.string({ summary: 'Run part of the job: K/N (K from 0), or auto (Slurm array / Kubernetes Indexed Job environment).', helpValue: 'K/N|auto' }),
-    image: Flags.string({ summary: 'An image prompt: its top --keep-rows rows of tokens are kept and the prior completes the rest.', helpValue: 'FILE' }),
-    'keep-rows': Flags.integer({ summary: 'With --image: token rows kept from the top (default: half the grid).', min: 1 }),
+    image: Flags.string({ summary: 'An image prompt (one image file): its top --keep-rows rows of tokens are kept and the prior completes the rest.', helpValue: 'FILE' }),
+    'keep-rows': Flags.integer({ summary: "With --image: token rows kept from the top, 1 to the dVAE grid's side - 1 (default: half the grid)." }),
     rerank: Flags.integer({ summary: 'Rank each caption\'s samples by CLIP score (--clip) and keep the best K (see `dalle rerank`).', min: 1, helpValue: 'K' }),
     clip: Flags.string({ summary: 'With --rerank: a CLIP run directory (`dalle train-clip`) or a checkpoint directory.', helpValue: 'RUN' }),
     runtime: Flags.option({
@@ -91,7 +93,7 @@ export default class GenerateCommand extends BaseCommand<typeof GenerateCommand>
     // The engine is loaded here, not at the top, so `dalle --help` lists this command even without the native addon.
     const { applyRuntime } = await import('../core/runtime');
     const { encodeImages, loadTrainedDvae } = await import('../core/image/dvae-codec');
-    const { CaptionError, runGeneration } = await import('../core/sample/generate');
+    const { CaptionError, checkKeepRows, runGeneration } = await import('../core/sample/generate');
     const { loadTrainedPrior } = await import('../core/sample/load-prior');
     const { parseShard } = await import('../core/sample/plan');
     const { SamplingError, checkSamplingOptions } = await import('../core/sample/filters');
@@ -108,6 +110,7 @@ export default class GenerateCommand extends BaseCommand<typeof GenerateCommand>
     const condScale = number('cond-scale', this.flags['cond-scale']);
     const shard = parseShard(this.flags.shard);
     if (this.flags['keep-rows'] !== undefined && this.flags.image === undefined) this.error('--keep-rows needs --image FILE (the image whose top rows are kept)', { exit: 2 });
+    if (this.flags.image !== undefined) checkImagePromptFile(this.flags.image, (message, exit) => this.error(message, { exit }));
     if (this.flags.onnx !== undefined && this.flags.runtime !== 'onnx') this.error('--onnx DIR needs --runtime onnx', { exit: 2 });
     checkRerankFlags(this.flags, (message) => this.error(message, { exit: 2 }));
     const captions = [...argvCaptions, ...(this.flags.captions !== undefined ? readCaptions(this.flags.captions, CaptionError) : [])];
@@ -126,6 +129,9 @@ export default class GenerateCommand extends BaseCommand<typeof GenerateCommand>
     const prior = loadTrainedPrior(priorPath);
     try {
       const dvae = loadTrainedDvae(dvaePath);
+      // The range of --keep-rows is known once the dVAE's grid is: checked before anything is exported or encoded.
+      const keepRows = this.flags['keep-rows'] ?? Math.max(1, Math.floor(dvae.gridSide / 2));
+      if (this.flags.image !== undefined) checkKeepRows(keepRows, dvae.gridSide);
       // --runtime onnx: the same prior and dVAE as onnxruntime sessions (onnxruntime-node is loaded only then).
       let onnx: import('../core/onnx').OnnxGenerationModels | undefined;
       try {
@@ -142,7 +148,7 @@ export default class GenerateCommand extends BaseCommand<typeof GenerateCommand>
         if (this.flags.image !== undefined) {
           const encoded = await encodeImages(dvae, [this.flags.image], { events, encodeBatch: onnx?.encodeBatch });
           const side = dvae.gridSide;
-          prompt = { grid: encoded.tokens.subarray(0, side * side), keepRows: this.flags['keep-rows'] ?? Math.max(1, Math.floor(side / 2)), source: this.flags.image };
+          prompt = { grid: encoded.tokens.subarray(0, side * side), keepRows, source: this.flags.image };
         }
         // Ctrl-C: finish the batch being sampled, write the gallery, exit 130; a second Ctrl-C leaves at once.
         let stopping = false;
@@ -195,6 +201,19 @@ export default class GenerateCommand extends BaseCommand<typeof GenerateCommand>
       prior.model.dispose();
       await scorer?.dispose();
     }
+  }
+}
+
+/**
+ * --image is one image file. A folder or a manifest would be expanded into many images and the prompt silently made
+ * of the first, so they are refused (exit 2); a missing file is an input error (exit 4).
+ */
+function checkImagePromptFile(file: string, fail: (message: string, exit: number) => never): void {
+  const stat = fs.statSync(file, { throwIfNoEntry: false });
+  if (stat === undefined) fail(`--image ${file}: no such file`, 4);
+  const what = stat.isDirectory() ? 'a folder' : !isImagePath(file) ? 'not an image file (by its extension)' : undefined;
+  if (what !== undefined) {
+    fail(`--image takes one image file (${[...IMAGE_EXTENSIONS].join(', ')}), but ${file} is ${what}; to prompt with several images, run generate once per image`, 2);
   }
 }
 

@@ -202,9 +202,42 @@ describe('commands: generate', function () {
     assert.equal(lastJson(stdout).generated, 3);
     assert.deepEqual(readResults(out).map((r) => r.tokens), [40, 40, 40]); // 64 - 3 rows of 8
     assert.deepEqual(JSON.parse(fs.readFileSync(path.join(out, 'generation.json'), 'utf8')).prompt.keep_rows, 3);
-    const bad = await generate([CAPTIONS[0], '--prior', prior, '--dvae', dvae, '--out', path.join(work, 'p2'), '--image', image, '--keep-rows', '8']);
-    assert.equal(bad.error?.name, 'CaptionError');
-    assert.match(bad.error?.message ?? '', /--keep-rows must be in 1\.\.7/);
+  });
+
+  it('--keep-rows out of the grid (8 of 8 rows, or 0) is a usage error naming the range, before anything is encoded', async () => {
+    const image = path.join(work, 'images', '002.png');
+    for (const rows of ['8', '99', '0']) {
+      const out = path.join(work, `rows-${rows}`);
+      const bad = await generate([CAPTIONS[0], '--prior', prior, '--dvae', dvae, '--out', out, '--image', image, '--keep-rows', rows]);
+      assert.equal(bad.error?.name, 'SamplingError', rows);
+      assert.equal(bad.error?.oclif?.exit, 2);
+      assert.equal(bad.error?.message, `--keep-rows must be in 1..7 (the dVAE's token grid has 8 rows), got ${rows}`);
+      assert.doesNotMatch(bad.stderr, /encode/, 'nothing was encoded');
+      assert.ok(!fs.existsSync(path.join(out, 'results.jsonl')));
+    }
+  });
+
+  it('--image takes one image file: a folder or a manifest is refused (exit 2), a missing or unreadable image is exit 4', async () => {
+    const out = path.join(work, 'image-errors');
+    const run = (image: string) => generate([CAPTIONS[0], '--prior', prior, '--dvae', dvae, '--out', out, '--image', image]);
+    const folder = await run(path.join(work, 'images'));
+    assert.equal(folder.error?.oclif?.exit, 2);
+    assert.match(folder.error?.message ?? '', /^--image takes one image file \(\.png, .*\), but .*images is a folder; to prompt with several images, run generate once per image$/);
+    assert.doesNotMatch(folder.stderr, /encode/);
+    const manifest = path.join(work, 'prompts.jsonl');
+    fs.writeFileSync(manifest, '{"image": "images/002.png"}\n');
+    const listed = await run(manifest);
+    assert.equal(listed.error?.oclif?.exit, 2);
+    assert.match(listed.error?.message ?? '', /prompts\.jsonl is not an image file \(by its extension\)/);
+    const missing = await run(path.join(work, 'absent.png'));
+    assert.equal(missing.error?.oclif?.exit, 4);
+    assert.match(missing.error?.message ?? '', /^--image .*absent\.png: no such file$/);
+    const broken = path.join(work, 'broken.png');
+    fs.writeFileSync(broken, 'not a picture');
+    const unreadable = await run(broken);
+    assert.equal(unreadable.error?.oclif?.exit, 4);
+    assert.match(unreadable.error?.message ?? '', /^no image could be encoded from .*broken\.png .*not-an-image/);
+    assert.ok(!fs.existsSync(path.join(out, 'results.jsonl')));
   });
 
   it('cuts captions longer than text_len with a warning', async () => {

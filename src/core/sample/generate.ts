@@ -14,7 +14,7 @@ import { planesToRgb, writePng } from '../image/grid';
 import type { TrainedDvae } from '../image/dvae-codec';
 import { Tensor, noGrad, tidy } from '../tensor';
 import { CheckpointError } from '../train/checkpoint';
-import { SamplingOptions, checkSamplingOptions } from './filters';
+import { SamplingError, SamplingOptions, checkSamplingOptions } from './filters';
 import { GenerationSettings, ResultRecord, appendResult, claimOutputDir, isCompletePng, readResults, writeGallery, RESULTS_FILE } from './output';
 import { Shard, Unit, WHOLE_JOB, shardUnits, unitFileName, unitRng } from './plan';
 import { AsyncStepPrior, PriorDims, PriorLike, asyncSteps, sampleImageTokensAsync } from './sampler';
@@ -111,6 +111,15 @@ function sha256(text: string | Uint8Array): string {
   return createHash('sha256').update(text).digest('hex');
 }
 
+/** The rows an image prompt keeps: at least 1, and fewer than the grid's (a usage error, exit code 2). */
+export function checkKeepRows(keepRows: number, gridSide: number): void {
+  if (Number.isSafeInteger(keepRows) && keepRows >= 1 && keepRows < gridSide) return;
+  throw new SamplingError(
+    `--keep-rows must be in 1..${gridSide - 1} (the dVAE's token grid has ${gridSide} rows), got ${keepRows}`,
+    `keep e.g. ${Math.floor(gridSide / 2)} rows: the prior completes the rest`,
+  );
+}
+
 export async function runGeneration(job: GenerateJob): Promise<GenerateSummary> {
   const events = job.events ?? silentSink;
   const { dvae, captions, samples, batch, seed, out } = job;
@@ -139,9 +148,7 @@ export async function runGeneration(job: GenerateJob): Promise<GenerateSummary> 
   if (job.prompt) {
     const { grid, keepRows } = job.prompt;
     if (grid.length !== N) throw new CaptionError(`the image prompt has ${grid.length} codes; the prior needs a ${gridSide}x${gridSide} grid`, 'encode it with the dVAE the prior was trained on');
-    if (!(Number.isSafeInteger(keepRows) && keepRows >= 1 && keepRows < gridSide)) {
-      throw new CaptionError(`--keep-rows must be in 1..${gridSide - 1} (the grid has ${gridSide} rows), got ${keepRows}`, `keep e.g. ${gridSide / 2 | 0} rows: the prior completes the rest`);
-    }
+    checkKeepRows(keepRows, gridSide);
     prefix = grid.slice(0, keepRows * gridSide);
   }
   const r = prefix.length;
