@@ -48,7 +48,7 @@ export interface TrainedDvae {
 
 /** A dVAE from a run directory (its latest checkpoint) or a checkpoint directory. Dispose `model` when done. */
 export function loadTrainedDvae(target: string): TrainedDvae {
-  const found = resolveCheckpoint(target);
+  const found = resolveCheckpoint(target, 'dvae');
   if (found.state.kind !== 'dvae') throw new CheckpointError(`${found.dir} is a ${found.state.kind} checkpoint, not a dVAE`, 'pass a run made by `dalle train-dvae`');
   let config: DvaeConfig;
   try {

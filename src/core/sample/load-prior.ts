@@ -27,7 +27,7 @@ export interface TrainedPrior {
 
 /** Loads the prior of a run or checkpoint directory. Dispose `model` when done. */
 export function loadTrainedPrior(target: string): TrainedPrior {
-  const found = resolveCheckpoint(target);
+  const found = resolveCheckpoint(target, 'prior');
   if (found.state.kind !== 'prior') {
     throw new CheckpointError(`${found.dir} is a ${found.state.kind} checkpoint, not a prior`, 'pass --prior a run made by `dalle train-prior` (and --dvae the dVAE run)');
   }

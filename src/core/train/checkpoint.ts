@@ -148,14 +148,24 @@ export interface ResolvedCheckpoint {
   readonly state: CheckpointState;
 }
 
+/** The kinds of run (state.json `kind`) and the command that trains each, which hints name. */
+export const TRAIN_COMMANDS = { dvae: 'dalle train-dvae', prior: 'dalle train-prior', clip: 'dalle train-clip' } as const;
+export type RunKind = keyof typeof TRAIN_COMMANDS;
+
+/** "`dalle train-prior`" for a prior run; every training command when the kind expected is not known. */
+function trainedBy(kind: RunKind | undefined): string {
+  return kind === undefined ? Object.values(TRAIN_COMMANDS).map((command) => `\`${command}\``).join(', ') : `\`${TRAIN_COMMANDS[kind]}\``;
+}
+
 /**
- * What `--dvae X` / `--prior X` / `--resume` accept: a run directory (its `latest` checkpoint) or a checkpoint
- * directory (RUN/checkpoints/step-N). Reads and checks state.json and the tensor files' sizes.
+ * What `--dvae X` / `--prior X` / `--clip X` / `--resume` accept: a run directory (its `latest` checkpoint) or a
+ * checkpoint directory (RUN/checkpoints/step-N). Reads and checks state.json and the tensor files' sizes. `kind`, the
+ * kind of run expected, makes the hints name the command that trains it.
  */
-export function resolveCheckpoint(target: string): ResolvedCheckpoint {
+export function resolveCheckpoint(target: string, kind?: RunKind): ResolvedCheckpoint {
   const stat = fs.statSync(target, { throwIfNoEntry: false });
   if (!stat) {
-    throw new CheckpointError(`no run or checkpoint at ${target}: the path does not exist`, 'give a run directory (runs/NAME) made by `dalle train-dvae`, or one of its checkpoints/step-N directories');
+    throw new CheckpointError(`no run or checkpoint at ${target}: the path does not exist`, `give a run directory (runs/NAME) made by ${trainedBy(kind)}, or one of its checkpoints/step-N directories`);
   }
   if (!stat.isDirectory()) {
     throw new CheckpointError(`${target} is a file, not a run or checkpoint directory`, 'give the run directory (runs/NAME) or a checkpoints/step-N directory inside it');
@@ -174,7 +184,7 @@ export function resolveCheckpoint(target: string): ResolvedCheckpoint {
       `${target} has no '${LATEST_FILE}' file and no ${STATE_FILE}: it is neither a run directory with a checkpoint nor a checkpoint directory`,
       steps.length > 0
         ? `pass a checkpoint directly, e.g. ${path.join(target, CHECKPOINTS_DIR, checkpointDirName(steps[steps.length - 1]))}`
-        : 'train first (`dalle train-dvae ... --out RUN`); a run gets its first checkpoint at train.checkpoint_every steps or at the end',
+        : `train first (${kind === undefined ? trainedBy(kind) : `\`${TRAIN_COMMANDS[kind]} ... --out RUN\``}); a run gets its first checkpoint at ${kind === 'clip' ? '--checkpoint-every' : 'train.checkpoint_every'} updates or at the end`,
     );
   }
   const pointer = readTextFileSync(latestFile, TEXT_LIMITS.runMetadata).trim();
@@ -198,7 +208,7 @@ export function resolveTrainingStart(
   let state: CheckpointState | undefined;
   let dir: string | undefined;
   if (resume) {
-    const found = resolveCheckpoint(out);
+    const found = resolveCheckpoint(out, Object.hasOwn(TRAIN_COMMANDS, kind) ? (kind as RunKind) : undefined);
     if (found.state.kind !== kind) throw new CheckpointError(`${found.dir} is a ${found.state.kind} checkpoint, not a ${kind} one`, `resume a run made by \`${command}\``);
     state = found.state;
     dir = found.dir;

@@ -370,7 +370,7 @@ export function loadClip(target: string): LoadedClip {
     }
     pointed = path.join(target, pointer);
   }
-  const resolved = resolveCheckpoint(pointed);
+  const resolved = resolveCheckpoint(pointed, 'clip');
   if (resolved.state.kind !== 'clip') {
     throw new CheckpointError(`${resolved.dir} is a ${resolved.state.kind} checkpoint, not a CLIP one`, 'give a run directory made by `dalle train-clip`');
   }
