@@ -17,7 +17,7 @@ export const ExitCode = {
   usage: 2,
   /** A config problem: unknown key, wrong type, out of range, malformed YAML. */
   config: 3,
-  /** A missing or unreadable input: data set, checkpoint, run directory. */
+  /** A missing or unreadable input: data set, checkpoint, run directory (or one that another command is writing). */
   input: 4,
   /** The job failed while running: out of memory, no CUDA device, non-finite loss. */
   runtime: 5,
@@ -47,6 +47,8 @@ const POLICIES: Readonly<Record<string, ErrorPolicy>> = {
   CaptionError: { exit: ExitCode.input, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
   OutputDirError: { exit: ExitCode.input, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
   RerankError: { exit: ExitCode.input, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
+  // A folder that another dalle command is writing (core/io/run-lock.ts): the message names the holder.
+  RunLockError: { exit: ExitCode.input, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
   DeviceUnavailableError: {
     exit: ExitCode.runtime,
     suggestions: () => ['run on the CPU with --device cpu (or set runtime.device: cpu in the config)'],

@@ -2,6 +2,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { RUN_LOCK_FILE } from '../../src/core/io/run-lock';
 
 /** A fresh temporary directory, removed by the returned cleanup function. */
 export function makeTempDir(prefix: string): { dir: string; cleanup: () => void } {
@@ -27,4 +28,12 @@ export function bytesOf(view: ArrayBufferView): Uint8Array {
 
 export function concatBytes(chunks: readonly Uint8Array[]): Uint8Array {
   return new Uint8Array(Buffer.concat(chunks));
+}
+
+/** A lock file in `dir` as another process would have written it (src/core/io/run-lock.ts); `holder` overrides fields. */
+export function fabricateLock(dir: string, holder: Record<string, unknown>): string {
+  const file = path.join(dir, RUN_LOCK_FILE);
+  const full = { format: 'dalle-lock', host: os.hostname(), started: '2025-01-02T03:04:05.000Z', command: 'dalle train-dvae', token: 'feedfeedfeedfeed', ...holder };
+  fs.writeFileSync(file, JSON.stringify(full));
+  return file;
 }
