@@ -1,0 +1,46 @@
+// The KV-cache decode kernel of generation (native/cuda/attention_decode_kernels.cuh: one new query row per sequence
+// against the cached keys and values its mask row allows), run on the CPU: native/cuda/emu/attention_decode_emu.cc
+// compiles the same kernel source as nvcc with g++ in the emulation dialect and compares each step (first and last
+// text positions, first image positions, the last position) with a float64 reference row, for fp32, fp16 and bf16
+// caches laid out as the prior's KV cache (more sequences and positions than used, q a permuted view). Every cache
+// slot the mask row excludes holds NaN, so a kernel that read a disallowed key would fail. Skips where g++ with C++20
+// <barrier> is missing.
+import * as assert from 'node:assert';
+import { execFileSync } from 'node:child_process';
+import { buildEmuProgram } from './gxx';
+
+describe('CUDA KV-cache decode attention kernel, emulated on the CPU', function () {
+  this.timeout(600000);
+  let exe = '';
+
+  before(function () {
+    const built = buildEmuProgram('attention_decode_emu.cc');
+    if ('reason' in built) {
+      console.log(`      (skipped: ${built.reason})`);
+      this.skip();
+    }
+    exe = built.exe;
+  });
+
+  // kind, text, grid, conv kernel, B, H, D, Dv: odd text lengths, grid sides 4..8, more allowed keys than one chunk
+  // of 128 threads (130 text positions), no text, widths below 64.
+  const cases: Array<[string, number, number, number, number, number, number, number]> = [
+    ['row', 5, 7, 1, 2, 2, 64, 64],
+    ['row', 0, 4, 1, 1, 1, 16, 16],
+    ['column', 3, 8, 1, 1, 3, 64, 48],
+    ['column', 131, 6, 1, 1, 2, 64, 64],
+    ['conv', 7, 8, 5, 2, 1, 33, 64],
+    ['conv', 65, 5, 3, 1, 1, 64, 64],
+  ];
+  cases.forEach((c, n) => {
+    for (const dtype of ['f32', 'f16', 'bf16']) {
+      const name = `${dtype} ${c[0]} text ${c[1]} grid ${c[2]}${c[0] === 'conv' ? ` k ${c[3]}` : ''} B ${c[4]} H ${c[5]} D ${c[6]} Dv ${c[7]}`;
+      it(name, () => {
+        const out = execFileSync(exe, [...c.map(String), dtype, String(300 + n)], { encoding: 'utf8' });
+        const r = JSON.parse(out.trim()) as Record<string, number>;
+        // max |got - want| / (atol + rtol |want|) with the output type's rounding (attention_decode_emu.cc): <= 1.
+        for (const key of ['o', 'lse']) assert.ok(r[key] <= 1, `${key}: ${r[key]} (${out.trim()})`);
+      });
+    }
+  });
+});
