@@ -21,8 +21,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeDirectoryAtomicSync } from '../io/atomic';
 import { sha256File } from '../io/checksums';
-import { readNpySync, writeNpySync } from '../io/npy';
-import { readTextFileSync, TEXT_LIMITS } from '../io/text-file';
+import { writeNpySync } from '../io/npy';
 import { EventSink, silentSink } from '../events';
 import type { TrainedDvae } from '../image/dvae-codec';
 import { Tensor, noGrad, tidy } from '../tensor';
@@ -30,6 +29,7 @@ import { mapWithConcurrency } from './concurrency';
 import { DataError, SkipError } from './errors';
 import { decodeImage, rgbToChw } from './image';
 import { SkipReport, SkipSummary } from './skips';
+import { readTokenCacheSplits } from './token-cache-read';
 import { openDataSource } from './sources/open';
 import { DataRecord, DataSource } from './sources/types';
 
@@ -114,9 +114,9 @@ function readCacheAt(
 ): TokenCache | undefined {
   if (!fs.existsSync(path.join(dir, META_FILE))) return undefined;
   (options.events ?? silentSink).emit({ type: 'log', level: 'info', message: `token cache ${dir}` });
-  const out: { train?: TokenSplit; val?: TokenSplit } = {};
-  for (const { name } of sources) out[name] = readSplit(dir, name, options.dvae.gridSide);
-  return { key, dir, built: false, train: out.train as TokenSplit, val: out.val };
+  const { gridSide, config } = options.dvae;
+  const splits = readTokenCacheSplits(dir, key, sources.map(({ name }) => name), { gridSide, vocabSize: config.model.vocab_size });
+  return { key, dir, built: false, train: splits.get('train') as TokenSplit, val: splits.get('val') };
 }
 
 /**
@@ -167,19 +167,6 @@ export async function loadOrBuildTokenCache(options: TokenCacheOptions): Promise
   const train = encoded.find((e) => e.name === 'train')!.split;
   const val = encoded.find((e) => e.name === 'val')?.split;
   return { key, dir, built: true, train, val };
-}
-
-function readSplit(dir: string, name: TokenSplitName, gridSide: number): TokenSplit {
-  const npy = readNpySync(path.join(dir, `${name}.npy`));
-  const lines = readTextFileSync(path.join(dir, `${name}.captions.jsonl`), TEXT_LIMITS.manifest).split('\n').filter((l) => l !== '');
-  const shape = npy.shape as number[];
-  if (npy.dtype !== 'i32' || shape.length !== 3 || shape[1] !== gridSide || shape[2] !== gridSide || lines.length !== shape[0]) {
-    throw new DataError(
-      `the token cache ${dir} is damaged: ${name}.npy is ${npy.dtype} (${shape.join(', ')}) with ${lines.length} caption lines`,
-      `delete ${dir} and run again to re-encode the images`,
-    );
-  }
-  return { tokens: npy.data as Int32Array, shape: [shape[0], shape[1], shape[2]], captions: lines.map((l) => JSON.parse(l) as string[]) };
 }
 
 /** Encodes every record of a source (skipping undecodable images, reported) into argmax grids. */
