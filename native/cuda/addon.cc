@@ -2,9 +2,10 @@
 // never depends on CUDA. src/core/cuda/index.ts loads it lazily; on a machine without a driver or GPU it still loads
 // (cudart is linked statically and finds the driver at run time) and info() reports why there is no device.
 // Device memory crosses as plain numbers (device addresses), like host memory in the main addon, and comes from a
-// caching allocator (device_allocator.h) with the main addon's alloc / free / allocStats / trim / resetPeak. Every
-// kernel entry point checks its arguments, launches on the default stream and throws a JavaScript Error naming the op
-// on failure.
+// caching allocator (device_allocator.h) with the main addon's alloc / free / allocStats / trim / resetPeak, and
+// memcpy (device to device). copyIn(address, typedArray) is the main addon's order, copyOut(typedArray, address) is
+// not (src/core/backend/cuda.ts swaps it). Every kernel entry point checks its arguments, launches on the default
+// stream and throws a JavaScript Error naming the op on failure.
 #include <napi.h>
 
 #include <cuda_runtime_api.h>
@@ -129,6 +130,16 @@ DType dtype(const Napi::CallbackInfo& info, size_t i, const char* op) {
   if (s == "f16") return kF16;
   if (s == "bf16") return kBF16;
   throw_error(info.Env(), op, "unsupported dtype '" + s + "' (use f32, f16 or bf16)");
+}
+
+// An element type of cast: the float types or i32.
+DType cast_dtype(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  if (i < info.Length() && info[i].IsString() && info[i].As<Napi::String>().Utf8Value() == "i32") return kI32;
+  const std::string s = str(info, i, op);
+  if (s == "f32") return kF32;
+  if (s == "f16") return kF16;
+  if (s == "bf16") return kBF16;
+  throw_error(info.Env(), op, "unsupported dtype '" + s + "' (use f32, f16, bf16 or i32)");
 }
 
 attn_plan::MaskSpec mask_spec(const Napi::CallbackInfo& info, size_t i, const char* op) {
@@ -320,6 +331,21 @@ Napi::Value CopyOut(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// memcpy(dst, src, bytes): device -> same device, queued on the addon's (default) stream like every kernel, so it is
+// ordered with them and does not block the host.
+Napi::Value Memcpy(const Napi::CallbackInfo& info) {
+  const char* op = "memcpy";
+  const int64_t bytes = i64(info, 2, op);
+  if (bytes < 0) throw_error(info.Env(), op, "bytes must be >= 0");
+  void* dst = need(info, 0, op);
+  const void* src = need(info, 1, op);
+  if (bytes > 0) {
+    check_cuda(info.Env(), op, cudaMemcpyAsync(dst, src, (size_t)bytes, cudaMemcpyDeviceToDevice, 0));
+  }
+  return info.Env().Undefined();
+}
+
+// memset(address, byte, bytes)
 Napi::Value Memset(const Napi::CallbackInfo& info) {
   const char* op = "memset";
   check_cuda(info.Env(), op, cudaMemset(need(info, 0, op), (int)i64(info, 1, op), (size_t)i64(info, 2, op)));
@@ -374,12 +400,14 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// cast(dst, dstDtype, src, srcDtype, count)
+
+// cast(dst, dstDtype, src, srcDtype, count): dtypes f32, f16, bf16, i32 (the CPU addon's cast).
 Napi::Value Cast(const Napi::CallbackInfo& info) {
   const char* op = "cast";
   const int64_t n = i64(info, 4, op);
   non_negative(info, op, {n});
-  check(info.Env(), op, cast(ptr(info, 0, op), dtype(info, 1, op), ptr(info, 2, op), dtype(info, 3, op), n));
+  check(info.Env(), op,
+        cast(ptr(info, 0, op), cast_dtype(info, 1, op), ptr(info, 2, op), cast_dtype(info, 3, op), n));
   return info.Env().Undefined();
 }
 
@@ -819,6 +847,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"resetPeak", ResetPeak},
       {"copyIn", CopyIn},
       {"copyOut", CopyOut},
+      {"memcpy", Memcpy},
       {"memset", Memset},
       {"synchronize", Synchronize},
       {"cublasLtStatus", CublasLtStatus},

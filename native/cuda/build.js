@@ -30,7 +30,8 @@ const NVCC_SOURCES = ['attention.cu', 'cast.cu', 'copy.cu', 'elementwise.cu', 'a
 const CXX_SOURCES = ['gemm.cc', 'addon.cc'];
 const HEADERS = ['attention_plan.h', 'attention_kernels.cuh', 'cuda_ops.h', 'op_codes.h', 'common.cuh', 'grid.cuh',
   'block_reduce.cuh', 'smem_reduce.cuh', 'device_allocator.h', 'copy_kernels.cuh', 'elementwise_kernels.cuh',
-  'softmax_kernels.cuh', 'reduce_kernels.cuh', 'embedding_kernels.cuh', 'pool_kernels.cuh', 'random_kernels.cuh'];
+  'softmax_kernels.cuh', 'reduce_kernels.cuh', 'embedding_kernels.cuh', 'pool_kernels.cuh', 'random_kernels.cuh',
+  'cast_kernels.cuh'];
 
 function arg(name, fallback) {
   const i = process.argv.indexOf(name);

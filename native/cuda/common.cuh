@@ -49,6 +49,7 @@ std::string dispatch(DType dt, F&& f) {
     case kF32: return f((float*)nullptr);
     case kF16: return f((__half*)nullptr);
     case kBF16: return f((__nv_bfloat16*)nullptr);
+    case kI32: break;  // not a float element type: cast handles it before dispatching
   }
   return "unknown dtype " + std::to_string((int)dt);
 }

@@ -14,10 +14,10 @@ namespace dalle {
 namespace cuda {
 
 // Element types: fp32, IEEE fp16, bfloat16 (16-bit types are raw bit patterns on the JavaScript side, as in the CPU
-// addon). Compute is always fp32.
-enum DType : int32_t { kF32 = 0, kF16 = 1, kBF16 = 2 };
+// addon). Compute is always fp32. i32 is an element type of cast only (indices, as the CPU addon's cast).
+enum DType : int32_t { kF32 = 0, kF16 = 1, kBF16 = 2, kI32 = 3 };
 
-inline int64_t dtype_bytes(DType d) { return d == kF32 ? 4 : 2; }
+inline int64_t dtype_bytes(DType d) { return d == kF32 || d == kI32 ? 4 : 2; }
 
 // ---- attention.cu: block-sparse attention of the prior (attention_plan.h), flash-attention style ----
 // q, k, o (B, H, T, D) / v (B, H, T, Dv) contiguous, sequence order; lse (B, H, T) f32, the log-sum-exp of each row
@@ -30,7 +30,8 @@ std::string attention_backward(DType dt, const attn_plan::MaskSpec& spec, const 
                                float* delta, int64_t B, int64_t H, int64_t D, int64_t Dv, float scale);
 
 // ---- cast.cu, elementwise.cu, adamw.cu, precision.cu, norm.cu, loss.cu, conv.cu ----
-// cast (native/cpu/copy.cc): f32 -> f16 / bf16 round to nearest even (NaN stays NaN), 16-bit -> f32 exact.
+// cast (native/cpu/copy.cc): f32 -> f16 / bf16 round to nearest even (NaN stays NaN), 16-bit -> f32 exact; i32 through
+// f32 (to i32: truncation toward zero, saturating, NaN -> 0).
 std::string cast(void* dst, DType dst_dt, const void* src, DType src_dt, int64_t n);
 // gelu, tanh approximation (native/cpu/elementwise.cc gelu_f / gelu_grad_f): y = gelu(x); dx = g * gelu'(x).
 std::string gelu_forward(DType dt, const void* x, void* y, int64_t n);

@@ -101,4 +101,37 @@ describe('CUDA op kernels, emulated on the CPU', function () {
       assert.strictEqual(differ, 0, `${differ} of ${n} values differ from the CPU stream (first: ${dev[0]} vs ${cpu[0]})`);
     });
   }
+  // The i32 casts (native/cuda/cast_kernels.cuh) against the CPU cast, bit for bit: specials (NaN, infinities, -0),
+  // the saturation bounds on both sides, fractions of both signs, and integers beyond f32's exact range.
+  it('casts f32 -> i32 and i32 -> f32 as the CPU cast does', () => {
+    const floats = Float32Array.from([0, -0, 0.5, -0.5, 1.9999, -1.9999, 7.5, -7.5, NaN, -NaN, Infinity, -Infinity,
+      2147483520, 2147483647, 2147483648, -2147483648, -2147483904, 3e9, -3e9, 1e-40, 16777217, 123456.789]);
+    const ints = Int32Array.from([0, 1, -1, 16777216, 16777217, 16777219, -16777217, 2147483647, -2147483648, 2147483584,
+      33554435, -33554435, 65504, 65520]);
+    const words = new Uint32Array(floats.length + ints.length);
+    words.set(new Uint32Array(floats.buffer));
+    words.set(new Uint32Array(ints.buffer), floats.length);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dalle-cast-'));
+    fs.writeFileSync(path.join(dir, 'in'), words);
+    execFileSync(exe, ['cast', path.join(dir, 'in'), path.join(dir, 'i32'), path.join(dir, 'f32')]);
+    const read = (file: string): Uint32Array => {
+      const buf = fs.readFileSync(path.join(dir, file));
+      return new Uint32Array(buf.buffer, buf.byteOffset, words.length);
+    };
+    const cpu = (dst: 'i32' | 'f32', src: 'i32' | 'f32'): Uint32Array => {
+      const [a, b] = [native.alloc(words.byteLength), native.alloc(words.byteLength)];
+      try {
+        native.copyIn(a, words);
+        native.cast(b, dst, a, src, words.length);
+        const out = new Uint32Array(words.length);
+        native.copyOut(b, out);
+        return out;
+      } finally {
+        native.free(a, words.byteLength);
+        native.free(b, words.byteLength);
+      }
+    };
+    assert.deepStrictEqual([...read('i32')], [...cpu('i32', 'f32')], 'f32 -> i32');
+    assert.deepStrictEqual([...read('f32')], [...cpu('f32', 'i32')], 'i32 -> f32');
+  });
 });

@@ -7,6 +7,9 @@
 //   ops_emu philox K0 K1 OFFSET N KIND A B FILE
 //                           -> FILE: the N f32 values of philoxFill (KIND uniform | normal | gumbel), to compare
 //                              with the CPU kernel
+//   ops_emu cast IN TO_I32 TO_F32
+//                           -> the 32-bit words of IN cast as f32 -> i32 (TO_I32) and as i32 -> f32 (TO_F32), to
+//                              compare with the CPU kernel
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -20,6 +23,7 @@
 
 #include "dialect.h"
 
+#include "../cast_kernels.cuh"
 #include "../copy_kernels.cuh"
 #include "../elementwise_kernels.cuh"
 #include "../embedding_kernels.cuh"
@@ -440,12 +444,43 @@ int philox(int argc, char** argv) {
   return 0;
 }
 
+bool write_words(const char* file, const void* data, size_t n) {
+  FILE* f = std::fopen(file, "wb");
+  const bool ok = f && std::fwrite(data, 4, n, f) == n;
+  if (f) std::fclose(f);
+  if (!ok) std::fprintf(stderr, "cannot write %s\n", file);
+  return ok;
+}
+
+int cast(int argc, char** argv) {
+  if (argc != 5) {
+    std::fprintf(stderr, "usage: ops_emu cast IN TO_I32 TO_F32\n");
+    return 2;
+  }
+  std::vector<uint32_t> words;
+  FILE* f = std::fopen(argv[2], "rb");
+  if (!f) return 1;
+  uint32_t w;
+  while (std::fread(&w, 4, 1, f) == 1) words.push_back(w);
+  std::fclose(f);
+  const int64_t n = (int64_t)words.size();
+  std::vector<float> as_f32(n);
+  std::vector<int32_t> as_i32(n), to_i32(n, 12345);
+  std::vector<float> to_f32(n, NAN);
+  std::memcpy(as_f32.data(), words.data(), n * 4);
+  std::memcpy(as_i32.data(), words.data(), n * 4);
+  launch(small_grid(n, 64), 1, 64, [&] { cast_f32_to_i32_kernel(to_i32.data(), as_f32.data(), n); });
+  launch(small_grid(n, 32), 1, 32, [&] { cast_i32_to_f32_kernel(to_f32.data(), as_i32.data(), n); });
+  return write_words(argv[3], to_i32.data(), n) && write_words(argv[4], to_f32.data(), n) ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "philox") return philox(argc, argv);
+  if (argc >= 2 && std::string(argv[1]) == "cast") return cast(argc, argv);
   if (argc != 3 || std::string(argv[1]) != "check") {
-    std::fprintf(stderr, "usage: ops_emu check SEED | ops_emu philox K0 K1 OFFSET N KIND A B FILE\n");
+    std::fprintf(stderr, "usage: ops_emu check SEED | ops_emu philox K0 K1 OFFSET N KIND A B FILE | ops_emu cast IN TO_I32 TO_F32\n");
     return 2;
   }
   rng.seed((unsigned)std::atoi(argv[2]));

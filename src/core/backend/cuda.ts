@@ -6,8 +6,9 @@
 // the CPU), so the adapters pass 'f32'.
 // One process uses one GPU at a time: the backend selects its device when it is made.
 import { AllocStats } from '../native';
-import { CudaAddon, CudaMaskKind } from '../cuda';
-import { Backend, FillKind, Kernel, MissingKernelError } from './backend';
+import { CudaAddon, CudaCastDType, CudaMaskKind } from '../cuda';
+import { Backend, FillKind, Kernel } from './backend';
+import { cpuBackend } from './cpu';
 import { Device } from './device';
 
 /** Addon exports that are not kernels (memory, device, status): never in the kernel table. */
@@ -27,47 +28,30 @@ export function createCudaBackend(addon: CudaAddon, device: Device, index: numbe
   addon.setDevice(index);
   const raw = addon as unknown as Extra;
   const has = (name: string): boolean => typeof raw[name] === 'function';
-  const fn = (name: string): Kernel => {
-    if (!has(name)) throw new MissingKernelError(`dalle: the ${device} backend has no kernel '${name}' (the CUDA addon does not export it)`);
-    return raw[name] as Kernel;
-  };
-  // The addon's caching allocator (alloc / free / allocStats, the main addon's names) where it exports one; else
-  // plain cudaMalloc / cudaFree, counted here.
-  const caching = has('alloc') && has('allocStats');
-  const stats: AllocStats = { bytesInUse: 0, bytesCached: 0, peakBytesInUse: 0, allocs: 0, cacheHits: 0, osAllocs: 0 };
-
   const backend: Backend = {
     device,
     kernels: {},
-    alloc(bytes) {
-      if (caching) return (raw.alloc as (n: number) => number)(bytes);
-      const address = addon.malloc(Math.max(bytes, 4));
-      stats.bytesInUse += bytes;
-      stats.peakBytesInUse = Math.max(stats.peakBytesInUse, stats.bytesInUse);
-      stats.allocs++;
-      stats.osAllocs++;
-      return address;
-    },
-    free(address, bytes) {
-      (addon.free as (a: number, n: number) => void)(address, bytes);
-      if (caching) return;
-      stats.bytesInUse -= bytes;
-    },
+    // The addon's caching allocator (native/cuda/device_allocator.h), with the main addon's names.
+    alloc: (bytes) => addon.alloc(bytes),
+    free: (address, bytes) => addon.free(address, bytes),
     copyIn: (address, data) => addon.copyIn(address, data),
+    // The CUDA addon takes the typed array first here (the main addon takes the address first).
     copyOut: (address, data) => addon.copyOut(data, address),
-    memcpy(dst, src, bytes) {
-      if (bytes === 0) return;
-      if (has('memcpy')) fn('memcpy')(dst, src, bytes);
-      else fn('stridedCopy')(dst, src, 1, [bytes], [1], [1]);
-    },
+    memcpy: (dst, src, bytes) => addon.memcpy(dst, src, bytes),
     fill(dst, count, value, kind: FillKind) {
-      if (value === 0) addon.memset(dst, 0, count * (kind === 'u16' ? 2 : 4));
-      else fn('fill')(dst, count, value, kind);
+      // +0 is all-zero bytes in every kind (-0 is not, in f32): a memset then.
+      if (Object.is(value, 0)) addon.memset(dst, 0, count * (kind === 'u16' ? 2 : 4));
+      else addon.fill(dst, count, value, kind);
     },
     stridedCopy: (dst, src, itemBytes, shape, dstStrides, srcStrides) =>
-      fn('stridedCopy')(dst, src, itemBytes, shape, dstStrides, srcStrides),
-    cast: (dst, dstDtype, src, srcDtype, count) => addon.cast(dst, dstDtype as never, src, srcDtype as never, count),
-    allocStats: () => (caching ? (raw.allocStats as () => AllocStats)() : { ...stats }),
+      addon.stridedCopy(dst, src, itemBytes, shape, dstStrides, srcStrides),
+    cast: (dst, dstDtype, src, srcDtype, count) =>
+      addon.cast(dst, dstDtype as CudaCastDType, src, srcDtype as CudaCastDType, count),
+    allocStats(): AllocStats {
+      const s = addon.allocStats();
+      return { bytesInUse: s.bytesInUse, bytesCached: s.bytesCached, peakBytesInUse: s.peakBytesInUse, allocs: s.allocs,
+        cacheHits: s.cacheHits, osAllocs: s.driverAllocs };
+    },
   };
 
   /** Device workspaces of one kernel call, freed when it returns. */
@@ -102,8 +86,9 @@ export function createCudaBackend(addon: CudaAddon, device: Device, index: numbe
     gemmBf16: (tA: boolean, tB: boolean, M: number, N: number, K: number, alpha: number, a: number, lda: number,
       b: number, ldb: number, beta: number, c: number, ldc: number) =>
       withTemps((temps) => {
-        const na = (tA ? K - 1 : M - 1) * lda + (tA ? M : K);
-        const nb = (tB ? N - 1 : K - 1) * ldb + (tB ? K : N);
+        // Elements spanned by A (M x K, or K x M transposed, rows lda apart) and B; none when a side is empty.
+        const na = Math.max(0, (tA ? K - 1 : M - 1) * lda + (tA ? M : K));
+        const nb = Math.max(0, (tB ? N - 1 : K - 1) * ldb + (tB ? K : N));
         const a32 = temp(temps, na * 4);
         const b32 = temp(temps, nb * 4);
         addon.cast(a32, 'f32', a, 'bf16', na);
@@ -150,9 +135,12 @@ export function createCudaBackend(addon: CudaAddon, device: Device, index: numbe
       }),
   };
 
+  // Only names the CPU backend also has: an export of another name (a GPU-only entry point) is no kernel of the table.
   const kernels: Record<string, unknown> = {};
   for (const name of Object.keys(raw)) {
-    if (!NOT_KERNELS.has(name) && !CUDA_SHAPED.has(name) && has(name)) kernels[name] = raw[name];
+    if (!NOT_KERNELS.has(name) && !CUDA_SHAPED.has(name) && has(name) && typeof cpuBackend.kernels[name] === 'function') {
+      kernels[name] = raw[name];
+    }
   }
   Object.assign(kernels, adapters);
   (backend as { kernels: Record<string, unknown> }).kernels = kernels;

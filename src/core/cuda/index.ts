@@ -5,6 +5,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 export type CudaDType = 'f32' | 'f16' | 'bf16';
+/** cast also takes i32 (as the CPU addon's cast). */
+export type CudaCastDType = CudaDType | 'i32';
 export type CudaMaskKind = 'row' | 'column' | 'conv';
 
 export interface CudaDevice {
@@ -50,7 +52,10 @@ export interface CudaAddon {
   trim(): void;
   resetPeak(): void;
   copyIn(address: number, data: ArrayBufferView): void;
+  /** The typed array first: the main addon's copyOut takes the address first. */
   copyOut(data: ArrayBufferView, address: number): void;
+  /** Device -> same device, ordered with the kernels (the addon's one stream). */
+  memcpy(dst: number, src: number, bytes: number): void;
   memset(address: number, byte: number, bytes: number): void;
   synchronize(): void;
   /** null when cuBLASLt is loaded, else why it is not. */
@@ -69,7 +74,8 @@ export interface CudaAddon {
     v: number, o: number, dO: number, lse: number, dq: number, dk: number, dv: number, delta: number, B: number,
     H: number, D: number, Dv: number, scale: number,
   ): void;
-  cast(dst: number, dstDtype: CudaDType, src: number, srcDtype: CudaDType, count: number): void;
+  /** i32 -> float rounds to nearest; float -> i32 truncates toward zero, saturating, NaN -> 0. */
+  cast(dst: number, dstDtype: CudaCastDType, src: number, srcDtype: CudaCastDType, count: number): void;
   geluForward(dtype: CudaDType, x: number, y: number, n: number): void;
   geluBackward(dtype: CudaDType, x: number, g: number, dx: number, n: number): void;
   adamw(
