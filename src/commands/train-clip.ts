@@ -16,7 +16,8 @@ export default class TrainClipCommand extends BaseCommand<typeof TrainClipComman
     '`dalle evaluate fid --clip RUN` use. Training images get a random scale + shift (--augment). With --val, text -> ' +
     'image top-1 retrieval within pools of 100 val pairs is measured every --eval-every updates and logged to ' +
     'metrics.jsonl; the best checkpoint is kept and RUN/best points at it, and `--clip RUN` then means that ' +
-    'checkpoint (chosen on the validation split, not on a test split). A run starts from scratch: there is no --resume yet.';
+    'checkpoint (chosen on the validation split, not on a test split). A run starts from scratch, into a folder without ' +
+    'checkpoints: there is no --resume yet (a signal ends it at once).';
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> --data data/emoji/train --val data/emoji/val --out runs/clip-emoji --steps 2000',

@@ -1,4 +1,5 @@
 /** A tiny dVAE config and a small data set of generated images, for tests that train for real in well under a second. */
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -97,4 +98,23 @@ export function readMetrics(runDir: string): MetricsLine[] {
     .split('\n')
     .filter((line) => line !== '')
     .map((line) => JSON.parse(line) as MetricsLine);
+}
+
+/** Every file under `dir` (relative path -> sha256 of its bytes) and every folder (-> 'dir'): equal means unchanged. */
+export function hashTree(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const walk = (folder: string): void => {
+    for (const entry of fs.readdirSync(folder, { withFileTypes: true })) {
+      const full = path.join(folder, entry.name);
+      const relative = path.relative(dir, full);
+      if (entry.isDirectory()) {
+        out[relative] = 'dir';
+        walk(full);
+      } else {
+        out[relative] = createHash('sha256').update(fs.readFileSync(full)).digest('hex');
+      }
+    }
+  };
+  walk(dir);
+  return out;
 }

@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import {
+  removeStaleTemporaries,
   temporarySiblingPath,
   writeDirectoryAtomic,
   writeDirectoryAtomicSync,
@@ -139,6 +140,31 @@ describe('io/atomic', () => {
       });
       assert.equal(fs.readFileSync(path.join(target, 'model.safetensors'), 'utf8'), 'n');
       assert.deepEqual(fs.readdirSync(path.join(dir, 'runs')), ['step-3']);
+    });
+  });
+
+  describe('leftovers of interrupted writes', () => {
+    it('removeStaleTemporaries removes our temporary files and directories in a folder, nothing else', () => {
+      // What a kill mid-write leaves: a temporary file, a checkpoint directory being filled, one set aside.
+      const leftFile = temporarySiblingPath(path.join(dir, 'config.yaml'));
+      fs.writeFileSync(leftFile, 'half a config');
+      const leftDirectory = fs.mkdtempSync(path.join(dir, 'step-8.tmp-'));
+      fs.writeFileSync(path.join(leftDirectory, 'model.safetensors'), 'half a checkpoint');
+      const setAside = path.join(dir, 'step-4.old-0123456789ab');
+      fs.mkdirSync(setAside);
+      // Names a user may have chosen, or ours in a sub-folder: kept.
+      const kept = ['notes.tmp-keep', '.a.tmp-12-short', 'step-9.tmp-abcdef', 'config.yaml', 'sub'];
+      fs.mkdirSync(path.join(dir, 'notes.tmp-keep'));
+      fs.writeFileSync(path.join(dir, '.a.tmp-12-short'), '');
+      fs.writeFileSync(path.join(dir, 'step-9.tmp-abcdef'), 'a file, not a directory');
+      fs.writeFileSync(path.join(dir, 'config.yaml'), 'kind: dvae\n');
+      fs.mkdirSync(path.join(dir, 'sub'));
+      fs.mkdirSync(path.join(dir, 'sub', 'step-1.tmp-Ab12Cd'));
+
+      assert.deepEqual(removeStaleTemporaries(dir).sort(), [leftFile, leftDirectory, setAside].sort());
+      assert.deepEqual(fs.readdirSync(dir).sort(), kept.sort());
+      assert.deepEqual(fs.readdirSync(path.join(dir, 'sub')), ['step-1.tmp-Ab12Cd']);
+      assert.deepEqual(removeStaleTemporaries(path.join(dir, 'missing')), []);
     });
   });
 });

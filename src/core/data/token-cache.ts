@@ -64,6 +64,11 @@ export interface TokenCacheOptions {
   readonly data: string;
   readonly dvae: TrainedDvae;
   readonly events?: EventSink;
+  /**
+   * Called with the cache key before the cache is read or the images encoded; throwing refuses it (a resumed prior
+   * checks that its data and dVAE still give the key it was trained on, before minutes of encoding).
+   */
+  readonly checkKey?: (key: string) => void;
 }
 
 /** The data sources of each split of `data`. */
@@ -136,6 +141,7 @@ export async function loadOrBuildTokenCache(options: TokenCacheOptions): Promise
   const events = options.events ?? silentSink;
   const { dvae } = options;
   const location = await tokenCacheLocation(options);
+  options.checkKey?.(location.key);
   const found = readCacheAt(location, options);
   if (found) return found;
   const { key, dir, sources } = location;

@@ -45,6 +45,42 @@ export function temporarySiblingPath(target: string): string {
   return path.join(path.dirname(target), `.${path.basename(target)}.tmp-${process.pid}-${randomSuffix()}`);
 }
 
+/**
+ * The names our temporaries take, so that those an interrupted write left behind can be found: a file
+ * `.NAME.tmp-PID-RANDOM` (temporarySiblingPath), a directory `NAME.tmp-XXXXXX` (mkdtemp: 6 letters or digits) and a
+ * directory set aside while being replaced, `NAME.old-RANDOM` (installDirectorySync).
+ */
+const TEMPORARY_FILE = /^\..+\.tmp-\d+-[0-9a-f]{12}$/;
+const TEMPORARY_DIRECTORY = /^.+\.tmp-[A-Za-z0-9]{6}$/;
+const SET_ASIDE_DIRECTORY = /^.+\.old-[0-9a-f]{12}$/;
+
+/**
+ * Removes what interrupted atomic writes left directly in `dir` (not in its sub-folders): temporary files, temporary
+ * directories (a killed checkpoint write leaves `checkpoints/step-N.tmp-XXXXXX`, as large as a checkpoint) and
+ * set-aside directories, recognised by the names above. A live writer's temporaries look the same, so call it only on
+ * a folder that no other process writes (its run lock is held). Returns the paths removed; a missing `dir` has none.
+ */
+export function removeStaleTemporaries(dir: string): string[] {
+  let entries: fs.Dirent[];
+  try {
+    entries = fs.readdirSync(dir, { withFileTypes: true });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw error;
+  }
+  const removed: string[] = [];
+  for (const entry of entries) {
+    const ours = entry.isDirectory()
+      ? TEMPORARY_DIRECTORY.test(entry.name) || SET_ASIDE_DIRECTORY.test(entry.name)
+      : entry.isFile() && TEMPORARY_FILE.test(entry.name);
+    if (!ours) continue;
+    const stale = path.join(dir, entry.name);
+    fs.rmSync(stale, { recursive: true, force: true });
+    removed.push(stale);
+  }
+  return removed;
+}
+
 /** fsync a directory so that renames into it survive a crash. Some platforms (Windows) cannot; that is not an error. */
 function fsyncDirectorySync(directory: string): void {
   let fd: number | undefined;

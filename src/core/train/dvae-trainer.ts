@@ -27,18 +27,21 @@ import { ConfigError, DvaeConfig, dvaeConfig, writeRunConfig } from '../config';
 import { DataLoader } from '../data/loader';
 import { openDataSource } from '../data/sources/open';
 import { EventSink, silentSink } from '../events';
+import { RunLock, acquireRunLock } from '../io/run-lock';
 import { planesToRgb, tileImages, writePng } from '../image/grid';
 import { Dvae, dvaeLoss, dvaeSchedules, kmeansCodebookInit } from '../models/dvae';
 import { Philox, Tensor, backward, noGrad, tidy, zeroGrad } from '../tensor';
 import { AdamW } from './adamw';
 import { clipGradNorm } from './clip';
 import {
+  CHECKPOINTS_DIR,
   CheckpointError,
   loadCheckpointModel,
   readCheckpointOptimizer,
   resolveTrainingStart,
   writeCheckpoint,
 } from './checkpoint';
+import { removeInterruptedWrites, truncateMetrics } from './run-folder';
 
 export const METRICS_FILE = 'metrics.jsonl';
 export const SAMPLES_DIR = 'samples';
@@ -126,7 +129,19 @@ export class DvaeTrainer {
     return this.stopRequested;
   }
 
+  /** Trains under the run directory's lock (io/run-lock.ts): a second process on the same run is refused. */
   async run(): Promise<DvaeTrainResult> {
+    const lock = acquireRunLock(this.options.out, { command: 'dalle train-dvae', events: this.events });
+    try {
+      return await this.train(lock);
+    } finally {
+      lock.release();
+    }
+  }
+
+  // Everything is checked (checkpoint, config against its weights, data) before the first write into the run, so a
+  // refused start or resume leaves the run directory as it was.
+  private async train(lock: RunLock): Promise<DvaeTrainResult> {
     const { config, out } = this.options;
     const t = config.train;
     const emit = this.events.emit.bind(this.events);
@@ -138,9 +153,6 @@ export class DvaeTrainer {
         hint: 'pass --data PATH (a folder, a .jsonl/.csv manifest or .tar shards), or --set data.path=PATH',
       });
     }
-
-    const configFile = writeRunConfig(out, dvaeConfig, config);
-    emit({ type: 'artifact', kind: 'config', path: configFile });
 
     // Data.
     emit({ type: 'stage', name: 'loading data', detail: config.data.path });
@@ -182,7 +194,14 @@ export class DvaeTrainer {
         if (!resumed.rng.noise) throw new CheckpointError(`${resumedDir}/state.json has no rng.noise`, 'the checkpoint is not from train-dvae: train again');
         noise = Philox.fromState(resumed.rng.noise);
         metrics = checkMetricsState(resumed.metrics, V, resumedDir);
-        truncateMetrics(metricsFile, startStep);
+      }
+
+      // All checked: the first write.
+      removeInterruptedWrites(lock, [CHECKPOINTS_DIR, SAMPLES_DIR], this.events);
+      emit({ type: 'artifact', kind: 'config', path: writeRunConfig(out, dvaeConfig, config) });
+      // Lines past the checkpoint (all of them on a fresh start) were written by a run that died before checkpointing.
+      truncateMetrics(metricsFile, startStep);
+      if (resumed) {
         emit({ type: 'log', level: 'info', message: `resuming from ${resumedDir} (update ${startStep} of ${t.steps})` });
       } else if (t.codebook_init === 'kmeans') {
         await initCodebook(model, source, config, loaderOptions, this.events);
@@ -389,16 +408,3 @@ function checkMetricsState(value: Readonly<Record<string, unknown>>, V: number, 
   return { interval_loss_sum: m.interval_loss_sum as number, interval_steps: m.interval_steps as number, usage: (m.usage as number[][]).map((h) => [...h]) };
 }
 
-/** Drops metrics.jsonl lines past `step` (written after the checkpoint a run resumes from), atomically enough. */
-function truncateMetrics(file: string, step: number): void {
-  if (!fs.existsSync(file)) return;
-  const lines = fs.readFileSync(file, 'utf8').split('\n').filter((line) => line.trim() !== '');
-  const kept = lines.filter((line) => {
-    try {
-      return (JSON.parse(line) as { step?: number }).step! <= step;
-    } catch {
-      return false;
-    }
-  });
-  if (kept.length !== lines.length) fs.writeFileSync(file, kept.map((l) => l + '\n').join(''));
-}

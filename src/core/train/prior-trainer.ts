@@ -24,12 +24,14 @@ import { ConfigError, PriorConfig, priorConfig, writeRunConfig } from '../config
 import { TokenCache, TokenSplit, loadOrBuildTokenCache } from '../data/token-cache';
 import { captionDraws, dataRandom, epochOrder, pickCaption } from '../data/order';
 import { EventSink, silentSink } from '../events';
+import { RunLock, acquireRunLock } from '../io/run-lock';
 import { loadTrainedDvae } from '../image/dvae-codec';
 import { Prior, padText, priorDecays } from '../models/prior';
 import { Philox, Tensor, backward, noGrad, tidy, zeroGrad } from '../tensor';
 import { TextTokenizer } from '../text';
 import { AdamW } from './adamw';
 import {
+  CHECKPOINTS_DIR,
   CheckpointError,
   loadCheckpointModel,
   readCheckpointOptimizer,
@@ -37,6 +39,7 @@ import {
   writeCheckpoint,
 } from './checkpoint';
 import { clipGradNorm } from './clip';
+import { removeInterruptedWrites, truncateMetrics } from './run-folder';
 import { PrecisionState, createPrecision, priorResblocks } from './precision';
 import { warmupCosine } from './schedule';
 
@@ -164,7 +167,19 @@ export class PriorTrainer {
     return this.stopRequested;
   }
 
+  /** Trains under the run directory's lock (io/run-lock.ts): a second process on the same run is refused. */
   async run(): Promise<PriorTrainResult> {
+    const lock = acquireRunLock(this.options.out, { command: 'dalle train-prior', events: this.events });
+    try {
+      return await this.train(lock);
+    } finally {
+      lock.release();
+    }
+  }
+
+  // Everything is checked (checkpoint, config against its weights, dVAE, data and its token cache, tokenizer) before
+  // the first write into the run, so a refused start or resume leaves the run directory as it was.
+  private async train(lock: RunLock): Promise<PriorTrainResult> {
     const { config, out } = this.options;
     const t = config.train;
     const m = config.model;
@@ -188,16 +203,23 @@ export class PriorTrainer {
           { keyPath: 'model.image_grid', hint: `set --set model.image_grid=${dvae.gridSide} --set model.image_vocab=${dvae.model.arch.vocab_size}, or use the dVAE this config was made for` },
         );
       }
-      cache = await loadOrBuildTokenCache({ data: config.data.path, dvae, events: this.events });
+      // A resume needs the token grids it was trained on: a changed data set or dVAE is refused before any encoding.
+      const checkKey = (key: string): void => {
+        const trainedOn = (resumed?.metrics as Partial<MetricsState> | undefined)?.token_cache;
+        if (resumed && trainedOn !== key) {
+          throw new CheckpointError(
+            `${resumedDir} was trained on token cache ${trainedOn}, but the data set and dVAE now give ${key}: the images, captions or dVAE checkpoint changed`,
+            'resume with the same --data and --dvae (data.path, data.dvae in the run config.yaml), or start a new run',
+          );
+        }
+      };
+      cache = await loadOrBuildTokenCache({ data: config.data.path, dvae, events: this.events, checkKey });
     } finally {
       dvae.model.dispose();
     }
     const train = cache.train;
     if (train.shape[0] < 1) throw new ConfigError(`has no training images`, { keyPath: 'data.path' });
-
-    const configFile = writeRunConfig(out, priorConfig, config);
-    emit({ type: 'artifact', kind: 'config', path: configFile });
-    const tokenizer = await this.prepareTokenizer(config, train, !!resumed);
+    const { tokenizer, save: saveTokenizer } = await this.prepareTokenizer(config, train, !!resumed);
 
     const model = new Prior(m, new Philox(config.runtime.seed));
     model.recompute = t.recompute; // activation recomputation per block (memory for time)
@@ -229,13 +251,7 @@ export class PriorTrainer {
         }
         if (!resumed.rng.aug) throw new CheckpointError(`${resumedDir}/state.json has no rng.aug`, 'the checkpoint is not from train-prior: train again');
         aug = Philox.fromState(resumed.rng.aug);
-        const ms = resumed.metrics as Partial<MetricsState>;
-        if (ms.token_cache !== cache.key) {
-          throw new CheckpointError(
-            `${resumedDir} was trained on token cache ${ms.token_cache}, but the data set and dVAE now give ${cache.key}: the images, captions or dVAE checkpoint changed`,
-            'resume with the same --data and --dvae (data.path, data.dvae in the run config.yaml), or start a new run',
-          );
-        }
+        const ms = resumed.metrics as Partial<MetricsState>; // its token_cache is cache.key (checkKey above)
         metrics = { interval_loss_sum: Number(ms.interval_loss_sum), interval_steps: Number(ms.interval_steps), token_cache: cache.key };
         precision.load((resumed.metrics as { precision?: PrecisionState }).precision);
         const d = resumed.data;
@@ -243,9 +259,15 @@ export class PriorTrainer {
           throw new CheckpointError(`${resumedDir}/state.json's data position does not fit ${train.shape[0]} training images with seed ${config.runtime.seed}`, 'resume with the run\'s own config.yaml and data');
         }
         position = { epoch: d.epoch, position: d.position };
-        truncateMetrics(metricsFile, startStep);
-        emit({ type: 'log', level: 'info', message: `resuming from ${resumedDir} (update ${startStep} of ${t.steps})` });
       }
+
+      // All checked: the first write.
+      removeInterruptedWrites(lock, [CHECKPOINTS_DIR], this.events);
+      emit({ type: 'artifact', kind: 'config', path: writeRunConfig(out, priorConfig, config) });
+      emit({ type: 'artifact', kind: 'tokenizer', path: saveTokenizer() });
+      // Lines past the checkpoint (all of them on a fresh start) were written by a run that died before checkpointing.
+      truncateMetrics(metricsFile, startStep);
+      if (resumed) emit({ type: 'log', level: 'info', message: `resuming from ${resumedDir} (update ${startStep} of ${t.steps})` });
       const batcher = new TokenBatcher(train, config.runtime.seed, position);
       const L = m.text_len;
       const N = m.image_grid * m.image_grid;
@@ -384,20 +406,28 @@ export class PriorTrainer {
     }
   }
 
-  /** --tokenizer FILE (copied into the run), else RUN/tokenizer.json on resume, else one trained on the captions. */
-  private async prepareTokenizer(config: PriorConfig, train: TokenSplit, resuming: boolean): Promise<TextTokenizer> {
+  /**
+   * --tokenizer FILE (copied into the run by `save`), else RUN/tokenizer.json on resume, else one trained on the
+   * captions (saved by `save`); checked against model.text_vocab.
+   */
+  private async prepareTokenizer(
+    config: PriorConfig, train: TokenSplit, resuming: boolean,
+  ): Promise<{ tokenizer: TextTokenizer; save: () => string }> {
     const { out } = this.options;
     const target = path.join(out, TOKENIZER_FILE);
     const emit = this.events.emit.bind(this.events);
     let tokenizer: TextTokenizer;
+    // Nothing is written here: `save` writes RUN/tokenizer.json (when it is new) once everything else is checked.
+    let isNew = true;
     if (this.options.tokenizer) {
       tokenizer = TextTokenizer.load(this.options.tokenizer);
-      if (path.resolve(this.options.tokenizer) !== path.resolve(target)) tokenizer.save(target);
+      isNew = path.resolve(this.options.tokenizer) !== path.resolve(target);
     } else if (resuming || fs.existsSync(target)) {
       if (!fs.existsSync(target)) {
         throw new CheckpointError(`${target} is missing: the run's tokenizer is needed to resume`, 'pass the tokenizer the run was trained with: --tokenizer FILE');
       }
       tokenizer = TextTokenizer.load(target);
+      isNew = false;
     } else {
       const captions = train.captions.flat();
       emit({ type: 'stage', name: 'training the tokenizer', detail: `${captions.length} captions, vocabulary ${config.model.text_vocab}` });
@@ -412,9 +442,7 @@ export class PriorTrainer {
         emit({ type: 'log', level: 'warn', message: `the training captions make only ${m[1]} BPE tokens, fewer than model.text_vocab = ${config.model.text_vocab}: using ${m[1]}` });
         tokenizer = await TextTokenizer.train(captions, { vocabSize: Number(m[1]), lowercase });
       }
-      tokenizer.save(target);
     }
-    emit({ type: 'artifact', kind: 'tokenizer', path: target });
     if (tokenizer.vocabSize > config.model.text_vocab) {
       throw new ConfigError(
         `is ${config.model.text_vocab}, but the tokenizer ${this.options.tokenizer ?? target} has ${tokenizer.vocabSize} tokens`,
@@ -424,7 +452,14 @@ export class PriorTrainer {
     if (tokenizer.lowercase !== config.data.lowercase) {
       emit({ type: 'log', level: 'warn', message: `the tokenizer ${tokenizer.lowercase ? 'lower-cases' : 'keeps the case of'} captions, but data.lowercase is ${config.data.lowercase}: the tokenizer's own setting is used` });
     }
-    return tokenizer;
+    const chosen = tokenizer;
+    return {
+      tokenizer,
+      save: () => {
+        if (isNew) chosen.save(target);
+        return target;
+      },
+    };
   }
 }
 
@@ -457,18 +492,4 @@ export function validationLoss(
   const vt = text / total;
   const vi = image / total;
   return { val_loss: weights.text * vt + weights.image * vi, val_text_loss: vt, val_image_loss: vi, val_examples: total };
-}
-
-/** Drops metrics.jsonl lines past `step` (written after the checkpoint a run resumes from). */
-function truncateMetrics(file: string, step: number): void {
-  if (!fs.existsSync(file)) return;
-  const lines = fs.readFileSync(file, 'utf8').split('\n').filter((line) => line.trim() !== '');
-  const kept = lines.filter((line) => {
-    try {
-      return (JSON.parse(line) as { step?: number }).step! <= step;
-    } catch {
-      return false;
-    }
-  });
-  if (kept.length !== lines.length) fs.writeFileSync(file, kept.map((l) => l + '\n').join(''));
 }

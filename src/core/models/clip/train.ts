@@ -11,7 +11,8 @@
  * of `valPool` val pairs (as `dalle evaluate clip-score` does), logs it to metrics.jsonl (`split: "val"`), keeps a
  * checkpoint of each new best and points RUN/best at it; `loadClip(RUN)` then opens the best checkpoint, not the
  * latest, so the checkpoint a user gets is chosen on the validation split, never on a test split.
- * What is missing compared with train-dvae: exact resume (a run always starts from scratch) and Ctrl-C checkpoints.
+ * What is missing compared with train-dvae: exact resume (a run always starts from scratch, into a folder without
+ * checkpoints) and Ctrl-C checkpoints (a signal ends it at once; the run's lock is released).
  * Key: B = batch, L = context, R = image side, E = embedding size.
  */
 import * as fs from 'node:fs';
@@ -21,6 +22,7 @@ import { DataError, SkipError } from '../../data/errors';
 import { DEFAULT_MAX_INPUT_PIXELS, decodeImage, rgbToChw } from '../../data/image';
 import { EventSink, silentSink } from '../../events';
 import { writeFileAtomicSync } from '../../io/atomic';
+import { RunLock, acquireRunLock } from '../../io/run-lock';
 import { TextFileError } from '../../io/errors';
 import { readTextFileSync, TEXT_LIMITS } from '../../io/text-file';
 import { Tensor, backward, noGrad, tidy, zeroGrad } from '../../tensor';
@@ -28,6 +30,7 @@ import { Philox } from '../../tensor/rng';
 import { TextTokenizer } from '../../text';
 import { AdamW } from '../../train/adamw';
 import { CHECKPOINTS_DIR, CheckpointError, checkpointDirName, listCheckpoints, loadCheckpointModel, resolveCheckpoint, writeCheckpoint } from '../../train/checkpoint';
+import { removeInterruptedWrites } from '../../train/run-folder';
 import { warmupCosine } from '../../train/schedule';
 import { CLIP_EMOJI_ARCH, Clip, ClipArch, clipDecays, l2Normalize } from './model';
 
@@ -90,11 +93,25 @@ export interface ClipTrainResult {
   readonly seconds: number;
 }
 
-/** Trains a CLIP into `out` and returns where its final checkpoint is. */
+/**
+ * Trains a CLIP into `out` and returns where its final checkpoint is. The run directory is locked meanwhile
+ * (io/run-lock.ts), and everything (data, tokenizer, validation pairs) is checked before the first write into it.
+ */
 export async function trainClip(options: ClipTrainOptions): Promise<ClipTrainResult> {
   const events = options.events ?? silentSink;
+  const lock = acquireRunLock(options.out, { command: 'dalle train-clip', events });
+  try {
+    return await trainClipLocked(options, lock, events);
+  } finally {
+    lock.release();
+  }
+}
+
+async function trainClipLocked(options: ClipTrainOptions, lock: RunLock, events: EventSink): Promise<ClipTrainResult> {
   const out = options.out;
-  fs.mkdirSync(out, { recursive: true });
+  if (listCheckpoints(out).length > 0) {
+    throw new CheckpointError(`${out} already holds a trained CLIP (${CHECKPOINTS_DIR}/)`, 'choose a new --out (a CLIP run cannot be resumed), or delete that run to train it again');
+  }
   const source = await openDataSource(options.data, { requireCaptions: true });
   if (source.records.length < 2) {
     throw new DataError(`${options.data} has ${source.records.length} images with captions; CLIP needs pairs`, 'give a folder of images with .txt captions, or a manifest with captions');
@@ -108,10 +125,13 @@ export async function trainClip(options: ClipTrainOptions): Promise<ClipTrainRes
     const captions = source.records.flatMap((r) => r.captions);
     tokenizer = await TextTokenizer.train(captions, { vocabSize: options.vocab ?? 1024, lowercase: true });
   }
-  tokenizer.save(tokenizerFile);
   const arch: ClipArch = { ...CLIP_EMOJI_ARCH, ...options.arch, vocab: tokenizer.vocabSize };
   const info: ClipRunInfo = { format: CLIP_FORMAT, arch, tokenizer: CLIP_TOKENIZER_FILE, lowercase: tokenizer.lowercase };
-  writeFileAtomicSync(path.join(out, CLIP_INFO_FILE), `${JSON.stringify(info, null, 2)}\n`);
+  const val = options.val ? await readPairs(options.val, arch.resolution) : undefined;
+  const valPool = Math.max(2, options.valPool ?? 100);
+  if (val && val.captions.length < valPool) {
+    throw new DataError(`${options.val} has ${val.captions.length} readable pairs, fewer than one retrieval pool of ${valPool}`, 'give a larger validation set or a smaller pool');
+  }
 
   const rng = new Philox(options.seed);
   const model = new Clip(arch, rng.fork(1));
@@ -123,16 +143,16 @@ export async function trainClip(options: ClipTrainOptions): Promise<ClipTrainRes
   const batchSize = Math.min(options.batchSize, source.records.length);
   const loader = new DataLoader(source, { batchSize, resolution: arch.resolution, seed: options.seed, shuffle: true });
   const lr = warmupCosine(options.lr, options.lr * 0.05, Math.min(options.warmupSteps, options.steps), options.steps);
+
+  // All checked (the model and its optimizer are made): the first write.
+  removeInterruptedWrites(lock, [CHECKPOINTS_DIR], events);
+  tokenizer.save(tokenizerFile);
+  writeFileAtomicSync(path.join(out, CLIP_INFO_FILE), `${JSON.stringify(info, null, 2)}\n`);
   const metricsFile = path.join(out, 'metrics.jsonl');
-  fs.writeFileSync(metricsFile, '');
+  writeFileAtomicSync(metricsFile, '');
   const logEvery = options.logEvery ?? 10;
   const augment = options.augment ?? 0.1;
   const augmentRng = rng.fork(2);
-  const val = options.val ? await readPairs(options.val, arch.resolution) : undefined;
-  const valPool = Math.max(2, options.valPool ?? 100);
-  if (val && val.captions.length < valPool) {
-    throw new DataError(`${options.val} has ${val.captions.length} readable pairs, fewer than one retrieval pool of ${valPool}`, 'give a larger validation set or a smaller pool');
-  }
   const evalEvery = options.evalEvery ?? 100;
   const bestFile = path.join(out, CLIP_BEST_FILE);
   fs.rmSync(bestFile, { force: true });
