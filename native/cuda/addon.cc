@@ -400,6 +400,30 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// attentionDecode(dtype, q, qStrides, k, kStrides, v, vStrides, out, lse, kind, textLen, gridSide, convKernel, B, H,
+// position, D, Dv, scale): the KV-cache decode step (attention_decode_kernels.cuh): q (B, H, 1, D) and the caches
+// k (B', H, Tc, D), v (B', H, Tc, Dv) by element strides [batch, head, time] (q's time stride unused), out (B, H, 1, Dv)
+// contiguous, lse (B, H) f32; the query is sequence position `position` and sees the cached positions its mask row
+// allows (all <= position, which the cache must hold).
+Napi::Value AttentionDecode(const Napi::CallbackInfo& info) {
+  const char* op = "attentionDecode";
+  const DType dt = dtype(info, 0, op);
+  int64_t strides[3][3];
+  const size_t at[3] = {2, 4, 6};
+  for (int n = 0; n < 3; n++) {
+    const std::vector<int64_t> st = i64_array(info, at[n], op);
+    if (st.size() != 3) throw_error(info.Env(), op, "argument " + std::to_string(at[n]) + " must hold 3 strides (batch, head, time)");
+    for (int j = 0; j < 3; j++) strides[n][j] = st[j];
+  }
+  const attn_plan::MaskSpec s = mask_spec(info, 9, op);
+  const int64_t B = i64(info, 13, op), H = i64(info, 14, op);
+  non_negative(info, op, {B, H});
+  check(info.Env(), op,
+        attention_decode(dt, s, need(info, 1, op), strides[0], need(info, 3, op), strides[1], need(info, 5, op),
+                         strides[2], need(info, 7, op), (float*)need(info, 8, op), B, H, i64(info, 15, op),
+                         i64(info, 16, op), i64(info, 17, op), (float)num(info, 18, op)));
+  return info.Env().Undefined();
+}
 
 // cast(dst, dstDtype, src, srcDtype, count): dtypes f32, f16, bf16, i32 (the CPU addon's cast).
 Napi::Value Cast(const Napi::CallbackInfo& info) {
@@ -854,6 +878,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"gemm", Gemm},
       {"attentionForward", AttentionForward},
       {"attentionBackward", AttentionBackward},
+      {"attentionDecode", AttentionDecode},
       {"cast", Cast},
       {"geluForward", GeluForward},
       {"geluBackward", GeluBackward},

@@ -28,7 +28,8 @@ const root = path.resolve(here, '..', '..');
 const NVCC_SOURCES = ['attention.cu', 'cast.cu', 'copy.cu', 'elementwise.cu', 'adamw.cu', 'precision.cu', 'norm.cu',
   'loss.cu', 'conv.cu', 'softmax.cu', 'reduce.cu', 'embedding.cu', 'pool.cu', 'random.cu'];
 const CXX_SOURCES = ['gemm.cc', 'addon.cc'];
-const HEADERS = ['attention_plan.h', 'attention_kernels.cuh', 'cuda_ops.h', 'op_codes.h', 'common.cuh', 'grid.cuh',
+const HEADERS = ['attention_plan.h', 'attention_kernels.cuh', 'attention_tc_kernels.cuh', 'attention_decode_kernels.cuh',
+  'tensor_core.cuh', 'cuda_ops.h', 'op_codes.h', 'common.cuh', 'grid.cuh',
   'block_reduce.cuh', 'smem_reduce.cuh', 'device_allocator.h', 'copy_kernels.cuh', 'elementwise_kernels.cuh',
   'softmax_kernels.cuh', 'reduce_kernels.cuh', 'embedding_kernels.cuh', 'pool_kernels.cuh', 'random_kernels.cuh',
   'cast_kernels.cuh'];

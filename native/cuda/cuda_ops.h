@@ -28,6 +28,13 @@ std::string attention_forward(DType dt, const attn_plan::MaskSpec& spec, const v
 std::string attention_backward(DType dt, const attn_plan::MaskSpec& spec, const void* q, const void* k, const void* v,
                                const void* o, const void* dout, const float* lse, void* dq, void* dk, void* dv,
                                float* delta, int64_t B, int64_t H, int64_t D, int64_t Dv, float scale);
+// KV-cache decode (attention_decode_kernels.cuh): q (B, H, 1, D) with strides {batch, head}, caches k (B', H, Tc, D),
+// v (B', H, Tc, Dv) with strides {batch, head, time} (elements; last dimension contiguous), o (B, H, 1, Dv) contiguous,
+// lse (B, H) f32; the query is sequence position `position` against the cached positions its mask row allows.
+std::string attention_decode(DType dt, const attn_plan::MaskSpec& spec, const void* q, const int64_t q_strides[2],
+                             const void* k, const int64_t k_strides[3], const void* v, const int64_t v_strides[3],
+                             void* o, float* lse, int64_t B, int64_t H, int64_t position, int64_t D, int64_t Dv,
+                             float scale);
 
 // ---- cast.cu, elementwise.cu, adamw.cu, precision.cu, norm.cu, loss.cu, conv.cu ----
 // cast (native/cpu/copy.cc): f32 -> f16 / bf16 round to nearest even (NaN stays NaN), 16-bit -> f32 exact; i32 through

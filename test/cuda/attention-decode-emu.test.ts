@@ -7,6 +7,7 @@
 // <barrier> is missing.
 import * as assert from 'node:assert';
 import { execFileSync } from 'node:child_process';
+import { cudaAddonIfLoaded } from '../../src/core/cuda';
 import { buildEmuProgram } from './gxx';
 
 describe('CUDA KV-cache decode attention kernel, emulated on the CPU', function () {
@@ -32,6 +33,23 @@ describe('CUDA KV-cache decode attention kernel, emulated on the CPU', function 
     ['conv', 7, 8, 5, 2, 1, 33, 64],
     ['conv', 65, 5, 3, 1, 1, 64, 64],
   ];
+  it('is exported by the CUDA addon as attentionDecode, which checks its arguments before touching the device', function () {
+    const cuda = cudaAddonIfLoaded();
+    if (!cuda) this.skip();
+    assert.strictEqual(typeof cuda.attentionDecode, 'function');
+    const strides = [64 * 21, 64 * 21, 64];
+    // Non-null addresses that are never dereferenced: every check below fails first.
+    const call = (position: number, qStrides = [64, 64, 64], D = 64) =>
+      () => cuda.attentionDecode('f16', 256, qStrides, 256, strides, 256, strides, 256, 256, 'row', 5, 4, 1, 1, 1,
+        position, D, 64, 0.125);
+    assert.throws(call(21), /attention decode: position 21 is outside 0\.\.20 \(in attentionDecode\)/);
+    assert.throws(call(-1), /position -1 is outside 0\.\.20/);
+    assert.throws(call(3, [64, 64]), /argument 2 must hold 3 strides \(batch, head, time\)/);
+    assert.throws(call(3, undefined, 65), /head widths D = 65, Dv = 64 must be in 1\.\.64/);
+    assert.throws(() => cuda.attentionDecode('f16', 256, [1, 1, 1], 256, strides, 256, strides, 256, 256, 'diagonal' as never, 5,
+      4, 1, 1, 1, 3, 64, 64, 0.125), /unknown mask kind 'diagonal'/);
+  });
+
   cases.forEach((c, n) => {
     for (const dtype of ['f32', 'f16', 'bf16']) {
       const name = `${dtype} ${c[0]} text ${c[1]} grid ${c[2]}${c[0] === 'conv' ? ` k ${c[3]}` : ''} B ${c[4]} H ${c[5]} D ${c[6]} Dv ${c[7]}`;

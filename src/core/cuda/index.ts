@@ -65,6 +65,7 @@ export interface CudaAddon {
     lda: number, strideA: number, B: number, ldb: number, strideB: number, beta: number, C: number, ldc: number,
     strideC: number, batch: number, tf32: boolean,
   ): void;
+  /** Block-sparse attention of the prior's masks: fp32 on CUDA cores, fp16 / bf16 on tensor cores (mma.sync). */
   attentionForward(
     dtype: CudaDType, kind: CudaMaskKind, textLen: number, gridSide: number, convKernel: number, q: number, k: number,
     v: number, o: number, lse: number, B: number, H: number, D: number, Dv: number, scale: number,
@@ -73,6 +74,19 @@ export interface CudaAddon {
     dtype: CudaDType, kind: CudaMaskKind, textLen: number, gridSide: number, convKernel: number, q: number, k: number,
     v: number, o: number, dO: number, lse: number, dq: number, dk: number, dv: number, delta: number, B: number,
     H: number, D: number, Dv: number, scale: number,
+  ): void;
+  /**
+   * The KV-cache decode step of generation: the query of sequence position `position`, q (B, H, 1, D), against the
+   * cached keys and values k (B', H, Tc, D), v (B', H, Tc, Dv) of the positions its mask row allows (all <= position,
+   * which the cache must hold). Strides are in elements, [batch, head, time] (q's time stride is not used); out
+   * (B, H, 1, Dv) contiguous, lse (B, H) f32. fp16 / bf16 caches take q and give out in the same type. D, Dv <= 64.
+   * (Not the engine's decode kernel name: on the CPU a decode step is attentionForward with the rows of the dense mask,
+   * a name this addon already uses for the block-sparse forward above.)
+   */
+  attentionDecode(
+    dtype: CudaDType, q: number, qStrides: number[], k: number, kStrides: number[], v: number, vStrides: number[],
+    out: number, lse: number, kind: CudaMaskKind, textLen: number, gridSide: number, convKernel: number, B: number,
+    H: number, position: number, D: number, Dv: number, scale: number,
   ): void;
   /** i32 -> float rounds to nearest; float -> i32 truncates toward zero, saturating, NaN -> 0. */
   cast(dst: number, dstDtype: CudaCastDType, src: number, srcDtype: CudaCastDType, count: number): void;
