@@ -6,20 +6,17 @@
 import { Command, Interfaces, ux } from '@oclif/core';
 import { ConfigOf, ConfigSchema, Override, parseSetArgument, resolveConfig } from '../core/config';
 import { EventSink, EventSource } from '../core/events';
+import { RunLock, acquireRunLock } from '../core/io/run-lock';
 import { checkConfigUse, ConfigUse, NO_CONFIG } from './config-use';
 import { decorateKnownError, exitCodeOf } from './exit-codes';
 import { RUNTIME_FLAG_KEYS, sharedFlags } from './flags';
 import { createRenderer } from './render';
+import { StopHints, StopSignals, StoppableJob, signalExitCode } from './stop-signals';
+
+export type { StopHints, StoppableJob } from './stop-signals';
 
 /** Exit code of a job stopped by Ctrl-C after it saved its work (128 + SIGINT, as shells report it). */
 export const INTERRUPTED_EXIT = 130;
-
-/** A long job that Ctrl-C can ask to stop at a safe point (a training loop). */
-export interface StoppableJob<R> {
-  stop(): void;
-  readonly stopping: boolean;
-  run(): Promise<R>;
-}
 
 export type CommandFlags<T extends typeof Command> = Interfaces.InferredFlags<
   (typeof BaseCommand)['baseFlags'] & T['flags']
@@ -37,10 +34,15 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
 
   protected flags!: CommandFlags<T>;
   protected args!: CommandArgs<T>;
+  /** SIGINT and SIGTERM while the command runs (stop-signals.ts). */
+  private readonly signals = new StopSignals();
+  /** Locks of the folders the command writes, released when it ends (lockFolder). */
+  private readonly locks: RunLock[] = [];
   /** Stop drawing events: unsubscribe and close each renderer. */
   private readonly closers: (() => void)[] = [];
 
   public override async init(): Promise<void> {
+    this.signals.install();
     await super.init();
     const { args, flags } = await this.parse({
       flags: this.ctor.flags,
@@ -99,24 +101,27 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
   }
 
   /**
-   * Runs `job` with Ctrl-C wired to it: the first Ctrl-C asks it to finish the current update and checkpoint; a second
-   * exits at once (checkpoints are atomic, so the newest complete one stays usable). `resumeHint` says how to go on.
+   * Runs `job` with SIGINT and SIGTERM wired to it: the first asks it to finish the current update and checkpoint
+   * (then exit with `interruptedExitCode`); a second exits at once (checkpoints are atomic, so the newest complete one
+   * stays usable), printing how to go on from `hints`.
    */
-  protected async runStoppable<R>(job: StoppableJob<R>, events: EventSink, resumeHint: string): Promise<R> {
-    const onSigint = (): void => {
-      if (job.stopping) {
-        process.stderr.write(`interrupted again: exiting without a new checkpoint; resume with: ${resumeHint}\n`);
-        process.exit(INTERRUPTED_EXIT);
-      }
-      events.emit({ type: 'log', level: 'warn', message: 'interrupted: finishing this update and writing a checkpoint' });
-      job.stop();
-    };
-    process.on('SIGINT', onSigint);
-    try {
-      return await job.run();
-    } finally {
-      process.off('SIGINT', onSigint);
-    }
+  protected async runStoppable<R>(job: StoppableJob<R>, events: EventSink, hints: StopHints): Promise<R> {
+    return this.signals.run(job, events, hints);
+  }
+
+  /** The exit code of a job that a signal stopped: 128 + that signal's number (Ctrl-C 130, SIGTERM 143). */
+  protected get interruptedExitCode(): number {
+    return signalExitCode(this.signals.stoppedBy ?? 'SIGINT');
+  }
+
+  /**
+   * Takes the lock of a folder this command writes (core/io/run-lock.ts) until the command ends: another command
+   * writing the same folder meanwhile is refused (RunLockError, exit code 4). `file` names a lock of its own (a shard's).
+   */
+  protected lockFolder(dir: string, events?: EventSink, file?: string): void {
+    const warnings: EventSink = events ?? { emit: (event) => event.type === 'log' && this.warn(event.message) };
+    const command = `${this.config.bin} ${this.id?.replaceAll(':', ' ') ?? ''}`.trim();
+    this.locks.push(acquireRunLock(dir, { command, events: warnings, file }));
   }
 
   // JSON output is JSON Lines: events, then the result (or `{"error": ...}`) as the last line, one object per line.
@@ -141,6 +146,8 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
   }
 
   protected override async finally(error: Error | undefined): Promise<unknown> {
+    for (const lock of this.locks.splice(0)) lock.release();
+    this.signals.uninstall();
     this.stopRendering();
     return super.finally(error);
   }

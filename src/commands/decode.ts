@@ -57,6 +57,7 @@ export default class DecodeCommand extends BaseCommand<typeof DecodeCommand> {
     applyRuntime(runtime);
     if (this.flags.onnx !== undefined && this.flags.runtime !== 'onnx') this.error('--onnx DIR needs --runtime onnx', { exit: 2 });
     const events = this.renderEvents(new CoreEmitter());
+    this.lockFolder(this.flags.out, events);
     const dvae = loadTrainedDvae(this.flags.dvae);
     // --runtime onnx: the same dVAE as ONNX graphs, run by onnxruntime-node (loaded only then).
     let onnx: import('../core/onnx').OnnxDvae | undefined;

@@ -81,6 +81,7 @@ export default class ExportCommand extends BaseCommand<typeof ExportCommand> {
     const { applyRuntime } = await import('../core/runtime');
     const runtime = this.loadConfig(dvaeConfig).runtime;
     applyRuntime(runtime);
+    this.lockFolder(this.flags.out);
     const dvae = this.flags.dvae !== undefined ? await this.exportDvae(this.flags.dvae, runtime) : undefined;
     const prior = this.flags.prior !== undefined ? await this.exportPrior(this.flags.prior, runtime) : undefined;
     const clip = this.flags.clip !== undefined ? await this.exportClip(this.flags.clip, runtime) : undefined;

@@ -7,6 +7,7 @@ import { modelPathOrBundled } from '../cli/default-models';
 import { priorConfig } from '../core/config';
 import { IMAGE_EXTENSIONS, isImagePath } from '../core/data/sources/files';
 import { CoreEmitter } from '../core/events';
+import { shardLockFile } from '../core/io/run-lock';
 import type { GenerateSummary } from '../core/sample/generate';
 import { TextFileError } from '../core/io/errors';
 import { readTextFileSync, TEXT_LIMITS } from '../core/io/text-file';
@@ -123,6 +124,8 @@ export default class GenerateCommand extends BaseCommand<typeof GenerateCommand>
 
     applyRuntime(runtime);
     const events = this.renderEvents(new CoreEmitter());
+    // One process per output folder; a sharded job's shards share theirs on purpose, so each shard has its own lock.
+    this.lockFolder(this.flags.out, events, shard.count > 1 ? shardLockFile(shard.index, shard.count) : undefined);
     // The CLIP is opened first, so a bad --clip fails before any image is sampled.
     const { openClipScorer } = await import('../core/models/clip/scorer');
     const scorer = this.flags.clip !== undefined ? await openClipScorer(this.flags.clip) : undefined;

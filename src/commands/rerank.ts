@@ -55,6 +55,7 @@ export default class RerankCommand extends BaseCommand<typeof RerankCommand> {
     const captionList = captions !== undefined ? readCaptions(captions, RerankError) : [];
     applyRuntime(this.loadConfig(dvaeConfig).runtime);
     const events = this.renderEvents(new CoreEmitter());
+    this.lockFolder(dir ?? images!, events); // it rewrites results.jsonl, best/ and index.html there
     const scorer = await openClipScorer(this.flags.clip);
     try {
       const options = { keep: this.flags.keep, rescore: this.flags.rescore, partial: this.flags.partial, batch: this.flags.batch, events };

@@ -1,14 +1,13 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Flags } from '@oclif/core';
-import { BaseCommand, INTERRUPTED_EXIT } from '../cli/base-command';
+import { BaseCommand } from '../cli/base-command';
+import { trainingStopHints } from '../cli/stop-signals';
 import { ConfigUse, ENGINE_KEYS } from '../cli/config-use';
 import { dvaeConfig, DvaeConfig, resolveConfig, RUN_CONFIG_FILE } from '../core/config';
 import { CoreEmitter } from '../core/events';
 // The engine is loaded inside run(), so `dalle --help` lists this command even where the native addon is not built.
 import type { DvaeTrainResult } from '../core/train/dvae-trainer';
-
-/** Exit status after SIGINT (128 + 2), as shells report an interrupted command. */
 
 export default class TrainDvaeCommand extends BaseCommand<typeof TrainDvaeCommand> {
   static override summary = 'Train the dVAE (images <-> token grids) into a run directory; Ctrl-C checkpoints and stops.';
@@ -17,9 +16,11 @@ export default class TrainDvaeCommand extends BaseCommand<typeof TrainDvaeComman
     'Writes RUN/config.yaml (the resolved config), RUN/metrics.jsonl (a line every train.log_every updates), ' +
       'RUN/samples/step-N.png (originals over reconstructions every train.sample_every), and ' +
       'RUN/checkpoints/step-N (every train.checkpoint_every and at the end; RUN/latest names the newest).',
-    'Ctrl-C (SIGINT) finishes the current update, writes a checkpoint and exits with code 130. --resume continues ' +
-      "from RUN/latest with the run's own config.yaml (plus --set overrides, e.g. a larger train.steps): the losses " +
-      'are exactly those of an uninterrupted run.',
+    'Ctrl-C (SIGINT) or SIGTERM finishes the current update, writes a checkpoint and exits with code 130 or 143; a ' +
+      "second signal exits at once. --resume continues from RUN/latest with the run's own config.yaml (plus --set " +
+      'overrides, e.g. a larger train.steps): the losses are exactly those of an uninterrupted run. Everything is ' +
+      'checked before the first write, so a refused resume leaves RUN as it was; a second command on RUN meanwhile is ' +
+      'refused (RUN/.dalle.lock).',
   ].join('\n\n');
 
   static override examples = [
@@ -60,13 +61,11 @@ export default class TrainDvaeCommand extends BaseCommand<typeof TrainDvaeComman
     applyRuntime(config.runtime);
     const events = this.renderEvents(new CoreEmitter());
     const trainer = new DvaeTrainer({ config, out, resume, events });
-    const result = await this.runStoppable(trainer, events, `dalle train-dvae --out ${out} --resume`);
+    const hints = await trainingStopHints('train-dvae', out);
+    const result = await this.runStoppable(trainer, events, hints);
     if (result.stopped) {
-      this.logToStderr(
-        `stopped at update ${result.step} of ${result.totalSteps}; checkpoint ${result.checkpoint}\n` +
-          `resume with: dalle train-dvae --out ${out} --resume`,
-      );
-      process.exitCode = INTERRUPTED_EXIT;
+      this.logToStderr(`stopped at update ${result.step} of ${result.totalSteps}; checkpoint ${result.checkpoint}\nresume with: ${hints.resume}`);
+      process.exitCode = this.interruptedExitCode;
     } else {
       this.log(`trained ${result.step} updates; checkpoint ${result.checkpoint}`);
     }

@@ -1,14 +1,13 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Flags } from '@oclif/core';
-import { BaseCommand, INTERRUPTED_EXIT } from '../cli/base-command';
+import { BaseCommand } from '../cli/base-command';
+import { trainingStopHints } from '../cli/stop-signals';
 import { ConfigUse } from '../cli/config-use';
 import { priorConfig, PriorConfig, resolveConfig, RUN_CONFIG_FILE } from '../core/config';
 import { CoreEmitter } from '../core/events';
 // The engine is loaded inside run(), so `dalle --help` lists this command even where the native addon is not built.
 import type { PriorTrainResult } from '../core/train/prior-trainer';
-
-/** Exit status after SIGINT (128 + 2), as shells report an interrupted command. */
 
 export default class TrainPriorCommand extends BaseCommand<typeof TrainPriorCommand> {
   static override summary = 'Train the transformer prior (captions -> image tokens) into a run directory; Ctrl-C checkpoints and stops.';
@@ -19,9 +18,11 @@ export default class TrainPriorCommand extends BaseCommand<typeof TrainPriorComm
       '(RUN/tokenizer.json), then trains. Writes RUN/config.yaml, RUN/metrics.jsonl (a line every train.log_every ' +
       'updates, and the val split\'s loss per text and image token every train.val_every), and RUN/checkpoints/step-N.',
     '--data DIR with train/ and val/ sub-folders (as `dalle dataset emoji` writes) validates on val/; any other data ' +
-      'source is used whole for training. Ctrl-C (SIGINT) finishes the current update, writes a checkpoint and exits ' +
-      "with code 130. --resume continues from RUN/latest with the run's own config.yaml (plus --set overrides): the " +
-      'losses are exactly those of an uninterrupted run.',
+      'source is used whole for training. Ctrl-C (SIGINT) or SIGTERM finishes the current update, writes a checkpoint ' +
+      "and exits with code 130 or 143; a second signal exits at once. --resume continues from RUN/latest with the run's " +
+      'own config.yaml (plus --set overrides): the losses are exactly those of an uninterrupted run. Everything is ' +
+      'checked before the first write, so a refused resume leaves RUN as it was; a second command on RUN meanwhile is ' +
+      'refused (RUN/.dalle.lock).',
   ].join('\n\n');
 
   static override examples = [
@@ -59,13 +60,11 @@ export default class TrainPriorCommand extends BaseCommand<typeof TrainPriorComm
     applyRuntime(config.runtime);
     const events = this.renderEvents(new CoreEmitter());
     const trainer = new PriorTrainer({ config, out, resume, tokenizer, events });
-    const result = await this.runStoppable(trainer, events, `dalle train-prior --out ${out} --resume`);
+    const hints = await trainingStopHints('train-prior', out);
+    const result = await this.runStoppable(trainer, events, hints);
     if (result.stopped) {
-      this.logToStderr(
-        `stopped at update ${result.step} of ${result.totalSteps}; checkpoint ${result.checkpoint}\n` +
-          `resume with: dalle train-prior --out ${out} --resume`,
-      );
-      process.exitCode = INTERRUPTED_EXIT;
+      this.logToStderr(`stopped at update ${result.step} of ${result.totalSteps}; checkpoint ${result.checkpoint}\nresume with: ${hints.resume}`);
+      process.exitCode = this.interruptedExitCode;
     } else {
       const val = result.lastVal ? `; val loss ${result.lastVal.val_loss.toFixed(4)} (image ${result.lastVal.val_image_loss.toFixed(4)} nats/token)` : '';
       this.log(`trained ${result.step} updates; checkpoint ${result.checkpoint}${val}`);
