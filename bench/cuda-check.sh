@@ -1,21 +1,93 @@
 #!/usr/bin/env bash
-# The GPU checks of the CUDA backend (native/cuda), for a machine with an NVIDIA GPU and the CUDA toolkit:
-#   1. builds everything (npm ci, or `npm run install` in a checkout: the dalle_cuda gyp target compiles
-#      native/cuda with nvcc; DALLE_CUDA_ARCH=80,90 for more GPUs than H100 / H200);
-#   2. runs every CUDA op against its CPU reference on random inputs (test/cuda/gpu.test.ts via
-#      src/core/cuda/check.ts), the prior's full-size masks included (DALLE_CUDA_CHECK_BIG=1);
-#   3. times the sparse attention at 256 text + 32x32 image, 64-wide heads, fp16, against PyTorch SDPA flash
-#      (bench/cuda-attention.ts; the PyTorch part runs when python3 imports torch with CUDA).
-# cuBLASLt must be loadable (libcublasLt.so.13 or .12 on the library path) for the GEMM and conv2d checks.
-#   bash bench/cuda-check.sh [--no-build] [cuda-attention options: --batch 4 --heads 16 --iters 20]
-set -euo pipefail
+# The one prepared script of a GPU session (an H100 / H200 with nothing else on it): every step has a time limit, keeps
+# its output in its own log, and runs whether or not the steps before it passed; the whole run stays under 8 minutes
+# (each step's limit is cut to what is left of DALLE_CHECK_BUDGET, 450 s by default). The last step writes
+# summary.json: every step's exit status and seconds, the GPU, the test counts and the attention figures.
+#   bash bench/cuda-check.sh [--dry-run]      figures go to $OUT when set, else to a new folder it prints
+# On a machine without node or npm (the device machine: nvcc, PyTorch, no node), carry .device/ from
+# bench/cuda-carry.sh: the node binary and dist/, build/Release and a pruned node_modules are unpacked from it when the
+# copy lacks them. Steps:
+#   gpu        nvidia-smi (what else runs on the GPU: timings are meaningless when something does)
+#   build      nvcc build of the CUDA addon, only when the carried one is missing
+#   status     the CUDA addon's view (cudaStatus)
+#   ops        the op harness on cuda:0 (test/ops.test.ts: every op case, CPU reference)
+#   cuda-tests test/cuda build, wiring and GPU comparisons, the prior's full-size attention (DALLE_CUDA_CHECK_BIG=1)
+#   e2e        `dalle info --json`, then a tiny `train-dvae --device cuda` (its refusal text, if it refuses, is the figure)
+#   attention  bench/cuda-attention.ts: sparse attention fwd + bwd vs SDPA flash (dense causal) and FlexAttention
+#   summary    summary.json
+set -uo pipefail
 cd "$(dirname "$0")/.."
-if [ "${1:-}" = "--no-build" ]; then
-  shift
-else
-  DALLE_CUDA=1 npm run install
-  npx tsc -p tsconfig.json
+DRY=0
+[ "${1:-}" = "--dry-run" ] && DRY=1
+BUDGET=${DALLE_CHECK_BUDGET:-450}
+START=$(date +%s)
+OUTDIR=${OUT:-}
+if [ "$DRY" = 0 ]; then
+  [ -n "$OUTDIR" ] || OUTDIR=$(mktemp -d "${TMPDIR:-/tmp}/dalle-cuda-check.XXXXXX")
+  mkdir -p "$OUTDIR"
+  : > "$OUTDIR/steps.tsv"
+  export OUTDIR OUT_STATUS="$OUTDIR/cuda-status.json"
+  echo "cuda-check: figures in $OUTDIR"
 fi
-node -e "const s = require('./dist/src/core/cuda').cudaStatus(); console.log(JSON.stringify(s, null, 2)); if (!s.available) process.exit(1)"
-DALLE_CUDA_CHECK_BIG=1 npx mocha dist/test/cuda/build.test.js dist/test/cuda/plan.test.js dist/test/cuda/gpu.test.js
-node dist/bench/cuda-attention.js "$@"
+
+# step NAME LIMIT_S COMMAND: runs COMMAND (bash) under timeout, output to NAME.log, status and seconds to steps.tsv.
+step() {
+  local name=$1 limit=$2 cmd=$3
+  if [ "$DRY" = 1 ]; then
+    printf '%-10s <= %3ss  %s\n' "$name" "$limit" "$cmd"
+    return 0
+  fi
+  local left=$((BUDGET - ($(date +%s) - START) - 10))
+  [ "$name" = summary ] && left=$((left + 10))
+  [ "$left" -lt "$limit" ] && limit=$left
+  if [ "$limit" -le 0 ]; then
+    printf '%s\tskipped\t0\n' "$name" >> "$OUTDIR/steps.tsv"
+    echo "cuda-check: $name skipped (no time left)"
+    return 0
+  fi
+  local t0 rc
+  t0=$(date +%s.%N)
+  timeout --kill-after=5 "$limit" bash -c "$cmd" > "$OUTDIR/$name.log" 2>&1
+  rc=$?
+  local secs
+  secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
+  printf '%s\t%s\t%s\n' "$name" "$rc" "$secs" >> "$OUTDIR/steps.tsv"
+  echo "cuda-check: $name exit $rc in ${secs}s (limit ${limit}s)$([ "$rc" = 124 ] && echo ': timed out')"
+}
+
+# node and the runtime tree: from PATH and the copy, or unpacked from .device/ (bench/cuda-carry.sh).
+unpack() {
+  if ! command -v node > /dev/null; then
+    mkdir -p .device/bin
+    if [ ! -x .device/bin/node ]; then
+      { xz -dc .device/node.xz 2> /dev/null || python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)' .device/node.xz; } > .device/bin/node.tmp &&
+        chmod +x .device/bin/node.tmp && mv .device/bin/node.tmp .device/bin/node
+    fi
+    export PATH="$PWD/.device/bin:$PATH"
+  fi
+  if [ -f .device/runtime.tar.xz ] && { [ ! -d node_modules ] || [ ! -d dist ] || [ ! -f build/Release/dalle_native.node ]; }; then
+    tar -xJf .device/runtime.tar.xz 2> /dev/null ||
+      python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1], "r:xz").extractall(".")' .device/runtime.tar.xz
+  fi
+  node --version
+}
+MOCHA='node node_modules/mocha/bin/mocha.js'
+if [ "$DRY" = 1 ]; then
+  echo "cuda-check --dry-run: the steps, their time limits (cut to a ${BUDGET}s budget) and commands"
+  printf '%-10s <= %3ss  %s\n' setup 60 'node from PATH or .device/node.xz; dist, build, node_modules from .device/runtime.tar.xz if missing'
+else
+  export -f unpack
+  timeout 60 bash -c 'unpack' > "$OUTDIR/setup.log" 2>&1
+  printf 'setup\t%s\t-\n' "$?" >> "$OUTDIR/steps.tsv"
+  command -v node > /dev/null || export PATH="$PWD/.device/bin:$PATH"
+fi
+
+step gpu 15 'nvidia-smi; nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,utilization.gpu --format=csv,noheader > "$OUTDIR/gpu.csv"; nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader > "$OUTDIR/gpu-apps.csv"'
+step build 240 'if [ -f build/Release/dalle_cuda.node ]; then echo "carried build: $(cat build/Release/dalle_cuda.json)"; else inc=; [ -d .device/include/node ] && inc="--node-include .device/include/node"; DALLE_CUDA=1 DALLE_CUDA_JOBS=16 DALLE_CUDA_CACHE=/tmp/dalle-cuda-cache node native/cuda/build.js $inc; fi'
+step status 20 'node -e "const s = require(\"./dist/src/core/cuda\").cudaStatus(); require(\"fs\").writeFileSync(process.env.OUT_STATUS, JSON.stringify(s, null, 2)); console.log(JSON.stringify(s)); process.exit(s.available ? 0 : 1)"'
+step ops 120 "$MOCHA dist/test/ops.test.js --grep 'on cuda:0' --reporter json --reporter-option output=\"\$OUTDIR/ops-cuda.json\""
+step cuda-tests 120 "DALLE_CUDA_CHECK_BIG=1 $MOCHA dist/test/cuda/build.test.js dist/test/cuda/backend-wiring.test.js dist/test/cuda/gpu.test.js --reporter json --reporter-option output=\"\$OUTDIR/cuda-tests.json\""
+step e2e 60 'node bin/run.js info --json > "$OUTDIR/info.json"; node dist/bench/cuda-e2e.js "$OUTDIR/e2e.json"'
+step attention 150 'node dist/bench/cuda-attention.js --out "$OUTDIR/attention.json"'
+step summary 15 'python3 bench/cuda-summary.py "$OUTDIR"'
+[ "$DRY" = 1 ] || echo "cuda-check: done in $(($(date +%s) - START))s; summary: $OUTDIR/summary.json"
