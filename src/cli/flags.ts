@@ -1,6 +1,6 @@
 /** Flags shared by every command that runs a job from a config: the config itself, and runtime overrides. */
-import { Flags } from '@oclif/core';
-import { DEVICES, PRECISIONS } from '../core/config';
+import { Errors, Flags } from '@oclif/core';
+import { DEVICE_NAMES, PRECISIONS, checkDeviceName } from '../core/config';
 
 const CONFIG_GROUP = 'CONFIG';
 const RUNTIME_GROUP = 'RUNTIME';
@@ -23,11 +23,17 @@ export const sharedFlags = {
     summary: 'Random seed (sets runtime.seed).',
     helpGroup: RUNTIME_GROUP,
   }),
-  device: Flags.option({
-    options: DEVICES,
-    summary: 'Where to compute (sets runtime.device).',
+  device: Flags.string({
+    summary: `Where to compute: ${DEVICE_NAMES} (the N-th GPU; cuda = cuda:0). Sets runtime.device.`,
+    helpValue: 'cpu|cuda|cuda:N',
     helpGroup: RUNTIME_GROUP,
-  })(),
+    // Checked here so a typo is a usage error (exit 2) before anything is read.
+    parse: async (input) => {
+      const problem = checkDeviceName(input);
+      if (problem !== undefined) throw new Errors.CLIError(problem, { exit: 2 });
+      return input;
+    },
+  }),
   threads: Flags.integer({
     summary: 'CPU threads, 0 = all cores (sets runtime.threads).',
     env: 'DALLE_THREADS',

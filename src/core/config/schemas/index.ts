@@ -12,4 +12,4 @@ export const CONFIG_KINDS = Object.keys(configSchemas) as ConfigKind[];
 
 export { dvaeConfig, DvaeConfig } from './dvae';
 export { priorConfig, PriorConfig } from './prior';
-export { runtimeSection, RuntimeConfig, Device, Precision, DEVICES, PRECISIONS } from './runtime';
+export { runtimeSection, RuntimeConfig, Device, Precision, DEVICE_NAMES, PRECISIONS, checkDeviceName } from './runtime';
