@@ -54,11 +54,11 @@ export default class DecodeCommand extends BaseCommand<typeof DecodeCommand> {
     const { applyRuntime } = await import('../core/runtime');
     const { decodeTokenGrids, loadTrainedDvae, readTokenGrids } = await import('../core/image/dvae-codec');
     const runtime = this.loadConfig(dvaeConfig).runtime;
-    applyRuntime(runtime);
+    const { device } = applyRuntime(runtime, 'decode');
     if (this.flags.onnx !== undefined && this.flags.runtime !== 'onnx') this.error('--onnx DIR needs --runtime onnx', { exit: 2 });
     const events = this.renderEvents(new CoreEmitter());
     this.lockFolder(this.flags.out, events);
-    const dvae = loadTrainedDvae(this.flags.dvae);
+    const dvae = loadTrainedDvae(this.flags.dvae, device);
     // --runtime onnx: the same dVAE as ONNX graphs, run by onnxruntime-node (loaded only then).
     let onnx: import('../core/onnx').OnnxDvae | undefined;
     try {

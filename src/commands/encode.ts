@@ -60,10 +60,10 @@ export default class EncodeCommand extends BaseCommand<typeof EncodeCommand> {
     const { applyRuntime } = await import('../core/runtime');
     const { encodeImages, loadTrainedDvae } = await import('../core/image/dvae-codec');
     const runtime = this.loadConfig(dvaeConfig).runtime;
-    applyRuntime(runtime);
+    const { device } = applyRuntime(runtime, 'encode');
     if (this.flags.onnx !== undefined && this.flags.runtime !== 'onnx') this.error('--onnx DIR needs --runtime onnx', { exit: 2 });
     const events = this.renderEvents(new CoreEmitter());
-    const dvae = loadTrainedDvae(this.flags.dvae);
+    const dvae = loadTrainedDvae(this.flags.dvae, device);
     // --runtime onnx: the same dVAE as ONNX graphs, run by onnxruntime-node (loaded only then).
     let onnx: import('../core/onnx').OnnxDvae | undefined;
     try {

@@ -122,16 +122,16 @@ export default class GenerateCommand extends BaseCommand<typeof GenerateCommand>
     const priorPath = await modelPathOrBundled(this.config.root, 'prior', this.flags.prior);
     const dvaePath = await modelPathOrBundled(this.config.root, 'dvae', this.flags.dvae);
 
-    applyRuntime(runtime);
+    const { device } = applyRuntime(runtime, 'generate');
     const events = this.renderEvents(new CoreEmitter());
     // One process per output folder; a sharded job's shards share theirs on purpose, so each shard has its own lock.
     this.lockFolder(this.flags.out, events, shard.count > 1 ? shardLockFile(shard.index, shard.count) : undefined);
     // The CLIP is opened first, so a bad --clip fails before any image is sampled.
     const { openClipScorer } = await import('../core/models/clip/scorer');
-    const scorer = this.flags.clip !== undefined ? await openClipScorer(this.flags.clip) : undefined;
-    const prior = loadTrainedPrior(priorPath);
+    const scorer = this.flags.clip !== undefined ? await openClipScorer(this.flags.clip, device) : undefined;
+    const prior = loadTrainedPrior(priorPath, device);
     try {
-      const dvae = loadTrainedDvae(dvaePath);
+      const dvae = loadTrainedDvae(dvaePath, device);
       // The range of --keep-rows is known once the dVAE's grid is: checked before anything is exported or encoded.
       const keepRows = this.flags['keep-rows'] ?? Math.max(1, Math.floor(dvae.gridSide / 2));
       if (this.flags.image !== undefined) checkKeepRows(keepRows, dvae.gridSide);

@@ -53,10 +53,10 @@ export default class RerankCommand extends BaseCommand<typeof RerankCommand> {
       this.error('nothing to rerank: give a `dalle generate` folder (dalle rerank --clip RUN DIR), or --captions FILE --images DIR', { exit: 2 });
     }
     const captionList = captions !== undefined ? readCaptions(captions, RerankError) : [];
-    applyRuntime(this.loadConfig(dvaeConfig).runtime);
+    const { device } = applyRuntime(this.loadConfig(dvaeConfig).runtime, 'rerank');
     const events = this.renderEvents(new CoreEmitter());
     this.lockFolder(dir ?? images!, events); // it rewrites results.jsonl, best/ and index.html there
-    const scorer = await openClipScorer(this.flags.clip);
+    const scorer = await openClipScorer(this.flags.clip, device);
     try {
       const options = { keep: this.flags.keep, rescore: this.flags.rescore, partial: this.flags.partial, batch: this.flags.batch, events };
       const summary = dir !== undefined ? await rerankGeneration(scorer, dir, options) : await rerankFolder(scorer, captionList, images!, options);

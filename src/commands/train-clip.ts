@@ -48,7 +48,7 @@ export default class TrainClipCommand extends BaseCommand<typeof TrainClipComman
     const { applyRuntime } = await import('../core/runtime');
     const { trainClip } = await import('../core/models/clip/train');
     const runtime = this.loadConfig(dvaeConfig).runtime;
-    applyRuntime(runtime);
+    const { device } = applyRuntime(runtime, 'train-clip');
     const number = (flag: 'lr' | 'weight-decay' | 'augment'): number => {
       const v = Number(this.flags[flag]);
       if (!Number.isFinite(v) || v < 0) this.error(`--${flag} ${this.flags[flag]} is not a number >= 0`, { exit: 2 });
@@ -65,6 +65,7 @@ export default class TrainClipCommand extends BaseCommand<typeof TrainClipComman
       weightDecay: number('weight-decay'),
       warmupSteps: this.flags.warmup,
       seed: runtime.seed,
+      device,
       tokenizer: this.flags.tokenizer,
       vocab: this.flags.vocab,
       arch: { resolution: this.flags.resolution },

@@ -58,7 +58,7 @@ export default class TrainDvaeCommand extends BaseCommand<typeof TrainDvaeComman
     const config = this.resolveTrainConfig(out, resume, data);
     const { applyRuntime } = await import('../core/runtime');
     const { DvaeTrainer } = await import('../core/train/dvae-trainer');
-    applyRuntime(config.runtime);
+    applyRuntime(config.runtime, 'train-dvae'); // the trainer places its work on runtime.device
     const events = this.renderEvents(new CoreEmitter());
     const trainer = new DvaeTrainer({ config, out, resume, events });
     const hints = await trainingStopHints('train-dvae', out);

@@ -57,7 +57,7 @@ export default class TrainPriorCommand extends BaseCommand<typeof TrainPriorComm
     const config = this.resolveTrainConfig(out, resume, data, dvae);
     const { applyRuntime } = await import('../core/runtime');
     const { PriorTrainer } = await import('../core/train/prior-trainer');
-    applyRuntime(config.runtime);
+    applyRuntime(config.runtime, 'train-prior'); // the trainer places its work on runtime.device
     const events = this.renderEvents(new CoreEmitter());
     const trainer = new PriorTrainer({ config, out, resume, tokenizer, events });
     const hints = await trainingStopHints('train-prior', out);

@@ -10,6 +10,8 @@ export interface FakeDevice {
   readonly copies: { in: number; out: number };
   /** Kernels looked up by an op that did not declare them ("op: kernel"). */
   readonly undeclared: string[];
+  /** The kernels looked up here, in ops or outside them (what a job needs of a device: core/job-ops.ts). */
+  readonly kernelsUsed: Set<string>;
   /** Unregisters the stand-in (the device is then unknown again). */
   remove(): void;
 }
@@ -18,13 +20,14 @@ export interface FakeDevice {
 export function installFakeDevice(kernels?: readonly string[]): FakeDevice {
   const copies = { in: 0, out: 0 };
   const undeclared: string[] = [];
+  const kernelsUsed = new Set<string>();
   const cpu = cpuBackend.kernels as Record<string, unknown>;
   const table = new Proxy(cpu, {
     get(target, name: string) {
       if (kernels && !kernels.includes(name)) return undefined;
-      if (opScope.op !== '' && typeof target[name] === 'function' && !opScope.kernels.includes(name)) {
-        undeclared.push(`${opScope.op}: ${name}`);
-      }
+      if (typeof target[name] !== 'function') return target[name];
+      kernelsUsed.add(name);
+      if (opScope.op !== '' && !opScope.kernels.includes(name)) undeclared.push(`${opScope.op}: ${name}`);
       return target[name];
     },
   }) as KernelTable;
@@ -42,5 +45,5 @@ export function installFakeDevice(kernels?: readonly string[]): FakeDevice {
     },
   };
   const remove = registerBackend(backend);
-  return { backend, copies, undeclared, remove };
+  return { backend, copies, undeclared, kernelsUsed, remove };
 }

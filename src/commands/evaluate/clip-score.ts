@@ -31,9 +31,9 @@ export default class EvaluateClipScoreCommand extends BaseCommand<typeof Evaluat
     const { applyRuntime } = await import('../../core/runtime');
     const { openClipScorer } = await import('../../core/models/clip/scorer');
     const { clipScore } = await import('../../core/models/clip/evaluate');
-    applyRuntime(this.loadConfig(dvaeConfig).runtime);
+    const { device } = applyRuntime(this.loadConfig(dvaeConfig).runtime, 'evaluate');
     const events = this.renderEvents(new CoreEmitter());
-    const scorer = await openClipScorer(this.flags.clip);
+    const scorer = await openClipScorer(this.flags.clip, device);
     const clip = { checkpoint: String(scorer.details.checkpoint ?? scorer.name), step: Number(scorer.details.step ?? NaN) };
     try {
       const r = await clipScore(scorer, this.flags.data, { limit: this.flags.limit, pool: this.flags.pool, events });

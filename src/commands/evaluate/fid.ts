@@ -61,8 +61,8 @@ export async function openExtractor(flags: FeatureFlagValues, runtime: RuntimeCo
     const { applyRuntime } = await import('../../core/runtime');
     const { loadClip } = await import('../../core/models/clip/train');
     const { ClipImageFeatures } = await import('../../core/models/clip/evaluate');
-    applyRuntime(runtime);
-    return new ClipImageFeatures(loadClip(flags.clip));
+    const { device } = applyRuntime(runtime, 'evaluate');
+    return new ClipImageFeatures(loadClip(flags.clip, device));
   }
   const { OnnxFeatureModel } = await import('../../core/eval/features');
   return OnnxFeatureModel.open(flags.model, {

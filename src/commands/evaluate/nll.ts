@@ -43,11 +43,11 @@ export default class EvaluateNllCommand extends BaseCommand<typeof EvaluateNllCo
     const runtime = this.loadConfig(priorConfig).runtime;
     const priorPath = await modelPathOrBundled(this.config.root, 'prior', this.flags.prior);
     const dvaePath = await modelPathOrBundled(this.config.root, 'dvae', this.flags.dvae);
-    applyRuntime(runtime);
+    const { device } = applyRuntime(runtime, 'evaluate');
     const events = this.renderEvents(new CoreEmitter());
-    const prior = loadTrainedPrior(priorPath);
+    const prior = loadTrainedPrior(priorPath, device);
     try {
-      const dvae = loadTrainedDvae(dvaePath);
+      const dvae = loadTrainedDvae(dvaePath, device);
       try {
         const r = await priorNll({ prior, dvae, data: this.flags.data, split: this.flags.split, limit: this.flags.limit, batchSize: this.flags['batch-size'], events });
         this.log(

@@ -48,9 +48,9 @@ export default class EvaluateOverlapCommand extends BaseCommand<typeof EvaluateO
     const { applyRuntime } = await import('../../core/runtime');
     const { openClipScorer } = await import('../../core/models/clip/scorer');
     const { findOverlap, writeOverlapReport } = await import('../../core/eval/overlap');
-    applyRuntime(this.loadConfig(dvaeConfig).runtime);
+    const { device } = applyRuntime(this.loadConfig(dvaeConfig).runtime, 'evaluate');
     const events = this.renderEvents(new CoreEmitter());
-    const scorer = await openClipScorer(this.flags.clip);
+    const scorer = await openClipScorer(this.flags.clip, device);
     try {
       const report = await findOverlap({
         scorer,

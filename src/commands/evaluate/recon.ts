@@ -44,9 +44,9 @@ export default class EvaluateReconCommand extends BaseCommand<typeof EvaluateRec
     const { applyRuntime } = await import('../../core/runtime');
     const { loadTrainedDvae } = await import('../../core/image/dvae-codec');
     const { evaluateDvaeRecon } = await import('../../core/eval/dvae-recon');
-    applyRuntime(this.loadConfig(dvaeConfig).runtime);
+    const { device } = applyRuntime(this.loadConfig(dvaeConfig).runtime, 'evaluate');
     const events = this.renderEvents(new CoreEmitter());
-    const dvae = loadTrainedDvae(this.flags.dvae);
+    const dvae = loadTrainedDvae(this.flags.dvae, device);
     try {
       const r = await evaluateDvaeRecon(dvae.model, this.flags.data, {
         resolution: dvae.resolution,

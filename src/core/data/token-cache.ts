@@ -209,7 +209,7 @@ async function encodeSource(
     if (kept.length > 0) {
       const pixels = new Float32Array(kept.length * imageSize);
       kept.forEach((rgb, i) => rgbToChw(rgb, resolution, pixels, i * imageSize));
-      const codes = noGrad(() => tidy(() => model.encode(Tensor.from(pixels, [kept.length, 3, resolution, resolution])).toArray())) as Int32Array;
+      const codes = noGrad(() => tidy(() => model.encode(Tensor.from(pixels, [kept.length, 3, resolution, resolution], 'f32', model.device)).toArray())) as Int32Array; // pixels in, codes out
       chunks.push(Int32Array.from(codes));
     }
     events.emit({ type: 'progress', task, step: Math.min(records.length, start + ENCODE_BATCH), total: records.length, unit: 'image' });

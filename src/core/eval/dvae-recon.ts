@@ -34,7 +34,8 @@ export async function evaluateDvaeRecon(dvae: Dvae, dataPath: string, options: D
       const take = Math.min(batchSize, total - seen);
       noGrad(() =>
         tidy(() => {
-          const x = Tensor.from(batch.images, batch.shape);
+          // Pixels in on the dVAE's device; codes and reconstructions out (the meter runs on the host).
+          const x = Tensor.from(batch.images, batch.shape, 'f32', dvae.device);
           const codes = dvae.encode(x);
           const y = dvae.decode(codes);
           const per = batch.images.length / batchSize;

@@ -20,7 +20,7 @@ import { SkipReport, SkipSummary } from '../data/skips';
 import { EventSink, silentSink } from '../events';
 import { readNpySync } from '../io/npy';
 import { Dvae } from '../models/dvae';
-import { Tensor, noGrad, tidy } from '../tensor';
+import { Device, Tensor, noGrad, tidy } from '../tensor';
 import { CheckpointError, loadCheckpointModel, resolveCheckpoint } from '../train/checkpoint';
 
 /** A token file that cannot be decoded by this dVAE; `hint` says what to do. Exit code 4 (input). */
@@ -46,8 +46,11 @@ export interface TrainedDvae {
   readonly gridSide: number;
 }
 
-/** A dVAE from a run directory (its latest checkpoint) or a checkpoint directory. Dispose `model` when done. */
-export function loadTrainedDvae(target: string): TrainedDvae {
+/**
+ * A dVAE from a run directory (its latest checkpoint) or a checkpoint directory, on `device`: the checkpoint is read
+ * on the host (the same files on every device) and the model moved there once. Dispose `model` when done.
+ */
+export function loadTrainedDvae(target: string, device: Device = 'cpu'): TrainedDvae {
   const found = resolveCheckpoint(target, 'dvae');
   if (found.state.kind !== 'dvae') throw new CheckpointError(`${found.dir} is a ${found.state.kind} checkpoint, not a dVAE`, 'pass a run made by `dalle train-dvae`');
   let config: DvaeConfig;
@@ -62,6 +65,7 @@ export function loadTrainedDvae(target: string): TrainedDvae {
   const model = new Dvae(config, { seed: config.runtime.seed });
   try {
     loadCheckpointModel(found.dir, new Map(model.namedParameters()));
+    model.to(device);
   } catch (error) {
     model.dispose();
     throw error;
@@ -162,7 +166,7 @@ export async function encodeImages(dvae: TrainedDvae, inputs: readonly string[],
       kept.forEach((rgb, i) => rgbToChw(rgb, resolution, pixels, i * imageSize));
       const codes = options.encodeBatch
         ? await options.encodeBatch(pixels, kept.length)
-        : (noGrad(() => tidy(() => model.encode(Tensor.from(pixels, [kept.length, 3, resolution, resolution])).toArray())) as Int32Array);
+        : (noGrad(() => tidy(() => model.encode(Tensor.from(pixels, [kept.length, 3, resolution, resolution], 'f32', model.device)).toArray())) as Int32Array); // pixels in, codes out
       chunks.push(Int32Array.from(codes));
     }
     events.emit({ type: 'progress', task: 'encode', step: Math.min(items.length, start + batchSize), total: items.length, unit: 'image' });
@@ -247,7 +251,7 @@ export async function decodeTokenGrids(
     const codes = grids.tokens.subarray(start * h * w, (start + count) * h * w);
     const images = options.decodeBatch
       ? await options.decodeBatch(codes, count)
-      : (noGrad(() => tidy(() => dvae.model.decode(Tensor.from(codes, [count, h, w], 'i32')).toArray())) as Float32Array);
+      : (noGrad(() => tidy(() => dvae.model.decode(Tensor.from(codes, [count, h, w], 'i32', dvae.model.device)).toArray())) as Float32Array); // codes (checked by readTokenGrids) in, pixels out
     await onBatch(start, images, count);
     events.emit({ type: 'progress', task: 'decode', step: start + count, total: N, unit: 'image' });
   }

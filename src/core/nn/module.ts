@@ -37,7 +37,16 @@ export abstract class Module {
     return this.parameters().reduce((s, t) => s + t.size, 0);
   }
 
-  /** Moves every parameter (and its gradient) to `device` in place: the same tensors, now on that device. */
+  /** The device of the parameters ('cpu' for a module without any): where its inputs must be. */
+  get device(): Device {
+    const [first] = this.namedParameters();
+    return first ? first[1].device : 'cpu';
+  }
+
+  /**
+   * Moves every parameter (and its gradient) to `device` in place: the same tensors, now on that device. A module
+   * that keeps tensors besides its parameters (index tables, masks) overrides this to move them too.
+   */
   to(device: Device): this {
     for (const t of this.parameters()) t.moveTo(device);
     return this;

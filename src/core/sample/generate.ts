@@ -230,7 +230,7 @@ export async function runGeneration(job: GenerateJob): Promise<GenerateSummary> 
     // (B, 3, R, R) images in [0, 1] -> PNGs, then their records (PNG first: a record always names a complete file).
     const images = job.decodeBatch
       ? await job.decodeBatch(sampled.tokens, B)
-      : (noGrad(() => tidy(() => dvae.model.decode(Tensor.from(sampled.tokens, [B, gridSide, gridSide], 'i32')).toArray())) as Float32Array);
+      : (noGrad(() => tidy(() => dvae.model.decode(Tensor.from(sampled.tokens, [B, gridSide, gridSide], 'i32', dvae.model.device)).toArray())) as Float32Array); // tokens in, pixels out
     for (let b = 0; b < B; b++) {
       const u = group[b];
       const name = unitFileName(u, captions.length, samples);

@@ -13,6 +13,7 @@ import { PriorConfig, priorConfig, readRunConfig } from '../config';
 import { Prior } from '../models/prior';
 import { TextTokenizer } from '../text';
 import { Philox } from '../tensor/rng';
+import type { Device } from '../tensor';
 import { CheckpointError, loadCheckpointModel, resolveCheckpoint } from '../train/checkpoint';
 
 export const TOKENIZER_FILE = 'tokenizer.json';
@@ -25,8 +26,11 @@ export interface TrainedPrior {
   readonly step: number;
 }
 
-/** Loads the prior of a run or checkpoint directory. Dispose `model` when done. */
-export function loadTrainedPrior(target: string): TrainedPrior {
+/**
+ * Loads the prior of a run or checkpoint directory onto `device`: the checkpoint is read on the host (the same files
+ * on every device) and the model moved there once. Dispose `model` when done.
+ */
+export function loadTrainedPrior(target: string, device: Device = 'cpu'): TrainedPrior {
   const found = resolveCheckpoint(target, 'prior');
   if (found.state.kind !== 'prior') {
     throw new CheckpointError(`${found.dir} is a ${found.state.kind} checkpoint, not a prior`, 'pass --prior a run made by `dalle train-prior` (and --dvae the dVAE run)');
@@ -54,6 +58,7 @@ export function loadTrainedPrior(target: string): TrainedPrior {
   const model = new Prior(config.model, new Philox(config.runtime.seed));
   try {
     loadCheckpointModel(found.dir, new Map(model.namedParameters()));
+    model.to(device);
   } catch (error) {
     model.dispose();
     throw error;

@@ -19,9 +19,11 @@
  * or a full forward); sampleImageTokens answers them synchronously with the engine's Prior, sampleImageTokensAsync
  * awaits an AsyncStepPrior (the engine's through asyncSteps, or onnxruntime's for `dalle generate --runtime onnx`).
  * Given the same logits, both give the same tokens.
+ * Devices: the prior computes where its weights are (prior.device); sampling (filters, guidance, draws) runs on the
+ * host. So each model call is a boundary: its tokens in (one copy per tensor), its (rows, V) logits out (one copy).
  * Key: B = batch rows, Tt = text_len, N = grid side^2 image tokens, r = prompted tokens, V = image vocabulary.
  */
-import { Tensor, noGrad, tidy } from '../tensor';
+import { Device, Tensor, noGrad, tidy } from '../tensor';
 import type { Philox } from '../tensor/rng';
 import { SamplingOptions, filteredProbs, guideLogits, sampleFromProbs, tokenLogProb } from './filters';
 
@@ -37,6 +39,8 @@ export interface PriorDims {
 export interface PriorLike extends PriorDims {
   /** text (B, Tt) i32, image (B, n) i32 -> imageLogits (B, n, V): position t's logits are those of image token t. */
   forward(text: Tensor, image: Tensor): { imageLogits: Tensor };
+  /** Where its weights are, and so its inputs must be (default: the CPU). */
+  readonly device?: Device;
   createCache(batch: number): unknown;
   /** Fills the cache with the text and the prompt; returns (B, V) logits of the next image token. */
   prefill(cache: unknown, text: Tensor, imagePrefix?: Tensor): Tensor;
@@ -76,14 +80,14 @@ export function asyncSteps(prior: PriorLike): AsyncStepPrior {
 function enginePrefill(prior: PriorLike, cache: unknown, text: Int32Array, prefix: Int32Array, rows: number): Float32Array {
   const r = prefix.length / rows;
   return noGrad(() => tidy(() => {
-    const textT = Tensor.from(text, [rows, prior.textLen], 'i32');
-    const prefixT = r > 0 ? Tensor.from(prefix, [rows, r], 'i32') : undefined;
+    const textT = Tensor.from(text, [rows, prior.textLen], 'i32', prior.device);
+    const prefixT = r > 0 ? Tensor.from(prefix, [rows, r], 'i32', prior.device) : undefined;
     return prior.prefill(cache, textT, prefixT).toArray() as Float32Array;
   }));
 }
 
 function engineStep(prior: PriorLike, cache: unknown, tokens: Int32Array): Float32Array {
-  return noGrad(() => tidy(() => prior.step(cache, Tensor.from(tokens, [tokens.length], 'i32')).toArray() as Float32Array));
+  return noGrad(() => tidy(() => prior.step(cache, Tensor.from(tokens, [tokens.length], 'i32', prior.device)).toArray() as Float32Array));
 }
 
 export interface SampleRequest {
@@ -223,7 +227,7 @@ export function sampleImageTokens(prior: PriorLike, request: SampleRequest, opti
         const { rows, text, image, t } = call;
         const N = prior.gridSide * prior.gridSide;
         logits = noGrad(() => tidy(() => {
-          const out = prior.forward(Tensor.from(text, [rows, prior.textLen], 'i32'), Tensor.from(image, [rows, N], 'i32')).imageLogits;
+          const out = prior.forward(Tensor.from(text, [rows, prior.textLen], 'i32', prior.device), Tensor.from(image, [rows, N], 'i32', prior.device)).imageLogits;
           return sliceRows(out.toArray() as Float32Array, rows, N, prior.imageVocab, t);
         }));
       }

@@ -9,3 +9,4 @@ export * from './blas1';
 export { Storage, liveStorage, storagesLeakedToGc } from './storage';
 export * from './random';
 export * from './rng';
+export * from './readout';

@@ -30,7 +30,8 @@ import { EventSink, silentSink } from '../events';
 import { RunLock, acquireRunLock } from '../io/run-lock';
 import { planesToRgb, tileImages, writePng } from '../image/grid';
 import { Dvae, dvaeLoss, dvaeSchedules, kmeansCodebookInit } from '../models/dvae';
-import { Philox, Tensor, backward, noGrad, tidy, zeroGrad } from '../tensor';
+import { parseDevice } from '../backend/device';
+import { Philox, Tensor, backward, noGrad, readScalars, tidy, zeroGrad } from '../tensor';
 import { AdamW } from './adamw';
 import { clipGradNorm } from './clip';
 import {
@@ -167,8 +168,10 @@ export class DvaeTrainer {
     };
     const loader = resumed?.data ? DataLoader.fromState(source, loaderOptions, resumed.data) : new DataLoader(source, loaderOptions);
 
-    // Model, optimizer, noise.
-    const model = new Dvae(config, { seed: config.runtime.seed });
+    // Model, optimizer, noise. The model is initialized on the host (the seeded init is the same on every device) and
+    // moved to runtime.device once; the optimizer's moments are made beside its parameters.
+    const device = parseDevice(config.runtime.device);
+    const model = new Dvae(config, { seed: config.runtime.seed }).to(device);
     const named = model.namedParameters();
     const decay = named.filter(([name]) => name.endsWith('.w'));
     const noDecay = named.filter(([name]) => !name.endsWith('.w'));
@@ -242,8 +245,10 @@ export class DvaeTrainer {
         const lr = schedules.lr(step);
         const beta = schedules.beta(step);
         const tau = schedules.tau(step);
+        const logging = (step + 1) % t.log_every === 0;
+        // Transfers of a step: the batch in; its scalars out (one copy); at a log step, the batch's codes out.
         const values = tidy(() => {
-          const x = Tensor.from(batch.images, batch.shape); // (B, 3, R, R)
+          const x = Tensor.from(batch.images, batch.shape, 'f32', device); // (B, 3, R, R)
           zeroGrad(params);
           const r = dvaeLoss(model, x, {
             tau,
@@ -259,7 +264,10 @@ export class DvaeTrainer {
           // Clipping (train.grad_clip > 0; the paper has none) bounds the update a single loss spike can make.
           const { norm } = clipGradNorm(params, t.grad_clip);
           optimizer.update(lr);
-          return { loss: r.loss.item(), recon: r.recon.item(), kl: r.kl.item(), reconPerDim: r.reconPerDim.item(), klPerCell: r.klPerCell.item(), usageGap: r.usageGap.item(), gradNorm: norm };
+          const [loss, recon, kl, reconPerDim, klPerCell, usageGap] = readScalars([r.loss, r.recon, r.kl, r.reconPerDim, r.klPerCell, r.usageGap]);
+          // Codebook usage: the batch's argmax codes under the updated weights (no noise, so no random numbers drawn).
+          const codes = logging ? (noGrad(() => model.encode(x).toArray()) as Int32Array) : undefined;
+          return { loss, recon, kl, reconPerDim, klPerCell, usageGap, gradNorm: norm, codes };
         });
         if (!Number.isFinite(values.loss)) {
           throw new Error(`dalle: the dVAE loss became ${values.loss} at update ${step + 1} (recon ${values.recon}, kl ${values.kl}); lower train.lr, or resume from an earlier checkpoint`);
@@ -281,10 +289,9 @@ export class DvaeTrainer {
           lastEmitted = { step, metrics: shown };
         }
 
-        if (step % t.log_every === 0) {
-          const codes = noGrad(() => tidy(() => model.encode(Tensor.from(batch.images, batch.shape)).toArray())) as Int32Array;
+        if (values.codes) {
           const hist = new Array<number>(V).fill(0);
-          for (const c of codes) hist[c]++;
+          for (const c of values.codes) hist[c]++;
           metrics.usage.push(hist);
           if (metrics.usage.length > USAGE_WINDOW) metrics.usage.shift();
           const usage = codebookUsage(metrics.usage, V);
@@ -386,7 +393,7 @@ export async function writeSampleGrid(model: Dvae, images: Float32Array, shape: 
   const [B, C, H, W] = shape;
   const n = Math.min(B, SAMPLE_IMAGES);
   const subset = images.subarray(0, n * C * H * W);
-  const recon = noGrad(() => tidy(() => model.reconstruct(Tensor.from(subset, [n, C, H, W])).toArray())) as Float32Array;
+  const recon = noGrad(() => tidy(() => model.reconstruct(Tensor.from(subset, [n, C, H, W], 'f32', model.device)).toArray())) as Float32Array;
   const tiles = [];
   for (let i = 0; i < n; i++) tiles.push(planesToRgb(subset, [n, C, H, W], i));
   for (let i = 0; i < n; i++) tiles.push(planesToRgb(recon, [n, C, H, W], i));

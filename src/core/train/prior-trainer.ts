@@ -27,7 +27,8 @@ import { EventSink, silentSink } from '../events';
 import { RunLock, acquireRunLock } from '../io/run-lock';
 import { loadTrainedDvae } from '../image/dvae-codec';
 import { Prior, padText, priorDecays } from '../models/prior';
-import { Philox, Tensor, backward, noGrad, tidy, zeroGrad } from '../tensor';
+import { parseDevice } from '../backend/device';
+import { Philox, Tensor, backward, noGrad, readScalars, tidy, zeroGrad } from '../tensor';
 import { TextTokenizer } from '../text';
 import { AdamW } from './adamw';
 import {
@@ -194,7 +195,9 @@ export class PriorTrainer {
 
     // The dVAE and the token grids.
     emit({ type: 'stage', name: 'loading data', detail: `${config.data.path} with the dVAE ${config.data.dvae}` });
-    const dvae = loadTrainedDvae(config.data.dvae);
+    // Every model of the job on runtime.device: the dVAE (it encodes the images when the token cache is built), the prior.
+    const device = parseDevice(config.runtime.device);
+    const dvae = loadTrainedDvae(config.data.dvae, device);
     let cache: TokenCache;
     try {
       if (dvae.gridSide !== m.image_grid || dvae.model.arch.vocab_size !== m.image_vocab) {
@@ -221,7 +224,7 @@ export class PriorTrainer {
     if (train.shape[0] < 1) throw new ConfigError(`has no training images`, { keyPath: 'data.path' });
     const { tokenizer, save: saveTokenizer } = await this.prepareTokenizer(config, train, !!resumed);
 
-    const model = new Prior(m, new Philox(config.runtime.seed));
+    const model = new Prior(m, new Philox(config.runtime.seed)).to(device); // seeded init on the host, moved once
     model.recompute = t.recompute; // activation recomputation per block (memory for time)
     const named = model.namedParameters();
     const toGroup = (list: Array<[string, Tensor]>) => list.map(([name, tensor]) => ({ name, tensor }));
@@ -328,17 +331,19 @@ export class PriorTrainer {
         const image = imageTokens(train, examples.map((e) => e.index));
         const lr = lrAt(step);
         const stepStart = performance.now();
+        // Transfers of a step: the batch's text and image tokens in; its loss, text and image losses out (one copy:
+        // the loss decides whether the update is taken).
         const values = tidy(() => {
           zeroGrad(params);
-          const r = model.loss(Tensor.from(text, [B, L], 'i32'), Tensor.from(image, [B, N], 'i32'), weights);
+          const r = model.loss(Tensor.from(text, [B, L], 'i32', device), Tensor.from(image, [B, N], 'i32', device), weights);
           backward(r.loss);
           // Gradients back in true units; false when a resblock's fp16 gradient overflowed: the update is skipped.
           const finite = precision.unscaleGradients();
           const { norm } = clipGradNorm(params, t.grad_clip);
-          const loss = r.loss.item();
+          const [loss, textLoss, imageLoss] = readScalars([r.loss, r.textLoss, r.imageLoss]);
           if (finite && Number.isFinite(loss) && Number.isFinite(norm)) optimizer.update(lr);
           precision.endStep();
-          return { loss, text: r.textLoss.item(), image: r.imageLoss.item(), norm };
+          return { loss, text: textLoss, image: imageLoss, norm };
         });
         if (!Number.isFinite(values.loss) || !Number.isFinite(values.norm)) {
           throw new Error(`dalle: the prior's loss or gradient became non-finite at update ${step + 1} (loss ${values.loss}, gradient norm ${values.norm}); lower train.lr, or resume from an earlier checkpoint`);
@@ -482,8 +487,10 @@ export function validationLoss(
     const ids = padText(indices.map((i) => encode(pickCaption(split.captions[i], 0))), textLen, textVocab);
     const tokens = imageTokens(split, indices);
     const r = noGrad(() => tidy(() => {
-      const l = model.loss(Tensor.from(ids, [B, textLen], 'i32'), Tensor.from(tokens, [B, N], 'i32'), weights);
-      return { t: l.textLoss.item(), i: l.imageLoss.item() };
+      // A batch in on the model's device, its two losses out (one copy).
+      const l = model.loss(Tensor.from(ids, [B, textLen], 'i32', model.device), Tensor.from(tokens, [B, N], 'i32', model.device), weights);
+      const [t, i] = readScalars([l.textLoss, l.imageLoss]);
+      return { t, i };
     }));
     // Every example has the same token counts, so the per-token mean is the example-weighted mean of batch means.
     text += r.t * B;

@@ -172,7 +172,7 @@ export class Clip extends Module {
     for (const block of this.blocks.blocks) h = block.forward(h);
     h = this.lnFinal.forward(h);
     // Gather row b's end-of-text features: an embedding lookup into the (B * L, W) rows (its backward scatters back).
-    const rows = Tensor.from(Int32Array.from(ends, (e, b) => b * L + e), [B], 'i32');
+    const rows = Tensor.from(Int32Array.from(ends, (e, b) => b * L + e), [B], 'i32', tokens.device); // with the batch
     const pooled = embedding(reshape(h, [B * L, this.arch.textWidth]), rows); // (B, W)
     return this.textProjection.forward(pooled);
   }
@@ -195,7 +195,7 @@ export class Clip extends Module {
     const txt = l2Normalize(this.encodeText(tokens, ends)); // (B, E)
     const B = img.shape[0];
     const logits = mul(matmul(img, txt, { transB: true }), exp(this.logitScale)); // (B, B): image i against text j
-    const targets = Tensor.from(Int32Array.from({ length: B }, (_, i) => i), [B], 'i32');
+    const targets = Tensor.from(Int32Array.from({ length: B }, (_, i) => i), [B], 'i32', tokens.device); // with the batch
     const imageToText = crossEntropy(logits, targets);
     const textToImage = crossEntropy(contiguous(transpose(logits)), targets);
     return { loss: affine(add(imageToText, textToImage), 0.5), logits };

@@ -12,6 +12,7 @@
  */
 import * as path from 'node:path';
 import sharp from 'sharp';
+import type { Device } from '../../tensor';
 import { LoadedClip, embedImages, embedTexts, loadClip } from './train';
 
 /** Images (N, 3, H, W), float, values in [0, 1]. */
@@ -42,12 +43,15 @@ export function clipScoreOf(text: Float32Array, image: Float32Array): number {
   return 100 * Math.max(dot, 0);
 }
 
-/** Opens a CLIP for scoring: a `dalle train-clip` run directory (its latest checkpoint) or a checkpoint directory. */
-export async function openClipScorer(target: string): Promise<ClipScorer> {
+/**
+ * Opens a CLIP for scoring: a `dalle train-clip` run directory (its latest checkpoint) or a checkpoint directory, on
+ * `device` (the ONNX runtime's folders run on its own CPU provider).
+ */
+export async function openClipScorer(target: string, device: Device = 'cpu'): Promise<ClipScorer> {
   // A Hugging Face-style ONNX CLIP folder (text_model.onnx + vision_model.onnx or model.onnx): src/core/onnx/clip-runner.ts.
   const onnx = await import('../../onnx/clip-runner');
   if (onnx.isOnnxClipFolder(target)) return onnx.openOnnxClipScorer(target);
-  return new DalleClipScorer(loadClip(target));
+  return new DalleClipScorer(loadClip(target, device));
 }
 
 class DalleClipScorer implements ClipScorer {

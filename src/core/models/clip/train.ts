@@ -25,7 +25,7 @@ import { writeFileAtomicSync } from '../../io/atomic';
 import { RunLock, acquireRunLock } from '../../io/run-lock';
 import { TextFileError } from '../../io/errors';
 import { readTextFileSync, TEXT_LIMITS } from '../../io/text-file';
-import { Tensor, backward, noGrad, tidy, zeroGrad } from '../../tensor';
+import { Device, Tensor, backward, noGrad, readScalars, tidy, zeroGrad } from '../../tensor';
 import { Philox } from '../../tensor/rng';
 import { TextTokenizer } from '../../text';
 import { AdamW } from '../../train/adamw';
@@ -56,6 +56,8 @@ export interface ClipTrainOptions {
   readonly weightDecay: number;
   readonly warmupSteps: number;
   readonly seed: number;
+  /** Where the model trains (runtime.device; default the CPU): it is initialized on the host and moved there once. */
+  readonly device?: Device;
   /** An existing tokenizer.json; otherwise one of `vocab` tokens is trained on the data's captions. */
   readonly tokenizer?: string;
   readonly vocab?: number;
@@ -134,7 +136,7 @@ async function trainClipLocked(options: ClipTrainOptions, lock: RunLock, events:
   }
 
   const rng = new Philox(options.seed);
-  const model = new Clip(arch, rng.fork(1));
+  const model = new Clip(arch, rng.fork(1)).to(options.device ?? 'cpu');
   const named = model.namedParameters();
   const group = (decay: boolean) => named.filter(([n]) => clipDecays(n) === decay).map(([name, tensor]) => ({ name, tensor }));
   const optimizer = new AdamW([{ params: group(true) }, { params: group(false), weightDecay: 0 }], {
@@ -193,21 +195,24 @@ async function trainClipLocked(options: ClipTrainOptions, lock: RunLock, events:
     for (let step = 0; step < options.steps; step++) {
       const batch = await loader.next();
       const packed = batch.captions.map((c) => model.packTokens(tokenizer.encode(c)));
+      const done = step + 1;
+      const logging = done % logEvery === 0 || done === options.steps;
+      // Transfers of a step: the batch in; the loss and the logit scale out (one copy); at a log step, the logits.
       const values = tidy(() => {
-        const pixels = Tensor.from(augment > 0 ? augmentImages(batch.images, batchSize, arch.resolution, augment, augmentRng) : batch.images, batch.shape);
-        const tokens = Tensor.from(concatRows(packed.map((p) => p.row)), [batchSize, arch.context], 'i32');
+        const pixels = Tensor.from(augment > 0 ? augmentImages(batch.images, batchSize, arch.resolution, augment, augmentRng) : batch.images, batch.shape, 'f32', model.device);
+        const tokens = Tensor.from(concatRows(packed.map((p) => p.row)), [batchSize, arch.context], 'i32', model.device);
         zeroGrad(model.parameters());
         const { loss, logits } = model.loss(pixels, tokens, packed.map((p) => p.end));
         backward(loss);
         optimizer.update(lr(step));
-        return { loss: loss.item(), accuracy: diagonalAccuracy(logits.toArray() as Float32Array, batchSize) };
+        const [lossValue, logitScale] = readScalars([loss, model.logitScale]);
+        return { loss: lossValue, logitScale, accuracy: logging ? diagonalAccuracy(logits.toArray() as Float32Array, batchSize) : NaN };
       });
-      clampLogitScale(model);
+      const logitScale = clampLogitScale(model, values.logitScale);
       if (!Number.isFinite(values.loss)) throw new Error(`dalle: the CLIP loss became ${values.loss} at update ${step + 1}; lower --lr`);
       last = values;
-      const done = step + 1;
-      if (done % logEvery === 0 || done === options.steps) {
-        const line = { step: done, loss: values.loss, batch_accuracy: values.accuracy, lr: lr(step), temperature: 1 / Math.exp(model.logitScale.item()), seconds: (performance.now() - started) / 1000 };
+      if (logging) {
+        const line = { step: done, loss: values.loss, batch_accuracy: values.accuracy, lr: lr(step), temperature: 1 / Math.exp(logitScale), seconds: (performance.now() - started) / 1000 };
         fs.appendFileSync(metricsFile, `${JSON.stringify(line)}\n`);
         events.emit({ type: 'metrics', step: done, split: 'train', values: { loss: values.loss, batch_accuracy: values.accuracy } });
       }
@@ -233,12 +238,15 @@ async function trainClipLocked(options: ClipTrainOptions, lock: RunLock, events:
   }
 }
 
-/** CLIP clips exp(t) at 100 so the logits cannot blow up; the parameter is set back after any update past it. */
-function clampLogitScale(model: Clip): void {
-  const max = Math.log(100);
-  if (model.logitScale.item() > max) {
-    model.logitScale.backend.copyIn(model.logitScale.address, Float32Array.of(max));
-  }
+/**
+ * CLIP clips exp(t) at 100 so the logits cannot blow up; the parameter is set back after any update past it.
+ * `value` is the parameter's value after the update (read out with the step's loss); returns the value it has now.
+ */
+function clampLogitScale(model: Clip, value: number): number {
+  const max = Float32Array.of(Math.log(100));
+  if (value <= max[0]) return value;
+  model.logitScale.backend.copyIn(model.logitScale.address, max);
+  return max[0];
 }
 
 function concatRows(rows: readonly Int32Array[]): Int32Array {
@@ -380,7 +388,7 @@ export interface LoadedClip {
  * Opens a CLIP: a checkpoint directory, or a run directory: its best checkpoint by validation (RUN/best, written when
  * it was trained with a validation set), else its latest.
  */
-export function loadClip(target: string): LoadedClip {
+export function loadClip(target: string, device: Device = 'cpu'): LoadedClip {
   const bestFile = path.join(target, CLIP_BEST_FILE);
   let pointed = target;
   if (fs.existsSync(bestFile) && !fs.existsSync(path.join(target, 'state.json'))) {
@@ -409,6 +417,7 @@ export function loadClip(target: string): LoadedClip {
   const model = new Clip(info.arch, new Philox(0));
   try {
     loadCheckpointModel(resolved.dir, new Map(model.namedParameters()));
+    model.to(device); // read on the host (the same files on every device), moved once
   } catch (error) {
     model.dispose();
     throw error;
@@ -426,7 +435,7 @@ export function embedTexts(clip: Pick<LoadedClip, 'model' | 'tokenizer'>, captio
     const packed = part.map((c) => model.packTokens(clip.tokenizer.encode(c)));
     const data = noGrad(() =>
       tidy(() => {
-        const tokens = Tensor.from(concatRows(packed.map((p) => p.row)), [part.length, model.arch.context], 'i32');
+        const tokens = Tensor.from(concatRows(packed.map((p) => p.row)), [part.length, model.arch.context], 'i32', model.device);
         return l2Normalize(model.encodeText(tokens, packed.map((p) => p.end))).toArray() as Float32Array;
       }),
     );
@@ -440,7 +449,7 @@ export function embedImages(model: Clip, pixels: Float32Array, count: number): F
   return noGrad(() =>
     tidy(() => {
       const R = model.arch.resolution;
-      return l2Normalize(model.encodeImage(Tensor.from(pixels, [count, 3, R, R]))).toArray() as Float32Array;
+      return l2Normalize(model.encodeImage(Tensor.from(pixels, [count, 3, R, R], 'f32', model.device))).toArray() as Float32Array;
     }),
   );
 }

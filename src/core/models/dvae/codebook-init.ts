@@ -50,7 +50,8 @@ export function sampleEncoderFeatures(model: Dvae, images: Float32Array, shape: 
     const b = Math.min(batchSize, N - start);
     const feats = noGrad(() =>
       tidy(() => {
-        const x = Tensor.from(images.subarray(start * C * H * W, (start + b) * C * H * W), [b, C, H, W]);
+        // Images in on the model's device, features out to the host (the k-means below runs there: a one-time init).
+        const x = Tensor.from(images.subarray(start * C * H * W, (start + b) * C * H * W), [b, C, H, W], 'f32', model.device);
         return model.encoder.features(mapPixels(x, model.eps)).toArray() as Float32Array; // (b, D, h, w)
       }),
     );

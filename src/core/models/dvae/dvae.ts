@@ -74,18 +74,25 @@ export class Dvae extends Module {
     return unmapPixels(sigmoid(slice(stats, [[0, B], [0, C], [0, H], [0, W]])), this.eps);
   }
 
-  /** Codes i32 (B, h, w) -> images (B, C, H, W) in [0, 1]. */
+  /**
+   * Codes i32 (B, h, w) -> images (B, C, H, W) in [0, 1]. Codes on the host are range-checked here; codes on a GPU
+   * are not read back for it (that would be a copy per batch): they come from encode, or were checked on the host by
+   * whoever moved them (checkDvaeCodes), and the embedding kernel checks its indices itself.
+   */
   decode(codes: Tensor): Tensor {
-    const V = this.arch.vocab_size;
-    const data = codes.toArray();
-    for (let i = 0; i < data.length; i++) {
-      if (!(data[i] >= 0 && data[i] < V)) throw new Error(`dalle: dVAE code ${data[i]} at ${i} is outside [0, ${V})`);
-    }
+    if (codes.device === 'cpu') checkDvaeCodes(codes.toArray(), this.arch.vocab_size);
     return noGrad(() => tidy(() => this.statsToImages(this.decoder.forwardCodes(codes))));
   }
 
   /** decode(encode(x)). */
   reconstruct(x: Tensor): Tensor {
     return tidy(() => this.decode(this.encode(x)));
+  }
+}
+
+/** Every code in [0, V): a code outside the codebook is an error naming it and its position. */
+export function checkDvaeCodes(codes: ArrayLike<number>, V: number): void {
+  for (let i = 0; i < codes.length; i++) {
+    if (!(codes[i] >= 0 && codes[i] < V)) throw new Error(`dalle: dVAE code ${codes[i]} at ${i} is outside [0, ${V})`);
   }
 }

@@ -94,12 +94,16 @@ export function gumbelSoftmax(logits: Tensor, tau: number, rng: Philox): Tensor 
 /** gumbelSoftmax of logits already codebook-last: (B, h, w, V) -> (B, V, h, w). */
 function gumbelSoftmaxLast(l: Tensor, tau: number, rng: Philox): Tensor {
   if (!(tau > 0)) throw new Error(`dalle: gumbel-softmax temperature must be > 0, got ${tau}`);
-  const g = randGumbel(rng, l.shape); // (B, h, w, V)
+  const g = randGumbel(rng, l.shape, l.device); // (B, h, w, V), drawn where the logits are
   const y = softmax(mul(add(l, g), 1 / tau)); // (B, h, w, V)
   return permute(y, [0, 3, 1, 2]); // (B, V, h, w)
 }
 
-/** one_hot(argmax z) - z as a constant (no gradient): z + it is the one-hot in value and z in gradient. (B, V, h, w) */
+/**
+ * one_hot(argmax z) - z as a constant (no gradient): z + it is the one-hot in value and z in gradient. (B, V, h, w)
+ * Computed on the host: on a GPU, z is copied out and the shift copied back (one transfer each way per step, only
+ * with train.straight_through).
+ */
 export function straightThroughShift(z: Tensor): Tensor {
   const [B, V, h, w] = z.shape;
   const hw = h * w;
@@ -113,7 +117,7 @@ export function straightThroughShift(z: Tensor): Tensor {
       for (let v = 0; v < V; v++) shift[base + v * hw + p] = (v === best ? 1 : 0) - data[base + v * hw + p];
     }
   }
-  return Tensor.from(shift, z.shape);
+  return Tensor.from(shift, z.shape, 'f32', z.device);
 }
 
 /** KL(softmax(logits) || uniform over V) per cell: logits (B, V, h, w) -> (B, h, w), in nats. */

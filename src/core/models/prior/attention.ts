@@ -2,7 +2,7 @@
 // from masks.ts) and the native sparse kernel (ops/sparse-attention.ts, when it lands) are one line apart.
 // Keys: B = batch, H = heads, T = sequence positions (text then image), D = head width.
 import { attention, slice, sparseAttention } from '../../ops';
-import { Tensor, keep } from '../../tensor';
+import { Device, Tensor, keep } from '../../tensor';
 import { MaskKind, MaskSpec, denseMask } from './masks';
 
 /**
@@ -13,6 +13,8 @@ import { MaskKind, MaskSpec, denseMask } from './masks';
 export class PriorMasks {
   private readonly dense = new Map<MaskKind, Tensor>();
   private readonly corners = new Map<string, Tensor>();
+  /** Where the masks are made: the prior's device (built on the host, copied there once per mask). */
+  private device: Device = 'cpu';
 
   constructor(
     readonly textLen: number,
@@ -33,7 +35,13 @@ export class PriorMasks {
   full(kind: MaskKind): Tensor {
     let m = this.dense.get(kind);
     if (!m) {
-      m = keep(denseMask(this.spec(kind)));
+      const host = denseMask(this.spec(kind));
+      if (this.device === 'cpu') {
+        m = keep(host);
+      } else {
+        m = keep(host.to(this.device));
+        host.dispose();
+      }
       this.dense.set(kind, m);
     }
     return m;
@@ -55,6 +63,13 @@ export class PriorMasks {
       this.corners.set(key, m);
     }
     return m;
+  }
+
+  /** Masks are made on `device` from now on (those made so far are released and remade there when next used). */
+  to(device: Device): void {
+    if (device === this.device) return;
+    this.dispose();
+    this.device = device;
   }
 
   dispose(): void {

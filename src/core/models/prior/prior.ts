@@ -25,7 +25,7 @@
 import { Module, normalInit } from '../../nn/module';
 import { Embedding, LayerNorm, Linear } from '../../nn/layers';
 import { add, crossEntropy, gelu, permute, reshape, scale, slice, concat, embedding } from '../../ops';
-import { Philox, Tensor, checkpointed, keep, noGrad, shapeStr, tidy } from '../../tensor';
+import { Device, Philox, Tensor, checkpointed, keep, noGrad, shapeStr, tidy } from '../../tensor';
 import type { PriorConfig } from '../../config/schemas/prior';
 import { PriorMasks, priorCachedAttention, priorSelfAttention } from './attention';
 import { MaskKind, layerMaskKind } from './masks';
@@ -170,10 +170,11 @@ export class PriorKvCache {
   /** Positions filled (text, then image tokens). */
   length = 0;
 
-  constructor(readonly batch: number, nLayers: number, H: number, readonly capacity: number, D: number) {
+  /** On `device`: the prior's (keys and values are written there by each forward). */
+  constructor(readonly batch: number, nLayers: number, H: number, readonly capacity: number, D: number, device: Device = 'cpu') {
     for (let i = 0; i < nLayers; i++) {
-      this.k.push(keep(Tensor.empty([batch, H, capacity, D])));
-      this.v.push(keep(Tensor.empty([batch, H, capacity, D])));
+      this.k.push(keep(Tensor.empty([batch, H, capacity, D], 'f32', device)));
+      this.v.push(keep(Tensor.empty([batch, H, capacity, D], 'f32', device)));
     }
   }
 
@@ -342,14 +343,14 @@ export class Prior extends Module {
     const imageLoss = crossEntropy(imageLogits, image);
     const textLoss = this.textLen > 1
       ? crossEntropy(textLogits, slice(text, [[0, B], [1, this.textLen]]))
-      : Tensor.scalar(0);
+      : Tensor.scalar(0, 'f32', text.device);
     const loss = add(scale(textLoss, weights.text), scale(imageLoss, weights.image));
     return { loss, textLoss, imageLoss };
   }
 
   /** K/V buffers for `batch` sequences of up to L + N positions. Dispose it when done. */
   createCache(batch: number): PriorKvCache {
-    return new PriorKvCache(batch, this.nLayers, this.nHeads, this.seqLen, this.headDim);
+    return new PriorKvCache(batch, this.nLayers, this.nHeads, this.seqLen, this.headDim, this.rowIndex.device);
   }
 
   /**
@@ -406,6 +407,15 @@ export class Prior extends Module {
     if (cache.disposed) throw new Error('dalle: prior: the KV cache was disposed');
     if (B > cache.batch) throw new Error(`dalle: prior: a batch of ${B} does not fit a KV cache made for ${cache.batch}`);
     if (needed > cache.capacity) throw new Error(`dalle: prior: ${needed} positions do not fit the KV cache (${cache.capacity})`);
+  }
+
+  /** Parameters, the position index tables and the attention masks, all to `device`. */
+  override to(device: Device): this {
+    super.to(device);
+    this.rowIndex.moveTo(device);
+    this.colIndex.moveTo(device);
+    this.masks.to(device);
+    return this;
   }
 
   override dispose(): void {
