@@ -6,6 +6,7 @@ import { ConfigError } from '../core/config';
 import type { DataError } from '../core/data/errors';
 import type { TokenFileError } from '../core/image/dvae-codec';
 import type { TextFileError } from '../core/io/errors';
+import type { OutputPathError, OutputWriteError } from '../core/io/write-errors';
 import type { TokenizerError } from '../core/text/errors';
 import type { CheckpointError } from '../core/train/checkpoint';
 
@@ -47,6 +48,9 @@ const POLICIES: Readonly<Record<string, ErrorPolicy>> = {
   CaptionError: { exit: ExitCode.input, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
   OutputDirError: { exit: ExitCode.input, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
   RerankError: { exit: ExitCode.input, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
+  // An output path that cannot be written (src/core/io/write-errors.ts): a bad path is input; a full disk, runtime.
+  OutputPathError: { exit: ExitCode.input, suggestions: (error) => [(error as OutputPathError).hint] },
+  OutputWriteError: { exit: ExitCode.runtime, suggestions: (error) => [(error as OutputWriteError).hint] },
   // A folder that another dalle command is writing (core/io/run-lock.ts): the message names the holder.
   RunLockError: { exit: ExitCode.input, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
   DeviceUnavailableError: {

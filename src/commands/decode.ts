@@ -1,4 +1,3 @@
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Args, Flags } from '@oclif/core';
 import { BaseCommand } from '../cli/base-command';
@@ -6,6 +5,7 @@ import { ConfigUse, ENGINE_KEYS } from '../cli/config-use';
 import { dvaeConfig } from '../core/config';
 import { CoreEmitter } from '../core/events';
 import { planesToRgb, RgbImage, tileImages, writePng } from '../core/image/grid';
+import { makeOutputFolder, preflightOutputFolder } from '../core/io/preflight';
 
 export interface DecodeCommandResult {
   readonly out: string;
@@ -56,6 +56,8 @@ export default class DecodeCommand extends BaseCommand<typeof DecodeCommand> {
     const runtime = this.loadConfig(dvaeConfig).runtime;
     const { device } = applyRuntime(runtime, 'decode');
     if (this.flags.onnx !== undefined && this.flags.runtime !== 'onnx') this.error('--onnx DIR needs --runtime onnx', { exit: 2 });
+    const out = this.flags.out;
+    preflightOutputFolder(out); // a --out that cannot be written fails now, not at the first PNG
     const events = this.renderEvents(new CoreEmitter());
     this.lockFolder(this.flags.out, events);
     const dvae = loadTrainedDvae(this.flags.dvae, device);
@@ -67,8 +69,7 @@ export default class DecodeCommand extends BaseCommand<typeof DecodeCommand> {
         onnx = await openOnnxDvaeFor(dvae, this.flags.onnx, { threads: runtime.threads });
       }
       const grids = readTokenGrids(this.args.tokens, dvae.model.arch.vocab_size, dvae.gridSide);
-      const out = this.flags.out;
-      fs.mkdirSync(out, { recursive: true });
+      makeOutputFolder(out);
       const files: string[] = [];
       const sheet: RgbImage[] = [];
       const R = dvae.resolution;

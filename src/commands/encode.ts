@@ -7,6 +7,7 @@ import { SkipSummary } from '../core/data/skips';
 import { CoreEmitter } from '../core/events';
 import { writeFileAtomicSync } from '../core/io/atomic';
 import { writeNpySync } from '../core/io/npy';
+import { makeOutputFolder, preflightOutputFile } from '../core/io/preflight';
 
 export interface EncodeCommandResult {
   readonly tokens: string;
@@ -15,6 +16,9 @@ export interface EncodeCommandResult {
   readonly checkpoint: string;
   readonly skipped: SkipSummary;
 }
+
+/** An upper bound on the header of a .npy of int32 (N, H, W): magic, version, length and the padded dict. */
+const NPY_HEADER_BYTES = 256;
 
 /** `tokens.npy` -> `tokens.inputs.txt`. */
 export function inputsListPath(tokensFile: string): string {
@@ -27,7 +31,9 @@ export default class EncodeCommand extends BaseCommand<typeof EncodeCommand> {
   static override description =
     'INPUT... are image files, folders of images, .jsonl/.csv manifests or .tar shards, encoded in the order given ' +
     '(argmax codes, no noise: what the prior trains on). Writes --out (int32, shape (N, H, W)) and, beside it, ' +
-    'NAME.inputs.txt with the input of each grid, one per line. Inputs that cannot be read are skipped and reported.';
+    'NAME.inputs.txt with the input of each grid, one per line. Inputs that cannot be read are skipped and reported. ' +
+    'The folder of --out is created if missing; a --out that cannot be written (a folder, a read-only disk, too little ' +
+    'free space for the grids) fails before anything is encoded.';
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> --dvae runs/dvae-emoji data/emoji/train --out data/emoji-tokens.npy',
@@ -62,6 +68,11 @@ export default class EncodeCommand extends BaseCommand<typeof EncodeCommand> {
     const runtime = this.loadConfig(dvaeConfig).runtime;
     const { device } = applyRuntime(runtime, 'encode');
     if (this.flags.onnx !== undefined && this.flags.runtime !== 'onnx') this.error('--onnx DIR needs --runtime onnx', { exit: 2 });
+    // A path that cannot be written fails now, not after the encoding (both files go in the folder of --out).
+    const out = this.flags.out;
+    const list = inputsListPath(out);
+    preflightOutputFile(out);
+    preflightOutputFile(list, { flag: `--out's input list` });
     const events = this.renderEvents(new CoreEmitter());
     const dvae = loadTrainedDvae(this.flags.dvae, device);
     // --runtime onnx: the same dVAE as ONNX graphs, run by onnxruntime-node (loaded only then).
@@ -71,10 +82,12 @@ export default class EncodeCommand extends BaseCommand<typeof EncodeCommand> {
         const { openOnnxDvaeFor } = await import('../core/onnx');
         onnx = await openOnnxDvaeFor(dvae, this.flags.onnx, { threads: runtime.threads });
       }
-      const result = await encodeImages(dvae, inputs, { batchSize: this.flags['batch-size'], events, encodeBatch: onnx && ((pixels, n) => onnx!.encode(pixels, n)) });
-      const out = this.flags.out;
+      // Once the images are counted, the size of the .npy is known: too little free space fails before encoding.
+      const gridBytes = 4 * dvae.gridSide * dvae.gridSide;
+      const beforeEncoding = (images: number): void => preflightOutputFile(out, { bytes: NPY_HEADER_BYTES + images * gridBytes });
+      const result = await encodeImages(dvae, inputs, { batchSize: this.flags['batch-size'], events, encodeBatch: onnx && ((pixels, n) => onnx!.encode(pixels, n)), beforeEncoding });
+      makeOutputFolder(path.dirname(out));
       writeNpySync(out, { dtype: 'i32', shape: result.shape, data: result.tokens });
-      const list = inputsListPath(out);
       writeFileAtomicSync(list, result.names.map((name) => `${name}\n`).join(''));
       events.emit({ type: 'artifact', kind: 'tokens', path: out });
       const [N, H, W] = result.shape;

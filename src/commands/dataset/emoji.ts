@@ -4,6 +4,7 @@ import { ConfigUse } from '../../cli/config-use';
 import { dvaeConfig } from '../../core/config';
 import { buildEmojiDataset, EMOJI_SETS, EmojiDatasetResult } from '../../core/data';
 import { CoreEmitter } from '../../core/events';
+import { preflightOutputFolder } from '../../core/io/preflight';
 
 export default class DatasetEmojiCommand extends BaseCommand<typeof DatasetEmojiCommand> {
   static override summary = 'Render the openly licensed emoji sets into an image + caption data set (no download).';
@@ -46,6 +47,7 @@ export default class DatasetEmojiCommand extends BaseCommand<typeof DatasetEmoji
   static override configUse: ConfigUse = { keys: ['runtime.seed'], note: "its other settings are this command's flags" };
 
   async run(): Promise<EmojiDatasetResult> {
+    preflightOutputFolder(this.flags.out); // a --out that cannot be written fails before the rendering
     const events = this.renderEvents(new CoreEmitter());
     const result = await buildEmojiDataset({
       out: this.flags.out,

@@ -84,7 +84,7 @@ export async function runMetricCommand(
   events: EventSink,
 ): Promise<MetricReport & { files?: { json: string; html: string } }> {
   const { parseBlurRadii } = await import('../../core/eval/blur');
-  const { runImageMetric, writeMetricReport } = await import('../../core/eval/report');
+  const { preflightReport, runImageMetric, writeMetricReport } = await import('../../core/eval/report');
   const { DataError } = await import('../../core/data/errors');
   let radii: number[];
   try {
@@ -92,6 +92,7 @@ export async function runMetricCommand(
   } catch (error) {
     throw new DataError((error as Error).message.replace(/^dalle: /, ''), 'give radii >= 0.3 (or 0 for none) separated by commas, e.g. --blur 0,1,2,4,8');
   }
+  if (flags.out !== undefined) preflightReport(flags.out); // a bad --out fails before the features are extracted
   const extractor = await openExtractor(flags, runtime);
   try {
     const report = await runImageMetric({

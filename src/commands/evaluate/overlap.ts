@@ -48,6 +48,8 @@ export default class EvaluateOverlapCommand extends BaseCommand<typeof EvaluateO
     const { applyRuntime } = await import('../../core/runtime');
     const { openClipScorer } = await import('../../core/models/clip/scorer');
     const { findOverlap, writeOverlapReport } = await import('../../core/eval/overlap');
+    const { preflightReport } = await import('../../core/eval/report');
+    if (this.flags.out !== undefined) preflightReport(this.flags.out); // a bad --out fails before the embedding
     const { device } = applyRuntime(this.loadConfig(dvaeConfig).runtime, 'evaluate');
     const events = this.renderEvents(new CoreEmitter());
     const scorer = await openClipScorer(this.flags.clip, device);

@@ -1,3 +1,4 @@
+import * as path from 'node:path';
 import { Flags } from '@oclif/core';
 import { BaseCommand } from '../../cli/base-command';
 import { ConfigUse } from '../../cli/config-use';
@@ -30,7 +31,7 @@ export default class TokenizerTrainCommand extends BaseCommand<typeof TokenizerT
     captions: Flags.string({ summary: 'Text file with one caption a line.', required: true, helpValue: 'FILE' }),
     vocab: Flags.integer({ summary: 'Tokens in the vocabulary, 256 bytes included (default: model.text_vocab).', min: 256 }),
     lowercase: Flags.boolean({ summary: 'Lower-case captions before BPE (default: data.lowercase).', allowNo: true }),
-    out: Flags.string({ summary: 'Where to write the tokenizer.json (atomically).', required: true, helpValue: 'FILE' }),
+    out: Flags.string({ summary: 'Where to write the tokenizer.json (atomically; its folder is created if missing).', required: true, helpValue: 'FILE' }),
   };
 
   static override configUse: ConfigUse = { keys: ['model.text_vocab', 'data.lowercase'], note: 'the tokenizer is trained with the prior config\'s vocabulary size and case only' };
@@ -40,8 +41,11 @@ export default class TokenizerTrainCommand extends BaseCommand<typeof TokenizerT
     const config = this.loadConfig(priorConfig);
     const vocabSize = this.flags.vocab ?? config.model.text_vocab;
     const lowercase = this.flags.lowercase ?? config.data.lowercase;
+    const { makeOutputFolder, preflightOutputFile } = await import('../../core/io/preflight');
+    preflightOutputFile(this.flags.out); // a bad --out fails before the training, not after
     const captions = readCaptionLines(this.flags.captions);
     const tokenizer = await TextTokenizer.train(captions, { vocabSize, lowercase });
+    makeOutputFolder(path.dirname(path.resolve(this.flags.out)));
     tokenizer.save(this.flags.out);
     this.log(`trained ${tokenizer.vocabSize} tokens (256 bytes + ${tokenizer.mergeCount} merges) from ` +
       `${captions.length} captions${lowercase ? ', lower-cased' : ''} -> ${this.flags.out}`);

@@ -8,7 +8,6 @@
  *
  * Key: T = training images, Q = query images, E = embedding size, K = neighbours kept, S = the CLIP's image side.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import sharp from 'sharp';
 import { openDataSource } from '../data';
@@ -18,7 +17,9 @@ import { SkipReport, SkipSummary } from '../data/skips';
 import { DataRecord } from '../data/sources/types';
 import { EventSink, silentSink } from '../events';
 import { writeFileAtomicSync } from '../io/atomic';
+import { makeOutputFolder } from '../io/preflight';
 import type { ClipScorer } from '../models/clip/scorer';
+import { reportFiles } from './report';
 
 /** Images per call of the image tower. */
 const EMBED_BATCH = 64;
@@ -267,12 +268,10 @@ ${rows.join('\n')}
 `;
 }
 
-/** Writes OUT.json and OUT.html (a trailing .json or .html on `out` is dropped first), atomically; returns both paths. */
+/** Writes OUT.json and OUT.html (reportFiles), atomically, creating their folder; returns both paths. */
 export async function writeOverlapReport(out: string, report: OverlapReport): Promise<{ json: string; html: string }> {
-  const base = out.replace(/\.(json|html)$/i, '');
-  const json = `${base}.json`;
-  const html = `${base}.html`;
-  fs.mkdirSync(path.dirname(path.resolve(json)), { recursive: true });
+  const { json, html } = reportFiles(out);
+  makeOutputFolder(path.dirname(path.resolve(json)));
   writeFileAtomicSync(json, `${JSON.stringify(report, null, 2)}\n`);
   writeFileAtomicSync(html, await renderOverlapHtml(report));
   return { json, html };

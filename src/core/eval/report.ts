@@ -3,12 +3,12 @@
  * every number and what it was measured with, and an HTML page with the values against the blur radius as an inline
  * SVG chart (no scripts, no external files: it opens anywhere, offline).
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DataError } from '../data/errors';
 import { SkipSummary } from '../data/skips';
 import { EventSink, silentSink } from '../events';
 import { writeFileAtomicSync } from '../io/atomic';
+import { makeOutputFolder, preflightOutputFile } from '../io/preflight';
 import { blurSigma } from './blur';
 import { ExtractedSet, FeatureExtractor, extractFromDataset } from './features';
 import { featureStats, frechetDistance } from './fid';
@@ -242,16 +242,26 @@ ${rows}
 `;
 }
 
-/**
- * Writes `OUT.json` and `OUT.html` (a trailing .json or .html on `out` is dropped first), atomically.
- * Returns both paths.
- */
-export function writeMetricReport(out: string, report: MetricReport): { json: string; html: string } {
+/** The files of a report `--out OUT`: OUT.json and OUT.html (a trailing .json or .html on `out` is dropped first). */
+export function reportFiles(out: string): { json: string; html: string } {
   const base = out.replace(/\.(json|html)$/i, '');
-  const json = `${base}.json`;
-  const html = `${base}.html`;
-  const dir = path.dirname(path.resolve(json));
-  fs.mkdirSync(dir, { recursive: true });
+  return { json: `${base}.json`, html: `${base}.html` };
+}
+
+/**
+ * Checks, before the measuring, that both files of `--out OUT` can be written (io/preflight.ts): a bad path fails
+ * in a second, not after the features are extracted. Their folder is created when they are written.
+ */
+export function preflightReport(out: string): void {
+  const { json, html } = reportFiles(out);
+  preflightOutputFile(json);
+  preflightOutputFile(html);
+}
+
+/** Writes `OUT.json` and `OUT.html` (reportFiles), atomically, creating their folder. Returns both paths. */
+export function writeMetricReport(out: string, report: MetricReport): { json: string; html: string } {
+  const { json, html } = reportFiles(out);
+  makeOutputFolder(path.dirname(path.resolve(json)));
   writeFileAtomicSync(json, `${JSON.stringify(report, null, 2)}\n`);
   writeFileAtomicSync(html, renderHtml(report));
   return { json, html };

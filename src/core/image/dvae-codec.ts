@@ -86,6 +86,11 @@ export interface EncodeOptions {
   readonly events?: EventSink;
   /** Computes a batch's codes elsewhere (e.g. onnxruntime, `--runtime onnx`): pixels (n, 3, R, R) -> i32 (n, h, w). */
   readonly encodeBatch?: (pixels: Float32Array, count: number) => Promise<Int32Array>;
+  /**
+   * Called once the inputs are listed, before any is encoded, with how many images there are (at most that many grids
+   * result: unreadable ones are skipped): where the caller checks room for the output (`dalle encode`).
+   */
+  readonly beforeEncoding?: (images: number) => void;
 }
 
 export interface EncodeResult {
@@ -135,6 +140,7 @@ export async function encodeImages(dvae: TrainedDvae, inputs: readonly string[],
   const maxInputPixels = options.maxInputPixels ?? dvae.config.data.max_input_pixels;
   const skipped = new SkipReport();
   const items = await collectEncodeInputs(inputs, skipped);
+  options.beforeEncoding?.(items.length);
   const grid = gridSide * gridSide;
   const chunks: Int32Array[] = [];
   const names: string[] = [];

@@ -7,12 +7,16 @@
  * error the temporary file is removed and the target is untouched.
  *
  * Directories: fill `DIR.tmp-XXXXXX` (mkdtemp), fsync every file in it, rename it to DIR, fsync the parent.
+ *
+ * A write that fails (disk full, read-only folder, ...) throws a named error naming the target (write-errors.ts), never
+ * a raw errno about the temporary; its `code` is the errno's.
  */
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { TargetExistsError } from './errors';
+import { guardWrite, guardWriteSync, writeFailure } from './write-errors';
 
 /** Contents to write: text (UTF-8), bytes, or a list of byte chunks written in order (no concatenated copy). */
 export type FileContents = string | Uint8Array | readonly Uint8Array[];
@@ -149,7 +153,7 @@ export function writeFileAtomicSync(target: string, contents: FileContents, opti
       }
     }
     removeQuietlySync(temporary);
-    throw err;
+    throw writeFailure(err, target);
   }
   fsyncDirectorySync(path.dirname(target));
 }
@@ -184,7 +188,7 @@ export async function writeFileAtomic(
       }
     }
     await removeQuietly(temporary);
-    throw err;
+    throw writeFailure(err, target);
   }
   await fsyncDirectory(path.dirname(target));
 }
@@ -250,6 +254,15 @@ function installDirectorySync(temporary: string, target: string, replace: boolea
 }
 
 /**
+ * An error of `fill`: a failed write into the temporary directory (its errno names a path inside it) becomes the named
+ * error of a write of `target`; anything else (a failed read of an input, a bad value) is the caller's, unchanged.
+ */
+function fillFailure(error: unknown, temporary: string, target: string): unknown {
+  const failedPath = (error as NodeJS.ErrnoException | undefined)?.path;
+  return typeof failedPath === 'string' && path.resolve(failedPath).startsWith(path.resolve(temporary) + path.sep) ? writeFailure(error, target) : error;
+}
+
+/**
  * Create directory `target` atomically: `fill` writes into a temporary sibling directory (its argument), which is
  * renamed to `target` once `fill` returns. If `fill` throws, the temporary directory is removed and `target` is
  * untouched. Parent directories are created as needed. Example: checkpoints/step-N/.
@@ -262,15 +275,19 @@ export function writeDirectoryAtomicSync(
   const replace = options.replace ?? false;
   if (!replace && targetExists(target)) throw new TargetExistsError(target);
   const parent = path.dirname(target);
-  fs.mkdirSync(parent, { recursive: true });
-  const temporary = fs.mkdtempSync(`${target}.tmp-`);
+  const temporary = guardWriteSync(target, () => {
+    fs.mkdirSync(parent, { recursive: true });
+    return fs.mkdtempSync(`${target}.tmp-`);
+  });
   try {
     fill(temporary);
-    fsyncTreeSync(temporary);
-    installDirectorySync(temporary, target, replace);
+    guardWriteSync(target, () => {
+      fsyncTreeSync(temporary);
+      installDirectorySync(temporary, target, replace);
+    });
   } catch (err) {
     removeQuietlySync(temporary);
-    throw err;
+    throw fillFailure(err, temporary, target);
   }
   fsyncDirectorySync(parent);
 }
@@ -284,16 +301,20 @@ export async function writeDirectoryAtomic(
   const replace = options.replace ?? false;
   if (!replace && targetExists(target)) throw new TargetExistsError(target);
   const parent = path.dirname(target);
-  await fs.promises.mkdir(parent, { recursive: true });
-  const temporary = await fs.promises.mkdtemp(`${target}.tmp-`);
+  const temporary = await guardWrite(target, async () => {
+    await fs.promises.mkdir(parent, { recursive: true });
+    return fs.promises.mkdtemp(`${target}.tmp-`);
+  });
   try {
     await fill(temporary);
-    await fsyncTree(temporary);
-    // the rename steps are quick and must not interleave with other work on the same target
-    installDirectorySync(temporary, target, replace);
+    await guardWrite(target, async () => {
+      await fsyncTree(temporary);
+      // the rename steps are quick and must not interleave with other work on the same target
+      installDirectorySync(temporary, target, replace);
+    });
   } catch (err) {
     await removeQuietly(temporary);
-    throw err;
+    throw fillFailure(err, temporary, target);
   }
   await fsyncDirectory(parent);
 }

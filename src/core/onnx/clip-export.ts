@@ -21,9 +21,9 @@
  * Key: B = batch, T = tokens, W = text width, H = heads, D = W / H, L = context, E = embedding size, S = image side,
  * V = tokenizer vocabulary (ids 0..V-1; V is end-of-text).
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeFileAtomicSync } from '../io/atomic';
+import { makeOutputFolder } from '../io/preflight';
 import { readTextFileSync, TEXT_LIMITS } from '../io/text-file';
 import type { Clip } from '../models/clip/model';
 import type { TextTokenizer } from '../text';
@@ -238,7 +238,7 @@ export function exportClipOnnx(src: ClipExportSource, dir: string): ClipExportRe
     vision_config: { image_size: S, num_channels: 3, architecture: 'conv', channels: arch.imageChannels },
     dalle: { format: CLIP_EXPORT_FORMAT, opset: ONNX_OPSET, arch, checkpoint: src.checkpoint, step: src.step, lowercase: src.tokenizer.lowercase },
   };
-  fs.mkdirSync(dir, { recursive: true });
+  makeOutputFolder(dir);
   const files = {
     text: path.resolve(dir, CLIP_TEXT_FILE),
     vision: path.resolve(dir, CLIP_VISION_FILE),

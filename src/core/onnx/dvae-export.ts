@@ -15,9 +15,9 @@
  * floor: each pixel copied into a 2x2 block, exactly upsample2x).
  * Key: N = batch, C = image channels, V = vocab_size, f = 2^(G-1), G = n_groups.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeFileAtomicSync } from '../io/atomic';
+import { makeOutputFolder } from '../io/preflight';
 import { Dvae, DvaeArch, ResBlock } from '../models/dvae';
 import { Conv2d } from '../nn';
 import { weightsDigest } from '../nn/weights-digest';
@@ -179,7 +179,7 @@ export interface DvaeExportResult {
 
 /** Writes DIR/dvae-encoder.onnx, DIR/dvae-decoder.onnx and DIR/dvae.json (each atomically). */
 export function exportDvaeOnnx(src: DvaeExportSource, dir: string): DvaeExportResult {
-  fs.mkdirSync(dir, { recursive: true });
+  makeOutputFolder(dir);
   const described = infoOf(src);
   const info: DvaeExportInfo = { ...described, files: { encoder: DVAE_ENCODER_FILE, decoder: DVAE_DECODER_FILE } };
   const withDigest = { ...src, weightsSha256: described.weightsSha256 }; // hashed once for the two graphs and dvae.json

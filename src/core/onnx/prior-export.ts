@@ -17,9 +17,9 @@
  * Key: B = batch, T = new positions, P = cached positions, L = text_len, N = image_grid^2, C = d_model, H = heads,
  * D = head_dim, Vt = text_vocab, Vi = image_vocab.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeFileAtomicSync } from '../io/atomic';
+import { makeOutputFolder } from '../io/preflight';
 import { MaskKind, Prior, PriorArch, denseMask } from '../models/prior';
 import { weightsDigest } from '../nn/weights-digest';
 import { GraphBuilder, ONNX_OPSET } from './graph';
@@ -177,7 +177,7 @@ export interface PriorExportResult {
 export function exportPriorOnnx(src: PriorExportSource, dir: string): PriorExportResult {
   const weightsSha256 = src.weightsSha256 ?? weightsDigest(src.model.namedParameters());
   const bytes = encodeModel(buildPriorModel({ ...src, weightsSha256 }));
-  fs.mkdirSync(dir, { recursive: true });
+  makeOutputFolder(dir);
   const { model } = src;
   const info: PriorExportInfo = {
     format: PRIOR_EXPORT_FORMAT,
