@@ -233,7 +233,9 @@ describe('commands: generate --runtime onnx', function () {
     const otherRun = path.join(work, 'runs', 'dvae-seed-5');
     const trained = await dalle(['train-dvae', '--config', writeTinyConfig(work), '--data', path.join(work, 'images'), '--out', otherRun, '--seed', '5']);
     assert.equal(trained.error, undefined, trained.error?.message);
-    fs.copyFileSync(path.join(otherRun, 'checkpoints', 'step-8', 'model.safetensors'), path.join(swapped, 'checkpoints', 'step-8', 'model.safetensors'));
+    const step8 = path.join(swapped, 'checkpoints', 'step-8');
+    fs.rmSync(step8, { recursive: true });
+    fs.cpSync(path.join(otherRun, 'checkpoints', 'step-8'), step8, { recursive: true });
 
     const after = await generate([...base, '--out', path.join(work, 'swap-b')]);
     assert.equal(after.error, undefined, after.error?.message);
