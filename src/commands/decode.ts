@@ -5,7 +5,8 @@ import { ConfigUse, ENGINE_KEYS } from '../cli/config-use';
 import { dvaeConfig } from '../core/config';
 import { CoreEmitter } from '../core/events';
 import { planesToRgb, RgbImage, tileImages, writePng } from '../core/image/grid';
-import { makeOutputFolder, preflightOutputFolder } from '../core/io/preflight';
+import { DECODE_GRID_FILE, DECODE_OUTPUT_RULE, decodedImageName, startDecodeFolder } from '../core/image/decode-folder';
+import { claimOutputFolder } from '../core/io/output-folder';
 
 export interface DecodeCommandResult {
   readonly out: string;
@@ -23,8 +24,10 @@ export default class DecodeCommand extends BaseCommand<typeof DecodeCommand> {
 
   static override description =
     'Writes DIR/000000.png, 000001.png, ... (named by the index of the grid in the file) and, with --grid, ' +
-    `DIR/grid.png, a contact sheet of the first ${GRID_MAX_IMAGES}. A grid of the wrong size for the dVAE, or a token ` +
-    'outside its vocabulary, is an error naming the position.';
+    `DIR/grid.png, a contact sheet of the first ${GRID_MAX_IMAGES}; DIR/decode.json names the token file and the dVAE. ` +
+    'DIR must be new, empty, or an earlier decode\'s (whose PNGs are replaced); a folder holding other files is ' +
+    'refused before any work. A grid of the wrong size for the dVAE, or a token outside its vocabulary, is an error ' +
+    'naming the position.';
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> --dvae runs/dvae-emoji data/emoji-tokens.npy --out /tmp/decoded --grid',
@@ -36,7 +39,7 @@ export default class DecodeCommand extends BaseCommand<typeof DecodeCommand> {
 
   static override flags = {
     dvae: Flags.string({ summary: 'A dVAE run directory (its latest checkpoint) or a checkpoint directory.', required: true, helpValue: 'RUN' }),
-    out: Flags.string({ char: 'o', summary: 'Folder for the PNGs (created if missing).', required: true, helpValue: 'DIR' }),
+    out: Flags.string({ char: 'o', summary: 'Folder for the PNGs: new, empty, or an earlier decode\'s (created if missing).', required: true, helpValue: 'DIR' }),
     grid: Flags.boolean({ summary: 'Also write DIR/grid.png, a contact sheet.', default: false }),
     'batch-size': Flags.integer({ summary: 'Grids decoded at a time.', default: 16, min: 1 }),
     runtime: Flags.option({
@@ -57,7 +60,8 @@ export default class DecodeCommand extends BaseCommand<typeof DecodeCommand> {
     const { device } = applyRuntime(runtime, 'decode');
     if (this.flags.onnx !== undefined && this.flags.runtime !== 'onnx') this.error('--onnx DIR needs --runtime onnx', { exit: 2 });
     const out = this.flags.out;
-    preflightOutputFolder(out); // a --out that cannot be written fails now, not at the first PNG
+    // A --out that is another program's folder, or cannot be written, fails now, not at the first PNG.
+    claimOutputFolder(out, DECODE_OUTPUT_RULE);
     const events = this.renderEvents(new CoreEmitter());
     this.lockFolder(this.flags.out, events);
     const dvae = loadTrainedDvae(this.flags.dvae, device);
@@ -69,14 +73,14 @@ export default class DecodeCommand extends BaseCommand<typeof DecodeCommand> {
         onnx = await openOnnxDvaeFor(dvae, this.flags.onnx, { threads: runtime.threads });
       }
       const grids = readTokenGrids(this.args.tokens, dvae.model.arch.vocab_size, dvae.gridSide);
-      makeOutputFolder(out);
+      startDecodeFolder(out, { tokens: path.resolve(this.args.tokens), dvae: path.resolve(dvae.checkpoint), images: grids.shape[0], grid: this.flags.grid });
       const files: string[] = [];
       const sheet: RgbImage[] = [];
       const R = dvae.resolution;
       await decodeTokenGrids(dvae, grids, async (start, images, count) => {
         for (let i = 0; i < count; i++) {
           const rgb = planesToRgb(images, [count, 3, R, R], i);
-          const file = path.join(out, `${String(start + i).padStart(6, '0')}.png`);
+          const file = path.join(out, decodedImageName(start + i));
           await writePng(file, rgb);
           files.push(file);
           if (this.flags.grid && sheet.length < GRID_MAX_IMAGES) sheet.push(rgb);
@@ -84,7 +88,7 @@ export default class DecodeCommand extends BaseCommand<typeof DecodeCommand> {
       }, { batchSize: this.flags['batch-size'], events, decodeBatch: onnx && ((codes, n) => onnx!.decode(codes, n)) });
       let grid: string | undefined;
       if (this.flags.grid && sheet.length > 0) {
-        grid = path.join(out, 'grid.png');
+        grid = path.join(out, DECODE_GRID_FILE);
         await writePng(grid, tileImages(sheet));
         events.emit({ type: 'artifact', kind: 'image', path: grid });
       }

@@ -67,7 +67,7 @@ export default class ExportCommand extends BaseCommand<typeof ExportCommand> {
     dvae: Flags.string({ summary: 'A dVAE run directory (its latest checkpoint) or a checkpoint directory.', helpValue: 'RUN' }),
     prior: Flags.string({ summary: 'A prior run directory (its latest checkpoint) or a checkpoint directory.', helpValue: 'RUN' }),
     clip: Flags.string({ summary: 'A CLIP run directory (its best or latest checkpoint) or a checkpoint directory.', helpValue: 'RUN' }),
-    out: Flags.string({ char: 'o', summary: 'Folder for the .onnx files (created if missing; files in it are replaced).', required: true, helpValue: 'DIR' }),
+    out: Flags.string({ char: 'o', summary: 'Folder for the .onnx files: new, empty, or an earlier export (its files are replaced); created if missing.', required: true, helpValue: 'DIR' }),
     check: Flags.boolean({ summary: "Run the export through onnxruntime and compare it with dalle's engine.", default: true, allowNo: true }),
   };
 
@@ -81,6 +81,10 @@ export default class ExportCommand extends BaseCommand<typeof ExportCommand> {
     const { applyRuntime } = await import('../core/runtime');
     const runtime = this.loadConfig(dvaeConfig).runtime;
     applyRuntime(runtime);
+    // --out is new, empty or an earlier export, and writable: checked before any model is loaded.
+    const { claimOutputFolder } = await import('../core/io/output-folder');
+    const { EXPORT_OUTPUT_RULE } = await import('../core/onnx/export-folder');
+    claimOutputFolder(this.flags.out, EXPORT_OUTPUT_RULE);
     this.lockFolder(this.flags.out);
     const dvae = this.flags.dvae !== undefined ? await this.exportDvae(this.flags.dvae, runtime) : undefined;
     const prior = this.flags.prior !== undefined ? await this.exportPrior(this.flags.prior, runtime) : undefined;

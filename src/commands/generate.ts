@@ -61,7 +61,7 @@ export default class GenerateCommand extends BaseCommand<typeof GenerateCommand>
     captions: Flags.string({ summary: 'A UTF-8 text file with one caption a line (blank lines skipped), or - for stdin.', helpValue: 'FILE|-' }),
     prior: Flags.string({ summary: 'A prior run directory (its latest checkpoint) or a checkpoint directory; default: the bundled model.', helpValue: 'RUN' }),
     dvae: Flags.string({ summary: 'The dVAE run the prior was trained on, or a checkpoint directory; default: the bundled model.', helpValue: 'RUN' }),
-    out: Flags.string({ char: 'o', summary: 'Folder for the PNGs, results.jsonl and index.html (created if missing).', required: true, helpValue: 'DIR' }),
+    out: Flags.string({ char: 'o', summary: 'Folder for the PNGs, results.jsonl and index.html: new, empty, or an earlier generate\'s (created if missing).', required: true, helpValue: 'DIR' }),
     samples: Flags.integer({ char: 'n', summary: 'Images per caption.', default: 4, min: 1 }),
     batch: Flags.integer({ char: 'b', summary: 'Images sampled at a time (memory and speed only; the images do not change).', default: 8, min: 1 }),
     temperature: Flags.string({ summary: 'Divides the logits; > 0 (below 1: safer, less varied).', default: '1', helpValue: 'T' }),
@@ -121,6 +121,10 @@ export default class GenerateCommand extends BaseCommand<typeof GenerateCommand>
 
     const priorPath = await modelPathOrBundled(this.config.root, 'prior', this.flags.prior);
     const dvaePath = await modelPathOrBundled(this.config.root, 'dvae', this.flags.dvae);
+    // --out is new, empty or one of ours (a rerun or another shard), and writable: checked before any model is loaded.
+    const { claimOutputFolder } = await import('../core/io/output-folder');
+    const { GENERATE_OUTPUT_RULE } = await import('../core/sample/output');
+    claimOutputFolder(this.flags.out, GENERATE_OUTPUT_RULE);
 
     const { device } = applyRuntime(runtime, 'generate');
     const events = this.renderEvents(new CoreEmitter());

@@ -17,7 +17,8 @@ export default class RerankCommand extends BaseCommand<typeof RerankCommand> {
     'Without DIR, --images DIR holds PNGs named as generate names them, c<caption>-s<sample>.png, where <caption> is ' +
     'the 0-based line of --captions FILE (blank lines skipped); the same files are written into that folder. ' +
     'Reranking again reuses the scores made under the same CLIP (--rescore scores everything again). Rerank a sharded ' +
-    'job after every shard has finished.';
+    'job after every shard has finished. A DIR without generation.json or rerank.json, or an --images DIR holding a ' +
+    'results.jsonl, index.html or best/ that rerank did not write, is refused before the CLIP is loaded.';
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> --clip runs/clip-emoji out/apple --keep 1',
@@ -43,7 +44,7 @@ export default class RerankCommand extends BaseCommand<typeof RerankCommand> {
   async run(): Promise<RerankSummary> {
     const { applyRuntime } = await import('../core/runtime');
     const { openClipScorer } = await import('../core/models/clip/scorer');
-    const { RerankError, rerankFolder, rerankGeneration } = await import('../core/sample/rerank');
+    const { RerankError, checkGenerationFolder, checkImagesFolder, rerankFolder, rerankGeneration } = await import('../core/sample/rerank');
     const { dir } = this.args;
     const { captions, images } = this.flags;
     if (dir !== undefined && (captions !== undefined || images !== undefined)) {
@@ -53,6 +54,9 @@ export default class RerankCommand extends BaseCommand<typeof RerankCommand> {
       this.error('nothing to rerank: give a `dalle generate` folder (dalle rerank --clip RUN DIR), or --captions FILE --images DIR', { exit: 2 });
     }
     const captionList = captions !== undefined ? readCaptions(captions, RerankError) : [];
+    // The folder is rerank's to write (a generate folder, or images without foreign results), checked before the CLIP loads.
+    if (dir !== undefined) checkGenerationFolder(dir);
+    else checkImagesFolder(images!);
     const { device } = applyRuntime(this.loadConfig(dvaeConfig).runtime, 'rerank');
     const events = this.renderEvents(new CoreEmitter());
     this.lockFolder(dir ?? images!, events); // it rewrites results.jsonl, best/ and index.html there

@@ -108,11 +108,38 @@ describe('commands: train-dvae -> encode -> decode', function () {
     const { error, stdout } = await dalle(['decode', '--dvae', run, tokensFile, '--out', out, '--grid']);
     assert.equal(error, undefined, error?.message);
     assert.match(stdout, /3 images in .*decoded \(contact sheet/);
-    assert.deepEqual(fs.readdirSync(out).sort(), ['000000.png', '000001.png', '000002.png', 'grid.png']);
+    assert.deepEqual(fs.readdirSync(out).sort(), ['000000.png', '000001.png', '000002.png', 'decode.json', 'grid.png']);
+    const manifest = JSON.parse(fs.readFileSync(path.join(out, 'decode.json'), 'utf8'));
+    assert.deepEqual([manifest.tokens, manifest.images, manifest.grid], [path.resolve(tokensFile), 3, true]);
     const meta = await sharp(path.join(out, '000002.png')).metadata();
     assert.deepEqual([meta.format, meta.width, meta.height], ['png', 16, 16]);
     const sheet = await sharp(path.join(out, 'grid.png')).metadata();
     assert.deepEqual([sheet.width, sheet.height], [2 * 16 + 3 * 2, 2 * 16 + 3 * 2]); // 2x2 tiles, 2 px padding
+  });
+
+  it('decode writes only into a new, empty or own folder; a rerun into its own folder leaves no image of the earlier one', async () => {
+    const tokensFile = path.join(work, 'dec-tokens-4.npy');
+    writeNpySync(tokensFile, { dtype: 'i32', shape: [4, 8, 8], data: new Int32Array(4 * 64).map((_, i) => (i * 3) % 16) });
+    const foreign = path.join(work, 'holiday-photos');
+    fs.mkdirSync(foreign);
+    fs.writeFileSync(path.join(foreign, '000000.png'), 'my photo');
+    fs.writeFileSync(path.join(foreign, 'notes.txt'), 'keep\n');
+    const r = await dalle(['decode', '--dvae', run, tokensFile, '--out', foreign]);
+    assert.equal(r.error?.name, 'OutputPathError');
+    assert.equal(r.error?.oclif?.exit, 4);
+    assert.match(r.error?.message ?? '', /--out .*holiday-photos is not empty and was not written by dalle decode \(it has no decode\.json\): it holds 000000\.png, notes\.txt/);
+    assert.equal(fs.readFileSync(path.join(foreign, '000000.png'), 'utf8'), 'my photo');
+    assert.deepEqual(fs.readdirSync(foreign).sort(), ['000000.png', 'notes.txt']);
+
+    const own = path.join(work, 'decoded-twice');
+    const first = await dalle(['decode', '--dvae', run, tokensFile, '--out', own, '--grid']);
+    assert.equal(first.error, undefined, first.error?.message);
+    const fewer = path.join(work, 'dec-tokens-2.npy');
+    writeNpySync(fewer, { dtype: 'i32', shape: [2, 8, 8], data: new Int32Array(2 * 64).map((_, i) => (i * 7) % 16) });
+    const second = await dalle(['decode', '--dvae', run, fewer, '--out', own]);
+    assert.equal(second.error, undefined, second.error?.message);
+    assert.deepEqual(fs.readdirSync(own).sort(), ['000000.png', '000001.png', 'decode.json']);
+    assert.equal(JSON.parse(fs.readFileSync(path.join(own, 'decode.json'), 'utf8')).tokens, path.resolve(fewer));
   });
 
   it('decode names the position of a token outside the vocabulary, and rejects a grid of the wrong shape', async () => {

@@ -208,6 +208,23 @@ describe('commands: export and --runtime onnx', function () {
     assert.match(flags.error?.message ?? '', /--onnx DIR needs --runtime onnx/);
   });
 
+  it('export writes only into a new, empty or own folder: another export (a Hugging Face CLIP) is refused untouched', async () => {
+    const hf = path.join(work, 'hf-clip');
+    fs.mkdirSync(hf);
+    const theirs: Record<string, string> = { 'config.json': '{"model_type": "clip"}\n', 'text_model.onnx': 'their graph', 'tokenizer.json': '{}\n' };
+    for (const [name, text] of Object.entries(theirs)) fs.writeFileSync(path.join(hf, name), text);
+    const r = await dalle(['export', '--dvae', run, '--out', hf]);
+    assert.equal(r.error?.name, 'OutputPathError');
+    assert.equal(r.error?.oclif?.exit, 4);
+    assert.match(r.error?.message ?? '', /--out .*hf-clip is not empty and was not written by dalle export \(it has no dvae\.json or prior\.json or config\.json\): it holds config\.json, text_model\.onnx, tokenizer\.json/);
+    assert.deepEqual(fs.readdirSync(hf).sort(), Object.keys(theirs).sort());
+    for (const [name, text] of Object.entries(theirs)) assert.equal(fs.readFileSync(path.join(hf, name), 'utf8'), text, name);
+
+    // Its own folder is written again (the files replaced).
+    const again = await dalle(['export', '--dvae', run, '--out', exported, '--no-check']);
+    assert.equal(again.error, undefined, again.error?.message);
+  });
+
   it('--onnx DIR exported from another dVAE of the same architecture is refused by encode and decode, naming both', async () => {
     // A second run of the same config with another seed: same architecture, other weights.
     const otherRun = path.join(work, 'runs', 'tiny-seed-7');

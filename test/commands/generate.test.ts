@@ -283,4 +283,36 @@ describe('commands: generate', function () {
     assert.match(swapped.error?.message ?? '', /is a dvae checkpoint, not a prior/);
     assert.ok(!fs.existsSync(out) || pngs(out).length === 0);
   });
+
+  it('writes only into a new, empty or own folder: another program\'s gallery, PNGs and results.jsonl are refused untouched', async () => {
+    const foreign = path.join(work, 'foreign');
+    fs.mkdirSync(foreign);
+    const theirs: Record<string, string> = {
+      'index.html': '<p>my gallery</p>\n',
+      'c00000-s000.png': 'my picture',
+      'results.jsonl': '{"caption_index":0,"caption":"mine","sample":0,"file":"c00000-s000.png"}\n',
+    };
+    for (const [name, text] of Object.entries(theirs)) fs.writeFileSync(path.join(foreign, name), text);
+    const r = await generate([...base, '--out', foreign]);
+    assert.equal(r.error?.name, 'OutputPathError');
+    assert.equal(r.error?.oclif?.exit, 4);
+    assert.match(r.error?.message ?? '', /--out .*foreign is not empty and was not written by dalle generate \(it has no generation\.json\): it holds c00000-s000\.png, index\.html, results\.jsonl/);
+    assert.match(((r.error as { suggestions?: string[] }).suggestions ?? []).join(' '), /choose another --out/);
+    assert.deepEqual(fs.readdirSync(foreign).sort(), Object.keys(theirs).sort(), 'nothing added');
+    for (const [name, text] of Object.entries(theirs)) assert.equal(fs.readFileSync(path.join(foreign, name), 'utf8'), text, name);
+    // Refused before any model is loaded: a missing --prior is not even looked at.
+    const early = await generate([CAPTIONS[0], '--prior', path.join(work, 'no-such-prior'), '--dvae', dvae, '--out', foreign]);
+    assert.equal(early.error?.name, 'OutputPathError');
+
+    // An empty folder, or one with hidden files only, is fine; and a rerun into generate's own folder still resumes.
+    const empty = path.join(work, 'empty-but-hidden');
+    fs.mkdirSync(empty);
+    fs.writeFileSync(path.join(empty, '.gitkeep'), '');
+    const ok = await generate([...base, '--out', empty, '--json']);
+    assert.equal(ok.error, undefined, ok.error?.message);
+    assert.equal(lastJson(ok.stdout).generated, 6);
+    const rerun = await generate([...base, '--out', empty, '--json']);
+    assert.equal(rerun.error, undefined, rerun.error?.message);
+    assert.deepEqual([lastJson(rerun.stdout).generated, lastJson(rerun.stdout).skipped], [0, 6]);
+  });
 });

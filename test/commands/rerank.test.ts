@@ -265,6 +265,35 @@ describe('commands: rerank and generate --rerank', function () {
     assert.match(genAsPlain.error?.message ?? '', /is a `dalle generate` folder/);
   });
 
+  it('writes only into folders it may: a results.jsonl of another program, or a gallery and best/ beside the images, are refused untouched', async () => {
+    // A folder with generate's layout but no generation.json or rerank.json: not ours to rewrite.
+    const foreign = path.join(work, 'foreign-gen');
+    fs.cpSync(out, foreign, { recursive: true });
+    for (const mark of ['generation.json', 'rerank.json']) fs.rmSync(path.join(foreign, mark));
+    const results = fs.readFileSync(path.join(foreign, 'results.jsonl'), 'utf8');
+    const r = await dalle(['rerank', '--clip', clip, foreign, '--keep', '1']);
+    assert.equal(r.error?.name, 'OutputPathError');
+    assert.equal(r.error?.oclif?.exit, 4);
+    assert.match(r.error?.message ?? '', /DIR .*foreign-gen is not empty and was not written by `dalle generate` \(it has no generation\.json or rerank\.json\): it holds /);
+    assert.equal(fs.readFileSync(path.join(foreign, 'results.jsonl'), 'utf8'), results, 'results.jsonl untouched');
+
+    // A plain folder of images that also holds the user's own gallery and best/ picks.
+    const mine = path.join(work, 'mine');
+    fs.mkdirSync(path.join(mine, 'best'), { recursive: true });
+    const pairs = path.join(work, 'pairs');
+    const names = fs.readdirSync(pairs).filter((f) => f.endsWith('.png')).sort();
+    names.slice(0, 3).forEach((f, i) => fs.copyFileSync(path.join(pairs, f), path.join(mine, `c${String(i).padStart(5, '0')}-s000.png`)));
+    fs.writeFileSync(path.join(mine, 'index.html'), '<p>my own page</p>\n');
+    fs.copyFileSync(path.join(pairs, names[5]), path.join(mine, 'best', 'favourite.png'));
+    const p = await dalle(['rerank', '--clip', clip, '--captions', captionsFile, '--images', mine]);
+    assert.equal(p.error?.name, 'OutputPathError');
+    assert.equal(p.error?.oclif?.exit, 4);
+    assert.match(p.error?.message ?? '', /dalle rerank writes results\.jsonl, rerank\.json, index\.html, best into --images .*mine, which already holds index\.html, best not written by it/);
+    assert.equal(fs.readFileSync(path.join(mine, 'index.html'), 'utf8'), '<p>my own page</p>\n');
+    assert.deepEqual(fs.readdirSync(path.join(mine, 'best')), ['favourite.png']);
+    assert.ok(!fs.existsSync(path.join(mine, 'results.jsonl')));
+  });
+
   it('refuses unusable flags and inputs clearly', async () => {
     const both = await dalle(['rerank', '--clip', clip, out, '--captions', captionsFile, '--images', out]);
     assert.match(both.error?.message ?? '', /either a generate folder DIR, or --captions FILE with --images DIR/);

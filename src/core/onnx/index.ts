@@ -11,3 +11,4 @@ export * from './prior-export';
 export * from './prior-runner';
 export * from './generate-models';
 export * from './weights-check';
+export * from './export-folder';

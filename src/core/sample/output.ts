@@ -6,6 +6,9 @@
  *   DIR/generation.json   the settings every image in DIR was made with (a rerun with other settings is refused)
  *   DIR/index.html        a gallery: one row per caption, one column per sample, regenerated at the end of each run
  *
+ * DIR is written only if it is missing, empty or holds generation.json (io/output-folder.ts): another program's
+ * index.html, PNGs or results.jsonl are never overwritten or appended to.
+ *
  * results.jsonl is shared by every shard writing into DIR: each record is one write(2) of one line on a file opened
  * with O_APPEND, so concurrent appends from several processes do not interleave inside a line (on local file systems;
  * on NFS, give each shard its own DIR). Readers skip a line that does not parse (a torn last line after a crash) and
@@ -14,10 +17,16 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeFileAtomicSync } from '../io/atomic';
+import { OutputFolderRule, claimOutputFolder } from '../io/output-folder';
+import { makeOutputFolder } from '../io/preflight';
+import { guardWriteSync } from '../io/write-errors';
 
 export const RESULTS_FILE = 'results.jsonl';
 export const SETTINGS_FILE = 'generation.json';
 export const GALLERY_FILE = 'index.html';
+
+/** A folder is generate's own when it holds generation.json (written before the first image). */
+export const GENERATE_OUTPUT_RULE: OutputFolderRule = { command: 'dalle generate', marks: [SETTINGS_FILE] };
 
 /** One generated image. */
 export interface ResultRecord {
@@ -72,12 +81,15 @@ export function isCompletePng(file: string, width?: number, height?: number): bo
 
 /** Appends one record as one line, in one write on an O_APPEND descriptor (see the module comment). */
 export function appendResult(dir: string, record: ResultRecord): void {
-  const fd = fs.openSync(path.join(dir, RESULTS_FILE), 'a');
-  try {
-    fs.writeSync(fd, JSON.stringify(record) + '\n');
-  } finally {
-    fs.closeSync(fd);
-  }
+  const file = path.join(dir, RESULTS_FILE);
+  guardWriteSync(file, () => {
+    const fd = fs.openSync(file, 'a');
+    try {
+      fs.writeSync(fd, JSON.stringify(record) + '\n');
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
 }
 
 /** The records of DIR/results.jsonl, the last one of each (caption, sample), sorted by caption then sample. */
@@ -127,10 +139,12 @@ export interface GenerationSettings {
 
 /**
  * Records the settings in DIR/generation.json on the first run; on a rerun (or another shard), checks that they are
- * the same, so images made with other settings are never mixed into one folder.
+ * the same, so images made with other settings are never mixed into one folder. A folder that is neither empty nor
+ * generate's is refused (GENERATE_OUTPUT_RULE).
  */
 export function claimOutputDir(dir: string, settings: GenerationSettings): void {
-  fs.mkdirSync(dir, { recursive: true });
+  claimOutputFolder(dir, GENERATE_OUTPUT_RULE);
+  makeOutputFolder(dir);
   const file = path.join(dir, SETTINGS_FILE);
   const wanted = JSON.stringify(settings, null, 2) + '\n';
   let existing: string | undefined;

@@ -14,6 +14,9 @@
  *   DIR/rerank.json    the CLIP, K and the means: of all candidates (what an unreranked sample scores on average) and
  *                      of the kept ones
  *   DIR/index.html     the gallery again, each caption's candidates sorted by rank, scores shown, kept ones framed
+ * The folder must be rerank's to write: a generate folder holds generation.json (or rerank.json), and in a plain folder
+ * of images results.jsonl, rerank.json, index.html and best/ must be absent unless rerank.json says an earlier rerank
+ * wrote them (checkGenerationFolder, checkImagesFolder; io/output-folder.ts).
  * Reranking is idempotent: scores already in results.jsonl under the same CLIP (rerank.json names it) are reused,
  * and only records without one (new or regenerated images) are scored.
  * Key: N = candidates, E = embedding size, H x W = image size.
@@ -23,6 +26,8 @@ import * as path from 'node:path';
 import sharp, { type OutputInfo } from 'sharp';
 import { EventSink, silentSink } from '../events';
 import { writeFileAtomicSync } from '../io/atomic';
+import { checkOutputEntries, claimOutputFolder } from '../io/output-folder';
+import { makeOutputFolder, preflightOutputFolder } from '../io/preflight';
 import type { ClipScorer } from '../models/clip/scorer';
 import { clipScoreOf } from '../models/clip/scorer';
 import { GALLERY_FILE, RESULTS_FILE, SETTINGS_FILE, escapeHtml, galleryPage, isCompletePng, readResults } from './output';
@@ -155,6 +160,35 @@ export async function scoreImages(
   return scores;
 }
 
+/**
+ * Refuses (OutputPathError, exit 4) a DIR that is not a folder generate or rerank wrote (no generation.json nor
+ * rerank.json), or that cannot be written, before the CLIP is loaded.
+ */
+export function checkGenerationFolder(dir: string): void {
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) {
+    throw new RerankError(`${dir} is not a folder`, 'give the --out folder of a `dalle generate` run');
+  }
+  claimOutputFolder(
+    dir,
+    { command: '`dalle generate`', marks: [SETTINGS_FILE, RERANK_FILE], hint: 'give the --out folder of a `dalle generate` run, or rerank a folder of images with --captions FILE --images DIR' },
+    { flag: 'DIR' },
+  );
+}
+
+/**
+ * Refuses a `dalle generate` folder given as --images (RerankError), and (OutputPathError, exit 4) an --images DIR
+ * where rerank's outputs (results.jsonl, rerank.json, index.html, best/) would replace files it did not write, or that
+ * cannot be written, before the CLIP is loaded.
+ */
+export function checkImagesFolder(dir: string): void {
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new RerankError(`${dir} is not a folder`, 'give --images DIR, a folder of PNGs named c00000-s000.png, ...');
+  if (fs.existsSync(path.join(dir, SETTINGS_FILE))) {
+    throw new RerankError(`${dir} is a \`dalle generate\` folder (it has ${SETTINGS_FILE}); its captions are in ${RESULTS_FILE}`, `run \`dalle rerank --clip MODEL ${dir}\` without --captions / --images`);
+  }
+  preflightOutputFolder(dir, { flag: '--images' });
+  checkOutputEntries(dir, { command: 'dalle rerank', flag: '--images', mark: RERANK_FILE, writes: [RESULTS_FILE, RERANK_FILE, GALLERY_FILE, BEST_DIR] });
+}
+
 function readJson(file: string): Record<string, unknown> | undefined {
   try {
     return JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
@@ -166,9 +200,7 @@ function readJson(file: string): Record<string, unknown> | undefined {
 /** Reranks a `dalle generate` output folder in place (see the module comment). */
 export async function rerankGeneration(scorer: ClipScorer, dir: string, options: RerankOptions): Promise<RerankSummary> {
   checkKeep(options.keep);
-  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) {
-    throw new RerankError(`${dir} is not a folder`, 'give the --out folder of a `dalle generate` run');
-  }
+  checkGenerationFolder(dir);
   const settings = readJson(path.join(dir, SETTINGS_FILE));
   let records: Candidate[] = readResults(dir) as unknown as Candidate[];
   if (records.length === 0) {
@@ -208,10 +240,7 @@ export async function rerankGeneration(scorer: ClipScorer, dir: string, options:
 export async function rerankFolder(scorer: ClipScorer, captions: readonly string[], dir: string, options: RerankOptions): Promise<RerankSummary> {
   checkKeep(options.keep);
   if (captions.length === 0) throw new RerankError('no captions given', 'give --captions FILE with one caption a line');
-  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new RerankError(`${dir} is not a folder`, 'give --images DIR, a folder of PNGs named c00000-s000.png, ...');
-  if (fs.existsSync(path.join(dir, SETTINGS_FILE))) {
-    throw new RerankError(`${dir} is a \`dalle generate\` folder (it has ${SETTINGS_FILE}); its captions are in ${RESULTS_FILE}`, `run \`dalle rerank --clip MODEL ${dir}\` without --captions / --images`);
-  }
+  checkImagesFolder(dir);
   const files = fs.readdirSync(dir, { withFileTypes: true }).filter((e) => e.isFile() && /\.png$/i.test(e.name)).map((e) => e.name).sort();
   const pattern = /^c(\d+)-s(\d+)\.png$/;
   const misnamed = files.filter((f) => !pattern.test(f));
@@ -272,7 +301,7 @@ async function finishRerank(scorer: ClipScorer, dir: string, records: Candidate[
 
   // best/: the kept PNGs, nothing else.
   const best = path.join(dir, BEST_DIR);
-  fs.mkdirSync(best, { recursive: true });
+  makeOutputFolder(best);
   const keptFiles = new Set(ranked.filter((r) => r.kept).map((r) => path.basename(r.file)));
   for (const name of fs.readdirSync(best)) if (/\.png$/i.test(name) && !keptFiles.has(name)) fs.rmSync(path.join(best, name));
   for (const r of ranked) if (r.kept) writeFileAtomicSync(path.join(best, path.basename(r.file)), fs.readFileSync(path.join(dir, r.file)));
