@@ -1,16 +1,17 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Flags } from '@oclif/core';
-import { BaseCommand, INTERRUPTED_EXIT } from '../cli/base-command';
+import { BaseCommand } from '../cli/base-command';
+import { STOP_SIGNALS, signalExitCode } from '../cli/stop-signals';
 import { ConfigUse, ENGINE_KEYS } from '../cli/config-use';
 import { modelPathOrBundled } from '../cli/default-models';
 import { priorConfig } from '../core/config';
 import { IMAGE_EXTENSIONS, isImagePath } from '../core/data/sources/files';
 import { CoreEmitter } from '../core/events';
 import { shardLockFile } from '../core/io/run-lock';
-import type { GenerateSummary } from '../core/sample/generate';
 import { TextFileError } from '../core/io/errors';
 import { readTextFileSync, TEXT_LIMITS } from '../core/io/text-file';
+import type { GenerateSummary } from '../core/sample/generate';
 import type { RerankSummary } from '../core/sample/rerank';
 
 export type GenerateCommandResult = GenerateSummary & {
@@ -22,10 +23,6 @@ export type GenerateCommandResult = GenerateSummary & {
   /** With --runtime onnx: where the graphs were read from, and whether they were given, cached or exported now. */
   readonly onnx?: { readonly prior: string; readonly dvae: string; readonly source: 'given' | 'cached' | 'exported' };
 };
-
-/** Where `dalle generate` looks for its models when --prior / --dvae are not given: <package root>/models/default/. */
-
-/** Exit status after Ctrl-C (128 + SIGINT), as `dalle train-dvae` uses. */
 
 export default class GenerateCommand extends BaseCommand<typeof GenerateCommand> {
   static override summary = 'Generate images from captions with a trained prior and dVAE: PNGs, results.jsonl and an index.html gallery.';
@@ -157,14 +154,16 @@ export default class GenerateCommand extends BaseCommand<typeof GenerateCommand>
           const side = dvae.gridSide;
           prompt = { grid: encoded.tokens.subarray(0, side * side), keepRows, source: this.flags.image };
         }
-        // Ctrl-C: finish the batch being sampled, write the gallery, exit 130; a second Ctrl-C leaves at once.
-        let stopping = false;
-        const onSigint = (): void => {
-          if (stopping) process.exit(INTERRUPTED_EXIT);
-          stopping = true;
-          events.emit({ type: 'log', level: 'warn', message: 'interrupted: finishing this batch (Ctrl-C again to leave now); the same command finishes the job later' });
-        };
-        process.on('SIGINT', onSigint);
+        // SIGINT (Ctrl-C) or SIGTERM (Slurm, Kubernetes): finish the batch being sampled, write the gallery, exit 128 + the
+        // signal's number (130, 143); a second signal leaves at once. Every finished image is already on disk.
+        let stoppedBy: NodeJS.Signals | undefined;
+        // One listener per signal, each knowing its signal (process.emit passes no name; a real signal does).
+        const listeners = STOP_SIGNALS.map((signal) => [signal, (): void => {
+          if (stoppedBy) process.exit(signalExitCode(signal));
+          stoppedBy = signal;
+          events.emit({ type: 'log', level: 'warn', message: `${signal}: finishing this batch (a second signal leaves now); the same command finishes the job later` });
+        }] as const);
+        for (const [signal, listener] of listeners) process.on(signal, listener);
         const summary = await runGeneration({
           prior: onnx?.prior ?? prior.model,
           decodeBatch: onnx?.decodeBatch,
@@ -183,11 +182,13 @@ export default class GenerateCommand extends BaseCommand<typeof GenerateCommand>
           priorId: path.resolve(prior.checkpoint),
           dvaeId: path.resolve(dvae.checkpoint),
           events,
-          shouldStop: () => stopping,
-        }).finally(() => process.off('SIGINT', onSigint));
-        if (summary.stopped) process.exitCode = INTERRUPTED_EXIT;
+          shouldStop: () => stoppedBy !== undefined,
+        }).finally(() => {
+          for (const [signal, listener] of listeners) process.off(signal, listener);
+        });
+        if (summary.stopped) process.exitCode = signalExitCode(stoppedBy ?? 'SIGINT');
         this.log(
-          `${summary.generated} images generated${summary.stopped ? ' (stopped by Ctrl-C: run the same command again to finish)' : ''}${summary.skipped ? `, ${summary.skipped} already there` : ''} in ${summary.out}` +
+          `${summary.generated} images generated${summary.stopped ? ` (stopped by ${stoppedBy ?? 'a signal'}: run the same command again to finish)` : ''}${summary.skipped ? `, ${summary.skipped} already there` : ''} in ${summary.out}` +
             ` (${summary.tokensPerSecond.toFixed(1)} image tokens/s); gallery ${summary.gallery}`,
         );
         if (summary.truncated.length > 0) this.warn(`${summary.truncated.length} caption(s) were cut to ${prior.model.textLen} tokens: ${summary.truncated.join(', ')}`);

@@ -194,6 +194,28 @@ describe('commands: generate', function () {
     for (const f of pngs(first)) assert.ok(fs.readFileSync(path.join(out, f)).equals(fs.readFileSync(path.join(first, f))), f);
   });
 
+  it('SIGTERM (what Slurm and Kubernetes send) stops after the batch being sampled too, with exit 143', async () => {
+    const out = path.join(work, 'terminated');
+    const poll = setInterval(() => {
+      if (fs.existsSync(out) && pngs(out).length > 0) {
+        clearInterval(poll);
+        process.emit('SIGTERM');
+      }
+    }, 1);
+    let stopped;
+    try {
+      stopped = await generate([...base, '--out', out, '--batch', '2', '--json']);
+    } finally {
+      clearInterval(poll);
+    }
+    assert.equal(stopped.error, undefined, stopped.error?.message);
+    assert.equal(process.exitCode, 143);
+    process.exitCode = undefined;
+    const result = lastJson(stopped.stdout) as { stopped: boolean; generated: number };
+    assert.deepEqual([result.stopped, result.generated], [true, 2]);
+    assert.equal(readResults(out).length, 2);
+  });
+
   it('an image prompt keeps the top rows and completes the rest', async () => {
     const out = path.join(work, 'prompted');
     const image = path.join(work, 'images', '002.png');
