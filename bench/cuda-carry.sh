@@ -8,7 +8,11 @@
 #                            openssl) as .device/include/node, for an nvcc rebuild there.
 # node_modules/ (about 490 MiB) and the node binary (about 95 MiB) cannot travel as they are: the whole carried tree
 # (tracked and untracked files, plus .device/) must stay under 64 MiB, which this script checks and prints.
-#   bash bench/cuda-carry.sh            (compiles with tsc first: dist/ must match the sources)
+#   .device/emoji, .device/ref  with --refs: the emoji subset and the CPU side of the GPU-vs-CPU runs (bench/cuda-runs.sh:
+#                            train-dvae, train-prior, generate with --device cpu; only what the comparisons read is kept:
+#                            metrics.jsonl, config.yaml, the tokenizer, the CPU's token grids, results.jsonl; the
+#                            commands in .device/ref/commands.txt). About 15 minutes on 2 cores; made once.
+#   bash bench/cuda-carry.sh [--refs]   (compiles with tsc first: dist/ must match the sources)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LIMIT=$((64 * 1024 * 1024))
@@ -16,6 +20,29 @@ mkdir -p .device
 exclude_file=$(git rev-parse --git-path info/exclude)
 mkdir -p "$(dirname "$exclude_file")"
 grep -qx '/.device/' "$exclude_file" 2>/dev/null || echo '/.device/' >> "$exclude_file"
+
+if [ "${1:-}" = "--refs" ]; then
+  # shellcheck source=bench/cuda-runs.sh
+  source bench/cuda-runs.sh
+  work=$(mktemp -d)
+  rm -rf .device/emoji .device/ref
+  mkdir -p .device/ref/dvae-cpu .device/ref/prior-cpu .device/ref/prior-cpu-grids .device/ref/generate-cpu
+  run() { echo "dalle $*" >> .device/ref/commands.txt; node bin/run.js "$@" > "$work/last.log" 2>&1 || { tail -5 "$work/last.log" >&2; exit 1; }; }
+  # shellcheck disable=SC2086
+  {
+    run dataset emoji $EMOJI_ARGS -o .device/emoji
+    run train-dvae $DVAE_ARGS --out "$work/dvae-cpu" --device cpu --threads 2
+    cp -r models/default/dvae "$work/dvae-bundled"
+    run train-prior $PRIOR_ARGS --dvae "$work/dvae-bundled" --out "$work/prior-cpu" --device cpu --threads 2
+    printf '%s\n' "$GENERATE_CAPTIONS" > .device/ref/captions.txt
+    run generate --captions .device/ref/captions.txt $GENERATE_ARGS --out "$work/generate-cpu" --device cpu --threads 2
+  }
+  cp "$work"/dvae-cpu/{metrics.jsonl,config.yaml} .device/ref/dvae-cpu/
+  cp "$work"/prior-cpu/{metrics.jsonl,config.yaml,tokenizer.json} .device/ref/prior-cpu/
+  cp "$work"/dvae-bundled/token-cache/*/train.npy .device/ref/prior-cpu-grids/
+  cp "$work"/generate-cpu/{results.jsonl,generation.json} .device/ref/generate-cpu/
+  rm -rf "$work"
+fi
 
 npx tsc -p tsconfig.json || echo "cuda-carry: tsc reported type errors (dist/ was still emitted)"
 for f in build/Release/dalle_native.node build/Release/dalle_cuda.node; do

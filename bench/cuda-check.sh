@@ -1,4 +1,11 @@
 #!/usr/bin/env bash
+# What a GPU session does (one device call, about 8 minutes):
+#   1. here, before it (no GPU needed): bash bench/cuda-carry.sh --refs   (the CPU reference runs, once: about 15 min
+#      on 2 cores; then packs .device/ and prints the carried size, which must stay under 64 MiB)
+#   2. the device tool's run, with carry [".device"] and timeout_s 560, command:
+#        bash bench/cuda-check.sh
+#      (DALLE_CHECK_ONLY="prior prior-fp16 summary" bash bench/cuda-check.sh reruns some steps only)
+#   3. read $OUT/summary.json (every figure; what is missing is named) and the step logs beside it.
 # The one prepared script of a GPU session (an H100 / H200 with nothing else on it): every step has a time limit, keeps
 # its output in its own log, and runs whether or not the steps before it passed; the whole run stays under 8 minutes
 # (each step's limit is cut to what is left of DALLE_CHECK_BUDGET, 450 s by default). The last step writes
@@ -12,6 +19,16 @@
 #   status     the CUDA addon's view (cudaStatus)
 #   ops        the op harness on cuda:0 (test/ops.test.ts: every op case, CPU reference)
 #   cuda-tests test/cuda build, wiring and GPU comparisons, the prior's full-size attention (DALLE_CUDA_CHECK_BIG=1)
+#   dvae       `dalle train-dvae --device cuda`, 200 updates on the carried emoji subset, against the carried CPU run of
+#              the same command, seed and data (bench/cuda-compare.py metrics: largest relative loss difference)
+#   prior      `dalle train-prior --device cuda` over the bundled dVAE, 200 updates, against the carried CPU run; also the
+#              GPU's token grids of the data against the CPU's (the data the two priors trained on)
+#   prior-fp16 the same run with --precision fp16: per-resblock grad_scales, and peak device memory against fp32
+#   generate   `dalle generate --device cuda` (bundled models, 4 captions x 2 seeds) against the carried CPU output:
+#              the share of identical tokens
+#   step-emoji bench/cuda-prior-step.ts: a prior training step at prior-emoji shapes, ours vs PyTorch eager and compiled
+#   step-large the same at 24 layers, d 1024, 256 text + 32x32 image tokens, batch 4
+#   gen-speed  bench/generate.ts --device cuda: KV-cached generation image tokens/s, ours vs PyTorch on the GPU
 #   e2e        `dalle info --json`, then a tiny `train-dvae --device cuda` (its refusal text, if it refuses, is the figure)
 #   attention  bench/cuda-attention.ts: sparse attention fwd + bwd vs SDPA flash (dense causal) and FlexAttention
 #   summary    summary.json
@@ -19,7 +36,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 DRY=0
 [ "${1:-}" = "--dry-run" ] && DRY=1
-BUDGET=${DALLE_CHECK_BUDGET:-450}
+BUDGET=${DALLE_CHECK_BUDGET:-470}
+ONLY=${DALLE_CHECK_ONLY:-}
 START=$(date +%s)
 OUTDIR=${OUT:-}
 if [ "$DRY" = 0 ]; then
@@ -35,6 +53,10 @@ step() {
   local name=$1 limit=$2 cmd=$3
   if [ "$DRY" = 1 ]; then
     printf '%-10s <= %3ss  %s\n' "$name" "$limit" "$cmd"
+    return 0
+  fi
+  if [ -n "$ONLY" ] && [[ " $ONLY " != *" $name "* ]]; then
+    printf '%s\tnot selected\t0\n' "$name" >> "$OUTDIR/steps.tsv"
     return 0
   fi
   local left=$((BUDGET - ($(date +%s) - START) - 10))
@@ -85,6 +107,34 @@ fi
 step gpu 15 'nvidia-smi; nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,utilization.gpu --format=csv,noheader > "$OUTDIR/gpu.csv"; nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader > "$OUTDIR/gpu-apps.csv"'
 step build 240 'if [ -f build/Release/dalle_cuda.node ]; then echo "carried build: $(cat build/Release/dalle_cuda.json)"; else inc=; [ -d .device/include/node ] && inc="--node-include .device/include/node"; DALLE_CUDA=1 DALLE_CUDA_JOBS=16 DALLE_CUDA_CACHE=/tmp/dalle-cuda-cache node native/cuda/build.js $inc; fi'
 step status 20 'node -e "const s = require(\"./dist/src/core/cuda\").cudaStatus(); require(\"fs\").writeFileSync(process.env.OUT_STATUS, JSON.stringify(s, null, 2)); console.log(JSON.stringify(s)); process.exit(s.available ? 0 : 1)"'
+# The GPU side of the CPU reference runs that bench/cuda-carry.sh --refs made here (.device/ref: the same commands with
+# --device cpu, listed in .device/ref/commands.txt). Runs go to $RUNS (their checkpoints are too large to come back);
+# metrics, final JSON lines and comparisons to $OUTDIR.
+export RUNS=${TMPDIR:-/tmp}/dalle-cuda-runs
+[ "$DRY" = 1 ] || { rm -rf "$RUNS"; mkdir -p "$RUNS"; }
+REF=.device/ref
+# shellcheck source=bench/cuda-runs.sh
+source bench/cuda-runs.sh
+# gpu_run NAME COMMAND-ARGS: dalle ARGS --device cuda --json; its final JSON line to NAME.json, metrics.jsonl and config.yaml to NAME/.
+gpu_run() {
+  local name=$1
+  shift
+  node bin/run.js "$@" --out "$RUNS/$name" --device cuda --json > "$OUTDIR/$name.events.jsonl"
+  local rc=$?
+  tail -n 1 "$OUTDIR/$name.events.jsonl" > "$OUTDIR/$name.json"
+  mkdir -p "$OUTDIR/$name"
+  cp "$RUNS/$name/metrics.jsonl" "$RUNS/$name/config.yaml" "$RUNS/$name/results.jsonl" "$OUTDIR/$name/" 2> /dev/null
+  return $rc
+}
+[ "$DRY" = 1 ] || export -f gpu_run
+export DVAE_ARGS PRIOR_ARGS GENERATE_ARGS REF
+step dvae 75 'gpu_run dvae-gpu train-dvae $DVAE_ARGS; python3 bench/cuda-compare.py metrics $REF/dvae-cpu "$RUNS/dvae-gpu" --out "$OUTDIR/compare-dvae.json"'
+step prior 80 'cp -r models/default/dvae "$RUNS/dvae-bundled" && gpu_run prior-gpu train-prior $PRIOR_ARGS --dvae "$RUNS/dvae-bundled" --tokenizer $REF/prior-cpu/tokenizer.json; python3 bench/cuda-compare.py metrics $REF/prior-cpu "$RUNS/prior-gpu" --out "$OUTDIR/compare-prior.json"; python3 bench/cuda-compare.py grids $REF/prior-cpu-grids/train.npy "$RUNS"/dvae-bundled/token-cache/*/train.npy --out "$OUTDIR/compare-prior-data.json"'
+step prior-fp16 80 '[ -d "$RUNS/dvae-bundled" ] || cp -r models/default/dvae "$RUNS/dvae-bundled"; gpu_run prior-gpu-fp16 train-prior $PRIOR_ARGS --dvae "$RUNS/dvae-bundled" --tokenizer $REF/prior-cpu/tokenizer.json --precision fp16'
+step generate 50 'gpu_run generate-gpu generate --captions $REF/captions.txt $GENERATE_ARGS; python3 bench/cuda-compare.py tokens $REF/generate-cpu "$RUNS/generate-gpu" --out "$OUTDIR/compare-generate.json"'
+step step-emoji 75 'node dist/bench/cuda-prior-step.js --device cuda --reps 5 --out "$OUTDIR/speed-step-emoji.json"'
+step step-large 110 'node dist/bench/cuda-prior-step.js --device cuda --reps 3 --batch 4 --set model.n_layers=24 --set model.n_heads=16 --set model.head_dim=64 --set model.text_len=256 --set model.text_vocab=16384 --set model.image_grid=32 --set model.image_vocab=8192 --set model.conv_kernel=11 --out "$OUTDIR/speed-step-large.json"'
+step gen-speed 60 'node dist/bench/generate.js --device cuda --reps 2 --out "$OUTDIR/speed-generate.json"'
 step ops 120 "$MOCHA dist/test/ops.test.js --grep 'on cuda:0' --reporter json --reporter-option output=\"\$OUTDIR/ops-cuda.json\""
 step cuda-tests 120 "DALLE_CUDA_CHECK_BIG=1 $MOCHA dist/test/cuda/build.test.js dist/test/cuda/backend-wiring.test.js dist/test/cuda/gpu.test.js --reporter json --reporter-option output=\"\$OUTDIR/cuda-tests.json\""
 step e2e 60 'node bin/run.js info --json > "$OUTDIR/info.json"; node dist/bench/cuda-e2e.js "$OUTDIR/e2e.json"'

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 # The last step of bench/cuda-check.sh: gathers every figure of the run folder DIR into DIR/summary.json (each step's
 # exit status and seconds, the GPU and what else ran on it, the CUDA status, the mocha counts and failures, the
-# end-to-end result, the attention timings), reading only what the steps wrote; a missing file is reported as missing.
+# end-to-end result, the attention timings; the GPU-vs-CPU comparisons of train-dvae, train-prior and generate, the fp16
+# run's grad_scales and the peak device memory of fp16 against fp32, the speed against PyTorch), reading only what the
+# steps wrote; a missing file is reported as missing.
 #   python3 bench/cuda-summary.py DIR
 import json
 import os
@@ -36,6 +38,49 @@ def mocha(path):
                        for t in r.get("failures", [])]}
 
 
+def read_jsonl(path):
+    rows = []
+    try:
+        with open(path, errors="replace") as f:
+            for line in f:
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    pass
+    except OSError:
+        return None
+    return rows
+
+
+def comparison(path):
+    """The headline of a bench/cuda-compare.py file (the full file stays beside summary.json)."""
+    r = read_json(path)
+    if "missing" in r or "unreadable" in r:
+        return r
+    keep = {k: v for k, v in r.items() if not isinstance(v, (dict, list))}
+    for part in ("train", "val"):
+        if isinstance(r.get(part), dict):
+            keep[part] = {k: {"max_rel": v["max_rel"], "at_step": v["at_step"]} for k, v in r[part].get("values", {}).items()}
+            keep[part]["steps_compared"] = r[part].get("steps_compared")
+    if "cpu_config" in r:
+        keep["cpu_config"] = r["cpu_config"]
+    return keep
+
+
+def fp16(d):
+    """grad_scales of the fp16 prior run at each logged update, and peak device memory fp16 vs fp32 (same run)."""
+    rows = read_jsonl(os.path.join(d, "prior-gpu-fp16", "metrics.jsonl"))
+    scales = [{"step": r["step"], "grad_scales": r["grad_scales"], "skipped": r.get("skipped")}
+              for r in rows or [] if isinstance(r.get("grad_scales"), list)]
+    peak16 = read_json(os.path.join(d, "prior-gpu-fp16.json")).get("peakBytesInUse")
+    peak32 = read_json(os.path.join(d, "prior-gpu.json")).get("peakBytesInUse")
+    out = {"grad_scales": scales or "missing (no metrics line with grad_scales in prior-gpu-fp16/metrics.jsonl)",
+           "peak_bytes_fp16": peak16, "peak_bytes_fp32": peak32}
+    if isinstance(peak16, (int, float)) and isinstance(peak32, (int, float)) and peak32 > 0:
+        out["peak_ratio_fp16_to_fp32"] = peak16 / peak32
+    return out
+
+
 def main():
     if len(sys.argv) != 2 or not os.path.isdir(sys.argv[1]):
         sys.exit("usage: cuda-summary.py DIR (the run folder of bench/cuda-check.sh)")
@@ -53,6 +98,16 @@ def main():
         "cudaTests": mocha(os.path.join(d, "cuda-tests.json")),
         "endToEnd": read_json(os.path.join(d, "e2e.json")),
         "attention": read_json(os.path.join(d, "attention.json")),
+        "trainDvaeGpuVsCpu": comparison(os.path.join(d, "compare-dvae.json")),
+        "trainPriorGpuVsCpu": comparison(os.path.join(d, "compare-prior.json")),
+        "priorDataGpuVsCpu": comparison(os.path.join(d, "compare-prior-data.json")),
+        "generateGpuVsCpu": comparison(os.path.join(d, "compare-generate.json")),
+        "fp16": fp16(d),
+        "peakBytes": {name: read_json(os.path.join(d, f"{name}.json")).get("peakBytesInUse")
+                      for name in ("dvae-gpu", "prior-gpu", "prior-gpu-fp16")},
+        "speedPriorStepEmoji": read_json(os.path.join(d, "speed-step-emoji.json")),
+        "speedPriorStepLarge": read_json(os.path.join(d, "speed-step-large.json")),
+        "speedGenerate": read_json(os.path.join(d, "speed-generate.json")),
     }
     with open(os.path.join(d, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)

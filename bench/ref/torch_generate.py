@@ -4,7 +4,8 @@ LayerNorm, image head) at the same shapes, generating B x N image tokens with a 
 then one step per token (one query against the cached keys, masked by its row of the layer's mask), sampling from
 softmax(logits) with torch.multinomial. Random weights: the time does not depend on their values.
 Prints JSON: {"tokens_per_s": best over REPS, "ms_per_step": ..., "torch": version}.
-Usage: python3 torch_generate.py N_LAYERS N_HEADS HEAD_DIM TEXT_LEN TEXT_VOCAB GRID IMAGE_VOCAB KERNEL BATCH THREADS REPS"""
+Usage: python3 torch_generate.py N_LAYERS N_HEADS HEAD_DIM TEXT_LEN TEXT_VOCAB GRID IMAGE_VOCAB KERNEL BATCH THREADS REPS [DEVICE]
+DEVICE: cpu (default) or cuda (the caches, weights and sampling there; each generation ends with a synchronize)."""
 import json
 import sys
 import time
@@ -14,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 n_layers, n_heads, head_dim, L, Vt, G, Vi, kernel, B, threads, reps = map(int, sys.argv[1:12])
+dev = torch.device(sys.argv[12] if len(sys.argv) > 12 else 'cpu')
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 C = n_heads * head_dim
@@ -23,8 +25,8 @@ T = L + N
 
 def allowed(kind):
     """(T, T) bool: query i may attend key j (masks.ts: causal; text keys always; image pairs by kind)."""
-    i = torch.arange(T)[:, None]
-    j = torch.arange(T)[None, :]
+    i = torch.arange(T, device=dev)[:, None]
+    j = torch.arange(T, device=dev)[None, :]
     causal = j <= i
     a, b = (i - L).clamp(min=0), (j - L).clamp(min=0)
     if kind == 'row':
@@ -80,7 +82,8 @@ class Prior(nn.Module):
         return self.head(self.ln_f(x[:, -1]))
 
     def generate(self, text):
-        caches = [(torch.empty(B, n_heads, T, head_dim), torch.empty(B, n_heads, T, head_dim)) for _ in range(n_layers)]
+        caches = [(torch.empty(B, n_heads, T, head_dim, device=dev), torch.empty(B, n_heads, T, head_dim, device=dev))
+                  for _ in range(n_layers)]
         logits = self.run(self.text_emb(text) + self.text_pos, caches, 0)
         tokens = []
         for i in range(N):
@@ -93,13 +96,15 @@ class Prior(nn.Module):
         return torch.stack(tokens, 1)
 
 
-model = Prior().eval()
-text = torch.randint(0, Vt, (B, L))
+model = Prior().to(dev).eval()
+text = torch.randint(0, Vt, (B, L), device=dev)
+sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)
 best = float('inf')
 with torch.inference_mode():
     model.generate(text)  # warm-up
     for _ in range(reps):
         t0 = time.perf_counter()
         model.generate(text)
+        sync()
         best = min(best, time.perf_counter() - t0)
 print(json.dumps({'tokens_per_s': B * N / best, 'ms_per_step': best * 1e3 / N, 'torch': torch.__version__}))

@@ -26,6 +26,8 @@ export interface Backend {
   stridedCopy(dst: number, src: number, itemBytes: number, shape: number[], dstStrides: number[], srcStrides: number[]): void;
   cast(dst: number, dstDtype: string, src: number, srcDtype: string, count: number): void;
   allocStats(): AllocStats;
+  /** Restarts allocStats().peakBytesInUse from the bytes in use now (a job measures its own peak). */
+  resetPeak(): void;
 }
 
 /** A kernel the running op needs and the backend of its inputs does not have. */

@@ -17,7 +17,7 @@ const NOT_KERNELS = new Set(['info', 'setDevice', 'malloc', 'alloc', 'free', 'tr
 
 /** Addon exports whose signature differs from the CPU kernel of the same name, or that have no CPU twin: they reach
  *  the table only through the adapters below. */
-const CUDA_SHAPED = new Set(['gemm', 'attentionForward', 'attentionBackward', 'layerNormForward', 'layerNormBackward',
+const CUDA_SHAPED = new Set(['gemm', 'layerNormForward', 'layerNormBackward',
   'scaleFilter', 'geluForward', 'geluBackward']);
 
 const MASK_KINDS: readonly CudaMaskKind[] = ['row', 'column', 'conv']; // the CPU's MASK_KIND_CODE order
@@ -52,6 +52,7 @@ export function createCudaBackend(addon: CudaAddon, device: Device, index: numbe
       return { bytesInUse: s.bytesInUse, bytesCached: s.bytesCached, peakBytesInUse: s.peakBytesInUse, allocs: s.allocs,
         cacheHits: s.cacheHits, osAllocs: s.driverAllocs };
     },
+    resetPeak: () => addon.resetPeak(),
   };
 
   /** Device workspaces of one kernel call, freed when it returns. */
@@ -112,7 +113,7 @@ export function createCudaBackend(addon: CudaAddon, device: Device, index: numbe
         const cq = contiguous(q, qs, B, H, T, D, temps);
         const ck = contiguous(k, ks, B, H, T, D, temps);
         const cv = contiguous(v, vs, B, H, T, Dv, temps);
-        addon.attentionForward('f32', MASK_KINDS[kind], textLen, gridSide, convKernel, cq, ck, cv, out, lse, B, H, D, Dv, scale);
+        addon.blockSparseAttentionForward('f32', MASK_KINDS[kind], textLen, gridSide, convKernel, cq, ck, cv, out, lse, B, H, D, Dv, scale);
       }),
     sparseAttentionBackward: (q: number, qs: number[], k: number, ks: number[], v: number, vs: number[], dO: number,
       dOs: number[], lse: number, dq: number | null, dk: number | null, dv: number | null, kind: number,
@@ -129,8 +130,8 @@ export function createCudaBackend(addon: CudaAddon, device: Device, index: numbe
         const lse2 = temp(temps, rows * 4);
         const delta = temp(temps, rows * 4);
         const mask = MASK_KINDS[kind];
-        addon.attentionForward('f32', mask, textLen, gridSide, convKernel, cq, ck, cv, o, lse2, B, H, D, Dv, scale);
-        addon.attentionBackward('f32', mask, textLen, gridSide, convKernel, cq, ck, cv, o, cdo, lse, dq ?? temp(temps, rows * D * 4),
+        addon.blockSparseAttentionForward('f32', mask, textLen, gridSide, convKernel, cq, ck, cv, o, lse2, B, H, D, Dv, scale);
+        addon.blockSparseAttentionBackward('f32', mask, textLen, gridSide, convKernel, cq, ck, cv, o, cdo, lse, dq ?? temp(temps, rows * D * 4),
           dk ?? temp(temps, rows * D * 4), dv ?? temp(temps, rows * Dv * 4), delta, B, H, D, Dv, scale);
       }),
   };

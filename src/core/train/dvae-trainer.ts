@@ -42,6 +42,7 @@ import {
   resolveTrainingStart,
   writeCheckpoint,
 } from './checkpoint';
+import { startPeakMemory } from './peak-memory';
 import { removeInterruptedWrites, truncateMetrics } from './run-folder';
 
 export const METRICS_FILE = 'metrics.jsonl';
@@ -103,6 +104,8 @@ export interface DvaeTrainResult {
   readonly resumedFrom?: number;
   readonly checkpoint: string;
   readonly lastLoss?: number;
+  /** The most bytes the run held on its device (runtime.device) from model creation to the end (peak-memory.ts). */
+  readonly peakBytesInUse: number;
 }
 
 /** Accumulators saved in state.json `metrics`, so a resumed run writes the same metrics.jsonl lines. */
@@ -171,6 +174,7 @@ export class DvaeTrainer {
     // Model, optimizer, noise. The model is initialized on the host (the seeded init is the same on every device) and
     // moved to runtime.device once; the optimizer's moments are made beside its parameters.
     const device = parseDevice(config.runtime.device);
+    const peakBytesInUse = startPeakMemory(device); // the model, its optimizer and the steps
     const model = new Dvae(config, { seed: config.runtime.seed }).to(device);
     const named = model.namedParameters();
     const decay = named.filter(([name]) => name.endsWith('.w'));
@@ -339,6 +343,7 @@ export class DvaeTrainer {
         resumedFrom: resumed?.step,
         checkpoint: lastCheckpoint as string,
         lastLoss,
+        peakBytesInUse: peakBytesInUse(),
       };
     } finally {
       loader.close();
@@ -414,4 +419,3 @@ function checkMetricsState(value: Readonly<Record<string, unknown>>, V: number, 
   }
   return { interval_loss_sum: m.interval_loss_sum as number, interval_steps: m.interval_steps as number, usage: (m.usage as number[][]).map((h) => [...h]) };
 }
-

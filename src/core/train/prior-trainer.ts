@@ -42,6 +42,7 @@ import {
 import { clipGradNorm } from './clip';
 import { removeInterruptedWrites, truncateMetrics } from './run-folder';
 import { PrecisionState, createPrecision, priorResblocks } from './precision';
+import { startPeakMemory } from './peak-memory';
 import { warmupCosine } from './schedule';
 
 export const METRICS_FILE = 'metrics.jsonl';
@@ -96,6 +97,8 @@ export interface PriorTrainResult {
   readonly lastLoss?: number;
   readonly lastVal?: PriorValLine;
   readonly tokenCache: string;
+  /** The most bytes the run held on its device (runtime.device) from model creation to the end (peak-memory.ts). */
+  readonly peakBytesInUse: number;
 }
 
 interface MetricsState {
@@ -224,6 +227,7 @@ export class PriorTrainer {
     if (train.shape[0] < 1) throw new ConfigError(`has no training images`, { keyPath: 'data.path' });
     const { tokenizer, save: saveTokenizer } = await this.prepareTokenizer(config, train, !!resumed);
 
+    const peakBytesInUse = startPeakMemory(device); // the model, its optimizer and the steps: not the token cache's encoding
     const model = new Prior(m, new Philox(config.runtime.seed)).to(device); // seeded init on the host, moved once
     model.recompute = t.recompute; // activation recomputation per block (memory for time)
     const named = model.namedParameters();
@@ -404,6 +408,7 @@ export class PriorTrainer {
         lastLoss,
         lastVal,
         tokenCache: cache.dir,
+        peakBytesInUse: peakBytesInUse(),
       };
     } finally {
       optimizer.dispose();
