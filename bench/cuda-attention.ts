@@ -63,9 +63,9 @@ function main(): void {
     const host = Float32Array.from({ length: n }, () => Math.random() - 0.5);
     cuda.copyIn(tmp, host);
     for (const b of [q, kk, v, dO]) cuda.cast(b, 'f16', tmp, 'f32', n);
-    const fwd = (): void => cuda.attentionForward('f16', kind, 256, 32, k, q, kk, v, o, lse, B, H, D, D, 1 / Math.sqrt(D));
+    const fwd = (): void => cuda.blockSparseAttentionForward('f16', kind, 256, 32, k, q, kk, v, o, lse, B, H, D, D, 1 / Math.sqrt(D));
     const bwd = (): void =>
-      cuda.attentionBackward('f16', kind, 256, 32, k, q, kk, v, o, dO, lse, dq, dk, dv, delta, B, H, D, D, 1 / Math.sqrt(D));
+      cuda.blockSparseAttentionBackward('f16', kind, 256, 32, k, q, kk, v, o, dO, lse, dq, dk, dv, delta, B, H, D, D, 1 / Math.sqrt(D));
     const time = (f: () => void): number => {
       for (let i = 0; i < 3; i++) f();
       cuda.synchronize();

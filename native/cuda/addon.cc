@@ -373,9 +373,9 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// attentionForward(dtype, kind, textLen, gridSide, convKernel, q, k, v, o, lse, B, H, D, Dv, scale)
-Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
-  const char* op = "attentionForward";
+// blockSparseAttentionForward(dtype, kind, textLen, gridSide, convKernel, q, k, v, o, lse, B, H, D, Dv, scale)
+Napi::Value BlockSparseAttentionForward(const Napi::CallbackInfo& info) {
+  const char* op = "blockSparseAttentionForward";
   const DType dt = dtype(info, 0, op);
   const attn_plan::MaskSpec s = mask_spec(info, 1, op);
   check(info.Env(), op,
@@ -386,10 +386,10 @@ Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// attentionBackward(dtype, kind, textLen, gridSide, convKernel, q, k, v, o, dO, lse, dq, dk, dv, delta, B, H, D, Dv,
+// blockSparseAttentionBackward(dtype, kind, textLen, gridSide, convKernel, q, k, v, o, dO, lse, dq, dk, dv, delta, B, H, D, Dv,
 // scale): delta is (B, H, T) f32 scratch.
-Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
-  const char* op = "attentionBackward";
+Napi::Value BlockSparseAttentionBackward(const Napi::CallbackInfo& info) {
+  const char* op = "blockSparseAttentionBackward";
   const DType dt = dtype(info, 0, op);
   const attn_plan::MaskSpec s = mask_spec(info, 1, op);
   check(info.Env(), op,
@@ -423,6 +423,127 @@ Napi::Value AttentionDecode(const Napi::CallbackInfo& info) {
                          strides[2], need(info, 7, op), (float*)need(info, 8, op), B, H, i64(info, 15, op),
                          i64(info, 16, op), i64(info, 17, op), (float)num(info, 18, op)));
   return info.Env().Undefined();
+}
+
+// ---- the engine's dense attention (native/cpu/attention.cc, the same signatures and checks) ----
+
+// Strides of one operand: [batch, head, time] in elements, the row stride at least the row width.
+void dense_strides(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, int64_t width,
+                   int64_t out[3]) {
+  const std::vector<int64_t> s = i64_array(info, i, op);
+  if (s.size() != 3) throw_error(info.Env(), op, std::string(name) + " needs 3 strides (batch, head, time), got " + std::to_string(s.size()));
+  if (s[2] < width) {
+    throw_error(info.Env(), op, std::string(name) + ": row stride " + std::to_string(s[2]) + " is below the row width " +
+                                    std::to_string(width));
+  }
+  for (int j = 0; j < 3; j++) out[j] = s[j];
+}
+
+// B, H, Tq, Tk, D, Dv, scale, causal from index i (the binding reads the mask).
+DenseAttnGeometry dense_geometry(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  DenseAttnGeometry g{};
+  g.B = i64(info, i, op), g.H = i64(info, i + 1, op), g.Tq = i64(info, i + 2, op), g.Tk = i64(info, i + 3, op);
+  g.D = i64(info, i + 4, op), g.Dv = i64(info, i + 5, op);
+  g.scale = (float)num(info, i + 6, op);
+  g.causal = flag(info, i + 7, op);
+  if (g.B < 0 || g.H < 0 || g.Tq < 0 || g.Tk < 0 || g.D < 1 || g.Dv < 1) {
+    throw_error(info.Env(), op, "bad sizes B=" + std::to_string(g.B) + " H=" + std::to_string(g.H) + " Tq=" +
+                                    std::to_string(g.Tq) + " Tk=" + std::to_string(g.Tk) + " D=" + std::to_string(g.D) +
+                                    " Dv=" + std::to_string(g.Dv));
+  }
+  if (g.Tq >= (int64_t(1) << 31) || g.Tk >= (int64_t(1) << 31)) throw_error(info.Env(), op, "sequence too long");
+  return g;
+}
+
+// attentionForward(q, qStrides, k, kStrides, v, vStrides, mask|null, out, lse, B, H, Tq, Tk, D, Dv, scale, causal)
+Napi::Value DenseAttentionForward(const Napi::CallbackInfo& info) {
+  const char* op = "attention";
+  DenseAttnGeometry g = dense_geometry(info, 9, op);
+  g.mask = dptr<const int32_t>(info, 6, op);
+  dense_strides(info, 1, op, "q", g.D, g.qs);
+  dense_strides(info, 3, op, "k", g.D, g.ks);
+  dense_strides(info, 5, op, "v", g.Dv, g.vs);
+  const float *q = dptr<const float>(info, 0, op), *k = dptr<const float>(info, 2, op), *v = dptr<const float>(info, 4, op);
+  float *out = dptr<float>(info, 7, op), *lse = dptr<float>(info, 8, op);
+  if (g.B * g.H * g.Tq == 0) return info.Env().Undefined();
+  if (!q || !out || !lse || (g.Tk > 0 && (!k || !v))) throw_error(info.Env(), op, "null address");
+  check(info.Env(), op, dense_attention_forward(g, q, k, v, out, lse));
+  return info.Env().Undefined();
+}
+
+// attentionBackward(q, qStrides, k, kStrides, v, vStrides, mask|null, dO, dOStrides, lse, dq|null, dk|null, dv|null,
+//                   B, H, Tq, Tk, D, Dv, scale, causal)
+Napi::Value DenseAttentionBackward(const Napi::CallbackInfo& info) {
+  const char* op = "attention backward";
+  DenseAttnGeometry g = dense_geometry(info, 13, op);
+  g.mask = dptr<const int32_t>(info, 6, op);
+  dense_strides(info, 1, op, "q", g.D, g.qs);
+  dense_strides(info, 3, op, "k", g.D, g.ks);
+  dense_strides(info, 5, op, "v", g.Dv, g.vs);
+  dense_strides(info, 8, op, "dOut", g.Dv, g.os);
+  const float *q = dptr<const float>(info, 0, op), *k = dptr<const float>(info, 2, op), *v = dptr<const float>(info, 4, op);
+  const float *dout = dptr<const float>(info, 7, op), *lse = dptr<const float>(info, 9, op);
+  float *dq = dptr<float>(info, 10, op), *dk = dptr<float>(info, 11, op), *dv = dptr<float>(info, 12, op);
+  if (g.Tq > 0 && g.Tk > 0 && g.B * g.H > 0 && (!q || !k || !v || !dout || !lse)) throw_error(info.Env(), op, "null address");
+  check(info.Env(), op, dense_attention_backward(g, q, k, v, dout, lse, dq, dk, dv));
+  return info.Env().Undefined();
+}
+
+// ---- the engine's vector kernels (native/cpu/blas1.cc) ----
+
+// axpy(n, alpha, x, y): y += alpha * x
+Napi::Value Axpy(const Napi::CallbackInfo& info) {
+  const char* op = "axpy";
+  const int64_t n = i64(info, 0, op);
+  non_negative(info, op, {n});
+  const float* x = dptr<const float>(info, 2, op);
+  float* y = dptr<float>(info, 3, op);
+  if (n > 0 && (!x || !y)) throw_error(info.Env(), op, "null address");
+  check(info.Env(), op, axpy(n, (float)num(info, 1, op), x, y));
+  return info.Env().Undefined();
+}
+
+// scale(n, alpha, x): x *= alpha
+Napi::Value Scale(const Napi::CallbackInfo& info) {
+  const char* op = "scale";
+  const int64_t n = i64(info, 0, op);
+  non_negative(info, op, {n});
+  float* x = dptr<float>(info, 2, op);
+  if (n > 0 && !x) throw_error(info.Env(), op, "null address");
+  check(info.Env(), op, scale(n, (float)num(info, 1, op), x));
+  return info.Env().Undefined();
+}
+
+// sumSquares(n, x) -> the float64 sum of x^2 as a host number: synchronizes (waits for the queued kernels and copies
+// the partial sums back). A loop over many tensors should call sumSquaresBatch once instead.
+Napi::Value SumSquares(const Napi::CallbackInfo& info) {
+  const char* op = "sumSquares";
+  const int64_t n = i64(info, 0, op);
+  non_negative(info, op, {n});
+  const float* x = dptr<const float>(info, 1, op);
+  if (n > 0 && !x) throw_error(info.Env(), op, "null address");
+  double sum = 0;
+  check(info.Env(), op, sum_squares({x}, {n}, &sum));
+  return Napi::Number::New(info.Env(), sum);
+}
+
+// sumSquaresBatch(addresses, sizes) -> sum over t of sumSquares(sizes[t], addresses[t]), added in list order: one
+// launch and one copy back for every tensor (gradient clipping's global norm). Synchronizes once.
+Napi::Value SumSquaresBatch(const Napi::CallbackInfo& info) {
+  const char* op = "sumSquaresBatch";
+  const std::vector<int64_t> addresses = i64_array(info, 0, op), sizes = i64_array(info, 1, op);
+  if (addresses.size() != sizes.size()) throw_error(info.Env(), op, "as many sizes as addresses are needed");
+  std::vector<const float*> ptrs(addresses.size());
+  for (size_t t = 0; t < addresses.size(); t++) {
+    if (sizes[t] < 0) throw_error(info.Env(), op, "sizes must be >= 0");
+    if (addresses[t] < 0 || (sizes[t] > 0 && addresses[t] == 0)) throw_error(info.Env(), op, "null or bad address");
+    ptrs[t] = reinterpret_cast<const float*>((uintptr_t)addresses[t]);
+  }
+  std::vector<double> sums(ptrs.size());
+  check(info.Env(), op, sum_squares(ptrs, sizes, sums.data()));
+  double total = 0;
+  for (double s : sums) total += s;
+  return Napi::Number::New(info.Env(), total);
 }
 
 // cast(dst, dstDtype, src, srcDtype, count): dtypes f32, f16, bf16, i32 (the CPU addon's cast).
@@ -876,9 +997,15 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"synchronize", Synchronize},
       {"cublasLtStatus", CublasLtStatus},
       {"gemm", Gemm},
-      {"attentionForward", AttentionForward},
-      {"attentionBackward", AttentionBackward},
+      {"blockSparseAttentionForward", BlockSparseAttentionForward},
+      {"blockSparseAttentionBackward", BlockSparseAttentionBackward},
       {"attentionDecode", AttentionDecode},
+      {"attentionForward", DenseAttentionForward},
+      {"attentionBackward", DenseAttentionBackward},
+      {"axpy", Axpy},
+      {"scale", Scale},
+      {"sumSquares", SumSquares},
+      {"sumSquaresBatch", SumSquaresBatch},
       {"cast", Cast},
       {"geluForward", GeluForward},
       {"geluBackward", GeluBackward},

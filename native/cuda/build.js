@@ -26,13 +26,13 @@ const here = __dirname;
 const root = path.resolve(here, '..', '..');
 // One .cu per op family, named like its CPU counterpart in native/cpu.
 const NVCC_SOURCES = ['attention.cu', 'cast.cu', 'copy.cu', 'elementwise.cu', 'adamw.cu', 'precision.cu', 'norm.cu',
-  'loss.cu', 'conv.cu', 'softmax.cu', 'reduce.cu', 'embedding.cu', 'pool.cu', 'random.cu'];
+  'loss.cu', 'conv.cu', 'softmax.cu', 'reduce.cu', 'embedding.cu', 'pool.cu', 'random.cu', 'dense_attention.cu', 'blas1.cu'];
 const CXX_SOURCES = ['gemm.cc', 'addon.cc'];
 const HEADERS = ['attention_plan.h', 'attention_kernels.cuh', 'attention_tc_kernels.cuh', 'attention_decode_kernels.cuh',
   'tensor_core.cuh', 'cuda_ops.h', 'op_codes.h', 'common.cuh', 'grid.cuh',
   'block_reduce.cuh', 'smem_reduce.cuh', 'device_allocator.h', 'copy_kernels.cuh', 'elementwise_kernels.cuh',
   'softmax_kernels.cuh', 'reduce_kernels.cuh', 'embedding_kernels.cuh', 'pool_kernels.cuh', 'random_kernels.cuh',
-  'cast_kernels.cuh'];
+  'cast_kernels.cuh', 'dense_attention_kernels.cuh', 'blas1_kernels.cuh'];
 
 function arg(name, fallback) {
   const i = process.argv.indexOf(name);

@@ -1,7 +1,7 @@
 // The CUDA backend's launchers: plain C++ declarations shared by the kernels (*.cu, nvcc) and the N-API layer
 // (addon.cc, the host compiler). Every pointer is a device address; every launcher runs on the default stream and
 // returns "" on success or a message (a CUDA / cuBLASLt error, or a bad argument). Each op mirrors a CPU kernel in
-// native/cpu (named at each declaration); src/core/cuda/check.ts compares them on random inputs on a GPU machine.
+// native/cpu (named at each declaration); on a GPU, the op harness on cuda:0 and test/cuda/gpu.test.ts compare them.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -19,7 +19,9 @@ enum DType : int32_t { kF32 = 0, kF16 = 1, kBF16 = 2, kI32 = 3 };
 
 inline int64_t dtype_bytes(DType d) { return d == kF32 || d == kI32 ? 4 : 2; }
 
-// ---- attention.cu: block-sparse attention of the prior (attention_plan.h), flash-attention style ----
+// ---- attention.cu: block-sparse attention of the prior (attention_plan.h), flash-attention style; exported as
+// blockSparseAttentionForward / blockSparseAttentionBackward (the engine's attentionForward / Backward are the dense
+// kernels of dense_attention.cu below) ----
 // q, k, o (B, H, T, D) / v (B, H, T, Dv) contiguous, sequence order; lse (B, H, T) f32, the log-sum-exp of each row
 // (as native/cpu/attention.cc). The backward writes dq, dk, dv (contiguous, dtype dt) and uses `delta` (B, H, T) f32
 // as scratch (rowsum(dO * O)).
@@ -35,6 +37,30 @@ std::string attention_decode(DType dt, const attn_plan::MaskSpec& spec, const vo
                              const void* k, const int64_t k_strides[3], const void* v, const int64_t v_strides[3],
                              void* o, float* lse, int64_t B, int64_t H, int64_t position, int64_t D, int64_t Dv,
                              float scale);
+
+// ---- dense_attention.cu: the engine's attentionForward / attentionBackward (native/cpu/attention.cc), f32 ----
+// Shapes, strides (elements: batch, head, time; unit last stride), the (Tq, Tk) i32 mask or null, scale, causal.
+struct DenseAttnGeometry {
+  int64_t B, H, Tq, Tk, D, Dv;
+  int64_t qs[3], ks[3], vs[3], os[3];  // q, k, v, dO
+  const int32_t* mask;
+  float scale;
+  bool causal;
+};
+// out (B, H, Tq, Dv), lse (B, H, Tq) contiguous.
+std::string dense_attention_forward(const DenseAttnGeometry& g, const float* q, const float* k, const float* v,
+                                    float* out, float* lse);
+// dq (B, H, Tq, D), dk (B, H, Tk, D), dv (B, H, Tk, Dv) contiguous, each may be null (not wanted); lse from the
+// forward. Uses the device workspace for delta (B, H, Tq).
+std::string dense_attention_backward(const DenseAttnGeometry& g, const float* q, const float* k, const float* v,
+                                     const float* dout, const float* lse, float* dq, float* dk, float* dv);
+
+// ---- blas1.cu: the engine's vector kernels (native/cpu/blas1.cc), f32 ----
+std::string axpy(int64_t n, float alpha, const float* x, float* y);
+std::string scale(int64_t n, float alpha, float* x);
+// The float64 sum of squares of each tensor (ptrs[t], sizes[t] elements) into *sums (host, count values), the CPU
+// kernel's chunks summed in its order. One launch, one copy back: synchronizes.
+std::string sum_squares(const std::vector<const float*>& ptrs, const std::vector<int64_t>& sizes, double* sums);
 
 // ---- cast.cu, elementwise.cu, adamw.cu, precision.cu, norm.cu, loss.cu, conv.cu ----
 // cast (native/cpu/copy.cc): f32 -> f16 / bf16 round to nearest even (NaN stays NaN), 16-bit -> f32 exact; i32 through

@@ -26,6 +26,8 @@ const READERS: Record<string, ArgKind[]> = {
   mask_spec: ['maskKind', 'integer', 'integer', 'integer'],
   conv_dims: ['integer', 'integer', 'integer', 'integer', 'integer', 'integer'],
   pool_dims: ['integer', 'integer', 'integer', 'integer'],
+  dense_strides: ['integers'],
+  dense_geometry: ['integer', 'integer', 'integer', 'integer', 'integer', 'integer', 'number', 'boolean'],
 };
 
 export const ADDON_SOURCE = path.resolve(__dirname, '..', '..', '..', 'native', 'cuda', 'addon.cc');

@@ -106,10 +106,10 @@ describe(`CUDA tensor-core attention and KV-cache decode vs the CPU (needs a GPU
 
           const [dq, dk, dv, ddo] = [onDevice(q.enc), onDevice(k.enc), onDevice(v.enc), onDevice(dO.enc)];
           const [dout, dlse] = [onDevice(new Uint16Array(B * H * T * Dv)), onDevice(new Float32Array(B * H * T))];
-          cuda.attentionForward(dtype, kind, textLen, gridSide, convKernel, dq, dk, dv, dout, dlse, B, H, D, Dv, scale);
+          cuda.blockSparseAttentionForward(dtype, kind, textLen, gridSide, convKernel, dq, dk, dv, dout, dlse, B, H, D, Dv, scale);
           const [gq, gk, gv] = [onDevice(new Uint16Array(B * H * T * D)), onDevice(new Uint16Array(B * H * T * D)), onDevice(new Uint16Array(B * H * T * Dv))];
           const delta = onDevice(new Float32Array(B * H * T));
-          cuda.attentionBackward(dtype, kind, textLen, gridSide, convKernel, dq, dk, dv, dout, ddo, dlse, gq, gk, gv, delta, B, H, D, Dv, scale);
+          cuda.blockSparseAttentionBackward(dtype, kind, textLen, gridSide, convKernel, dq, dk, dv, dout, ddo, dlse, gq, gk, gv, delta, B, H, D, Dv, scale);
           cuda.synchronize();
 
           const [at, rt] = TOL[dtype];

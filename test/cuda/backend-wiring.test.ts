@@ -5,10 +5,14 @@
 // (native/cuda/addon.cc, test/cuda/addon-bindings.ts): the count, and the kind of each argument. A wrong argument
 // order or count in the wiring fails here instead of on a GPU.
 import * as assert from 'node:assert';
-import { createCudaBackend } from '../../src/core/backend';
+import { cpuBackend, createCudaBackend, missingKernels } from '../../src/core/backend';
+import { CPU_NOT_KERNELS } from '../../src/core/backend/cpu';
 import { cudaAddonIfLoaded, CudaAddon, CudaAllocStats } from '../../src/core/cuda';
 import { native } from '../../src/core/native';
+import '../../src/core/ops';
 import { MASK_KIND_CODE } from '../../src/core/ops/sparse-attention';
+import { ENGINE_KERNELS } from '../../src/core/runtime';
+import { registeredOps, unsupportedOps } from '../../src/core/tensor/op';
 import { ArgKind, argumentMismatch, cudaBindings } from './addon-bindings';
 
 type Call = { name: string; args: unknown[] };
@@ -25,6 +29,8 @@ function recordingAddon(real: Record<string, unknown>): { addon: CudaAddon; call
     malloc: () => (next += 1 << 12),
     allocStats: () => ({ ...STATS }),
     scaleFilter: () => 3,
+    sumSquares: () => 12.5,
+    sumSquaresBatch: () => 12.5,
     cublasLtStatus: () => null,
   };
   const addon: Record<string, Fn> = {};
@@ -76,14 +82,14 @@ describe('CUDA backend wiring against the CUDA addon\'s exports (no GPU needed)'
     assert.deepStrictEqual(bindings.get('copyIn'), ['address', 'typedArray']);
     assert.deepStrictEqual(bindings.get('free'), ['address?', 'integer']);
     assert.deepStrictEqual(bindings.get('memcpy'), ['address', 'address', 'integer']);
-    assert.deepStrictEqual(bindings.get('attentionForward')?.slice(0, 5), ['dtype', 'maskKind', 'integer', 'integer', 'integer']);
+    assert.deepStrictEqual(bindings.get('blockSparseAttentionForward')?.slice(0, 5), ['dtype', 'maskKind', 'integer', 'integer', 'integer']);
   });
 
   it('maps every kernel of its table to an addon export or an adapter, each a CPU kernel name', () => {
     const { addon } = recordingAddon(real!);
     const backend = createCudaBackend(addon, 'cuda:0', 0);
     const table = backend.kernels as Record<string, unknown>;
-    const cpu = native as unknown as Record<string, unknown>;
+    const cpu = cpuBackend.kernels as Record<string, unknown>;
     assert.ok(Object.keys(table).length > 0);
     for (const [name, fn] of Object.entries(table)) {
       assert.strictEqual(typeof fn, 'function', `${name} is not a function`);
@@ -125,8 +131,52 @@ describe('CUDA backend wiring against the CUDA addon\'s exports (no GPU needed)'
     assert.deepStrictEqual(stats, { bytesInUse: 64, bytesCached: 128, peakBytesInUse: 96, allocs: 5, cacheHits: 2, osAllocs: 3 });
   });
 
-  // Each adapter called with its CPU kernel's signature (native/cpu), and what it must send to the addon.
   const A = 4096; // a device address
+
+  // Kernel presence is a property of the build: with the addon built, every kernel that ops or the engine may look up
+  // on the CPU backend has a CUDA twin, so no op and no engine kernel is refused on a GPU for want of one.
+  it('has a CUDA twin for every kernel the CPU backend exposes to ops or the engine', () => {
+    const { addon } = recordingAddon(real!);
+    const backend = createCudaBackend(addon, 'cuda:0', 0);
+    const kernels = Object.keys(cpuBackend.kernels).filter((n) => typeof cpuBackend.kernels[n] === 'function' && !CPU_NOT_KERNELS.includes(n));
+    assert.ok(kernels.includes('attentionForward') && kernels.includes('sumSquaresBatch'), kernels.join(' '));
+    assert.deepStrictEqual(missingKernels(backend, kernels), []);
+    assert.deepStrictEqual(unsupportedOps(backend), []);
+    assert.deepStrictEqual(missingKernels(backend, ENGINE_KERNELS), []);
+  });
+
+  // The exclusions above must not hide a kernel: each is a real CPU export, and none is one an op declares or the
+  // engine calls.
+  it('excludes only CPU exports that no op and no engine path looks up as a kernel', () => {
+    const cpu = native as unknown as Record<string, unknown>;
+    for (const name of CPU_NOT_KERNELS) assert.strictEqual(typeof cpu[name], 'function', `${name} is no CPU export: a stale entry`);
+    const looked = new Set([...registeredOps().flatMap((def) => def.kernels), ...ENGINE_KERNELS]);
+    assert.deepStrictEqual(CPU_NOT_KERNELS.filter((n) => looked.has(n)), []);
+  });
+
+  // The kernels passed through unchanged (the addon's own export under the CPU name), called with the CPU kernel's
+  // signature: each call must be what the addon's binding reads.
+  const PASSTHROUGH_CALLS: Record<string, unknown[]> = {
+    // q strided as a permuted (B, T, H, D) projection, a mask, causal
+    attentionForward: [A, [5 * 3 * 8, 8, 3 * 8], A * 2, [96, 48, 8], A * 3, [96, 48, 8], A * 4, A * 5, A * 6, 2, 3, 5, 6, 8, 8, 0.35, true],
+    // no mask, dq not wanted; the decode shape (Tq 1)
+    attentionBackward: [A, [24, 8, 8], A * 2, [144, 48, 8], A * 3, [144, 48, 8], null, A * 4, [24, 8, 8], A * 5, null, A * 6, A * 7,
+      2, 3, 1, 6, 8, 8, 0.35, false],
+    axpy: [100, 0.5, A, A * 2],
+    scale: [100, -2, A],
+    sumSquares: [100, A],
+    sumSquaresBatch: [[A, A * 2, A * 3], [100, 0, 7]],
+  };
+  for (const [name, args] of Object.entries(PASSTHROUGH_CALLS)) {
+    it(`${name}: the addon's kernel takes the CPU kernel's signature`, () => {
+      const { calls, result } = callsOf((b) => (b.kernels[name] as Fn)(...args));
+      assert.deepStrictEqual(calls.map((c) => c.name), [name]);
+      assert.deepStrictEqual(calls[0].args, args);
+      if (name.startsWith('sumSquares')) assert.strictEqual(result, 12.5, 'the sum is returned');
+    });
+  }
+
+  // Each adapter called with its CPU kernel's signature (native/cpu), and what it must send to the addon.
   const ADAPTER_CALLS: Record<string, { args: unknown[]; expect: (calls: Call[]) => void }> = {
     sgemmBatched: {
       args: [3, true, false, 5, 6, 7, 0.5, A, 5, 35, A * 2, 6, 42, 0.25, A * 3, 6, 30],
@@ -158,7 +208,7 @@ describe('CUDA backend wiring against the CUDA addon\'s exports (no GPU needed)'
       // strided q (heads and positions swapped in memory): one contiguous copy before the kernel.
       args: [A, [2 * 6 * 8, 8, 2 * 8], A * 2, [96, 48, 8], A * 3, [96, 48, 8], A * 4, A * 5, MASK_KIND_CODE.conv, 2, 2, 3, 1, 2, 8, 8, 0.35],
       expect: (calls) => {
-        assert.deepStrictEqual(calls.map((c) => c.name), ['alloc', 'stridedCopy', 'attentionForward', 'free']);
+        assert.deepStrictEqual(calls.map((c) => c.name), ['alloc', 'stridedCopy', 'blockSparseAttentionForward', 'free']);
         assert.deepStrictEqual(calls[1].args.slice(2), [4, [1, 2, 6, 8], [96, 48, 8, 1], [96, 8, 16, 1]]);
         const [dtype, kind, textLen, gridSide, convKernel] = calls[2].args;
         assert.deepStrictEqual([dtype, kind, textLen, gridSide, convKernel], ['f32', 'conv', 2, 2, 3]);
@@ -170,9 +220,9 @@ describe('CUDA backend wiring against the CUDA addon\'s exports (no GPU needed)'
         MASK_KIND_CODE.row, 2, 2, 1, 1, 2, 8, 8, 0.35],
       expect: (calls) => {
         const names = calls.map((c) => c.name);
-        assert.deepStrictEqual(names.filter((n) => n.startsWith('attention')), ['attentionForward', 'attentionBackward']);
+        assert.deepStrictEqual(names.filter((n) => n.startsWith('blockSparseAttention')), ['blockSparseAttentionForward', 'blockSparseAttentionBackward']);
         assert.strictEqual(names.filter((n) => n === 'alloc').length, names.filter((n) => n === 'free').length, 'a workspace leaks');
-        const bwd = calls.find((c) => c.name === 'attentionBackward')!.args;
+        const bwd = calls.find((c) => c.name === 'blockSparseAttentionBackward')!.args;
         assert.deepStrictEqual(bwd.slice(0, 5), ['f32', 'row', 2, 2, 1]);
         assert.deepStrictEqual([bwd[5], bwd[6], bwd[7], bwd[9], bwd[10], bwd[11], bwd[13]], [A, A * 2, A * 3, A * 4, A * 5, A * 6, A * 7]);
         assert.ok(typeof bwd[12] === 'number' && bwd[12] > 0, 'dk wanted by nobody still needs a workspace');

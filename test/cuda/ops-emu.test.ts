@@ -1,6 +1,7 @@
 // The CUDA backend's op kernels (fill, stridedCopy, ewUnary / ewBinary and their flat forms, softmax and log-softmax
 // forward / backward, sum / max / argmax reductions and max's backward, embedding forward / backward, 2x2 max-pool and
-// 2x upsampling, philoxFill) run on the CPU: native/cuda/emu/ops_emu.cc compiles their device code
+// 2x upsampling, philoxFill, the dense masked attention forward / backward, axpy, scale and the batched sum of
+// squares) run on the CPU: native/cuda/emu/ops_emu.cc compiles their device code
 // (native/cuda/*_kernels.cuh, the source nvcc compiles) with g++ in the emulation dialect (one OS thread per CUDA
 // thread, __syncthreads as a barrier) and compares each with a float64 or exact reference on fresh random inputs, odd
 // sizes included. The Philox stream is compared with the CPU kernel (the main addon's philoxFill) value by value.
@@ -33,7 +34,8 @@ describe('CUDA op kernels, emulated on the CPU', function () {
     if (!cuda) this.skip();
     const names = ['fill', 'stridedCopy', 'ewUnary', 'ewUnaryFlat', 'ewBinary', 'ewBinaryFlat', 'softmaxForward',
       'softmaxBackward', 'reduce', 'reduceMaxBackward', 'embeddingForward', 'embeddingBackward', 'maxpool2x2Forward',
-      'maxpool2x2Backward', 'upsample2xForward', 'upsample2xBackward', 'philoxFill', 'cast'];
+      'maxpool2x2Backward', 'upsample2xForward', 'upsample2xBackward', 'philoxFill', 'cast', 'attentionForward',
+      'attentionBackward', 'axpy', 'scale', 'sumSquares'];
     for (const name of names) {
       assert.strictEqual(typeof (native as unknown as Record<string, unknown>)[name], 'function', `CPU ${name}`);
       assert.strictEqual(typeof cuda[name], 'function', `CUDA ${name}`);
@@ -47,12 +49,17 @@ describe('CUDA op kernels, emulated on the CPU', function () {
       const expected = ['fill', 'stridedCopy', 'ewUnary.gelu', 'ewBinary.div', 'ewUnaryFlat.tanh', 'ewBinaryFlat.geluGrad',
         'softmaxForward', 'softmaxBackward', 'logSoftmaxForward', 'logSoftmaxBackward', 'reduce.sum.rows',
         'reduce.sum.cols', 'reduce.max.rows', 'reduce.argmax.cols', 'reduceMaxBackward', 'embedding', 'maxpool2x2',
-        'upsample2x'];
+        'upsample2x', 'axpy+scale', 'sumSquares'];
+      // The dense attention (dense_attention_kernels.cuh) against float64: CLIP's causal and full shapes, a mask with an
+      // empty row, fewer queries than keys, and the prior's single-query decode step with a mask row.
+      for (const shape of ['causal', 'mask', 'maskCausal', 'full', 'decode']) {
+        expected.push(`attentionForward.${shape}`, `attentionBackward.dq.${shape}`, `attentionBackward.dkdv.${shape}`);
+      }
       for (const key of expected) assert.ok(key in r, `check ${key} did not run: ${out}`);
       // Each value is the worst relative error (<= 1 passes) or, for exact ops, the count of wrong elements (0 passes).
       const failing = Object.entries(r).filter(([, v]) => !(v <= 1));
       assert.deepStrictEqual(failing, [], out);
-      const exact = ['fill', 'stridedCopy', 'reduce.max.rows', 'reduce.max.cols', 'reduce.argmax.rows',
+      const exact = ['fill', 'stridedCopy', 'axpy+scale', 'reduce.max.rows', 'reduce.max.cols', 'reduce.argmax.rows',
         'reduce.argmax.cols', 'reduceMaxBackward', 'embedding', 'maxpool2x2', 'upsample2x'];
       for (const key of exact) assert.strictEqual(r[key], 0, `${key}: ${r[key]} elements differ`);
     });

@@ -1,7 +1,8 @@
 // AdamW against a float64 transcription of the update rule, decay groups, 16-bit master weights, clipping, schedules.
 import * as assert from 'node:assert';
 import { native } from '../../src/core/native';
-import { Tensor, keep } from '../../src/core/tensor';
+import { Tensor, keep, sumSquares } from '../../src/core/tensor';
+import { installFakeDevice } from '../harness/fake-device';
 import { AdamW } from '../../src/core/train/adamw';
 import { clipGradNorm, gradNorm } from '../../src/core/train/clip';
 import { cosine, linear, warmupCosine } from '../../src/core/train/schedule';
@@ -88,6 +89,42 @@ describe('AdamW', () => {
     assert.deepStrictEqual(clipGradNorm([a, b], 4).clipped, false);
     a.dispose();
     b.dispose();
+  });
+
+  // The norm is one batched kernel call (sumSquaresBatch: one synchronization on a GPU instead of one a parameter);
+  // on the CPU it must give today's bits: the per-parameter sums (each in the kernel's 16384-element blocks) added in
+  // parameter order.
+  it('takes the gradient norm in one batched call that gives the per-parameter loop\'s bits on the CPU', () => {
+    const rand = makeRandom(7);
+    const sizes = [1, 16384 * 2 + 77, 0, 5, 40001, 3];
+    const params = sizes.map((n) => param(Array.from({ length: n }, () => rand.normal() * 3)));
+    params.forEach((p, i) => i !== 4 && setGrad(p, Array.from({ length: sizes[i] }, () => rand.normal() * (i + 1))));
+    let loop = 0; // what clip.ts computed before: sumSquares per gradient, in order
+    for (const p of params) if (p.grad) loop += sumSquares(p.grad);
+    assert.ok(Object.is(gradNorm(params), Math.sqrt(loop)), `${gradNorm(params)} vs ${Math.sqrt(loop)}`);
+    // Reordered, the float64 sum may differ in its last bits: the order is part of the contract, and kept.
+    const device = installFakeDevice();
+    try {
+      const onDevice = params.map((p) => {
+        const q = keep(p.to('cuda:0'));
+        if (p.grad) q.grad = keep(p.grad.to('cuda:0'));
+        return q;
+      });
+      device.kernelsUsed.clear();
+      const { norm } = clipGradNorm(onDevice, 1e9);
+      assert.ok(Object.is(norm, Math.sqrt(loop)));
+      assert.deepStrictEqual([...device.kernelsUsed], ['sumSquaresBatch'], 'one batched kernel, not sumSquares a parameter');
+      for (const q of onDevice) {
+        q.grad?.dispose();
+        q.dispose();
+      }
+    } finally {
+      device.remove();
+    }
+    for (const p of params) {
+      p.grad?.dispose();
+      p.dispose();
+    }
   });
 });
 

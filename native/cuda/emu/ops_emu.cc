@@ -23,7 +23,9 @@
 
 #include "dialect.h"
 
+#include "../blas1_kernels.cuh"
 #include "../cast_kernels.cuh"
+#include "../dense_attention_kernels.cuh"
 #include "../copy_kernels.cuh"
 #include "../elementwise_kernels.cuh"
 #include "../embedding_kernels.cuh"
@@ -422,6 +424,147 @@ void check_pool() {
   }
 }
 
+// ---- axpy, scale, sum of squares (several tensors in one launch) ----
+
+void check_blas1() {
+  for (int rep = 0; rep < 4; rep++) {
+    const int64_t n = randint(1, 5000) | 1;
+    const float alpha = rep % 2 ? -0.75f : 1.3f;
+    std::vector<float> x = randn(n), y = randn(n), y0 = y, z = x;
+    launch(small_grid(n, 64), 1, 64, [&] { axpy_kernel(n, alpha, x.data(), y.data()); });
+    launch(small_grid(n, 32), 1, 32, [&] { scale_kernel(n, alpha, z.data()); });
+    double bad = 0;
+    for (int64_t i = 0; i < n; i++) bad += y[i] != y0[i] + alpha * x[i];  // one f32 multiply-add, as the CPU loop
+    for (int64_t i = 0; i < n; i++) bad += z[i] != x[i] * alpha;
+    record("axpy+scale", bad);
+  }
+  // Tensors of 0, 1, odd and several-chunk sizes in one launch; the grid wraps into y (2 chunks a row).
+  const std::vector<int64_t> sizes = {0, 1, 3 * kSumSquaresChunk + 17, 0, 999, kSumSquaresChunk, 5};
+  std::vector<std::vector<float>> data;
+  std::vector<const float*> ptrs;
+  std::vector<int64_t> first(sizes.size() + 1, 0);
+  for (size_t t = 0; t < sizes.size(); t++) {
+    data.push_back(randn(sizes[t], 3.0f));
+    ptrs.push_back(data.back().data());
+    first[t + 1] = first[t] + (sizes[t] + kSumSquaresChunk - 1) / kSumSquaresChunk;
+  }
+  const int64_t chunks = first.back();
+  std::vector<double> partial(chunks, NAN);
+  launch(2, (unsigned)((chunks + 1) / 2), 64,
+         [&] { sum_squares_kernel(ptrs.data(), sizes.data(), first.data(), (int64_t)sizes.size(), partial.data()); });
+  double e = 0;
+  for (size_t t = 0; t < sizes.size(); t++) {
+    for (int64_t c = first[t]; c < first[t + 1]; c++) {
+      double want = 0;  // the CPU kernel's chunk, summed in order in float64
+      const int64_t lo = (c - first[t]) * kSumSquaresChunk, hi = std::min(lo + kSumSquaresChunk, sizes[t]);
+      for (int64_t i = lo; i < hi; i++) want += (double)data[t][i] * data[t][i];
+      e = std::max(e, rel_err(partial[c], want, 1e-12, 1e-12));
+    }
+  }
+  record("sumSquares", e);
+}
+
+// ---- dense attention (native/cpu/attention.cc's attentionForward / attentionBackward) ----
+
+// One case: strided q, k, v, dO (heads and time swapped in memory), an optional mask with empty rows, causal or not.
+void check_dense_attention_case(int64_t B, int64_t H, int64_t Tq, int64_t Tk, int64_t D, int64_t Dv, bool masked,
+                                bool causal, const std::string& name) {
+  // Layout (B, T, H, width): strides [T H w, w, H w] as a permuted (B, T, H, w) projection.
+  auto strides = [&](int64_t T, int64_t w) { return std::vector<int64_t>{T * H * w, w, H * w}; };
+  const std::vector<int64_t> qs = strides(Tq, D), ks = strides(Tk, D), vs = strides(Tk, Dv), os = strides(Tq, Dv);
+  std::vector<float> q = randn(B * Tq * H * D), k = randn(B * Tk * H * D), v = randn(B * Tk * H * Dv),
+                     dO = randn(B * Tq * H * Dv);
+  std::vector<int32_t> mask;
+  if (masked) {
+    mask.resize(Tq * Tk);
+    for (auto& m : mask) m = randint(0, 3) != 0;
+    if (Tq > 1) for (int64_t j = 0; j < Tk; j++) mask[1 * Tk + j] = 0;  // a row with no allowed key
+  }
+  DenseAttnGeometry G{};
+  G.B = B, G.H = H, G.Tq = Tq, G.Tk = Tk, G.D = D, G.Dv = Dv;
+  for (int j = 0; j < 3; j++) G.qs[j] = qs[j], G.ks[j] = ks[j], G.vs[j] = vs[j], G.os[j] = os[j];
+  G.mask = masked ? mask.data() : nullptr;
+  G.scale = 1.0f / std::sqrt((float)D);
+  G.causal = causal;
+  const int64_t BH = B * H, rows = BH * Tq, cols = BH * Tk;
+  std::vector<float> out(rows * Dv, NAN), lse(rows, NAN), dq(rows * D, NAN), dk(cols * D, NAN), dv(cols * Dv, NAN),
+      delta(rows, NAN);
+  const unsigned threads = Tk > 40 ? 64 : 32;  // fewer threads than keys: the loops stride
+  launch((unsigned)rows, 1, threads, [&] { dense_attn_fwd_kernel(G, q.data(), k.data(), v.data(), out.data(), lse.data()); });
+  launch((unsigned)rows, 1, threads, [&] {
+    dense_attn_bwd_q_kernel(G, q.data(), k.data(), v.data(), dO.data(), lse.data(), dq.data(), delta.data());
+  });
+  launch((unsigned)cols, 1, 32, [&] {
+    dense_attn_bwd_kv_kernel(G, q.data(), k.data(), v.data(), dO.data(), lse.data(), delta.data(), dk.data(), dv.data());
+  });
+  // float64 reference
+  double ef = 0, el = 0, eq = 0, ekv = 0;
+  std::vector<double> rdk(cols * D, 0.0), rdv(cols * Dv, 0.0);
+  for (int64_t bh = 0; bh < BH; bh++) {
+    const int64_t b = bh / H, h = bh % H;
+    auto at = [&](const std::vector<float>& x, const std::vector<int64_t>& st, int64_t t, int64_t c) {
+      return (double)x[b * st[0] + h * st[1] + t * st[2] + c];
+    };
+    for (int64_t i = 0; i < Tq; i++) {
+      std::vector<double> s(Tk, -INFINITY), p(Tk, 0.0), dp(Tk, 0.0);
+      double m = -INFINITY;
+      for (int64_t j = 0; j < Tk; j++) {
+        if ((masked && !mask[i * Tk + j]) || (causal && j > i + Tk - Tq)) continue;
+        double dot = 0;
+        for (int64_t d = 0; d < D; d++) dot += at(q, qs, i, d) * at(k, ks, j, d);
+        s[j] = (double)G.scale * dot;
+        m = std::max(m, s[j]);
+      }
+      const int64_t r = bh * Tq + i;
+      if (m == -INFINITY) {
+        el = std::max(el, lse[r] == -INFINITY ? 0.0 : INFINITY);
+        for (int64_t c = 0; c < Dv; c++) ef = std::max(ef, out[r * Dv + c] == 0.0f ? 0.0 : INFINITY);
+        for (int64_t d = 0; d < D; d++) eq = std::max(eq, dq[r * D + d] == 0.0f ? 0.0 : INFINITY);
+        continue;
+      }
+      double l = 0;
+      for (int64_t j = 0; j < Tk; j++) l += s[j] == -INFINITY ? 0 : std::exp(s[j] - m);
+      el = std::max(el, rel_err(lse[r], m + std::log(l), 1e-5, 1e-5));
+      double di = 0;
+      for (int64_t j = 0; j < Tk; j++) {
+        p[j] = s[j] == -INFINITY ? 0 : std::exp(s[j] - m) / l;
+        for (int64_t c = 0; c < Dv; c++) dp[j] += at(dO, os, i, c) * at(v, vs, j, c);
+        di += p[j] * dp[j];
+      }
+      for (int64_t c = 0; c < Dv; c++) {
+        double o = 0;
+        for (int64_t j = 0; j < Tk; j++) o += p[j] * at(v, vs, j, c);
+        ef = std::max(ef, rel_err(out[r * Dv + c], o, 1e-5, 1e-4));
+      }
+      for (int64_t d = 0; d < D; d++) {
+        double g = 0;
+        for (int64_t j = 0; j < Tk; j++) g += p[j] * (dp[j] - di) * at(k, ks, j, d);
+        eq = std::max(eq, rel_err(dq[r * D + d], (double)G.scale * g, 1e-5, 1e-4));
+      }
+      for (int64_t j = 0; j < Tk; j++) {
+        const double ds = p[j] * (dp[j] - di);
+        for (int64_t d = 0; d < D; d++) rdk[(bh * Tk + j) * D + d] += (double)G.scale * ds * at(q, qs, i, d);
+        for (int64_t c = 0; c < Dv; c++) rdv[(bh * Tk + j) * Dv + c] += p[j] * at(dO, os, i, c);
+      }
+    }
+  }
+  for (int64_t x = 0; x < cols * D; x++) ekv = std::max(ekv, rel_err(dk[x], rdk[x], 1e-5, 1e-4));
+  for (int64_t x = 0; x < cols * Dv; x++) ekv = std::max(ekv, rel_err(dv[x], rdv[x], 1e-5, 1e-4));
+  record("attentionForward." + name, std::max(ef, el));
+  record("attentionBackward.dq." + name, eq);
+  record("attentionBackward.dkdv." + name, ekv);
+}
+
+void check_dense_attention() {
+  // CLIP's causal text attention and a full one, odd sizes; queries fewer than keys (the last Tq of Tk positions).
+  check_dense_attention_case(2, 3, 7, 7, 5, 3, false, true, "causal");
+  check_dense_attention_case(1, 2, 9, 45, 7, 9, true, false, "mask");
+  check_dense_attention_case(2, 1, 5, 11, 3, 5, true, true, "maskCausal");
+  check_dense_attention_case(1, 3, 4, 13, 9, 4, false, false, "full");
+  // The prior's KV-cached decode step: one query, the mask row of its position over the cached keys.
+  check_dense_attention_case(3, 2, 1, 37, 8, 8, true, false, "decode");
+}
+
 int philox(int argc, char** argv) {
   if (argc != 10) {
     std::fprintf(stderr, "usage: ops_emu philox K0 K1 OFFSET N KIND A B FILE\n");
@@ -490,6 +633,8 @@ int main(int argc, char** argv) {
   check_reduce();
   check_embedding();
   check_pool();
+  check_blas1();
+  check_dense_attention();
   std::printf("{");
   bool first = true;
   for (const auto& kv : results) {

@@ -66,11 +66,11 @@ export interface CudaAddon {
     strideC: number, batch: number, tf32: boolean,
   ): void;
   /** Block-sparse attention of the prior's masks: fp32 on CUDA cores, fp16 / bf16 on tensor cores (mma.sync). */
-  attentionForward(
+  blockSparseAttentionForward(
     dtype: CudaDType, kind: CudaMaskKind, textLen: number, gridSide: number, convKernel: number, q: number, k: number,
     v: number, o: number, lse: number, B: number, H: number, D: number, Dv: number, scale: number,
   ): void;
-  attentionBackward(
+  blockSparseAttentionBackward(
     dtype: CudaDType, kind: CudaMaskKind, textLen: number, gridSide: number, convKernel: number, q: number, k: number,
     v: number, o: number, dO: number, lse: number, dq: number, dk: number, dv: number, delta: number, B: number,
     H: number, D: number, Dv: number, scale: number,
@@ -80,14 +80,34 @@ export interface CudaAddon {
    * cached keys and values k (B', H, Tc, D), v (B', H, Tc, Dv) of the positions its mask row allows (all <= position,
    * which the cache must hold). Strides are in elements, [batch, head, time] (q's time stride is not used); out
    * (B, H, 1, Dv) contiguous, lse (B, H) f32. fp16 / bf16 caches take q and give out in the same type. D, Dv <= 64.
-   * (Not the engine's decode kernel name: on the CPU a decode step is attentionForward with the rows of the dense mask,
-   * a name this addon already uses for the block-sparse forward above.)
+   * (A GPU-only entry point: the engine's decode step is the dense attentionForward below with the rows of the mask.)
    */
   attentionDecode(
     dtype: CudaDType, q: number, qStrides: number[], k: number, kStrides: number[], v: number, vStrides: number[],
     out: number, lse: number, kind: CudaMaskKind, textLen: number, gridSide: number, convKernel: number, B: number,
     H: number, position: number, D: number, Dv: number, scale: number,
   ): void;
+  /** Dense attention with an arbitrary (Tq, Tk) i32 mask (or none) and an optional causal limit: the CPU kernel's
+   *  signature and meaning (native/cpu/attention.cc), f32; q, k, v, dO strided by [batch, head, time]. */
+  attentionForward(
+    q: number, qStrides: number[], k: number, kStrides: number[], v: number, vStrides: number[], mask: number | null,
+    out: number, lse: number, B: number, H: number, Tq: number, Tk: number, D: number, Dv: number, scale: number,
+    causal: boolean,
+  ): void;
+  attentionBackward(
+    q: number, qStrides: number[], k: number, kStrides: number[], v: number, vStrides: number[], mask: number | null,
+    dO: number, dOStrides: number[], lse: number, dq: number | null, dk: number | null, dv: number | null, B: number,
+    H: number, Tq: number, Tk: number, D: number, Dv: number, scale: number, causal: boolean,
+  ): void;
+  /** y += alpha * x (the CPU axpy). */
+  axpy(n: number, alpha: number, x: number, y: number): void;
+  /** x *= alpha (the CPU scale). */
+  scale(n: number, alpha: number, x: number): void;
+  /** The sum of x^2 in float64, returned to the host: synchronizes. */
+  sumSquares(n: number, x: number): number;
+  /** The sums of squares of several tensors in one launch and one copy back: sum over i of sumSquares(sizes[i],
+   *  addresses[i]), each tensor's sum added in list order (as a loop of sumSquares would). Synchronizes once. */
+  sumSquaresBatch(addresses: number[], sizes: number[]): number;
   /** i32 -> float rounds to nearest; float -> i32 truncates toward zero, saturating, NaN -> 0. */
   cast(dst: number, dstDtype: CudaCastDType, src: number, srcDtype: CudaCastDType, count: number): void;
   geluForward(dtype: CudaDType, x: number, y: number, n: number): void;
