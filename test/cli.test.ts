@@ -10,6 +10,7 @@ import { ConfigUse } from '../src/cli/config-use';
 import { formatEventLine, formatProgressLine, RateMeter } from '../src/cli/render/format';
 import { PlainRenderer } from '../src/cli/render';
 import { dvaeConfig, resolveConfig } from '../src/core/config';
+import { cudaStatus } from '../src/core/cuda';
 import { CoreEmitter } from '../src/core/events';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -256,7 +257,30 @@ describe('dalle info', () => {
   it('refuses a device it does not have, with exit code and advice', () => {
     const result = dalleProcess(['info', '--device', 'cuda']);
     assert.equal(result.status, 5);
-    // The reason before it varies (no addon, no driver, no GPU), and the renderer wraps long lines: compare words.
-    assert.match(result.stderr.replace(/\s+/g, ' '), /no CUDA backend yet; use --device cpu/);
+    // The reason varies (no addon, no driver, no GPU): it must be this machine's, as the CUDA addon states it. The
+    // renderer wraps long lines: compare words.
+    const reason = cudaStatus().reason;
+    assert.ok(reason.length > 0);
+    const stderr = result.stderr.replace(/\s+/g, ' ');
+    assert.ok(stderr.includes(`${reason.replace(/\s+/g, ' ')}; use --device cpu`), stderr);
+  });
+
+  // Kernel presence is a property of the build: the CUDA column is there whenever the addon is built, GPU or not.
+  it('shows the CUDA column of the op x backend table when the CUDA addon is built, with why no GPU is usable', async function () {
+    const status = cudaStatus();
+    if (!status.loaded) this.skip();
+    const { stdout, error } = await dalle(['info', '--json']);
+    assert.equal(error, undefined);
+    const report = JSON.parse(stdout.trim().split('\n').pop()!);
+    assert.deepEqual(report.opBackends.devices, ['cpu', 'cuda:0']);
+    const attention = report.opBackends.rows.find((r: { op: string }) => r.op === 'attention');
+    assert.deepEqual(attention.missing['cuda:0'], [], 'the dense attention has its CUDA kernels in the build');
+    const text = dalleProcess(['info']);
+    assert.equal(text.status, 0, text.stderr);
+    assert.match(text.stdout, /^ {2}op +cpu +cuda:0$/m);
+    if (!status.available) {
+      assert.equal(report.opBackendsNote, `no usable GPU here: ${status.reason}`);
+      assert.ok(text.stdout.replace(/\s+/g, ' ').includes(`no usable GPU here: ${status.reason.replace(/\s+/g, ' ')}`), text.stdout);
+    }
   });
 });

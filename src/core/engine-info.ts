@@ -1,9 +1,9 @@
 // Facts about the engine on this machine, for `dalle info` and for bug reports.
 import * as path from 'path';
-import { CudaStatus, cudaStatus } from './cuda';
+import { CudaStatus, cudaAddonIfLoaded, cudaStatus } from './cuda';
 import { native } from './native';
 import './ops';
-import { Backend, backendFor, cpuBackend } from './backend';
+import { Backend, backendFor, cpuBackend, createCudaBackend } from './backend';
 import { opMissingKernels, registeredOps } from './tensor';
 
 /** One row of the op x backend table: the kernels the op lacks on each device ([] = it runs there). */
@@ -12,7 +12,7 @@ export interface OpBackendRow {
   missing: Record<string, readonly string[]>;
 }
 
-/** Every registered op against every backend here: the CPU, and the first GPU when the CUDA addon finds one. */
+/** Every registered op against every backend here: the CPU, and CUDA whenever its addon is built (see presentBackends). */
 export function opBackendTable(backends: readonly Backend[] = presentBackends()): { devices: string[]; rows: OpBackendRow[] } {
   const rows = registeredOps()
     .map((def) => ({ op: def.name, missing: Object.fromEntries(backends.map((b) => [b.device, opMissingKernels(def, b)])) }))
@@ -20,8 +20,18 @@ export function opBackendTable(backends: readonly Backend[] = presentBackends())
   return { devices: backends.map((b) => b.device), rows };
 }
 
+// Kernel presence is a property of the build: with the CUDA addon built but no usable GPU, its column is the built
+// addon's kernel table (no device selected, nothing allocated), and the report says why no GPU can use it here.
 function presentBackends(): Backend[] {
-  return cudaStatus().available ? [cpuBackend, backendFor('cuda:0')] : [cpuBackend];
+  if (cudaStatus().available) return [cpuBackend, backendFor('cuda:0')];
+  const addon = cudaAddonIfLoaded();
+  if (!addon) return [cpuBackend];
+  return [cpuBackend, createCudaBackend({ ...addon, setDevice: () => undefined }, 'cuda:0', 0)];
+}
+
+/** Beside the CUDA column when it describes the build only: why no GPU here can run it; null otherwise. */
+export function cudaColumnNote(status: CudaStatus = cudaStatus()): string | null {
+  return status.loaded && !status.available ? `no usable GPU here: ${status.reason}` : null;
 }
 
 /** The table as text lines: one per op, 'yes' or 'no (missing kernels)' per device. */
@@ -45,6 +55,8 @@ export interface EngineReport {
   ops: string[];
   /** The op x backend table (which ops run on which device; what each lacks). */
   opBackends: { devices: string[]; rows: OpBackendRow[] };
+  /** Set when the cuda:0 column is the built addon's kernels without a usable GPU: why there is none. */
+  opBackendsNote: string | null;
 }
 
 export function engineReport(): EngineReport {
@@ -62,5 +74,6 @@ export function engineReport(): EngineReport {
     cudaStatus: cuda,
     ops: registeredOps().map((op) => op.name).sort(),
     opBackends: opBackendTable(),
+    opBackendsNote: cudaColumnNote(cuda),
   };
 }
