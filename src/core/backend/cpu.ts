@@ -29,7 +29,7 @@ const COMPOSED = {
 
 export const cpuBackend: Backend = {
   device: 'cpu',
-  kernels: Object.freeze({ ...(native as unknown as KernelTable), ...COMPOSED }),
+  kernels: { ...(native as unknown as KernelTable), ...COMPOSED },
   alloc: native.alloc,
   free: native.free,
   copyIn: native.copyIn,
