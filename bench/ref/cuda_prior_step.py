@@ -60,6 +60,13 @@ def build(torch, a):
     N = G * G
     mask_of = masks(torch, TL, G, a.conv, a.device)
 
+    def attention(q, k, v, mask):
+        if hasattr(F, "scaled_dot_product_attention"):  # PyTorch >= 2.0 (the GPU machine's)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        # older PyTorch (Debian's 1.13, the CPU check of this script): the same, written out
+        att = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+        return att.masked_fill(~mask, float("-inf")).softmax(-1) @ v
+
     class Block(nn.Module):
         def __init__(self, kind):
             super().__init__()
@@ -72,7 +79,7 @@ def build(torch, a):
             B, T, _ = x.shape
             h = self.ln1(x)
             split = lambda t: t.view(B, T, H, D).transpose(1, 2)
-            o = F.scaled_dot_product_attention(split(self.q(h)), split(self.k(h)), split(self.v(h)), attn_mask=self.mask)
+            o = attention(split(self.q(h)), split(self.k(h)), split(self.v(h)), self.mask)
             x = x + self.proj(o.transpose(1, 2).reshape(B, T, C))
             return x + self.out(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
 
