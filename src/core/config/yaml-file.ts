@@ -25,9 +25,9 @@ export interface ConfigFile {
 export function readConfigFile(path: string): ConfigFile {
   const text = readText(path);
   const lineCounter = new LineCounter();
-  const document = YAML.parseDocument(text, { lineCounter, uniqueKeys: true });
+  const document = parseYaml(path, text, lineCounter);
   const firstError = document.errors[0];
-  if (firstError !== undefined) throw malformed(path, firstError);
+  if (firstError !== undefined) throw malformed(path, firstError, text, lineCounter);
 
   const locate = (node: YamlNode | null | undefined): ConfigLocation => {
     if (node?.range == null) return { file: path };
@@ -54,6 +54,25 @@ export function readConfigFile(path: string): ConfigFile {
   };
 }
 
+/**
+ * The yaml package reports syntax errors in `document.errors`, but its parser recurses once per nesting level and so
+ * throws a RangeError (call stack exceeded) on thousands of nested mappings (`a: a: a: ...`): that is a malformed
+ * config too. Its "pretty" errors are off: it would add the line, column and a source excerpt to every error, each
+ * found by a scan from the top, so thousands of errors in one file took seconds per 100 KB (found by test/fuzz);
+ * only the first error is reported, and malformed() describes it.
+ */
+function parseYaml(path: string, text: string, lineCounter: LineCounter): Document.Parsed {
+  try {
+    return YAML.parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false });
+  } catch (error) {
+    if (!(error instanceof RangeError)) throw error;
+    throw new ConfigError(`malformed YAML: nested too deeply to parse (${error.message})`, {
+      file: path,
+      hint: 'a config nests sections a few levels deep (train: grad_scale: init: ...); start from one of the files in configs/',
+    });
+  }
+}
+
 function readText(path: string): string {
   try {
     return readTextFileSync(path, TEXT_LIMITS.config);
@@ -70,16 +89,20 @@ function readText(path: string): string {
   }
 }
 
-// The yaml package's messages read "Problem at line 5, column 3:\n\n<source excerpt>\n"; we keep the problem, move the
-// position into our file:line:column prefix, and offer the excerpt as the hint.
-function malformed(path: string, error: YAML.YAMLError): ConfigError {
-  const [head, ...excerpt] = error.message.split('\n');
-  const problem = head.replace(/ at line \d+, column \d+:?$/, '');
-  const position = error.linePos?.[0];
-  return new ConfigError(`malformed YAML: ${problem}`, {
+/** Longest part of the offending line shown in the hint. */
+const EXCERPT_CHARS = 120;
+
+// The problem with our file:line:column prefix, and the offending line with a caret under the column as the hint.
+function malformed(path: string, error: YAML.YAMLError, text: string, lineCounter: LineCounter): ConfigError {
+  const { line, col } = lineCounter.linePos(error.pos[0]);
+  const lineStart = lineCounter.lineStarts[line - 1] ?? 0;
+  const lineEnd = text.indexOf('\n', lineStart);
+  const shownFrom = Math.max(0, col - 1 - EXCERPT_CHARS / 2);
+  const source = text.slice(lineStart, lineEnd < 0 ? text.length : lineEnd).slice(shownFrom, shownFrom + EXCERPT_CHARS).trimEnd();
+  return new ConfigError(`malformed YAML: ${error.message.split('\n')[0]}`, {
     file: path,
-    line: position?.line,
-    column: position?.col,
-    hint: `fix the YAML syntax here:\n${excerpt.join('\n').replace(/\n+$/, '')}`,
+    line,
+    column: col,
+    hint: `fix the YAML syntax here:\n${source}\n${' '.repeat(col - 1 - shownFrom)}^`,
   });
 }
