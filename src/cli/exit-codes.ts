@@ -51,6 +51,12 @@ const POLICIES: Readonly<Record<string, ErrorPolicy>> = {
   // An output path that cannot be written (src/core/io/write-errors.ts): a bad path is input; a full disk, runtime.
   OutputPathError: { exit: ExitCode.input, suggestions: (error) => [(error as OutputPathError).hint] },
   OutputWriteError: { exit: ExitCode.runtime, suggestions: (error) => [(error as OutputWriteError).hint] },
+  // dalle convert openai-dvae (src/core/io/pickle.ts, torch-file.ts, models/dvae/openai-release.ts): a pickle that
+  // asks to run anything, a file that is not a readable torch.save file, modules that are not the released dVAE's.
+  PickleRefusedError: { exit: ExitCode.input, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
+  PickleFormatError: { exit: ExitCode.input, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
+  TorchFileError: { exit: ExitCode.input, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
+  OpenAiDvaeError: { exit: ExitCode.input, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
   // A folder that another dalle command is writing (core/io/run-lock.ts): the message names the holder.
   RunLockError: { exit: ExitCode.input, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
   DeviceUnavailableError: {
