@@ -166,21 +166,24 @@ describe('commands: generate', function () {
     assert.match(other.error?.message ?? '', /other settings \(temperature: 1 there, 0\.5 now\)/);
   });
 
-  it('Ctrl-C stops after the batch being sampled (exit 130); the same command then finishes identically', async () => {
-    const out = path.join(work, 'interrupted');
-    // A SIGINT as soon as the first PNG exists: the command is awaiting its file writes then.
+  /** Runs `args`, sending `signal` in-process as soon as the first PNG exists (the command awaits its file writes then). */
+  async function generateSignalled(out: string, signal: NodeJS.Signals, args: string[]): Promise<Awaited<ReturnType<typeof generate>>> {
     const poll = setInterval(() => {
       if (fs.existsSync(out) && pngs(out).length > 0) {
         clearInterval(poll);
-        process.emit('SIGINT');
+        process.emit(signal);
       }
     }, 1);
-    let stopped;
     try {
-      stopped = await generate([...base, '--out', out, '--batch', '2', '--json']);
+      return await generate(args);
     } finally {
       clearInterval(poll);
     }
+  }
+
+  it('Ctrl-C stops after the batch being sampled (exit 130); the same command then finishes identically', async () => {
+    const out = path.join(work, 'interrupted');
+    const stopped = await generateSignalled(out, 'SIGINT', [...base, '--out', out, '--batch', '2', '--json']);
     assert.equal(stopped.error, undefined, stopped.error?.message);
     assert.equal(process.exitCode, 130);
     const result = lastJson(stopped.stdout) as { stopped: boolean; generated: number };
@@ -196,18 +199,7 @@ describe('commands: generate', function () {
 
   it('SIGTERM (what Slurm and Kubernetes send) stops after the batch being sampled too, with exit 143', async () => {
     const out = path.join(work, 'terminated');
-    const poll = setInterval(() => {
-      if (fs.existsSync(out) && pngs(out).length > 0) {
-        clearInterval(poll);
-        process.emit('SIGTERM');
-      }
-    }, 1);
-    let stopped;
-    try {
-      stopped = await generate([...base, '--out', out, '--batch', '2', '--json']);
-    } finally {
-      clearInterval(poll);
-    }
+    const stopped = await generateSignalled(out, 'SIGTERM', [...base, '--out', out, '--batch', '2', '--json']);
     assert.equal(stopped.error, undefined, stopped.error?.message);
     assert.equal(process.exitCode, 143);
     process.exitCode = undefined;
