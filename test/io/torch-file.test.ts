@@ -65,6 +65,15 @@ describe('io/torch-file: torch.save files, zip and legacy', () => {
     }
   });
 
+  it('rebuilds views of one storage: offsets and strides (a transpose, a row)', async () => {
+    const file = await readTorchFile(fixture('views.pkl'), []);
+    const entries = (file.root as { entries: Map<string, { shape: number[]; toFloat32(): Float32Array }> }).entries;
+    const values = (name: string): [number[], number[]] => [entries.get(name)!.shape, Array.from(entries.get(name)!.toFloat32())];
+    assert.deepEqual(values('x'), [[2, 3], [0, 1, 2, 3, 4, 5]]);
+    assert.deepEqual(values('x_t'), [[3, 2], [0, 3, 1, 4, 2, 5]]);
+    assert.deepEqual(values('row_1'), [[3], [3, 4, 5]]);
+  });
+
   it('refuses the pickle that would call os.system, naming it', async () => {
     await assert.rejects(readTorchFile(fixture('evil.pkl'), OPENAI_DVAE_CLASSES), (e: unknown) => {
       assert.ok(e instanceof PickleRefusedError);

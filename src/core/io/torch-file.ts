@@ -182,6 +182,19 @@ class TorchPickleContext {
       const { storage, offset, stride } = t.source;
       const data = storage.data!;
       const out = data instanceof Float32Array ? new Float32Array(t.numel) : new Uint16Array(t.numel);
+      let expected = 1;
+      const contiguous = t.shape.every((_, d) => {
+        const i = t.shape.length - 1 - d; // innermost first
+        const ok = t.shape[i] === 1 || stride[i] === expected;
+        expected *= t.shape[i];
+        return ok;
+      });
+      if (contiguous) {
+        // Row-major already (every parameter torch.save writes): one copy.
+        out.set(data.subarray(offset, offset + out.length));
+        t.data = out;
+        continue;
+      }
       const index = new Array<number>(t.shape.length).fill(0);
       for (let i = 0; i < out.length; i++) {
         let p = offset;
