@@ -90,6 +90,11 @@ async function indexShard(shard: string, skipped: SkipReport): Promise<Sample[]>
   try {
     for await (const member of extract) {
       const header = member.header;
+      // tar-stream hands on a header whose size field is not a number (size null) and then waits for that member's
+      // data forever: the shard's indexing never settled, and a command ended there, silently, with exit code 0.
+      if (!Number.isSafeInteger(header.size) || (header.size as number) < 0) {
+        throw new Error(`${header.name}: its size field is not a number of bytes (${String(header.size)}), so nothing after it can be located`);
+      }
       if (header.type !== 'file' && header.type !== 'contiguous-file') {
         member.resume();
         continue;
