@@ -12,7 +12,9 @@ import { runCommand } from '@oclif/test';
 import sharp from 'sharp';
 import { readNpySync } from '../../src/core/io/npy';
 import { loadTrainedDvae } from '../../src/core/image/dvae-codec';
+import { readSafetensorsSync } from '../../src/core/io/safetensors';
 import { Tensor, noGrad } from '../../src/core/tensor';
+import { readCheckpointOptimizer, readCheckpointState, writeCheckpoint } from '../../src/core/train/checkpoint';
 import { makeCaptionedData, writeTinyPriorConfig } from '../train/prior-helpers';
 import { hashTree, temporaryDir } from './helpers';
 
@@ -151,6 +153,34 @@ describe('commands: convert openai-dvae', function () {
       '--set', 'model.image_grid=4', '--set', 'model.image_vocab=32', '--set', 'train.steps=2']);
     assert.equal(prior.error, undefined, prior.error?.message);
     assert.match(prior.stdout, /trained 2 updates/);
+  });
+
+  it('train-dvae --resume fine-tunes the converted run: AdamW starts fresh, saying so, and writes a normal checkpoint', async () => {
+    const tuned = path.join(work, 'runs', 'tuned');
+    fs.cpSync(run, tuned, { recursive: true });
+    const sets = ['train.steps=2', 'train.batch_size=2', 'train.log_every=1', 'train.sample_every=100', 'train.checkpoint_every=100'].flatMap((set) => ['--set', set]);
+    const { error, stderr } = await dalle(['train-dvae', '--out', tuned, '--resume', '--data', FIXTURES, ...sets]);
+    assert.equal(error, undefined, error?.message);
+    assert.match(stderr, /step-0 holds weights but no optimizer state: AdamW starts fresh \(zero moments, step 0\)/);
+    assert.equal(fs.readFileSync(path.join(tuned, 'latest'), 'utf8').trim(), 'checkpoints/step-2');
+    const step2 = path.join(tuned, 'checkpoints', 'step-2');
+    const state = readCheckpointState(step2);
+    assert.deepEqual([state.step, state.optimizer_step], [2, 2]);
+    assert.ok(state.rng.noise, 'the noise stream is recorded');
+    const moments = readCheckpointOptimizer(step2);
+    assert.ok(moments.has('encoder.blocks.input.w.m') && moments.has('encoder.blocks.input.w.v'));
+    assert.ok([...moments.values()].some((m) => m.some((x) => x !== 0)), 'the moments were updated');
+    assert.ok(!fs.readFileSync(path.join(step2, 'model.safetensors')).equals(fs.readFileSync(path.join(run, 'checkpoints', 'step-0', 'model.safetensors'))), 'the weights changed');
+
+    // An optimizer state with one tensor missing is not a weights-only checkpoint: resuming it stays an error.
+    const weights = readSafetensorsSync(path.join(step2, 'model.safetensors')).tensors;
+    const model = new Map([...weights].map(([name, t]) => [name, Tensor.from(t.data as Float32Array, [...t.shape])]));
+    const partial = new Map([...moments].filter(([name]) => name !== 'encoder.blocks.input.w.m').map(([name, m]) => [name, Tensor.from(m, [m.length])]));
+    writeCheckpoint(tuned, { model, optimizer: partial, state, keep: 0 });
+    for (const t of [...model.values(), ...partial.values()]) t.dispose();
+    const refused = await dalle(['train-dvae', '--out', tuned, '--resume', '--data', FIXTURES, ...sets, '--set', 'train.steps=4']);
+    assert.equal(refused.error?.oclif?.exit, 4);
+    assert.match(refused.error!.message, /optimizer state has no 'encoder\.blocks\.input\.w\.m'/);
   });
 
   it('converting again into its own run replaces it; another folder is refused before reading', async () => {

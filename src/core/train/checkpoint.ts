@@ -294,6 +294,28 @@ export function readCheckpointOptimizer(dir: string): Map<string, Float32Array> 
   });
 }
 
+/** What restoreCheckpointOptimizer needs of an optimizer (AdamW). */
+export interface RestorableOptimizer {
+  loadStateTensors(step: number, get: (name: string) => Float32Array | undefined): void;
+}
+
+/**
+ * Restores the optimizer from a checkpoint's optimizer.safetensors at `state.optimizer_step`. Returns 'fresh' and
+ * leaves the optimizer as made (zero moments, step 0) when that file holds no tensors at all: a checkpoint of weights
+ * only, as `dalle convert openai-dvae` writes (zero moments would cost as much space as the weights twice over). A
+ * state that lacks some of the optimizer's tensors is a CheckpointError (another model configuration).
+ */
+export function restoreCheckpointOptimizer(dir: string, state: CheckpointState, optimizer: RestorableOptimizer): 'restored' | 'fresh' {
+  const moments = readCheckpointOptimizer(dir);
+  if (moments.size === 0) return 'fresh';
+  try {
+    optimizer.loadStateTensors(state.optimizer_step, (name) => moments.get(name));
+  } catch (error) {
+    throw new CheckpointError(`${dir}: ${error instanceof Error ? error.message : String(error)}`, 'the checkpoint was written for another model configuration: resume with the config.yaml of its run');
+  }
+  return 'restored';
+}
+
 /** Checks `file` against its checkpoint's SHA256SUMS (when there is one), then loads it; errors are CheckpointErrors. */
 function loadCheckpointFile<T>(file: string, load: (file: string) => T): T {
   verifyChecksum(file);

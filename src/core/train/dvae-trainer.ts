@@ -12,7 +12,8 @@
  * on gains and biases).
  *
  * Exact resume: everything random or stateful is saved in state.json and restored: the noise Philox (state()), the
- * loader position, AdamW's step (the moments are in optimizer.safetensors), and the accumulators of the current
+ * loader position, AdamW's step (the moments are in optimizer.safetensors; a checkpoint whose optimizer.safetensors
+ * holds no tensors, a converted model's, starts AdamW fresh), and the accumulators of the current
  * metrics interval and codebook-usage window. lr, beta and tau are pure functions of the step. So a resumed run's
  * losses are bitwise those of an uninterrupted run with the same seed (test/commands/dvae-commands.test.ts).
  *
@@ -38,8 +39,8 @@ import {
   CHECKPOINTS_DIR,
   CheckpointError,
   loadCheckpointModel,
-  readCheckpointOptimizer,
   resolveTrainingStart,
+  restoreCheckpointOptimizer,
   writeCheckpoint,
 } from './checkpoint';
 import { startPeakMemory } from './peak-memory';
@@ -190,17 +191,14 @@ export class DvaeTrainer {
       const V = model.arch.vocab_size;
       let metrics: MetricsState = { interval_loss_sum: 0, interval_steps: 0, usage: [] };
       const metricsFile = path.join(out, METRICS_FILE);
+      let weightsOnly = false;
       if (resumed && resumedDir) {
         loadCheckpointModel(resumedDir, new Map(named));
-        const moments = readCheckpointOptimizer(resumedDir);
-        try {
-          optimizer.loadStateTensors(resumed.optimizer_step, (name) => moments.get(name));
-        } catch (error) {
-          throw new CheckpointError(`${resumedDir}: ${error instanceof Error ? error.message : String(error)}`, 'the checkpoint was written for another model configuration: resume with the config.yaml of its run');
-        }
-        if (!resumed.rng.noise) throw new CheckpointError(`${resumedDir}/state.json has no rng.noise`, 'the checkpoint is not from train-dvae: train again');
-        noise = Philox.fromState(resumed.rng.noise);
-        metrics = checkMetricsState(resumed.metrics, V, resumedDir);
+        weightsOnly = restoreCheckpointOptimizer(resumedDir, resumed, optimizer) === 'fresh';
+        // A weights-only checkpoint (a converted model) starts the rest as a fresh run would, except what it records.
+        if (resumed.rng.noise) noise = Philox.fromState(resumed.rng.noise);
+        else if (!weightsOnly) throw new CheckpointError(`${resumedDir}/state.json has no rng.noise`, 'the checkpoint is not from train-dvae: train again');
+        if (!weightsOnly || Object.keys(resumed.metrics).length > 0) metrics = checkMetricsState(resumed.metrics, V, resumedDir);
       }
 
       // All checked: the first write.
@@ -210,6 +208,7 @@ export class DvaeTrainer {
       truncateMetrics(metricsFile, startStep);
       if (resumed) {
         emit({ type: 'log', level: 'info', message: `resuming from ${resumedDir} (update ${startStep} of ${t.steps})` });
+        if (weightsOnly) emit({ type: 'log', level: 'info', message: `${resumedDir} holds weights but no optimizer state: AdamW starts fresh (zero moments, step 0)` });
       } else if (t.codebook_init === 'kmeans') {
         await initCodebook(model, source, config, loaderOptions, this.events);
       }
