@@ -1,5 +1,6 @@
 import { Flags } from '@oclif/core';
 import { BaseCommand } from '../../cli/base-command';
+import { ConfigUse, NO_CONFIG } from '../../cli/config-use';
 
 export interface ConvertOpenAiDvaeResult {
   readonly out: string;
@@ -31,6 +32,9 @@ export default class ConvertOpenAiDvaeCommand extends BaseCommand<typeof Convert
     out: Flags.string({ char: 'o', summary: 'The dVAE run to write: new, empty, or an earlier conversion.', required: true, helpValue: 'RUN' }),
     resolution: Flags.integer({ summary: 'Image side in pixels the run encodes and decodes (the released dVAE: 256).', default: 256, min: 1 }),
   };
+
+  // The run's config is made from the released files and --resolution; no --config or --set applies.
+  static override configUse: ConfigUse = NO_CONFIG;
 
   async run(): Promise<ConvertOpenAiDvaeResult> {
     // The engine is loaded here, not at the top, so `dalle --help` lists this command even without the native addon.
