@@ -6,26 +6,16 @@
 // slot the mask row excludes holds NaN, so a kernel that read a disallowed key would fail. Skips where g++ with C++20
 // <barrier> is missing.
 import * as assert from 'node:assert';
-import { execFileSync } from 'node:child_process';
 import { cudaAddonIfLoaded } from '../../src/core/cuda';
-import { buildEmuProgram } from './gxx';
+import { AttentionEmuCase, attentionCaseName, runEmuJson, useEmuProgram } from './gxx';
 
 describe('CUDA KV-cache decode attention kernel, emulated on the CPU', function () {
   this.timeout(600000);
-  let exe = '';
-
-  before(function () {
-    const built = buildEmuProgram('attention_decode_emu.cc');
-    if ('reason' in built) {
-      console.log(`      (skipped: ${built.reason})`);
-      this.skip();
-    }
-    exe = built.exe;
-  });
+  const exe = useEmuProgram('attention_decode_emu.cc');
 
   // kind, text, grid, conv kernel, B, H, D, Dv: odd text lengths, grid sides 4..8, more allowed keys than one chunk
   // of 128 threads (130 text positions), no text, widths below 64.
-  const cases: Array<[string, number, number, number, number, number, number, number]> = [
+  const cases: AttentionEmuCase[] = [
     ['row', 5, 7, 1, 2, 2, 64, 64],
     ['row', 0, 4, 1, 1, 1, 16, 16],
     ['column', 3, 8, 1, 1, 3, 64, 48],
@@ -52,12 +42,10 @@ describe('CUDA KV-cache decode attention kernel, emulated on the CPU', function 
 
   cases.forEach((c, n) => {
     for (const dtype of ['f32', 'f16', 'bf16']) {
-      const name = `${dtype} ${c[0]} text ${c[1]} grid ${c[2]}${c[0] === 'conv' ? ` k ${c[3]}` : ''} B ${c[4]} H ${c[5]} D ${c[6]} Dv ${c[7]}`;
-      it(name, () => {
-        const out = execFileSync(exe, [...c.map(String), dtype, String(300 + n)], { encoding: 'utf8' });
-        const r = JSON.parse(out.trim()) as Record<string, number>;
+      it(`${dtype} ${attentionCaseName(c)}`, () => {
+        const { values: r, line } = runEmuJson(exe(), [...c.map(String), dtype, String(300 + n)]);
         // max |got - want| / (atol + rtol |want|) with the output type's rounding (attention_decode_emu.cc): <= 1.
-        for (const key of ['o', 'lse']) assert.ok(r[key] <= 1, `${key}: ${r[key]} (${out.trim()})`);
+        for (const key of ['o', 'lse']) assert.ok(r[key] <= 1, `${key}: ${r[key]} (${line})`);
       });
     }
   });

@@ -7,8 +7,7 @@
 // online-softmax mistakes without a GPU (not the hardware's own accumulation order, nor timing). Skips where g++ with
 // C++20 <barrier> is missing.
 import * as assert from 'node:assert';
-import { execFileSync } from 'node:child_process';
-import { buildEmuProgram } from './gxx';
+import { AttentionEmuCase, attentionCaseName, runEmuJson, useEmuProgram } from './gxx';
 
 // Worst |got - want| / rms(want) per output. P and dS are rounded to the input type for their products and the
 // outputs are stored in it, so the errors are a few unit roundoffs (f16 2^-11, bf16 2^-8; measured at most 0.006 and
@@ -19,21 +18,12 @@ const LSE_TOLERANCE = 1e-5;
 
 describe('CUDA tensor-core attention kernels, emulated on the CPU', function () {
   this.timeout(600000);
-  let exe = '';
-
-  before(function () {
-    const built = buildEmuProgram('attention_tc_emu.cc');
-    if ('reason' in built) {
-      console.log(`      (skipped: ${built.reason})`);
-      this.skip();
-    }
-    exe = built.exe;
-  });
+  const exe = useEmuProgram('attention_tc_emu.cc');
 
   // kind, text, grid, conv kernel, B, H, D, Dv: odd text lengths, grid sides 4..8, one and several tiles (T > 64:
   // partial tiles off the diagonal, the last tile cut short), full tiles (conv with 65 text positions: the text key
   // tile is full for the second query tile), widths below 64 (zero-padded), several heads and batch entries.
-  const cases: Array<[string, number, number, number, number, number, number, number]> = [
+  const cases: AttentionEmuCase[] = [
     ['row', 5, 7, 1, 1, 2, 64, 64],
     ['row', 7, 8, 1, 1, 1, 64, 64],
     ['column', 3, 8, 1, 1, 1, 64, 48],
@@ -44,14 +34,12 @@ describe('CUDA tensor-core attention kernels, emulated on the CPU', function () 
   ];
   cases.forEach((c, n) => {
     for (const dtype of ['f16', 'bf16']) {
-      const name = `${dtype} ${c[0]} text ${c[1]} grid ${c[2]}${c[0] === 'conv' ? ` k ${c[3]}` : ''} B ${c[4]} H ${c[5]} D ${c[6]} Dv ${c[7]}`;
-      it(name, () => {
-        const out = execFileSync(exe, [...c.map(String), dtype, String(200 + n)], { encoding: 'utf8' });
-        const r = JSON.parse(out.trim()) as Record<string, number>;
+      it(`${dtype} ${attentionCaseName(c)}`, () => {
+        const { values: r, line } = runEmuJson(exe(), [...c.map(String), dtype, String(200 + n)]);
         for (const key of ['o', 'dq', 'dk', 'dv']) {
-          assert.ok(r[key] <= TOLERANCE[dtype], `${key}: ${r[key]} > ${TOLERANCE[dtype]} (${out.trim()})`);
+          assert.ok(r[key] <= TOLERANCE[dtype], `${key}: ${r[key]} > ${TOLERANCE[dtype]} (${line})`);
         }
-        assert.ok(r.lse <= LSE_TOLERANCE, `lse: ${r.lse} > ${LSE_TOLERANCE} (${out.trim()})`);
+        assert.ok(r.lse <= LSE_TOLERANCE, `lse: ${r.lse} > ${LSE_TOLERANCE} (${line})`);
       });
     }
   });

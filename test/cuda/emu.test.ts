@@ -4,24 +4,14 @@
 // Catches indexing, tiling, synchronization and online-softmax mistakes without a GPU (not fp16 / bf16 loads,
 // nor anything the real hardware adds). Skips where g++ with C++20 <barrier> is missing.
 import * as assert from 'node:assert';
-import { execFileSync } from 'node:child_process';
-import { buildEmuProgram } from './gxx';
+import { AttentionEmuCase, attentionCaseName, runEmuJson, useEmuProgram } from './gxx';
 
 describe('CUDA attention kernels, emulated on the CPU', function () {
   this.timeout(600000);
-  let exe = '';
-
-  before(function () {
-    const built = buildEmuProgram('attention_emu.cc');
-    if ('reason' in built) {
-      console.log(`      (skipped: ${built.reason})`);
-      this.skip();
-    }
-    exe = built.exe;
-  });
+  const exe = useEmuProgram('attention_emu.cc');
 
   // kind, text, grid, conv kernel, B, H, D, Dv: odd sizes, several tiles, full and partial tiles, the prior's own size.
-  const cases: Array<[string, number, number, number, number, number, number, number]> = [
+  const cases: AttentionEmuCase[] = [
     ['row', 5, 7, 1, 2, 2, 40, 24],
     ['row', 7, 20, 1, 1, 2, 64, 64],
     ['row', 0, 5, 1, 1, 1, 16, 16],
@@ -34,11 +24,10 @@ describe('CUDA attention kernels, emulated on the CPU', function () {
     ['column', 256, 32, 1, 1, 1, 64, 64],
   ];
   cases.forEach((c, n) => {
-    it(`${c[0]} text ${c[1]} grid ${c[2]}${c[0] === 'conv' ? ` k ${c[3]}` : ''} B ${c[4]} H ${c[5]} D ${c[6]} Dv ${c[7]}`, () => {
-      const out = execFileSync(exe, [...c.map(String), String(100 + n)], { encoding: 'utf8' });
-      const r = JSON.parse(out.trim()) as Record<string, number>;
+    it(attentionCaseName(c), () => {
+      const { values: r, line } = runEmuJson(exe(), [...c.map(String), String(100 + n)]);
       // Each error is max |got - want| / (1e-5 + 1e-4 |want|) over the outputs: <= 1 passes.
-      for (const key of ['o', 'lse', 'dq', 'dk', 'dv']) assert.ok(r[key] <= 1, `${key}: ${r[key]} (${out.trim()})`);
+      for (const key of ['o', 'lse', 'dq', 'dk', 'dv']) assert.ok(r[key] <= 1, `${key}: ${r[key]} (${line})`);
     });
   });
 });

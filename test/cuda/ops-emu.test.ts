@@ -14,20 +14,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { cudaAddonIfLoaded } from '../../src/core/cuda';
 import { kernel, native } from '../../src/core/native';
-import { buildEmuProgram } from './gxx';
+import { runEmuJson, useEmuProgram } from './gxx';
 
 describe('CUDA op kernels, emulated on the CPU', function () {
   this.timeout(600000);
-  let exe = '';
-
-  before(function () {
-    const built = buildEmuProgram('ops_emu.cc');
-    if ('reason' in built) {
-      console.log(`      (skipped: ${built.reason})`);
-      this.skip();
-    }
-    exe = built.exe;
-  });
+  const exe = useEmuProgram('ops_emu.cc');
 
   it('are exported by the CUDA addon under the CPU kernels\' names', function () {
     const cuda = cudaAddonIfLoaded() as unknown as Record<string, unknown> | null;
@@ -44,8 +35,7 @@ describe('CUDA op kernels, emulated on the CPU', function () {
 
   for (const seed of [1, 2]) {
     it(`every op within tolerance of its reference (inputs of seed ${seed})`, () => {
-      const out = execFileSync(exe, ['check', String(seed)], { encoding: 'utf8' });
-      const r = JSON.parse(out.trim()) as Record<string, number>;
+      const { values: r, line: out } = runEmuJson(exe(), ['check', String(seed)]);
       const expected = ['fill', 'stridedCopy', 'ewUnary.gelu', 'ewBinary.div', 'ewUnaryFlat.tanh', 'ewBinaryFlat.geluGrad',
         'softmaxForward', 'softmaxBackward', 'logSoftmaxForward', 'logSoftmaxBackward', 'reduce.sum.rows',
         'reduce.sum.cols', 'reduce.max.rows', 'reduce.argmax.cols', 'reduceMaxBackward', 'embedding', 'maxpool2x2',
@@ -93,7 +83,7 @@ describe('CUDA op kernels, emulated on the CPU', function () {
   for (const [kind, n, k0, k1, offset, a, b] of requests) {
     it(`philoxFill ${kind} gives the CPU stream (n ${n}, offset ${offset})`, () => {
       const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'dalle-philox-')), 'values.f32');
-      execFileSync(exe, ['philox', String(k0), String(k1), String(offset), String(n), kind, String(a), String(b), file]);
+      execFileSync(exe(), ['philox', String(k0), String(k1), String(offset), String(n), kind, String(a), String(b), file]);
       const buf = fs.readFileSync(file);
       const dev = new Float32Array(buf.buffer, buf.byteOffset, n);
       const previous = native.setIsa('portable');
@@ -120,7 +110,7 @@ describe('CUDA op kernels, emulated on the CPU', function () {
     words.set(new Uint32Array(ints.buffer), floats.length);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dalle-cast-'));
     fs.writeFileSync(path.join(dir, 'in'), words);
-    execFileSync(exe, ['cast', path.join(dir, 'in'), path.join(dir, 'i32'), path.join(dir, 'f32')]);
+    execFileSync(exe(), ['cast', path.join(dir, 'in'), path.join(dir, 'i32'), path.join(dir, 'f32')]);
     const read = (file: string): Uint32Array => {
       const buf = fs.readFileSync(path.join(dir, file));
       return new Uint32Array(buf.buffer, buf.byteOffset, words.length);
