@@ -11,34 +11,28 @@
  */
 import * as path from 'node:path';
 
-/** An output path that cannot be written as asked; `hint` says what to do. Exit code 4 (input). */
-export class OutputPathError extends Error {
-  override readonly name = 'OutputPathError';
-
+/** What both errors carry: the path, the message, what to do, and the errno code behind it, when there was one. */
+abstract class OutputError extends Error {
   constructor(
     /** The path the user gave (or the file being written). */
     readonly target: string,
     message: string,
     readonly hint: string,
-    /** The errno code behind it, when there was one ('EACCES', ...). */
+    /** The errno code behind it ('EACCES', ...). */
     readonly code?: string,
   ) {
     super(message);
   }
 }
 
-/** A write that failed while the command ran (disk full, I/O error); `hint` says what to do. Exit code 5 (runtime). */
-export class OutputWriteError extends Error {
-  override readonly name = 'OutputWriteError';
+/** An output path that cannot be written as asked; `hint` says what to do. Exit code 4 (input). */
+export class OutputPathError extends OutputError {
+  override readonly name = 'OutputPathError';
+}
 
-  constructor(
-    readonly target: string,
-    message: string,
-    readonly hint: string,
-    readonly code?: string,
-  ) {
-    super(message);
-  }
+/** A write that failed while the command ran (disk full, I/O error); `hint` says what to do. Exit code 5 (runtime). */
+export class OutputWriteError extends OutputError {
+  override readonly name = 'OutputWriteError';
 }
 
 /** What to tell the user for each errno a write can meet. */
