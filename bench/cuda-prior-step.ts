@@ -11,10 +11,7 @@ import * as path from 'path';
 import { parseSetArgument, priorConfig, resolveConfig } from '../src/core/config';
 import { parseDevice } from '../src/core/backend';
 import { applyRuntime } from '../src/core/runtime';
-import { Prior, priorDecays } from '../src/core/models/prior';
-import { Philox, Tensor, backward, keep, readScalars, tidy, zeroGrad } from '../src/core/tensor';
-import { AdamW } from '../src/core/train/adamw';
-import { clipGradNorm } from '../src/core/train/clip';
+import { priorStepBench } from './prior-step-setup';
 
 const ROOT = path.join(__dirname, '..', '..');
 
@@ -38,25 +35,12 @@ function main(): void {
   applyRuntime(config.runtime, 'train-prior'); // refuses a device without the kernels, as the command would
   const m = config.model;
   const B = Number(flag('--batch', String(config.train.batch_size)));
-  const model = new Prior(m, new Philox(0)).to(parseDevice(config.runtime.device));
-  const named = model.namedParameters().map(([name, tensor]) => ({ name, tensor }));
-  const opt = new AdamW(
-    [{ params: named.filter((p) => priorDecays(p.name)) }, { params: named.filter((p) => !priorDecays(p.name)), weightDecay: 0 }],
-    { lr: 1e-4, beta1: 0.9, beta2: 0.96, eps: 1e-8, weightDecay: 4.5e-2 },
-  );
-  const rng = new Philox(1);
-  const N = m.image_grid * m.image_grid;
-  const text = keep(Tensor.from(rng.randint(B * m.text_len, m.text_vocab), [B, m.text_len], 'i32', model.device));
-  const image = keep(Tensor.from(rng.randint(B * N, m.image_vocab), [B, N], 'i32', model.device));
+  const bench = priorStepBench(m, B, parseDevice(config.runtime.device));
+  const { model } = bench;
   let loss = NaN;
-  const step = (): void => tidy(() => {
-    zeroGrad(opt.parameters);
-    const r = model.loss(text, image);
-    backward(r.loss);
-    clipGradNorm(opt.parameters, 4);
-    opt.update(1e-4);
-    [loss] = readScalars([r.loss]); // waits for the device
-  });
+  const step = (): void => {
+    loss = bench.step(true); // waits for the device
+  };
   const t0 = process.hrtime.bigint();
   for (let i = 0; i < 3; i++) step();
   const warmupS = Number(process.hrtime.bigint() - t0) / 1e9;
@@ -86,8 +70,7 @@ function main(): void {
   const text2 = JSON.stringify(result, null, 2);
   if (out) fs.writeFileSync(out, text2 + '\n');
   console.log(text2);
-  opt.dispose();
-  model.dispose();
+  bench.dispose();
 }
 
 main();

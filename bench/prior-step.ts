@@ -6,11 +6,8 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { priorConfig, resolveConfig } from '../src/core/config';
-import { Prior, priorDecays } from '../src/core/models/prior';
 import { native } from '../src/core/native';
-import { Philox, Tensor, backward, keep, tidy, zeroGrad } from '../src/core/tensor';
-import { AdamW } from '../src/core/train/adamw';
-import { clipGradNorm } from '../src/core/train/clip';
+import { priorStepBench } from './prior-step-setup';
 
 const ROOT = path.join(__dirname, '..', '..');
 const JEMALLOC = '/usr/lib/x86_64-linux-gnu/libjemalloc.so.2';
@@ -27,22 +24,8 @@ function main(): void {
   const config = resolveConfig(priorConfig, { file: path.join(ROOT, 'configs', 'prior-emoji.yaml') });
   const m = config.model;
   const B = config.train.batch_size;
-  const model = new Prior(m, new Philox(0));
-  const named = model.namedParameters().map(([name, tensor]) => ({ name, tensor }));
-  const opt = new AdamW(
-    [{ params: named.filter((p) => priorDecays(p.name)) }, { params: named.filter((p) => !priorDecays(p.name)), weightDecay: 0 }],
-    { lr: 1e-4, beta1: 0.9, beta2: 0.96, eps: 1e-8, weightDecay: 4.5e-2 },
-  );
-  const rng = new Philox(1);
+  const { model, step } = priorStepBench(m, B);
   const N = m.image_grid * m.image_grid;
-  const text = keep(Tensor.from(rng.randint(B * m.text_len, m.text_vocab), [B, m.text_len], 'i32'));
-  const image = keep(Tensor.from(rng.randint(B * N, m.image_vocab), [B, N], 'i32'));
-  const step = () => tidy(() => {
-    zeroGrad(opt.parameters);
-    backward(model.loss(text, image).loss);
-    clipGradNorm(opt.parameters, 4);
-    opt.update(1e-4);
-  });
   for (let i = 0; i < 3; i++) step();
   let best = Infinity;
   let cpuBest = Infinity;
