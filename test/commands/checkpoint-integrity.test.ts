@@ -11,7 +11,8 @@ import { loadTrainedDvae } from '../../src/core/image/dvae-codec';
 import { readSafetensorsSync, writeSafetensorsSync } from '../../src/core/io/safetensors';
 import { CheckpointError } from '../../src/core/train/checkpoint';
 import { loadTrainedPrior } from '../../src/core/sample/load-prior';
-import { makeImages, temporaryDir, writeTinyConfig } from './helpers';
+import { trainTinyDvaeRun } from '../harness/tiny-dvae-run';
+import { temporaryDir } from './helpers';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const BUNDLED = path.join(ROOT, 'models', 'default');
@@ -34,11 +35,7 @@ describe('commands: checkpoint integrity', function () {
   let run: string;
 
   before(async () => {
-    work = temporaryDir('dalle-integrity-');
-    images = await makeImages(path.join(work, 'images'), 4);
-    run = path.join(work, 'runs', 'tiny');
-    const { error } = await dalle(['train-dvae', '--config', writeTinyConfig(work), '--data', images, '--out', run]);
-    assert.equal(error, undefined, error?.message);
+    ({ work, images, run } = await trainTinyDvaeRun('dalle-integrity-', 4));
   });
 
   afterEach(() => {

@@ -18,7 +18,8 @@ import { TextTokenizer } from '../../src/core/text';
 import { writeCheckpoint } from '../../src/core/train/checkpoint';
 import { decodeImage, rgbToChw } from '../../src/core/data/image';
 import { Tensor, noGrad, tidy } from '../../src/core/tensor';
-import { makeImages, temporaryDir, writeTinyConfig } from './helpers';
+import { trainTinyDvaeRun } from '../harness/tiny-dvae-run';
+import { temporaryDir, writeTinyConfig } from './helpers';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 
@@ -58,11 +59,7 @@ describe('commands: export and --runtime onnx', function () {
   let exported: string;
 
   before(async () => {
-    work = temporaryDir('dalle-onnx-cmd-');
-    images = await makeImages(path.join(work, 'images'), 9);
-    run = path.join(work, 'runs', 'tiny');
-    const { error } = await dalle(['train-dvae', '--config', writeTinyConfig(work), '--data', images, '--out', run]);
-    assert.equal(error, undefined, error?.message);
+    ({ work, images, run } = await trainTinyDvaeRun('dalle-onnx-cmd-', 9));
     exported = path.join(work, 'onnx');
   });
 

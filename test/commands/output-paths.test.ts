@@ -15,7 +15,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { runCommand } from '@oclif/test';
 import { readNpySync, writeNpySync } from '../../src/core/io/npy';
-import { makeImages, temporaryDir, writeTinyConfig } from './helpers';
+import { trainTinyDvaeRun } from '../harness/tiny-dvae-run';
+import { temporaryDir } from './helpers';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 
@@ -79,11 +80,7 @@ describe('commands: output paths that cannot be written', function () {
   let tokens: string;
 
   before(async () => {
-    work = temporaryDir('dalle-out-paths-');
-    images = await makeImages(path.join(work, 'images'), 20);
-    run = path.join(work, 'runs', 'tiny');
-    const { error } = await dalle(['train-dvae', '--config', writeTinyConfig(work), '--data', images, '--out', run]);
-    assert.equal(error, undefined, error?.message);
+    ({ work, images, run } = await trainTinyDvaeRun('dalle-out-paths-', 20));
     tokens = path.join(work, 'codes.npy');
     writeNpySync(tokens, { dtype: 'i32', shape: [4, 8, 8], data: new Int32Array(4 * 64).map((_, i) => (i * 5) % 16) });
   });
