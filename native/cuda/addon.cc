@@ -309,6 +309,15 @@ Napi::Value ResetPeak(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// sizeClass(bytes): the bytes a request of `bytes` takes in the device allocator (CachingAllocator::size_class, pure
+// logic: no device needed), as the main addon's sizeClass for host memory. dalle config's GPU estimate counts in it.
+Napi::Value SizeClass(const Napi::CallbackInfo& info) {
+  const char* op = "sizeClass";
+  const int64_t bytes = i64(info, 0, op);
+  if (bytes < 0) throw_error(info.Env(), op, "bytes must be >= 0");
+  return Napi::Number::New(info.Env(), (double)CachingAllocator::size_class((size_t)bytes));
+}
+
 // copyIn(deviceAddress, typedArray): host -> device, the whole view.
 Napi::Value CopyIn(const Napi::CallbackInfo& info) {
   const char* op = "copyIn";
@@ -990,6 +999,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"allocStats", AllocStatsJs},
       {"trim", Trim},
       {"resetPeak", ResetPeak},
+      {"sizeClass", SizeClass},
       {"copyIn", CopyIn},
       {"copyOut", CopyOut},
       {"memcpy", Memcpy},

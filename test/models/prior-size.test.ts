@@ -99,6 +99,11 @@ describe('prior memory estimates (dalle config)', function () {
     it(`training memory, ${name} architecture, recompute, batch 8: within 20%`, () => {
       assertWithin(priorTrainingMemory(arch, 8, { recompute: true }).totalBytes, measureTraining(arch, 8, 'fp32', true), `${name} recompute`);
     });
+    for (const precision of ['fp16', 'bf16'] as const) {
+      it(`training memory, ${name} architecture, ${precision} with recompute, batch 8: within 20%`, () => {
+        assertWithin(priorTrainingMemory(arch, 8, { precision, recompute: true }).totalBytes, measureTraining(arch, 8, precision, true), `${name} ${precision} recompute`);
+      });
+    }
     for (const B of [1, 8]) {
       it(`generation memory, ${name} architecture, batch ${B}: within 20%`, () => {
         assertWithin(priorGenerationMemory(arch, B).totalBytes, measureGeneration(arch, B), `${name} generation B=${B}`);

@@ -51,6 +51,8 @@ export interface CudaAddon {
   /** Gives every cached block back to the driver. */
   trim(): void;
   resetPeak(): void;
+  /** The bytes a request of `bytes` takes in the caching allocator (its size class); needs no device. */
+  sizeClass(bytes: number): number;
   copyIn(address: number, data: ArrayBufferView): void;
   /** The typed array first: the main addon's copyOut takes the address first. */
   copyOut(data: ArrayBufferView, address: number): void;

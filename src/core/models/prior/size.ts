@@ -10,7 +10,7 @@ type Arch = PriorConfig['model'];
 export type PriorPrecision = 'fp32' | 'fp16' | 'bf16';
 
 /** The shapes of the prior's parameter tensors, in elements (prior.ts builds exactly these). */
-function parameterSizes(m: Arch): number[] {
+export function parameterSizes(m: Arch): number[] {
   const C = m.n_heads * m.head_dim;
   const L = m.text_len;
   const G = m.image_grid;
@@ -41,8 +41,12 @@ export function allocatorBytes(bytes: number): number {
   return Math.min(Math.ceil(b / step) * step, MIB);
 }
 
-/** n fp32 tensors of `elements` values each, as the allocator counts them. */
-const f32 = (n: number, elements: number): number => n * allocatorBytes(4 * elements);
+/** The bytes a request takes in an allocator (its size class): allocatorBytes for the CPU's, deviceAllocatorBytes
+ *  (size-cuda.ts) for a GPU's. The counting below is the same on both: the engine's tensors are f32 on either. */
+export type SizeClassOf = (bytes: number) => number;
+
+/** n fp32 tensors of `elements` values each, as an allocator with these size classes counts them. */
+const f32Of = (sizeClass: SizeClassOf) => (n: number, elements: number): number => n * sizeClass(4 * elements);
 
 export interface PriorMemoryEstimate {
   /** fp32 weights, their gradients and AdamW's two moments (4 tensors per parameter), and the attention masks. */
@@ -57,6 +61,8 @@ export interface PriorTrainingMemoryOptions {
   readonly precision?: PriorPrecision;
   /** train.recompute: keep only each block's input and recompute its activations in backward (default false). */
   readonly recompute?: boolean;
+  /** The allocator's size classes (default the CPU allocator's, allocatorBytes). */
+  readonly sizeClass?: SizeClassOf;
 }
 
 /**
@@ -72,9 +78,10 @@ export interface PriorTrainingMemoryOptions {
  *   rounded copies of each resblock Linear's input and output (about 10 more (B, T, C) and 2 (B, T, 4C)) and the
  *   rounded weight copies (12 C^2); the bf16 Adam moments are fp32 tensors rounded in place, so they save nothing;
  * - recompute: the block inputs (B, T, C) per layer plus one and a half blocks' activations (one block recomputed
- *   and the gradients flowing through it).
+ *   and the gradients flowing through it), and half a block's 16-bit copies in fp16 / bf16.
  */
 export function priorTrainingMemory(m: Arch, batchSize: number, options: PriorTrainingMemoryOptions = {}): PriorMemoryEstimate {
+  const f32 = f32Of(options.sizeClass ?? allocatorBytes);
   const B = batchSize;
   const C = m.n_heads * m.head_dim;
   const L = m.text_len;
@@ -85,8 +92,11 @@ export function priorTrainingMemory(m: Arch, batchSize: number, options: PriorTr
   const blockBytes = f32(18, B * T * C) + f32(3.25, B * T * 4 * C);
   const half = options.precision === 'fp16' || options.precision === 'bf16';
   const halfBlockBytes = half ? f32(10, B * T * C) + f32(2, B * T * 4 * C) + f32(8, C * C) + f32(2, 4 * C * C) : 0;
-  const perBlock = blockBytes + halfBlockBytes;
-  const trunkBytes = options.recompute ? f32(m.n_layers, B * T * C) + 1.5 * perBlock : m.n_layers * perBlock;
+  // Recompute: one and a half blocks' activations, but only half a block's 16-bit copies (fitted on fp16 / bf16 runs:
+  // counting 1.5 of them too overestimated by up to 21%).
+  const trunkBytes = options.recompute
+    ? f32(m.n_layers, B * T * C) + 1.5 * blockBytes + 0.5 * halfBlockBytes
+    : m.n_layers * (blockBytes + halfBlockBytes);
   const logitsBytes = f32(5.5, B * N * m.image_vocab) + (L > 1 ? f32(5.5, B * (L - 1) * (m.text_vocab + L)) : 0);
   const activationBytes = trunkBytes + logitsBytes;
   return { stateBytes, activationBytes, totalBytes: stateBytes + activationBytes };
@@ -110,7 +120,10 @@ export interface PriorGenerationMemoryEstimate {
  * block until it returns; a step at the end of the sequence holds about two cache-sized copies of K and V (the cached
  * attention's inputs) plus the logits (rows, Vi). Calibrated like priorTrainingMemory; the test checks it.
  */
-export function priorGenerationMemory(m: Arch, batch: number, options: { condScale?: number } = {}): PriorGenerationMemoryEstimate {
+export function priorGenerationMemory(
+  m: Arch, batch: number, options: { condScale?: number; sizeClass?: SizeClassOf } = {},
+): PriorGenerationMemoryEstimate {
+  const f32 = f32Of(options.sizeClass ?? allocatorBytes);
   const rows = options.condScale !== undefined && options.condScale !== 1 ? 2 * batch : batch;
   const C = m.n_heads * m.head_dim;
   const L = m.text_len;
