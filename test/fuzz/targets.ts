@@ -15,6 +15,8 @@ import { decodeSafetensors, encodeSafetensors, SafetensorsReader } from '../../s
 import { encodeModel, OnnxDataType } from '../../src/core/onnx/proto';
 import { createSession, loadOnnxRuntime, readOnnxFile } from '../../src/core/onnx/runtime';
 import { TextTokenizer } from '../../src/core/text';
+import { readTorchFile } from '../../src/core/io/torch-file';
+import { OPENAI_DVAE_CLASSES } from '../../src/core/models/dvae/openai-release';
 import { mutatedInput } from './mutate';
 
 export interface FuzzTarget {
@@ -275,7 +277,23 @@ const onnxModel: FuzzTarget = {
   },
 };
 
-export const FUZZ_TARGETS: readonly FuzzTarget[] = [safetensors, npy, tarShards, yamlConfig, jsonlManifest, csvManifest, tokenizerJson, onnxModel];
+/** torch.save files (the zip and the legacy format) through the restricted unpickler `dalle convert openai-dvae` uses. */
+const torchSave: FuzzTarget = {
+  name: 'torch.save',
+  inputs: 800,
+  namedErrors: ['TorchFileError', 'PickleRefusedError', 'PickleFormatError'],
+  async seeds() {
+    const fixtures = path.join(ROOT, 'test', 'fixtures', 'openai-dvae');
+    return ['encoder.zip.pkl', 'encoder.legacy.pkl', 'views.pkl'].map((name) => new Uint8Array(fs.readFileSync(path.join(fixtures, name))));
+  },
+  async parse(bytes, dir) {
+    const read = await readTorchFile(inputFile(dir, 'model.pkl', bytes), OPENAI_DVAE_CLASSES);
+    // A file that reads must hand back whole tensors: as many values as their shapes hold.
+    for (const tensor of read.tensors) check(tensor.toFloat32().length === tensor.numel, 'tensor data length != shape');
+  },
+};
+
+export const FUZZ_TARGETS: readonly FuzzTarget[] = [safetensors, npy, tarShards, yamlConfig, jsonlManifest, csvManifest, tokenizerJson, onnxModel, torchSave];
 
 /** Input `index` of a run of `target`: a mutation of its seeds, every other one repaired when the format has a check. */
 export function fuzzInput(target: FuzzTarget, seeds: readonly Uint8Array[], seed: number, index: number): Uint8Array {
