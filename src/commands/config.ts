@@ -3,6 +3,9 @@ import { BaseCommand } from '../cli/base-command';
 import { ConfigUse, EVERY_KEY } from '../cli/config-use';
 import { AnyConfig, CONFIG_KINDS, formatConfigYaml, PriorConfig, resolveAnyConfig } from '../core/config';
 import { PriorPrecision, priorGenerationMemory, priorParameterCount, priorTrainingMemory } from '../core/models/prior/size';
+import {
+  PriorDeviceGenerationEstimate, PriorDeviceTrainingEstimate, priorDeviceGenerationMemory, priorDeviceTrainingMemory,
+} from '../core/models/prior/size-cuda';
 
 export default class ConfigCommand extends BaseCommand<typeof ConfigCommand> {
   static override summary = 'Print the fully resolved config; run it before a long job.';
@@ -54,6 +57,7 @@ export default class ConfigCommand extends BaseCommand<typeof ConfigCommand> {
     if (config.kind !== 'prior') return config;
     const estimates = priorEstimates(config as PriorConfig);
     this.log(priorSizeComment(config as PriorConfig, estimates));
+    if (estimates.device) this.log(priorDeviceSizeComment(estimates.device));
     return { ...config, estimates }; // --json: the resolved config plus the estimates as fields
 
   }
@@ -72,6 +76,14 @@ export interface PriorEstimates {
   training: Record<PriorPrecision, { batch: number; recompute: boolean; stateBytes: number; activationBytes: number; totalBytes: number }>;
   /** Peak allocator bytes of the prior in `dalle generate --batch 8`, fp32: cond-scale 1, and any other cond-scale. */
   generation: Array<{ batch: number; condScale: '1' | 'other'; rows: number; weightBytes: number; cacheBytes: number; transientBytes: number; totalBytes: number }>;
+  /** With runtime.device cuda / cuda:N: the same, per GPU, as the CUDA allocator counts it (its peakBytesInUse). */
+  device?: PriorDeviceEstimates;
+}
+
+export interface PriorDeviceEstimates {
+  device: string;
+  training: Record<PriorPrecision, { batch: number; recompute: boolean } & PriorDeviceTrainingEstimate>;
+  generation: Array<{ batch: number; condScale: '1' | 'other' } & PriorDeviceGenerationEstimate>;
 }
 
 function priorEstimates(config: PriorConfig): PriorEstimates {
@@ -86,8 +98,27 @@ function priorEstimates(config: PriorConfig): PriorEstimates {
     condScale,
     ...priorGenerationMemory(config.model, GENERATE_BATCH, { condScale: condScale === '1' ? 1 : 2 }),
   }));
-  return { parameters: priorParameterCount(config.model), training, generation };
+  const device = config.runtime.device === 'cpu' ? undefined : priorDeviceEstimates(config);
+  return { parameters: priorParameterCount(config.model), training, generation, ...(device ? { device } : {}) };
 }
+
+function priorDeviceEstimates(config: PriorConfig): PriorDeviceEstimates {
+  const batch = config.train.batch_size;
+  const recompute = config.train.recompute;
+  const training = {} as PriorDeviceEstimates['training'];
+  for (const precision of PRECISIONS) {
+    training[precision] = { batch, recompute, ...priorDeviceTrainingMemory(config.model, batch, { precision, recompute }) };
+  }
+  const generation = (['1', 'other'] as const).map((condScale) => ({
+    batch: GENERATE_BATCH,
+    condScale,
+    ...priorDeviceGenerationMemory(config.model, GENERATE_BATCH, { condScale: condScale === '1' ? 1 : 2 }),
+  }));
+  return { device: config.runtime.device, training, generation };
+}
+
+const gib = (b: number) => `${(b / GIB).toFixed(b < 10 * GIB ? 2 : 0)} GiB`;
+const mib = (b: number) => `${Math.round(b / 2 ** 20)} MiB`;
 
 /**
  * YAML comment lines (the output stays valid YAML): the prior's parameter count and the peak memory (as the engine's
@@ -95,7 +126,6 @@ function priorEstimates(config: PriorConfig): PriorEstimates {
  * measured peak (test/models/prior-size.test.ts).
  */
 function priorSizeComment(config: PriorConfig, e: PriorEstimates): string {
-  const gib = (b: number) => `${(b / GIB).toFixed(b < 10 * GIB ? 2 : 0)} GiB`;
   const t = e.training;
   const [g1, g2] = e.generation;
   return [
@@ -108,5 +138,23 @@ function priorSizeComment(config: PriorConfig, e: PriorEstimates): string {
     `# generation memory (prior, fp32, dalle generate --batch ${GENERATE_BATCH}, estimate): ${gib(g1.totalBytes)} ` +
       `(${gib(g1.weightBytes)} weights + ${gib(g1.cacheBytes)} KV cache + ${gib(g1.transientBytes)} prefill/step buffers); ` +
       `${gib(g2.totalBytes)} with --cond-scale other than 1 (${g2.rows} rows)`,
+  ].join('\n');
+}
+
+/** The GPU's lines: what the CUDA allocator's peakBytesInUse should read, per GPU, and what it does not count. */
+function priorDeviceSizeComment(d: PriorDeviceEstimates): string {
+  const t = d.training;
+  const [g1, g2] = d.generation;
+  return [
+    `# GPU memory per GPU (${d.device}, estimate: the tensors above in the CUDA allocator's size classes plus the ` +
+      'CUDA backend\'s attention workspaces; what its peakBytesInUse counts):',
+    `#   training (batch ${t.fp32.batch}${t.fp32.recompute ? ', recompute' : ''}): ` +
+      PRECISIONS.map((p) => `${p} ${gib(t[p].totalBytes)}`).join(', ') +
+      ` (fp32 = ${gib(t.fp32.stateBytes)} weights, gradients and AdamW moments + ${gib(t.fp32.activationBytes)} ` +
+      `activations + ${gib(t.fp32.workspaceBytes)} attention workspaces; fp16/bf16 are emulated in f32 on the GPU too)`,
+    `#   generation (prior, fp32, dalle generate --batch ${g1.batch}): ${gib(g1.totalBytes)}; ${gib(g2.totalBytes)} ` +
+      `with --cond-scale other than 1 (${g2.rows} rows)`,
+    `#   not counted: about ${mib(t.fp32.outsideAllocatorBytes)} outside the allocator (the cuBLASLt workspace and the ` +
+      'addon\'s scratch) and the CUDA context (driver-dependent, often some hundreds of MiB)',
   ].join('\n');
 }
