@@ -24,6 +24,8 @@
 #   prior      `dalle train-prior --device cuda` over the bundled dVAE, 200 updates, against the carried CPU run; also the
 #              GPU's token grids of the data against the CPU's (the data the two priors trained on)
 #   prior-fp16 the same run with --precision fp16: per-resblock grad_scales, and peak device memory against fp32
+#              (both prior steps also save `dalle config --device cuda --json` of their run: the estimate against the
+#              measured peak, fp32 and fp16, in summary.json memoryEstimate)
 #   generate   `dalle generate --device cuda` (bundled models, 4 captions x 2 seeds) against the carried CPU output:
 #              the share of identical tokens
 #   step-emoji bench/cuda-prior-step.ts: a prior training step at prior-emoji shapes, ours vs PyTorch eager and compiled
@@ -126,11 +128,16 @@ gpu_run() {
   cp "$RUNS/$name/metrics.jsonl" "$RUNS/$name/config.yaml" "$RUNS/$name/results.jsonl" "$OUTDIR/$name/" 2> /dev/null
   return $rc
 }
-[ "$DRY" = 1 ] || export -f gpu_run
+# gpu_estimate NAME: `dalle config --device cuda --json` on the run's own config.yaml (the same model, batch, recompute
+# and precision), to NAME.estimate.json: cuda-summary.py sets its estimate against the run's measured peakBytesInUse.
+gpu_estimate() {
+  node bin/run.js config --config "$RUNS/$1/config.yaml" --device cuda --json | tail -n 1 > "$OUTDIR/$1.estimate.json"
+}
+[ "$DRY" = 1 ] || export -f gpu_run gpu_estimate
 export DVAE_ARGS PRIOR_ARGS GENERATE_ARGS REF
 step dvae 75 'gpu_run dvae-gpu train-dvae $DVAE_ARGS; python3 bench/cuda-compare.py metrics $REF/dvae-cpu "$RUNS/dvae-gpu" --out "$OUTDIR/compare-dvae.json"'
-step prior 80 'cp -r models/default/dvae "$RUNS/dvae-bundled" && gpu_run prior-gpu train-prior $PRIOR_ARGS --dvae "$RUNS/dvae-bundled" --tokenizer $REF/prior-cpu/tokenizer.json; python3 bench/cuda-compare.py metrics $REF/prior-cpu "$RUNS/prior-gpu" --out "$OUTDIR/compare-prior.json"; python3 bench/cuda-compare.py grids $REF/prior-cpu-grids/train.npy "$RUNS"/dvae-bundled/token-cache/*/train.npy --out "$OUTDIR/compare-prior-data.json"'
-step prior-fp16 80 '[ -d "$RUNS/dvae-bundled" ] || cp -r models/default/dvae "$RUNS/dvae-bundled"; gpu_run prior-gpu-fp16 train-prior $PRIOR_ARGS --dvae "$RUNS/dvae-bundled" --tokenizer $REF/prior-cpu/tokenizer.json --precision fp16'
+step prior 80 'cp -r models/default/dvae "$RUNS/dvae-bundled" && gpu_run prior-gpu train-prior $PRIOR_ARGS --dvae "$RUNS/dvae-bundled" --tokenizer $REF/prior-cpu/tokenizer.json; gpu_estimate prior-gpu; python3 bench/cuda-compare.py metrics $REF/prior-cpu "$RUNS/prior-gpu" --out "$OUTDIR/compare-prior.json"; python3 bench/cuda-compare.py grids $REF/prior-cpu-grids/train.npy "$RUNS"/dvae-bundled/token-cache/*/train.npy --out "$OUTDIR/compare-prior-data.json"'
+step prior-fp16 80 '[ -d "$RUNS/dvae-bundled" ] || cp -r models/default/dvae "$RUNS/dvae-bundled"; gpu_run prior-gpu-fp16 train-prior $PRIOR_ARGS --dvae "$RUNS/dvae-bundled" --tokenizer $REF/prior-cpu/tokenizer.json --precision fp16; rc=$?; gpu_estimate prior-gpu-fp16; exit $rc'
 step generate 50 'gpu_run generate-gpu generate --captions $REF/captions.txt $GENERATE_ARGS; python3 bench/cuda-compare.py tokens $REF/generate-cpu "$RUNS/generate-gpu" --out "$OUTDIR/compare-generate.json"'
 step step-emoji 75 'node dist/bench/cuda-prior-step.js --device cuda --reps 5 --out "$OUTDIR/speed-step-emoji.json"'
 step step-large 110 'node dist/bench/cuda-prior-step.js --device cuda --reps 3 --batch 4 --set model.n_layers=24 --set model.n_heads=16 --set model.head_dim=64 --set model.text_len=256 --set model.text_vocab=16384 --set model.image_grid=32 --set model.image_vocab=8192 --set model.conv_kernel=11 --out "$OUTDIR/speed-step-large.json"'

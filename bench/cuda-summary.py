@@ -2,7 +2,8 @@
 # The last step of bench/cuda-check.sh: gathers every figure of the run folder DIR into DIR/summary.json (each step's
 # exit status and seconds, the GPU and what else ran on it, the CUDA status, the mocha counts and failures, the
 # end-to-end result, the attention timings; the GPU-vs-CPU comparisons of train-dvae, train-prior and generate, the fp16
-# run's grad_scales and the peak device memory of fp16 against fp32, the speed against PyTorch), reading only what the
+# run's grad_scales and the peak device memory of fp16 against fp32, `dalle config --device cuda`'s estimate of each
+# prior run's peak against the measured one (fp32, fp16), the speed against PyTorch), reading only what the
 # steps wrote; a missing file is reported as missing.
 #   python3 bench/cuda-summary.py DIR
 import json
@@ -81,6 +82,29 @@ def fp16(d):
     return out
 
 
+def memory_estimate(d, name):
+    """`dalle config --device cuda --json` of run NAME (NAME.estimate.json) against its measured peakBytesInUse
+    (NAME.json): the estimate for the run's own precision, batch and recompute, the ratio, and whether it is within 20%."""
+    est = read_json(os.path.join(d, f"{name}.estimate.json"))
+    if "missing" in est or "unreadable" in est:
+        return est
+    precision = (est.get("runtime") or {}).get("precision")
+    training = ((est.get("estimates") or {}).get("device") or {}).get("training") or {}
+    row = training.get(precision)
+    if not isinstance(row, dict) or not isinstance(row.get("totalBytes"), (int, float)):
+        return {"unreadable": f"{name}.estimate.json: no estimates.device.training.{precision}.totalBytes"}
+    measured = read_json(os.path.join(d, f"{name}.json")).get("peakBytesInUse")
+    out = {"precision": precision, "batch": row.get("batch"), "recompute": row.get("recompute"),
+           "estimate_bytes": row["totalBytes"], "measured_peak_bytes": measured,
+           "outside_allocator_bytes": row.get("outsideAllocatorBytes")}
+    if isinstance(measured, (int, float)) and measured > 0:
+        out["ratio_estimate_to_measured"] = row["totalBytes"] / measured
+        out["within_20_percent"] = abs(out["ratio_estimate_to_measured"] - 1) <= 0.2
+    else:
+        out["measured_peak_bytes"] = f"missing (no peakBytesInUse in {name}.json)"
+    return out
+
+
 def main():
     if len(sys.argv) != 2 or not os.path.isdir(sys.argv[1]):
         sys.exit("usage: cuda-summary.py DIR (the run folder of bench/cuda-check.sh)")
@@ -103,6 +127,7 @@ def main():
         "priorDataGpuVsCpu": comparison(os.path.join(d, "compare-prior-data.json")),
         "generateGpuVsCpu": comparison(os.path.join(d, "compare-generate.json")),
         "fp16": fp16(d),
+        "memoryEstimate": {"fp32": memory_estimate(d, "prior-gpu"), "fp16": memory_estimate(d, "prior-gpu-fp16")},
         "peakBytes": {name: read_json(os.path.join(d, f"{name}.json")).get("peakBytesInUse")
                       for name in ("dvae-gpu", "prior-gpu", "prior-gpu-fp16")},
         "speedPriorStepEmoji": read_json(os.path.join(d, "speed-step-emoji.json")),
