@@ -10,8 +10,9 @@
 // trim(), or until the driver refuses a request: then the cache is trimmed and the request retried once, and a second
 // refusal is an OutOfMemory naming the bytes asked, in use and cached.
 //
-// Size classes as the CPU allocator (native/src/allocator.cc): multiples of 512 bytes up to 4 KiB, then 8 classes per
-// power of two (at most 12.5 % waste). Every block is a whole driver allocation (cudaMalloc aligns to 256 bytes).
+// Size classes in the manner of the CPU allocator (native/src/allocator.cc) but coarser at the small end: multiples of
+// 512 bytes (not 64) up to 4 KiB, then 8 classes per power of two (at most 12.5 % waste), with no 2 MiB rounding of
+// big blocks (no huge pages to align to). src/core/models/prior/size-cuda.ts mirrors this for the memory estimate. Every block is a whole driver allocation (cudaMalloc aligns to 256 bytes).
 // Thread-safe. Freeing an address that is not a live block, or with a byte count of another size class, throws
 // std::invalid_argument (a double free on the device would corrupt two tensors silently).
 #pragma once
