@@ -1,5 +1,5 @@
 /**
- * Checkpoints of a run directory (DESIGN.md "Formats users depend on"):
+ * Checkpoints of a run directory (docs/ARCHITECTURE.md "Formats"):
  *
  *   RUN/checkpoints/step-N/model.safetensors       the model's parameters, named as the model names them
  *   RUN/checkpoints/step-N/optimizer.safetensors   AdamW moments (`<param>.m`, `<param>.v`, 16-bit masters)

@@ -1,5 +1,5 @@
 /**
- * The dVAE training loop (Ramesh et al. 2021, Appendix A; DESIGN.md "dVAE"). It never prints: it emits CoreEvents.
+ * The dVAE training loop (Ramesh et al. 2021, Appendix A; docs/ARCHITECTURE.md "Models"). It never prints: it emits CoreEvents.
  *
  * Per update s (0-based): a batch from the DataLoader; lr(s), beta(s), tau(s) from dvaeSchedules; the loss
  * recon + beta * KL with gumbel noise drawn from the run's noise stream; backward; AdamW. Every log_every updates a

@@ -1,5 +1,5 @@
 /**
- * The prior's training loop (Ramesh et al. 2021, Appendix B; DESIGN.md "Prior"). It never prints: it emits CoreEvents.
+ * The prior's training loop (Ramesh et al. 2021, Appendix B; docs/ARCHITECTURE.md "Models"). It never prints: it emits CoreEvents.
  *
  * Data: the data set's images encoded once by the dVAE into token grids (data/token-cache.ts), captions tokenized on
  * the fly with the run's BPE tokenizer (RUN/tokenizer.json: --tokenizer FILE, or trained on the training captions).

@@ -1,5 +1,5 @@
 /**
- * Per-resblock gradient scales (Ramesh et al. 2021, Appendix B.2; DESIGN.md "per-resblock gradient scaling").
+ * Per-resblock gradient scales (Ramesh et al. 2021, Appendix B.2; docs/ARCHITECTURE.md "Models").
  *
  * One scale per resblock (in the prior: the attention and the MLP sublayer of each layer are one resblock each). The
  * rules, with M = data-parallel workers:
@@ -7,7 +7,7 @@
  * - after a clean update (no resblock saw a non-finite gradient) every scale is multiplied by growth (2^(1/1000));
  * - when resblock r saw a non-finite gradient, the update is skipped and scale r is divided by backoff (sqrt 2).
  *   The scales of the resblocks that were finite in that step stay as they are: no update was taken, and growth is
- *   "per clean update" (DESIGN.md); so a resblock that overflows lowers its own scale only, never the others'.
+ *   "per clean update"; so a resblock that overflows lowers its own scale only, never the others'.
  * Scales are float64 numbers and change only by these multiplications and clamps, so a run's trace can be replayed
  * exactly (test/train/precision.test.ts), and state() / load() carry them through checkpoints bit for bit (JSON keeps
  * float64 values exactly).

@@ -1,5 +1,5 @@
 /**
- * Mixed precision as an object (STYLE.md "For us" 6): the training loop calls the same methods whatever the
+ * Mixed precision as an object: the training loop calls the same methods whatever the
  * precision, and fp32 does nothing in them.
  *
  *   const precision = createPrecision(config.runtime.precision, { gradScale: config.train.grad_scale });
