@@ -5,54 +5,15 @@
 // and counts memory in the device's size classes (test/harness/fake-cuda-addon.ts). What only a GPU can tell (the
 // driver, cuBLASLt, the context) is compared by bench/cuda-check.sh (summary.json memoryEstimate).
 import * as assert from 'node:assert';
-import { Prior, PriorArch } from '../../src/core/models/prior';
+import type { PriorArch } from '../../src/core/models/prior';
 import { allocatorBytes, priorGenerationMemory, priorTrainingMemory, PriorPrecision } from '../../src/core/models/prior/size';
 import {
   CUBLASLT_WORKSPACE_BYTES, deviceAllocatorBytes, priorDeviceGenerationMemory, priorDeviceTrainingMemory,
 } from '../../src/core/models/prior/size-cuda';
-import { Philox, Tensor, backward, tidy, zeroGrad } from '../../src/core/tensor';
-import { AdamW } from '../../src/core/train/adamw';
-import { createPrecision, priorResblocks } from '../../src/core/train/precision';
 import { deviceSizeClass, installFakeCudaAddon } from '../harness/fake-cuda-addon';
+import { MIB, ODD, WIDE, measurePriorTraining } from '../harness/prior-memory';
 
-/** Odd sizes (as test/models/prior-size.test.ts): 3 layers, 3 heads of 20 (C 60), L 7, G 5, Vt 300, Vi 77. */
-const ODD: PriorArch = { n_layers: 3, n_heads: 3, head_dim: 20, text_len: 7, text_vocab: 300, image_grid: 5, image_vocab: 77, conv_kernel: 3 };
-/** Wider: 2 layers, 4 heads of 32 (C 128), L 12, G 6, Vt 2000, Vi 256. */
-const WIDE: PriorArch = { n_layers: 2, n_heads: 4, head_dim: 32, text_len: 12, text_vocab: 2000, image_grid: 6, image_vocab: 256, conv_kernel: 5 };
-const MIB = 2 ** 20;
 
-/** Peak device bytes above what was in use before: the model moved to the device, its optimizer, 2 training steps. */
-function measureTraining(device: { allocStats(): { bytesInUse: number; peakBytesInUse: number }; resetPeak(): void },
-  arch: PriorArch, B: number, precision: PriorPrecision, recompute: boolean): number {
-  const before = device.allocStats().bytesInUse;
-  device.resetPeak();
-  const model = new Prior(arch, new Philox(0)).to('cuda:0');
-  model.recompute = recompute;
-  const p = createPrecision(precision, { workers: 1 });
-  p.attach(priorResblocks(model));
-  model.residual = p;
-  const named = model.namedParameters();
-  const opt = new AdamW([{ params: named.map(([name, tensor]) => ({ name, tensor })) }], { lr: 1e-4, beta1: 0.9, beta2: 0.96, eps: 1e-8, weightDecay: 0.045 });
-  p.attachOptimizer(named, opt.stateTensors());
-  const rng = new Philox(1);
-  const L = arch.text_len, N = arch.image_grid ** 2;
-  const text = rng.randint(B * L, arch.text_vocab), image = rng.randint(B * N, arch.image_vocab);
-  for (let s = 0; s < 2; s++) {
-    tidy(() => {
-      zeroGrad(model.parameters());
-      const r = model.loss(Tensor.from(text, [B, L], 'i32', 'cuda:0'), Tensor.from(image, [B, N], 'i32', 'cuda:0'));
-      backward(r.loss);
-      p.unscaleGradients();
-      opt.update(1e-4);
-      p.endStep();
-      return r.loss.item();
-    });
-  }
-  const peak = device.allocStats().peakBytesInUse - before;
-  for (const t of opt.stateTensors().values()) t.dispose();
-  model.dispose();
-  return peak;
-}
 
 function ratioOf(estimate: number, measured: number, what: string): number {
   const ratio = estimate / measured;
@@ -133,7 +94,7 @@ describe('prior GPU memory estimates (dalle config --device cuda), without a GPU
     for (const [name, arch, B, precision, recompute] of cases) {
       it(`training, ${name}, batch ${B}, ${precision}${recompute ? ', recompute' : ''}: within 20% of the measured device peak`, () => {
         const estimate = priorDeviceTrainingMemory(arch, B, { precision, recompute });
-        const measured = measureTraining(fake!.backend, arch, B, precision, recompute);
+        const measured = measurePriorTraining(fake!.backend, 'cuda:0', arch, B, precision, recompute);
         ratioOf(estimate.totalBytes, measured, `${name} B=${B} ${precision}${recompute ? ' recompute' : ''}`);
       });
     }
