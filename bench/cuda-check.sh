@@ -18,7 +18,8 @@
 #   build      nvcc build of the CUDA addon, only when the carried one is missing
 #   status     the CUDA addon's view (cudaStatus)
 #   ops        the op harness on cuda:0 (test/ops.test.ts: every op case, CPU reference)
-#   cuda-tests test/cuda build, wiring and GPU comparisons, the prior's full-size attention (DALLE_CUDA_CHECK_BIG=1)
+#   cuda-tests test/cuda build, wiring and GPU comparisons (tensor-core attention and decode included), the prior's
+#              full-size attention (DALLE_CUDA_CHECK_BIG=1)
 #   dvae       `dalle train-dvae --device cuda`, 200 updates on the carried emoji subset, against the carried CPU run of
 #              the same command, seed and data (bench/cuda-compare.py metrics: largest relative loss difference)
 #   prior      `dalle train-prior --device cuda` over the bundled dVAE, 200 updates, against the carried CPU run; also the
@@ -143,7 +144,7 @@ step step-emoji 75 'node dist/bench/cuda-prior-step.js --device cuda --reps 5 --
 step step-large 110 'node dist/bench/cuda-prior-step.js --device cuda --reps 3 --batch 4 --set model.n_layers=24 --set model.n_heads=16 --set model.head_dim=64 --set model.text_len=256 --set model.text_vocab=16384 --set model.image_grid=32 --set model.image_vocab=8192 --set model.conv_kernel=11 --out "$OUTDIR/speed-step-large.json"'
 step gen-speed 60 'node dist/bench/generate.js --device cuda --reps 2 --out "$OUTDIR/speed-generate.json"'
 step ops 120 "$MOCHA dist/test/ops.test.js --grep 'on cuda:0' --reporter json --reporter-option output=\"\$OUTDIR/ops-cuda.json\""
-step cuda-tests 120 "DALLE_CUDA_CHECK_BIG=1 $MOCHA dist/test/cuda/build.test.js dist/test/cuda/backend-wiring.test.js dist/test/cuda/gpu.test.js --reporter json --reporter-option output=\"\$OUTDIR/cuda-tests.json\""
+step cuda-tests 120 "DALLE_CUDA_CHECK_BIG=1 $MOCHA dist/test/cuda/build.test.js dist/test/cuda/backend-wiring.test.js dist/test/cuda/gpu.test.js dist/test/cuda/attention-tc-gpu.test.js --reporter json --reporter-option output=\"\$OUTDIR/cuda-tests.json\""
 step e2e 60 'node bin/run.js info --json > "$OUTDIR/info.json"; node dist/bench/cuda-e2e.js "$OUTDIR/e2e.json"'
 step attention 150 'node dist/bench/cuda-attention.js --out "$OUTDIR/attention.json"'
 step summary 15 'python3 bench/cuda-summary.py "$OUTDIR"'

@@ -39,6 +39,7 @@ def load_mask(torch, path, T, device):
 def main():
     a = parse(sys.argv[1:])
     import torch
+    from cuda_timing import timed
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
     device = "cpu" if a.check_mask else "cuda"
@@ -54,24 +55,12 @@ def main():
     q, k, v = (torch.randn(B, H, T, D, device=device, dtype=torch.float16, requires_grad=True) for _ in range(3))
     g = torch.randn(B, H, T, D, device=device, dtype=torch.float16)
 
-    def timed(fn):
-        for _ in range(3):
-            fn()
-        torch.cuda.synchronize()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(iters):
-            fn()
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end) / iters
-
-    fwd = timed(lambda: flex(q, k, v, block_mask=block))
+    fwd = timed(lambda: flex(q, k, v, block_mask=block), iters)
 
     def fwd_bwd():
         flex(q, k, v, block_mask=block).backward(g)
 
-    both = timed(fwd_bwd)
+    both = timed(fwd_bwd, iters)
     print(json.dumps({"forward_ms": fwd, "backward_ms": both - fwd, "pairs": pairs, "sparsity": block.sparsity(),
                       "torch": torch.__version__, "device": torch.cuda.get_device_name()}))
 

@@ -8,32 +8,21 @@ import sys
 import torch
 import torch.nn.functional as F
 
+from cuda_timing import timed
+
 B, H, T, D, iters = (int(a) for a in sys.argv[1:6])
 dev = torch.device("cuda")
 q, k, v = (torch.randn(B, H, T, D, device=dev, dtype=torch.float16, requires_grad=True) for _ in range(3))
 g = torch.randn(B, H, T, D, device=dev, dtype=torch.float16)
 
 
-def timed(fn):
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(iters):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / iters
-
-
 with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.FLASH_ATTENTION):
-    fwd = timed(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))
+    fwd = timed(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True), iters)
 
     def fwd_bwd():
         o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         o.backward(g)
 
-    both = timed(fwd_bwd)
+    both = timed(fwd_bwd, iters)
 print(json.dumps({"forward_ms": fwd, "backward_ms": both - fwd, "torch": torch.__version__,
                   "device": torch.cuda.get_device_name()}))
