@@ -92,7 +92,7 @@ describe('config: defaults', () => {
     assert.equal(config.train.lr, 1e-4);
     assert.equal(config.train.lr_min, 1.25e-6);
     assert.equal(config.train.batch_size, 512);
-    assert.deepEqual(config.runtime, { seed: 0, threads: 0, device: 'cpu', precision: 'fp32' });
+    assert.deepEqual(config.runtime, { seed: 0, threads: 0, device: 'cpu', precision: 'fp32', dist_timeout_s: 300 });
   });
 
   it('the prior defaults are the paper numbers', () => {

@@ -6,6 +6,7 @@
  */
 import { bool, int, num, oneOf, str } from '../fields';
 import { ConfigOf, defineConfig } from '../schema';
+import { distributedTrainFields } from './distributed';
 import { runtimeSection } from './runtime';
 
 export const dvaeConfig = defineConfig(
@@ -58,6 +59,7 @@ export const dvaeConfig = defineConfig(
       checkpoint_every: int(5_000, 'updates between checkpoints: a crash loses at most this much', { min: 1 }),
       sample_every: int(5_000, 'updates between reconstruction grids written to samples/', { min: 1 }),
       log_every: int(100, 'updates between metrics.jsonl lines', { min: 1 }),
+      ...distributedTrainFields,
     },
   },
   [

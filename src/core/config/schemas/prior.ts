@@ -6,6 +6,7 @@
  */
 import { bool, int, num, odd, str } from '../fields';
 import { ConfigOf, defineConfig } from '../schema';
+import { distributedTrainFields } from './distributed';
 import { runtimeSection } from './runtime';
 
 export const priorConfig = defineConfig(
@@ -58,6 +59,7 @@ export const priorConfig = defineConfig(
       log_every: int(100, 'updates between metrics.jsonl lines', { min: 1 }),
       val_every: int(5_000, 'updates between validation losses (val split) in metrics.jsonl', { min: 1 }),
       val_batches: int(0, 'batches of the val split per validation; 0 = the whole split', { min: 0 }),
+      ...distributedTrainFields,
     },
   },
   [

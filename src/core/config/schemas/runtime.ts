@@ -1,6 +1,6 @@
 /** The `runtime` section shared by every config: where and how a job runs, not what it computes. */
 import { InvalidDeviceError, parseDevice } from '../../backend/device';
-import { int, oneOf, str } from '../fields';
+import { int, num, oneOf, str } from '../fields';
 import { Resolved, Section } from '../schema';
 
 /** The device names runtime.device and --device accept (backend/device.ts parses them). */
@@ -14,6 +14,7 @@ export const runtimeSection = {
     check: checkDeviceName,
   }),
   precision: oneOf(PRECISIONS, 'fp32', 'compute precision; fp32 is the reference, bf16/fp16 keep fp32 master weights'),
+  dist_timeout_s: num(300, 'data-parallel runs: seconds to wait for every rank to join, and for a rank that stops answering before the others stop naming it', { greaterThan: 0 }),
 } satisfies Section;
 
 export type RuntimeConfig = Resolved<typeof runtimeSection>;
