@@ -49,7 +49,24 @@ export interface LoaderOptions {
   readonly prefetchBatches?: number;
   /** Visit records in a seeded shuffle (default) or in source order (evaluation). */
   readonly shuffle?: boolean;
+  /** Data parallelism: hand out only this part of each global batch of batchSize records (default: all of it). */
+  readonly part?: LoaderPart;
   readonly events?: EventSink;
+}
+
+/**
+ * One of `count` equal parts of every global batch (a data-parallel rank's): part `index` gets records
+ * [index * B / count, (index + 1) * B / count) of the batch that one process would have been handed.
+ */
+export interface LoaderPart {
+  readonly index: number;
+  readonly count: number;
+  /**
+   * The records (source indices) that failed to decode in this part of the batch being formed -> those that failed
+   * in any part (the union; the same answer on every part). Required when count > 1: every part must pass over the
+   * same records, so that the parts stay the parts of one batch.
+   */
+  readonly agreeOnFailures?: (failedHere: readonly number[]) => Promise<readonly number[]>;
 }
 
 /** Where the loader is: JSON-safe, for a checkpoint's state.json. */
@@ -63,7 +80,7 @@ export interface LoaderState {
 }
 
 export interface Batch {
-  /** (B, 3, R, R), RGB in [0, 1]: Tensor.from(batch.images, batch.shape). */
+  /** (B, 3, R, R), RGB in [0, 1]: Tensor.from(batch.images, batch.shape). With options.part, B = batchSize / part.count. */
   readonly images: Float32Array;
   readonly shape: readonly [number, number, number, number];
   /** One caption per image ('' for an image without captions). */
@@ -89,13 +106,21 @@ interface Position {
 
 type Decoded = Uint8Array | SkipError;
 
-/** A record whose decode has started: consumed strictly in this order. */
+/** A record of the order, with its place and caption: one of a global batch's records. */
+interface Candidate {
+  readonly index: number;
+  readonly epoch: number;
+  readonly position: number;
+  /** The loader's position once the batch that ends with this record is consumed. */
+  readonly after: Position;
+  readonly caption: string;
+}
+
+/** A record whose decode has started. */
 interface InFlight {
   readonly index: number;
   readonly epoch: number;
-  /** The loader's position once this record is consumed. */
-  readonly after: Position;
-  readonly caption: string;
+  readonly position: number;
   readonly outcome: Promise<Decoded>;
   settled: boolean;
 }
@@ -116,11 +141,11 @@ export class DataLoader {
   private readonly skips = new SkipReport();
   /** Records that failed to decode: passed over from then on (their failure is deterministic). */
   private readonly bad = new Set<number>();
-  private readonly inFlight: InFlight[] = [];
+  /** Decodes started, by `${epoch}:${position}`: this part of the batch being formed and of the prefetched ones. */
+  private readonly inFlight = new Map<string, InFlight>();
+  private readonly part: LoaderPart;
   /** After the last batch handed out. */
   private consumed: Position;
-  /** The next record to start decoding. */
-  private scheduled: Position;
   private plan: { epoch: number; order: Uint32Array; draws: Float64Array } | undefined;
   /** next() calls run one after another, so concurrent callers still get batches in order. */
   private tail: Promise<unknown> = Promise.resolve();
@@ -147,7 +172,15 @@ export class DataLoader {
       );
     }
     this.consumed = state === undefined ? { epoch: 0, position: 0 } : this.checkState(state, source.path);
-    this.scheduled = this.consumed;
+    this.part = options.part ?? { index: 0, count: 1 };
+    const { index, count } = this.part;
+    if (!Number.isSafeInteger(count) || count < 1 || !Number.isSafeInteger(index) || index < 0 || index >= count) {
+      throw new RangeError(`DataLoader: part ${index} of ${count} is not a part (0 <= index < count)`);
+    }
+    if (this.batchSize % count !== 0) {
+      throw new RangeError(`DataLoader: a batch of ${this.batchSize} cannot be cut into ${count} equal parts`);
+    }
+    if (count > 1 && !this.part.agreeOnFailures) throw new RangeError('DataLoader: a part of several needs agreeOnFailures');
   }
 
   /** A loader that continues from `state` (saved from state() or batch.state of an earlier run). */
@@ -168,7 +201,9 @@ export class DataLoader {
 
   /** Records in the prefetch window whose decode has finished (a test of the prefetch; a gauge for reports). */
   readyCount(): number {
-    return this.inFlight.filter((item) => item.settled).length;
+    let ready = 0;
+    for (const item of this.inFlight.values()) if (item.settled) ready++;
+    return ready;
   }
 
   report(): LoaderReport {
@@ -182,75 +217,101 @@ export class DataLoader {
   /** Stops prefetching (a pending next() rejects). Decodes already started finish on their own, unused. */
   close(): void {
     this.closed = true;
-    this.inFlight.length = 0;
+    this.inFlight.clear();
   }
 
   private async assemble(): Promise<Batch> {
     if (this.closed) throw new Error('dalle: DataLoader.next() after close()');
     await deliverFinishedWork();
     const { batchSize, resolution } = this;
+    const part = this.part;
+    const partSize = batchSize / part.count;
     const imageSize = 3 * resolution * resolution;
-    const images = new Float32Array(batchSize * imageSize);
-    const captions: string[] = [];
-    const ids: string[] = [];
-    let firstEpoch: number | undefined;
-    while (captions.length < batchSize) {
-      this.startDecodes();
-      const item = this.inFlight.shift() as InFlight;
-      const outcome = await item.outcome;
+    // The global batch is the next batchSize records in the order that are not known to be bad; this process decodes
+    // its part. A record that fails is known bad from then on (on every part, once they agree), and the batch is
+    // formed again from the same start: so it is the same batch whatever the number of parts.
+    for (;;) {
+      const candidates = this.candidates(this.consumed, batchSize);
+      const mine = candidates.slice(part.index * partSize, (part.index + 1) * partSize);
+      this.startDecodes(this.consumed);
+      const outcomes = await Promise.all(mine.map((c) => this.started(c).outcome));
       if (this.closed) throw new Error('dalle: DataLoader closed while a batch was being assembled');
-      this.consumed = item.after;
-      if (outcome instanceof SkipError) {
-        this.noteSkip(item.index, outcome);
+      const failedHere = mine.map((c, i) => [c, outcomes[i]] as const).filter(([, o]) => o instanceof SkipError);
+      for (const [c, error] of failedHere) this.noteSkip(c.index, error as SkipError);
+      const failed = part.agreeOnFailures ? await part.agreeOnFailures(failedHere.map(([c]) => c.index)) : failedHere.map(([c]) => c.index);
+      if (failed.length > 0) {
+        for (const index of failed) this.bad.add(index);
         continue;
       }
-      rgbToChw(outcome, resolution, images, captions.length * imageSize);
-      captions.push(item.caption);
-      ids.push(this.records[item.index].id);
-      firstEpoch ??= item.epoch;
+      const images = new Float32Array(partSize * imageSize);
+      mine.forEach((c, i) => rgbToChw(outcomes[i] as Uint8Array, resolution, images, i * imageSize));
+      this.consumed = candidates[candidates.length - 1].after;
+      this.forgetBefore(this.consumed);
+      this.startDecodes(this.consumed);
+      return {
+        images,
+        shape: [partSize, 3, resolution, resolution],
+        captions: mine.map((c) => c.caption),
+        ids: mine.map((c) => this.records[c.index].id),
+        epoch: candidates[0].epoch,
+        state: this.state(),
+      };
     }
-    this.startDecodes();
-    return {
-      images,
-      shape: [batchSize, 3, resolution, resolution],
-      captions,
-      ids,
-      epoch: firstEpoch as number,
-      state: this.state(),
-    };
   }
 
-  /** Fills the window of records decoding ahead, in order, passing over records known to be bad. */
-  private startDecodes(): void {
-    if (this.closed) return;
+  /** The next `count` records from `from` in the order, passing over records known to be bad. */
+  private candidates(from: Position, count: number): Candidate[] {
     const n = this.records.length;
-    const window = this.prefetchBatches * this.batchSize;
-    while (this.inFlight.length < window) {
+    const out: Candidate[] = [];
+    let at = from;
+    while (out.length < count) {
       if (this.bad.size >= n) {
         throw new DataError(
           `none of the ${n} records could be decoded (${this.skips.describe()})`,
           'run `dalle dataset inspect PATH` to see the reasons',
         );
       }
-      const { epoch, position } = this.scheduled;
+      const { epoch, position } = at;
       const plan = this.planFor(epoch);
       const index = plan.order[position];
-      this.scheduled = position + 1 === n ? { epoch: epoch + 1, position: 0 } : { epoch, position: position + 1 };
+      at = position + 1 === n ? { epoch: epoch + 1, position: 0 } : { epoch, position: position + 1 };
       if (this.bad.has(index)) continue;
-      const record = this.records[index];
-      const item: InFlight = {
-        index,
-        epoch,
-        after: this.scheduled,
-        caption: pickCaption(record.captions, plan.draws[index]),
-        outcome: this.decode(record),
-        settled: false,
-      };
-      void item.outcome.then(
-        () => (item.settled = true),
-        () => (item.settled = true),
+      out.push({ index, epoch, position, after: at, caption: pickCaption(this.records[index].captions, plan.draws[index]) });
+    }
+    return out;
+  }
+
+  /** Starts decoding this part of the prefetchBatches global batches from `from` on (the next is the one formed next). */
+  private startDecodes(from: Position): void {
+    if (this.closed) return;
+    const partSize = this.batchSize / this.part.count;
+    const all = this.candidates(from, this.prefetchBatches * this.batchSize);
+    for (let b = 0; b < this.prefetchBatches; b++) {
+      const first = b * this.batchSize + this.part.index * partSize;
+      for (const c of all.slice(first, first + partSize)) this.started(c);
+    }
+  }
+
+  /** The decode of a candidate, started on first request. */
+  private started(c: Candidate): InFlight {
+    const key = `${c.epoch}:${c.position}`;
+    let item = this.inFlight.get(key);
+    if (!item) {
+      const created: InFlight = { index: c.index, epoch: c.epoch, position: c.position, outcome: this.decode(this.records[c.index]), settled: false };
+      void created.outcome.then(
+        () => (created.settled = true),
+        () => (created.settled = true),
       );
-      this.inFlight.push(item);
+      this.inFlight.set(key, created);
+      item = created;
+    }
+    return item;
+  }
+
+  /** Drops decodes of records before `at` (consumed, or passed over). */
+  private forgetBefore(at: Position): void {
+    for (const [key, item] of this.inFlight) {
+      if (item.epoch < at.epoch || (item.epoch === at.epoch && item.position < at.position)) this.inFlight.delete(key);
     }
   }
 

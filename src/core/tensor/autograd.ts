@@ -8,6 +8,25 @@ import { addInPlace } from './blas1';
 
 let recording = true;
 
+/** Called when backward has finished a leaf's gradient for this call (see whileGradientsComplete). */
+let leafGradientListener: ((leaf: Tensor) => void) | undefined;
+
+/**
+ * Runs fn (which calls backward) with `listener` called for each leaf right after its gradient is complete: backward
+ * visits a leaf once, after every tensor that used it, so its .grad is final for that backward then. Data-parallel
+ * training starts reducing a bucket of gradients as soon as all of them are complete, while backward goes on. A leaf
+ * reached by two backward calls (a parameter read by two recomputed blocks: checkpoint.ts) is reported twice.
+ */
+export function whileGradientsComplete<T>(listener: (leaf: Tensor) => void, fn: () => T): T {
+  const previous = leafGradientListener;
+  leafGradientListener = listener;
+  try {
+    return fn();
+  } finally {
+    leafGradientListener = previous;
+  }
+}
+
 export function isGradEnabled(): boolean {
   return recording;
 }
@@ -129,11 +148,12 @@ function ownedCopy(t: Tensor): Tensor {
 function accumulateLeaf(t: Tensor, g: Tensor): void {
   if (t.grad) {
     addInPlace(t.grad, g);
-    return;
+  } else {
+    const copy = Tensor.empty(t.shape, 'f32', g.device);
+    g.backend.memcpy(copy.address, g.address, g.size * 4);
+    t.grad = keep(copy);
   }
-  const copy = Tensor.empty(t.shape, 'f32', g.device);
-  g.backend.memcpy(copy.address, g.address, g.size * 4);
-  t.grad = keep(copy);
+  leafGradientListener?.(t);
 }
 
 /** Sets every listed tensor's gradient to zero (keeping the buffers: no new pages next step). */
