@@ -34,6 +34,8 @@ export interface GradScalerState {
   skipped: number;
   /** Updates taken so far. */
   updates: number;
+  /** The data-parallel workers M the scales were for (absent in runs saved before data parallelism: 1). */
+  workers?: number;
 }
 
 export class GradScaler {
@@ -69,6 +71,16 @@ export class GradScaler {
     this.nonFinite[r] += count;
   }
 
+  /**
+   * Data parallelism: `reduceMax` replaces each resblock's count of non-finite values by the largest over the ranks
+   * (in place), so every rank flags the same resblocks, skips the same updates and keeps the same scales.
+   */
+  agree(reduceMax: (counts: Float64Array) => void): void {
+    const counts = Float64Array.from(this.nonFinite);
+    reduceMax(counts);
+    counts.forEach((n, r) => (this.nonFinite[r] = n));
+  }
+
   /** The resblocks that saw a non-finite gradient in the current step. */
   flagged(): number[] {
     const out: number[] = [];
@@ -95,19 +107,23 @@ export class GradScaler {
   }
 
   state(): GradScalerState {
-    return { scales: [...this.scales], skipped: this.skipped, updates: this.updates };
+    return { scales: [...this.scales], skipped: this.skipped, updates: this.updates, workers: this.workers };
   }
 
   load(state: GradScalerState): void {
     if (!state || !Array.isArray(state.scales) || state.scales.length !== this.count) {
       throw new Error(`dalle: GradScaler: the saved state has ${state?.scales?.length ?? 'no'} scales, this model has ${this.count} resblocks`);
     }
-    for (const s of state.scales) {
+    // A run resumed with another number of workers keeps each scale relative to its workers (scales are init x M).
+    const savedWorkers = state.workers ?? 1;
+    if (!Number.isInteger(savedWorkers) || savedWorkers < 1) throw new Error(`dalle: GradScaler: the saved state's workers ${savedWorkers} is not a count`);
+    const scales = state.scales.map((s) => (typeof s === 'number' ? (s * this.workers) / savedWorkers : s));
+    for (const s of scales) {
       if (typeof s !== 'number' || !(s >= this.lo && s <= this.hi)) {
         throw new Error(`dalle: GradScaler: saved scale ${s} lies outside [${this.lo}, ${this.hi}]`);
       }
     }
-    state.scales.forEach((s, r) => (this.scales[r] = s));
+    scales.forEach((s, r) => (this.scales[r] = s as number));
     this.skipped = Number(state.skipped) || 0;
     this.updates = Number(state.updates) || 0;
     this.nonFinite.fill(0);

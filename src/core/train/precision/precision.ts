@@ -67,9 +67,10 @@ export interface Precision extends ResidualHook {
   detach(): void;
   /**
    * After backward: brings the gradients of scaled resblocks back to true units, zeroes non-finite values and flags
-   * their resblocks. Returns whether the update may be taken (every resblock finite).
+   * their resblocks. Returns whether the update may be taken (every resblock finite). Data-parallel: `agree` takes
+   * the largest of each resblock's flag count over the ranks in place (GradScaler.agree), so all ranks decide alike.
    */
-  unscaleGradients(): boolean;
+  unscaleGradients(agree?: (counts: Float64Array) => void): boolean;
   /** After the update (or its skip): adjusts the gradient scales. */
   endStep(): void;
   /**
@@ -243,7 +244,7 @@ export class HalfPrecision implements Precision {
     return add(x, gradScaleEnter(f(inner), s));
   }
 
-  unscaleGradients(): boolean {
+  unscaleGradients(agree?: (counts: Float64Array) => void): boolean {
     if (this.kind === 'bf16') return true;
     const scaler = this.scaler;
     this.params.forEach((list, r) => {
@@ -255,6 +256,7 @@ export class HalfPrecision implements Precision {
         if (bad > 0) scaler.flag(slot, bad);
       }
     });
+    if (agree) scaler.agree(agree);
     return scaler.flagged().length === 0;
   }
 
