@@ -91,10 +91,18 @@ export function gumbelSoftmax(logits: Tensor, tau: number, rng: Philox): Tensor 
   return gumbelSoftmaxLast(codebookLast(logits), tau, rng);
 }
 
-/** gumbelSoftmax of logits already codebook-last: (B, h, w, V) -> (B, V, h, w). */
-function gumbelSoftmaxLast(l: Tensor, tau: number, rng: Philox): Tensor {
+/**
+ * gumbelSoftmax of logits already codebook-last: (B, h, w, V) -> (B, V, h, w). With `part`, this batch is part
+ * `index` of `count` equal parts of a global batch (a data-parallel rank's): the noise is that part of the global
+ * batch's draw (one word per value, so the parts before it are skipped and the parts after it passed over), so the
+ * ranks together use the noise one process on the global batch would.
+ */
+function gumbelSoftmaxLast(l: Tensor, tau: number, rng: Philox, part?: BatchPart): Tensor {
   if (!(tau > 0)) throw new Error(`dalle: gumbel-softmax temperature must be > 0, got ${tau}`);
+  const words = l.size; // one word per value (randGumbel)
+  if (part) rng.reserve(part.index * words);
   const g = randGumbel(rng, l.shape, l.device); // (B, h, w, V), drawn where the logits are
+  if (part) rng.reserve((part.count - 1 - part.index) * words);
   const y = softmax(mul(add(l, g), 1 / tau)); // (B, h, w, V)
   return permute(y, [0, 3, 1, 2]); // (B, V, h, w)
 }
@@ -160,10 +168,24 @@ export interface DvaeLossOptions {
    * to the decoder; only the reconstruction is trained, so every code of an initialised book learns its image first.
    */
   encoderFrozen?: boolean;
+  /**
+   * Data parallelism: x is part `index` of `count` equal parts of the global batch. The gumbel noise is this part's
+   * share of the global batch's draw, and the usage term's batch-mean posterior is the global batch's (via
+   * `meanOverParts`, an all-reduce), so the ranks' averaged gradient is that of one process on the global batch.
+   */
+  part?: BatchPart;
   /** Reconstruction likelihood (train.recon_loss): the paper's logit-Laplace (default), or a fixed-sigma Gaussian. */
   reconLoss?: ReconLoss;
   /** The Gaussian's sigma in the mapped pixel space (train.recon_sigma); required with reconLoss 'gaussian'. */
   reconSigma?: number;
+}
+
+/** This process's part of a data-parallel global batch (DvaeLossOptions.part). */
+export interface BatchPart {
+  readonly index: number;
+  readonly count: number;
+  /** The mean over the parts of a per-part statistic (distributed/mean-over-ranks.ts). */
+  readonly meanOverParts: (x: Tensor) => Tensor;
 }
 
 export interface DvaeLossResult {
@@ -196,7 +218,7 @@ export function dvaeLoss(model: Dvae, x: Tensor, opts: DvaeLossOptions): DvaeLos
   if (opts.encoderFrozen) {
     stats = model.decoder.forwardCodes(argmaxCodes(logits));
   } else {
-    let z = gumbelSoftmaxLast(last, tau, rng); // (B, V, h, w)
+    let z = gumbelSoftmaxLast(last, tau, rng, opts.part); // (B, V, h, w)
     if (opts.straightThrough) z = add(z, straightThroughShift(z));
     stats = model.decoder.forward(z);
   }
@@ -208,7 +230,7 @@ export function dvaeLoss(model: Dvae, x: Tensor, opts: DvaeLossOptions): DvaeLos
   const kl = mul(addScalar(sum(mul(q, lq)), B * h * w * Math.log(V)), 1 / B); // sum over cells of KL(q || uniform)
   const usageWeight = opts.usageWeight ?? 0;
   if (!(usageWeight >= 0)) throw new Error(`dalle: codebook usage weight must be >= 0, got ${usageWeight}`);
-  const qMean = mean(q, [0, 1, 2]); // (V)
+  const qMean = opts.part ? opts.part.meanOverParts(mean(q, [0, 1, 2])) : mean(q, [0, 1, 2]); // (V), of the global batch
   const usageGap = addScalar(sum(mul(qMean, log(addScalar(qMean, 1e-12)))), Math.log(V)); // as codebookUsageGap
   let loss = add(recon, mul(kl, beta));
   if (usageWeight > 0) loss = add(loss, mul(usageGap, usageWeight * h * w));
