@@ -9,20 +9,26 @@ type Arch = PriorConfig['model'];
 /** The precisions a prior trains in (runtime.precision; src/core/train/precision). */
 export type PriorPrecision = 'fp32' | 'fp16' | 'bf16';
 
-/** The shapes of the prior's parameter tensors, in elements (prior.ts builds exactly these). */
-export function parameterSizes(m: Arch): number[] {
+/** The shapes of the prior's parameter tensors (prior.ts builds exactly these): Linear weights (out, in), embedding
+ *  tables (count, C), gains and biases (C). */
+export function parameterShapes(m: Arch): number[][] {
   const C = m.n_heads * m.head_dim;
   const L = m.text_len;
   const G = m.image_grid;
   const Vt = m.text_vocab + L; // the text vocabulary plus one padding token per position
-  const out = [Vt * C, L * C, m.image_vocab * C, G * C, G * C]; // embeddings: text, text positions, image, rows, columns
+  const out = [[Vt, C], [L, C], [m.image_vocab, C], [G, C], [G, C]]; // embeddings: text, text positions, image, rows, columns
   for (let i = 0; i < m.n_layers; i++) {
-    out.push(C, C, C, C); // ln_1, ln_2 (gain, bias)
-    for (let j = 0; j < 4; j++) out.push(C * C, C); // q, k, v, proj
-    out.push(4 * C * C, 4 * C, 4 * C * C, C); // mlp fc (C -> 4C), proj (4C -> C)
+    out.push([C], [C], [C], [C]); // ln_1, ln_2 (gain, bias)
+    for (let j = 0; j < 4; j++) out.push([C, C], [C]); // q, k, v, proj
+    out.push([4 * C, C], [4 * C], [C, 4 * C], [C]); // mlp fc (C -> 4C), proj (4C -> C)
   }
-  out.push(C, C, Vt * C, Vt, m.image_vocab * C, m.image_vocab); // ln_f; text_head; image_head
+  out.push([C], [C], [Vt, C], [Vt], [m.image_vocab, C], [m.image_vocab]); // ln_f; text_head; image_head
   return out;
+}
+
+/** The sizes of the prior's parameter tensors, in elements. */
+export function parameterSizes(m: Arch): number[] {
+  return parameterShapes(m).map((shape) => shape.reduce((a, b) => a * b, 1));
 }
 
 /** Parameters of a prior with this architecture (prior.ts builds exactly these; a test checks the two agree). */
