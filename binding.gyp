@@ -36,6 +36,21 @@
                    "--node-include", "<(node_root_dir)/include/node",
                    "--napi-include", "<!(node -p \"require('node-addon-api').include_dir\")"]
       }]
+    },
+    {
+      # The Gloo collective backend (data-parallel CPU ranks): a separate addon, build/Release/dalle_collective.node,
+      # built by native/collective/build.js when Gloo's headers and libgloo are found (DALLE_COLLECTIVE=1 requires
+      # them, DALLE_COLLECTIVE=0 skips it); dalle_native never links it. See native/collective/README.md.
+      "target_name": "dalle_collective",
+      "type": "none",
+      "actions": [{
+        "action_name": "build_dalle_collective",
+        "inputs": ["<!@(node native/collective/build.js --list-inputs)"],
+        "outputs": ["<(PRODUCT_DIR)/dalle_collective.json"],
+        "action": ["node", "native/collective/build.js", "--out", "<(PRODUCT_DIR)",
+                   "--node-include", "<(node_root_dir)/include/node",
+                   "--napi-include", "<!(node -p \"require('node-addon-api').include_dir\")"]
+      }]
     }
   ],
   "conditions": [

@@ -59,6 +59,9 @@ const POLICIES: Readonly<Record<string, ErrorPolicy>> = {
   OpenAiDvaeError: { exit: ExitCode.input, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
   // A folder that another dalle command is writing (core/io/run-lock.ts): the message names the holder.
   RunLockError: { exit: ExitCode.input, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
+  // A data-parallel collective operation that could not complete (core/distributed/gloo.ts): the message names the
+  // rank at fault when it is known (exited, stopped answering, never joined), the hint what to do about it.
+  CollectiveError: { exit: ExitCode.runtime, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
   DeviceUnavailableError: {
     exit: ExitCode.runtime,
     suggestions: () => ['run on the CPU with --device cpu (or set runtime.device: cpu in the config)'],

@@ -26,8 +26,9 @@ export default class InfoCommand extends BaseCommand<typeof InfoCommand> {
     this.log(`threads:     ${report.threads}`);
     const cuda = report.cudaStatus;
     this.log(`CUDA:        ${report.cuda ? cuda.devices.map((d) => `${d.name} (sm_${d.computeCapability.replace('.', '')})`).join(', ') : cuda.reason}`);
+    const { formatCollectives, formatOpBackendTable } = await import('../core/engine-info');
+    this.log(`collectives: ${formatCollectives(report.collectives)}`);
     this.log(`ops (${report.ops.length}): ${report.ops.join(', ')}`);
-    const { formatOpBackendTable } = await import('../core/engine-info');
     // The CUDA column shows the built addon's kernels even without a GPU; the note says why none can run them here.
     this.log(`ops by backend:${report.opBackendsNote ? ` (cuda:0 is the built CUDA addon; ${report.opBackendsNote})` : ''}`);
     for (const line of formatOpBackendTable(report.opBackends)) this.log(`  ${line}`);

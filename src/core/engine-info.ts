@@ -4,6 +4,7 @@ import { CudaStatus, cudaAddonIfLoaded, cudaStatus } from './cuda';
 import { native } from './native';
 import './ops';
 import { Backend, backendFor, cpuBackend, createCudaBackend } from './backend';
+import { availableCollectives, CollectiveBackendStatus } from './distributed/open';
 import { opMissingKernels, registeredOps } from './tensor';
 
 /** One row of the op x backend table: the kernels the op lacks on each device ([] = it runs there). */
@@ -34,6 +35,13 @@ export function cudaColumnNote(status: CudaStatus = cudaStatus()): string | null
   return status.loaded && !status.available ? `no usable GPU here: ${status.reason}` : null;
 }
 
+/** The collective backends in one line: 'gloo (Gloo 0.5.0 over TCP, CPU ranks); not: nccl (why)'. */
+export function formatCollectives(list: readonly CollectiveBackendStatus[]): string {
+  const usable = list.filter((c) => c.available && c.backend !== 'single').map((c) => `${c.backend} (${c.detail})`);
+  const not = list.filter((c) => !c.available).map((c) => `${c.backend} (${c.detail})`);
+  return `${usable.length ? usable.join(', ') : 'one process only'}${not.length ? `; not: ${not.join('; ')}` : ''}`;
+}
+
 /** The table as text lines: one per op, 'yes' or 'no (missing kernels)' per device. */
 export function formatOpBackendTable(table: { devices: string[]; rows: OpBackendRow[] }): string[] {
   const width = Math.max(2, ...table.rows.map((r) => r.op.length));
@@ -57,6 +65,8 @@ export interface EngineReport {
   opBackends: { devices: string[]; rows: OpBackendRow[] };
   /** Set when the cuda:0 column is the built addon's kernels without a usable GPU: why there is none. */
   opBackendsNote: string | null;
+  /** The data-parallel collective backends (one process, Gloo, NCCL): which this build can use, and why not. */
+  collectives: CollectiveBackendStatus[];
 }
 
 export function engineReport(): EngineReport {
@@ -75,5 +85,6 @@ export function engineReport(): EngineReport {
     ops: registeredOps().map((op) => op.name).sort(),
     opBackends: opBackendTable(),
     opBackendsNote: cudaColumnNote(cuda),
+    collectives: availableCollectives(),
   };
 }

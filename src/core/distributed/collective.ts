@@ -51,6 +51,16 @@ export interface Collective {
   close(): void;
 }
 
+/**
+ * What went wrong, when a backend can tell: a rank `exited` (its connection closed without leaving), went `silent`
+ * (no heartbeat: stopped, hung machine), `never-joined` the rendezvous, `left` (closed its collective), the rendezvous
+ * store on rank 0 is gone (`store-gone`); `unknown` (every rank alive: one is behind or issued another operation),
+ * `closed` (this process closed it), `unavailable` (the backend is not built), `listen` (rank 0 cannot serve the
+ * store), `usage` (a bad argument).
+ */
+export type CollectiveFaultKind =
+  | 'exited' | 'silent' | 'never-joined' | 'left' | 'store-gone' | 'unknown' | 'closed' | 'unavailable' | 'listen' | 'usage';
+
 /** A collective operation that could not complete: a rank died or stopped answering, or the group never formed. */
 export class CollectiveError extends Error {
   override readonly name = 'CollectiveError';
@@ -59,6 +69,7 @@ export class CollectiveError extends Error {
     readonly hint: string,
     /** The rank at fault, when known. */
     readonly faultyRank?: number,
+    readonly kind?: CollectiveFaultKind,
   ) {
     super(message);
   }
