@@ -8,6 +8,7 @@ import { ConfigOf, ConfigSchema, Override, parseSetArgument, resolveConfig } fro
 import { EventSink, EventSource } from '../core/events';
 import { RunLock, acquireRunLock } from '../core/io/run-lock';
 import { checkConfigUse, ConfigUse, NO_CONFIG } from './config-use';
+import { isSecondaryRank } from './data-parallel';
 import { decorateKnownError, exitCodeOf } from './exit-codes';
 import { RUNTIME_FLAG_KEYS, sharedFlags } from './flags';
 import { createRenderer } from './render';
@@ -88,10 +89,12 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
 
   /**
    * Draws the events of `source` until the command ends: progress bars on a terminal, plain lines in a log, or one
-   * JSON line per event under --json. Returns `source`, so `const events = this.renderEvents(new CoreEmitter())`.
+   * JSON line per event under --json; only warnings on a data-parallel rank other than 0 (data-parallel.ts). Returns
+   * `source`, so `const events = this.renderEvents(new CoreEmitter())`.
    */
   protected renderEvents<E extends EventSource>(source: E): E {
-    const renderer = createRenderer({ json: this.jsonEnabled(), writeJsonLine: (line) => ux.stdout(line) });
+    const warningsOnly = isSecondaryRank(this.id);
+    const renderer = createRenderer({ json: this.jsonEnabled(), writeJsonLine: (line) => ux.stdout(line), warningsOnly });
     const unsubscribe = source.on((event) => renderer.handle(event));
     this.closers.push(() => {
       unsubscribe();
@@ -166,7 +169,9 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     return !this.flagOnCommandLine(flag) && env !== undefined ? `${env}=${String(value)}` : `--${flag} ${String(value)}`;
   }
 
+  // Before a `--` only: what follows it is another command's (dalle launch -- train-prior --threads 2).
   private flagOnCommandLine(flag: keyof typeof RUNTIME_FLAG_KEYS): boolean {
-    return this.argv.some((arg) => arg === `--${flag}` || arg.startsWith(`--${flag}=`));
+    const dashes = this.argv.indexOf('--');
+    return (dashes === -1 ? this.argv : this.argv.slice(0, dashes)).some((arg) => arg === `--${flag}` || arg.startsWith(`--${flag}=`));
   }
 }

@@ -4,6 +4,7 @@
  */
 import { ConfigError } from '../core/config';
 import type { DataError } from '../core/data/errors';
+import type { LaunchEnvError } from '../core/distributed/launch-env';
 import type { TokenFileError } from '../core/image/dvae-codec';
 import type { TextFileError } from '../core/io/errors';
 import type { OutputPathError, OutputWriteError } from '../core/io/write-errors';
@@ -59,9 +60,9 @@ const POLICIES: Readonly<Record<string, ErrorPolicy>> = {
   OpenAiDvaeError: { exit: ExitCode.input, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
   // A folder that another dalle command is writing (core/io/run-lock.ts): the message names the holder.
   RunLockError: { exit: ExitCode.input, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
-  // A data-parallel collective operation that could not complete (core/distributed/gloo.ts): the message names the
-  // rank at fault when it is known (exited, stopped answering, never joined), the hint what to do about it.
-  CollectiveError: { exit: ExitCode.runtime, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
+  // A data-parallel process's launch variables (RANK, WORLD_SIZE, SLURM_*, JOB_COMPLETION_INDEX, MASTER_*) are partial
+  // or inconsistent (core/distributed/launch-env.ts): configuration, like a bad config key.
+  LaunchEnvError: { exit: ExitCode.config, suggestions: (error) => [(error as LaunchEnvError).hint] },
   DeviceUnavailableError: {
     exit: ExitCode.runtime,
     suggestions: () => ['run on the CPU with --device cpu (or set runtime.device: cpu in the config)'],

@@ -15,6 +15,7 @@
  *   Neither present: an error (auto means "I am an array task").
  * - Files: c{i}-s{j}.png, i zero-padded to at least 5 digits and j to 3 (never the caption text).
  */
+import { envNonNegativeInt, KUBERNETES_INDEX_VAR } from '../job-env';
 import { Philox } from '../tensor/rng';
 
 /** A --shard value that cannot be used; `hint` says what to do. Exit code 2 (bad flags). */
@@ -42,10 +43,7 @@ export const WHOLE_JOB: Shard = { index: 0, count: 1, source: 'no --shard' };
 const SHARD_HINT = 'give --shard K/N with 0 <= K < N (e.g. --shard 0/4 ... --shard 3/4 for four jobs), or --shard auto inside a Slurm array or Kubernetes Indexed Job';
 
 function envInt(env: NodeJS.ProcessEnv, name: string): number | undefined {
-  const text = env[name];
-  if (text === undefined || text.trim() === '') return undefined;
-  if (!/^\s*\d+\s*$/.test(text)) throw new ShardError(`--shard auto: ${name}=${JSON.stringify(text)} is not a non-negative integer`, SHARD_HINT);
-  return Number(text);
+  return envNonNegativeInt(env, name, (problem) => new ShardError(`--shard auto: ${problem}`, SHARD_HINT));
 }
 
 function checked(index: number, count: number, source: string): Shard {
@@ -84,7 +82,7 @@ export function shardFromEnv(env: NodeJS.ProcessEnv): Shard {
     }
     return checked((id - min) / step, (max - min) / step + 1, `SLURM_ARRAY_TASK_ID=${id}, SLURM_ARRAY_TASK_MIN=${min}, SLURM_ARRAY_TASK_MAX=${max}, step ${step}`);
   }
-  const k8s = envInt(env, 'JOB_COMPLETION_INDEX');
+  const k8s = envInt(env, KUBERNETES_INDEX_VAR);
   if (k8s !== undefined) {
     const count = envInt(env, 'DALLE_SHARD_COUNT');
     if (count === undefined) {
