@@ -24,7 +24,7 @@ void GlooStore::wait(const std::vector<std::string>& keys, const std::chrono::mi
   std::vector<std::string> full;
   for (const std::string& k : keys) full.push_back(prefix_ + k);
   Deadline d = until(timeout);
-  // Polling (20 ms) keeps the server free of parked requests; the rendezvous happens once per run.
+  // Polling (every pollMs) keeps the server free of parked requests; the rendezvous happens once per run.
   for (;;) {
     std::vector<size_t> missing = client_.missing(full);
     if (missing.empty()) return;
@@ -33,7 +33,7 @@ void GlooStore::wait(const std::vector<std::string>& keys, const std::chrono::mi
       for (size_t i : missing) names += (names.empty() ? "'" : ", '") + keys[i] + "'";
       throw KeysNotSet("Gloo's rendezvous keys " + names + " were not set in time");
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(std::min<long long>(20, msLeft(d))));
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::min<long long>(pollMs_, msLeft(d))));
   }
 }
 

@@ -20,8 +20,8 @@ struct KeysNotSet : std::runtime_error {
 
 class GlooStore : public gloo::rendezvous::Store {
  public:
-  GlooStore(StoreClient& client, std::string prefix, Deadline deadline)
-      : client_(client), prefix_(std::move(prefix)), deadline_(deadline) {}
+  GlooStore(StoreClient& client, std::string prefix, Deadline deadline, int pollMs)
+      : client_(client), prefix_(std::move(prefix)), deadline_(deadline), pollMs_(pollMs) {}
 
   void set(const std::string& key, const std::vector<char>& data) override;
   /** Waits for the key (as Gloo's FileStore does), then returns its value. */
@@ -35,6 +35,7 @@ class GlooStore : public gloo::rendezvous::Store {
   StoreClient& client_;
   std::string prefix_;
   Deadline deadline_;
+  int pollMs_;
 };
 
 }  // namespace dalle_collective

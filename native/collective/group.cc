@@ -22,6 +22,13 @@ struct FaultError : std::runtime_error {
   Fault fault;
 };
 
+/** What an operation issued after the group failed is refused with: the first failure, which names the cause. */
+Fault afterFailure(const Fault& first) {
+  Fault f = first;
+  f.message = "the group is unusable after an earlier failure: " + first.message;
+  return f;
+}
+
 const char* reduceName(ReduceOp op) { return op == ReduceOp::Sum ? "sum" : op == ReduceOp::Max ? "max" : "min"; }
 
 using ReduceFn = void (*)(void*, const void*, const void*, size_t);
@@ -70,8 +77,7 @@ void Group::enqueue(Op op) {
       return;
     }
     refused.ok = false;
-    refused.fault = closing_ ? Fault{"closed", "the collective was closed", -1} : broken_;
-    if (!closing_) refused.fault.message = "the group is unusable after an earlier failure: " + broken_.message;
+    refused.fault = closing_ ? Fault{"closed", "the collective was closed", -1} : afterFailure(broken_);
   }
   op.done(refused);
 }
@@ -115,8 +121,7 @@ Outcome Group::execute(Op& op) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (!broken_.kind.empty()) {
       out.ok = false;
-      out.fault = broken_;
-      out.fault.message = "the group is unusable after an earlier failure: " + broken_.message;
+      out.fault = afterFailure(broken_);
       return out;
     }
   }
@@ -141,6 +146,7 @@ Outcome Group::execute(Op& op) {
     req.cause = e.what();
     req.rendezvous = op.kind == Op::Kind::Connect;
     req.timeoutMs = config_.timeoutMs;
+    req.pollMs = 2 * pollMs();
     out.fault = diagnose(store_, req);
   }
   if (out.fault.kind != "store-gone" && out.fault.kind != "usage") {
@@ -177,7 +183,7 @@ void Group::awaitOthersFailing() {
         waiting = waiting || (s.state == RankState::Connected && !s.report && static_cast<int>(s.ageMs) <= silentAfterMs);
       }
       if (!waiting) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      std::this_thread::sleep_for(std::chrono::milliseconds(pollMs()));
     }
   } catch (const std::exception&) {
     // the store is this process's own: it does not go away
@@ -226,15 +232,10 @@ void Group::connect() {
 
   // Every rank has said Hello before Gloo starts: a missing rank is then named as such, not as a Gloo key.
   for (;;) {
-    std::vector<RankStatus> status = store_.status();
-    bool all = true, lost = false;
-    for (const RankStatus& s : status) {
-      all = all && s.state == RankState::Connected;
-      lost = lost || s.state == RankState::Lost || s.state == RankState::Left;
-    }
-    if (all) break;
-    if (lost || msLeft(deadline) <= 0) throw std::runtime_error(lost ? "a rank left" : "timed out");
-    std::this_thread::sleep_for(std::chrono::milliseconds(std::min<long long>(50, msLeft(deadline))));
+    std::pair<int, int> joined = store_.joined();
+    if (joined.first == config_.worldSize) break;
+    if (joined.second > 0 || msLeft(deadline) <= 0) throw std::runtime_error(joined.second > 0 ? "a rank left" : "timed out");
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::min<long long>(pollMs(), msLeft(deadline))));
   }
 
   gloo::transport::tcp::attr attr;
@@ -243,7 +244,7 @@ void Group::connect() {
   device_ = gloo::transport::tcp::CreateDevice(attr);
   context_ = std::make_shared<gloo::rendezvous::Context>(config_.rank, config_.worldSize);
   context_->setTimeout(std::chrono::milliseconds(config_.timeoutMs));
-  GlooStore store(store_, "gloo/", deadline);
+  GlooStore store(store_, "gloo/", deadline, pollMs());
   context_->connectFullMesh(store, device_);
 }
 
@@ -318,7 +319,7 @@ void Group::shutDown() {
         bool others = false;
         for (int r = 1; r < static_cast<int>(status.size()); r++) others = others || status[r].state == RankState::Connected;
         if (!others) break;
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        std::this_thread::sleep_for(std::chrono::milliseconds(pollMs()));
       }
     } catch (const std::exception&) {
       // the store is gone already: nothing to wait for

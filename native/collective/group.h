@@ -90,6 +90,8 @@ class Group : public std::enable_shared_from_this<Group> {
   void shutDown();
   std::string describe(const Op& op, uint64_t index) const;
   uint32_t nextTag() { return static_cast<uint32_t>(++tag_); }
+  /** How often a rank polls the store while waiting: every rank does, so a larger world polls less often. */
+  int pollMs() const { return std::min(200, std::max(20, config_.worldSize)); }
 
   GroupConfig config_;
   std::unique_ptr<StoreServer> server_;

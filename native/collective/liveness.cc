@@ -104,7 +104,7 @@ Fault diagnose(StoreClient& store, const DiagnoseRequest& req) {
                   "different operation (every rank must issue the same collectives in the same order)";
       return f;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    std::this_thread::sleep_for(std::chrono::milliseconds(req.pollMs));
   }
 }
 

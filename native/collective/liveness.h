@@ -27,6 +27,8 @@ struct DiagnoseRequest {
   /** The group never formed: ranks that never joined are the likely cause. */
   bool rendezvous = false;
   int timeoutMs = 0;
+  /** Between two status requests. */
+  int pollMs = 100;
 };
 
 /**

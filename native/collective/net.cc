@@ -165,11 +165,11 @@ bool recvExact(int fd, char* out, size_t n, Deadline deadline, std::string* why)
 }
 }  // namespace
 
-bool recvFrame(int fd, std::vector<char>* body, Deadline deadline, std::string* why) {
+bool recvFrame(int fd, std::vector<char>* body, Deadline deadline, std::string* why, uint32_t maxBytes) {
   char head[4];
   if (!recvExact(fd, head, 4, deadline, why)) return false;
   uint32_t n = readU32(head);
-  if (n == 0 || n > kMaxFrameBytes) {
+  if (n == 0 || n > maxBytes) {
     *why = "the store sent a frame of " + std::to_string(n) + " bytes (not a dalle store?)";
     return false;
   }

@@ -31,9 +31,9 @@ bool sendAll(int fd, const std::vector<char>& frame, Deadline deadline, std::str
 
 /**
  * Reads one frame's body (the bytes after the length) into `body`; false (with `why`) on error, a closed peer,
- * a length of 0 or over kMaxFrameBytes, or the deadline.
+ * a length of 0 or over maxBytes, or the deadline.
  */
-bool recvFrame(int fd, std::vector<char>* body, Deadline deadline, std::string* why);
+bool recvFrame(int fd, std::vector<char>* body, Deadline deadline, std::string* why, uint32_t maxBytes);
 
 /** The numeric local address of a connected socket ("127.0.0.1"): the interface that reaches the peer. */
 std::string localAddressOf(int fd);

@@ -30,7 +30,7 @@ std::vector<char> StoreClient::request(std::vector<char> frame) {
   if (fd_ < 0) throw StoreUnreachable(broken_.empty() ? "not connected to the store" : broken_);
   std::string why;
   std::vector<char> body;
-  if (!sendAll(fd_, frame, deadline, &why) || !recvFrame(fd_, &body, deadline, &why)) {
+  if (!sendAll(fd_, frame, deadline, &why) || !recvFrame(fd_, &body, deadline, &why, kMaxReplyBytes)) {
     // A half-read reply would desynchronise the stream: the connection is done.
     broken_ = why;
     closeFd(fd_);
@@ -97,6 +97,19 @@ std::vector<size_t> StoreClient::missing(const std::vector<std::string>& keys) {
     }
   }
   return out;
+}
+
+std::pair<int, int> StoreClient::joined() {
+  std::vector<char> body = request(BodyWriter(Msg::Joined).frame());
+  try {
+    BodyReader r(body.data(), body.size());
+    if (r.type() != Msg::Count) throw ProtocolError("not a Count");
+    int connected = static_cast<int>(r.u32()), gone = static_cast<int>(r.u32());
+    r.end();
+    return {connected, gone};
+  } catch (const ProtocolError& e) {
+    throw StoreUnreachable(std::string("the store's reply to Joined is malformed: ") + e.what());
+  }
 }
 
 std::vector<RankStatus> StoreClient::status() {

@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "net.h"
@@ -58,6 +59,8 @@ class StoreClient {
   /** Indices into `keys` of those not set yet. */
   std::vector<size_t> missing(const std::vector<std::string>& keys);
   std::vector<RankStatus> status();
+  /** How many ranks are connected, and how many have gone (lost or left): a small reply, for polling. */
+  std::pair<int, int> joined();
   /** Records this rank's failure, so that others do not blame it for leaving afterwards. */
   void report(const FaultReport& report);
   void startHeartbeat(int intervalMs);

@@ -221,6 +221,16 @@ void StoreServer::handle(Conn& c, const char* body, size_t n) {
       r.end();
       reply(c, statusFrame());
       return;
+    case Msg::Joined: {
+      r.end();
+      uint32_t connected = 0, gone = 0;
+      for (const RankRecord& rec : ranks_) {
+        connected += rec.state == RankState::Connected;
+        gone += rec.state == RankState::Lost || rec.state == RankState::Left;
+      }
+      reply(c, BodyWriter(Msg::Count).u32(connected).u32(gone).frame());
+      return;
+    }
     case Msg::Report: {
       RankRecord& rec = ranks_[c.rank];
       uint32_t blamed = r.u32();
@@ -251,20 +261,21 @@ std::vector<char> StoreServer::statusFrame() const {
   BodyWriter w(Msg::StatusReply);
   w.u32(static_cast<uint32_t>(worldSize_));
   Clock::time_point now = Clock::now();
+  uint32_t reports = 0;
   for (const RankRecord& rec : ranks_) {
     long long age = rec.state == RankState::NeverJoined
                         ? 0
                         : std::chrono::duration_cast<std::chrono::milliseconds>(now - rec.last).count();
     w.u8(static_cast<uint8_t>(rec.state)).u32(rec.pid).u32(static_cast<uint32_t>(age < 0 ? 0 : age)).blob(rec.host);
     w.u8(rec.reported ? 1 : 0);
-    if (rec.reported) w.u32(rec.blamedPlusOne).blob(rec.kind).blob(rec.message);
+    if (rec.reported) w.u32(rec.blamedPlusOne).blob(rec.kind).blob(reports++ < kMaxReportsInStatus ? rec.message : std::string());
   }
   return w.frame();
 }
 
 void StoreServer::reply(Conn& c, std::vector<char> frame) {
-  if (c.out.size() + frame.size() > kMaxPendingReplyBytes) {
-    dropConnection(c);  // a client that sends but never reads
+  if (c.out.size() + frame.size() > kMaxPendingReplyBytes + kMaxReplyBytes) {
+    dropConnection(c);  // a client that sends but never reads (more than one largest reply waiting)
     return;
   }
   c.out.insert(c.out.end(), frame.begin(), frame.end());

@@ -24,6 +24,9 @@ constexpr uint32_t kMaxWorldSize = 65536;
 constexpr uint32_t kMaxKindBytes = 32;
 constexpr uint32_t kMaxReportBytes = 2048;
 constexpr uint32_t kMaxFrameBytes = kMaxValueBytes + kMaxKeyBytes + 64;
+// Replies may be larger (a status of every rank: ~300 bytes each, plus up to kMaxReportsInStatus fault reports).
+constexpr uint32_t kMaxReportsInStatus = 64;
+constexpr uint32_t kMaxReplyBytes = 64u << 20;
 // A Check frame of kMaxKeysPerCheck keys of kMaxKeyBytes (plus their lengths) fits one frame.
 static_assert(kMaxKeysPerCheck * (kMaxKeyBytes + 4) < kMaxFrameBytes, "a full Check fits a frame");
 
@@ -37,6 +40,7 @@ enum class Msg : uint8_t {
   Status = 6,     // (nothing)                            -> StatusReply
   Goodbye = 7,    // (nothing; no reply; the client closes next)
   Report = 8,     // u32 blamed rank + 1 (0: not known), bytes kind, bytes message  -> Ok
+  Joined = 9,     // (nothing)                            -> Count
   // server -> client
   Ok = 0x81,           // (nothing)
   Error = 0x82,        // bytes message
@@ -44,6 +48,8 @@ enum class Msg : uint8_t {
   Missing = 0x84,      // u32 n, n x u32 index of a key not set
   StatusReply = 0x85,  // u32 worldSize, per rank: u8 RankState, u32 pid, u32 ageMs, bytes host,
                        //   u8 reported, then if reported: u32 blamed rank + 1, bytes kind, bytes message
+                       //   (the message left empty after the first kMaxReportsInStatus reports)
+  Count = 0x86,        // u32 ranks connected, u32 ranks gone (lost or left)
 };
 
 // A rank as the store sees it. ageMs in a StatusReply: since the last heartbeat (Connected) or since the connection
