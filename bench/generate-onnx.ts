@@ -8,11 +8,11 @@
 //        [--top-k 0] [--top-p 1] [--seed 0]
 import * as fs from 'fs';
 import * as path from 'path';
-import { loadTrainedDvae } from '../src/core/image/dvae-codec';
+import { loadDvae } from '../src/core/models/dvae/load';
 import { native } from '../src/core/native';
 import { onnxCacheRoot, onnxStepPrior, openOnnxGeneration } from '../src/core/onnx';
 import { padCaption } from '../src/core/sample/generate';
-import { loadTrainedPrior } from '../src/core/sample/load-prior';
+import { loadPrior } from '../src/core/models/prior/load';
 import { shardUnits, unitRng } from '../src/core/sample/plan';
 import { asyncSteps, sampleImageTokensAsync } from '../src/core/sample/sampler';
 import { Tensor, noGrad, tidy } from '../src/core/tensor';
@@ -34,8 +34,8 @@ async function main(): Promise<void> {
   const seed = Number(arg('--seed', '0'));
   native.setThreads(threads);
   const captions = fs.readFileSync(path.join(ROOT, 'docs', 'samples-val16.txt'), 'utf8').split('\n').filter((l) => l.trim() !== '').slice(0, nCaptions);
-  const prior = loadTrainedPrior(path.join(ROOT, 'models', 'default', 'prior'));
-  const dvae = loadTrainedDvae(path.join(ROOT, 'models', 'default', 'dvae'));
+  const prior = loadPrior(path.join(ROOT, 'models', 'default', 'prior'));
+  const dvae = loadDvae(path.join(ROOT, 'models', 'default', 'dvae'));
   const onnx = await openOnnxGeneration(prior, dvae, { threads });
   const engineSteps = asyncSteps(prior.model);
   const onnxSteps = onnx.prior;

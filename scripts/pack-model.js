@@ -8,7 +8,7 @@
 const fs = require('node:fs');
 const path = require('node:path');
 const root = path.join(__dirname, '..');
-const { resolveCheckpoint, MODEL_FILE, STATE_FILE, CHECKPOINTS_DIR, LATEST_FILE } = require(path.join(root, 'dist/src/core/train/checkpoint'));
+const { resolveCheckpoint, MODEL_FILE, STATE_FILE, CHECKPOINTS_DIR, LATEST_FILE } = require(path.join(root, 'dist/src/core/checkpoint'));
 const { readSafetensorsSync } = require(path.join(root, 'dist/src/core/io/safetensors'));
 const { saveTensors } = require(path.join(root, 'dist/src/core/io/tensors'));
 const { Tensor, tidy } = require(path.join(root, 'dist/src/core/tensor'));

@@ -8,7 +8,7 @@ export const DEFAULT_MODEL_DIR = path.join('models', 'default');
 /** The --prior / --dvae path given, or the bundled one under the package root; a clear error when neither exists. */
 export async function modelPathOrBundled(root: string, flag: 'prior' | 'dvae', given: string | undefined): Promise<string> {
   if (given !== undefined) return given;
-  const { CheckpointError } = await import('../core/train/checkpoint'); // lazily: commands load the engine only in run()
+  const { CheckpointError } = await import('../core/checkpoint'); // lazily: commands load the engine only in run()
   const bundled = path.join(root, DEFAULT_MODEL_DIR, flag);
   if (!fs.existsSync(bundled)) {
     throw new CheckpointError(

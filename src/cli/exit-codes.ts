@@ -9,7 +9,7 @@ import type { TokenFileError } from '../core/image/dvae-codec';
 import type { TextFileError } from '../core/io/errors';
 import type { OutputPathError, OutputWriteError } from '../core/io/write-errors';
 import type { TokenizerError } from '../core/text/errors';
-import type { CheckpointError } from '../core/train/checkpoint';
+import type { CheckpointError } from '../core/checkpoint';
 
 /** Exit codes that scripts can rely on. oclif itself uses 2 for flag-parsing errors. */
 export const ExitCode = {

@@ -55,7 +55,8 @@ export default class DecodeCommand extends BaseCommand<typeof DecodeCommand> {
   async run(): Promise<DecodeCommandResult> {
     // The engine is loaded here, not at the top, so `dalle --help` lists this command even without the native addon.
     const { applyRuntime } = await import('../core/runtime');
-    const { decodeTokenGrids, loadTrainedDvae, readTokenGrids } = await import('../core/image/dvae-codec');
+    const { decodeTokenGrids, readTokenGrids } = await import('../core/image/dvae-codec');
+    const { loadDvae } = await import('../core/models/dvae/load');
     const runtime = this.loadConfig(dvaeConfig).runtime;
     const { device } = applyRuntime(runtime, 'decode');
     if (this.flags.onnx !== undefined && this.flags.runtime !== 'onnx') this.error('--onnx DIR needs --runtime onnx', { exit: 2 });
@@ -64,7 +65,7 @@ export default class DecodeCommand extends BaseCommand<typeof DecodeCommand> {
     claimOutputFolder(out, DECODE_OUTPUT_RULE);
     const events = this.renderEvents(new CoreEmitter());
     this.lockFolder(this.flags.out, events);
-    const dvae = loadTrainedDvae(this.flags.dvae, device);
+    const dvae = loadDvae(this.flags.dvae, device);
     // --runtime onnx: the same dVAE as ONNX graphs, run by onnxruntime-node (loaded only then).
     let onnx: import('../core/onnx').OnnxDvae | undefined;
     try {

@@ -64,7 +64,8 @@ export default class EncodeCommand extends BaseCommand<typeof EncodeCommand> {
     const inputs = (await this.parse(EncodeCommand, this.argv)).argv as string[];
     // The engine is loaded here, not at the top, so `dalle --help` lists this command even without the native addon.
     const { applyRuntime } = await import('../core/runtime');
-    const { encodeImages, loadTrainedDvae } = await import('../core/image/dvae-codec');
+    const { encodeImages } = await import('../core/image/dvae-codec');
+    const { loadDvae } = await import('../core/models/dvae/load');
     const runtime = this.loadConfig(dvaeConfig).runtime;
     const { device } = applyRuntime(runtime, 'encode');
     if (this.flags.onnx !== undefined && this.flags.runtime !== 'onnx') this.error('--onnx DIR needs --runtime onnx', { exit: 2 });
@@ -74,7 +75,7 @@ export default class EncodeCommand extends BaseCommand<typeof EncodeCommand> {
     preflightOutputFile(out);
     preflightOutputFile(list, { flag: `--out's input list` });
     const events = this.renderEvents(new CoreEmitter());
-    const dvae = loadTrainedDvae(this.flags.dvae, device);
+    const dvae = loadDvae(this.flags.dvae, device);
     // --runtime onnx: the same dVAE as ONNX graphs, run by onnxruntime-node (loaded only then).
     let onnx: import('../core/onnx').OnnxDvae | undefined;
     try {

@@ -93,7 +93,7 @@ export default class ExportCommand extends BaseCommand<typeof ExportCommand> {
   }
 
   private async exportClip(target: string, runtime: { threads: number; seed: number }): Promise<ExportCommandResult['clip']> {
-    const { loadClip } = await import('../core/models/clip/train');
+    const { loadClip } = await import('../core/models/clip/load');
     const { exportClipOnnx } = await import('../core/onnx/clip-export');
     const { OnnxClip } = await import('../core/onnx/clip-runner');
     const { verifyClipExport } = await import('../core/onnx/clip-verify');
@@ -127,9 +127,9 @@ export default class ExportCommand extends BaseCommand<typeof ExportCommand> {
   }
 
   private async exportDvae(target: string, runtime: { threads: number; seed: number }): Promise<ExportCommandResult['dvae']> {
-    const { loadTrainedDvae } = await import('../core/image/dvae-codec');
+    const { loadDvae } = await import('../core/models/dvae/load');
     const { OnnxDvae, exportDvaeOnnx, verifyDvaeExport } = await import('../core/onnx');
-    const dvae = loadTrainedDvae(target);
+    const dvae = loadDvae(target);
     try {
       const written = exportDvaeOnnx(dvae, this.flags.out);
       this.log(
@@ -159,9 +159,9 @@ export default class ExportCommand extends BaseCommand<typeof ExportCommand> {
   }
 
   private async exportPrior(target: string, runtime: { threads: number; seed: number }): Promise<ExportCommandResult['prior']> {
-    const { loadTrainedPrior } = await import('../core/sample/load-prior');
+    const { loadPrior } = await import('../core/models/prior/load');
     const { OnnxPrior, exportPriorOnnx, verifyPriorExport } = await import('../core/onnx');
-    const prior = loadTrainedPrior(target);
+    const prior = loadPrior(target);
     try {
       const written = exportPriorOnnx({ model: prior.model, arch: prior.config.model, checkpoint: prior.checkpoint, step: prior.step }, this.flags.out);
       this.log(`prior of ${prior.checkpoint} (update ${prior.step}) in ${written.dir}: ${written.files.prior} (${megabytes(written.bytes)}), ${written.files.info}`);

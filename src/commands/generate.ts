@@ -90,9 +90,10 @@ export default class GenerateCommand extends BaseCommand<typeof GenerateCommand>
     const argvCaptions = (await this.parse(GenerateCommand, this.argv)).argv as string[];
     // The engine is loaded here, not at the top, so `dalle --help` lists this command even without the native addon.
     const { applyRuntime } = await import('../core/runtime');
-    const { encodeImages, loadTrainedDvae } = await import('../core/image/dvae-codec');
+    const { encodeImages } = await import('../core/image/dvae-codec');
+    const { loadDvae } = await import('../core/models/dvae/load');
     const { CaptionError, checkKeepRows, runGeneration } = await import('../core/sample/generate');
-    const { loadTrainedPrior } = await import('../core/sample/load-prior');
+    const { loadPrior } = await import('../core/models/prior/load');
     const { parseShard } = await import('../core/sample/plan');
     const { SamplingError, checkSamplingOptions } = await import('../core/sample/filters');
     const runtime = this.loadConfig(priorConfig).runtime;
@@ -130,9 +131,9 @@ export default class GenerateCommand extends BaseCommand<typeof GenerateCommand>
     // The CLIP is opened first, so a bad --clip fails before any image is sampled.
     const { openClipScorer } = await import('../core/models/clip/scorer');
     const scorer = this.flags.clip !== undefined ? await openClipScorer(this.flags.clip, device) : undefined;
-    const prior = loadTrainedPrior(priorPath, device);
+    const prior = loadPrior(priorPath, device);
     try {
-      const dvae = loadTrainedDvae(dvaePath, device);
+      const dvae = loadDvae(dvaePath, device);
       // The range of --keep-rows is known once the dVAE's grid is: checked before anything is exported or encoded.
       const keepRows = this.flags['keep-rows'] ?? Math.max(1, Math.floor(dvae.gridSide / 2));
       if (this.flags.image !== undefined) checkKeepRows(keepRows, dvae.gridSide);

@@ -9,8 +9,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { DeviceUnavailableError, applyRuntime, jobKernels } from '../../src/core/runtime';
 import { ComputeJob } from '../../src/core/job-ops';
-import { decodeTokenGrids, encodeImages, loadTrainedDvae } from '../../src/core/image/dvae-codec';
-import { loadTrainedPrior } from '../../src/core/sample/load-prior';
+import { decodeTokenGrids, encodeImages } from '../../src/core/image/dvae-codec';
+import { loadDvae } from '../../src/core/models/dvae/load';
+import { loadPrior } from '../../src/core/models/prior/load';
 import { runGeneration } from '../../src/core/sample/generate';
 import { DvaeTrainer } from '../../src/core/train/dvae-trainer';
 import { PriorTrainer } from '../../src/core/train/prior-trainer';
@@ -139,8 +140,8 @@ describe('jobs on a device (stand-in cuda:0: placement and transfer boundaries, 
   it('generate on cuda:0: the same tokens, log-likelihoods and PNGs as on the CPU; its ops all declared', async () => {
     assert.ok(priorRun && dvaeRun, 'needs the runs of the train-prior test');
     const generate = async (device: Device): Promise<{ out: string; records: Array<Record<string, unknown>> }> => {
-      const prior = loadTrainedPrior(priorRun, device);
-      const dvae = loadTrainedDvae(dvaeRun, device);
+      const prior = loadPrior(priorRun, device);
+      const dvae = loadDvae(dvaeRun, device);
       const out = path.join(temporaryDir('dalle-dev-gen-'), 'out');
       try {
         await runGeneration({
@@ -176,7 +177,7 @@ describe('jobs on a device (stand-in cuda:0: placement and transfer boundaries, 
   it('encode and decode on cuda:0: the same codes and pixels as on the CPU', async () => {
     assert.ok(dvaeRun, 'needs the dVAE of the train-dvae test');
     const roundTrip = async (device: Device) => {
-      const dvae = loadTrainedDvae(dvaeRun, device);
+      const dvae = loadDvae(dvaeRun, device);
       try {
         const encoded = await encodeImages(dvae, [images], { batchSize: 3 });
         const pixels: Float32Array[] = [];

@@ -7,10 +7,10 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { runCommand } from '@oclif/test';
-import { loadTrainedDvae } from '../../src/core/image/dvae-codec';
+import { loadDvae } from '../../src/core/models/dvae/load';
 import { readSafetensorsSync, writeSafetensorsSync } from '../../src/core/io/safetensors';
-import { CheckpointError } from '../../src/core/train/checkpoint';
-import { loadTrainedPrior } from '../../src/core/sample/load-prior';
+import { CheckpointError } from '../../src/core/checkpoint';
+import { loadPrior } from '../../src/core/models/prior/load';
 import { trainTinyDvaeRun } from '../harness/tiny-dvae-run';
 import { temporaryDir } from './helpers';
 
@@ -89,9 +89,9 @@ describe('commands: checkpoint integrity', function () {
     for (const kind of ['dvae', 'prior']) {
       assert.match(fs.readFileSync(path.join(BUNDLED, kind, 'checkpoints', 'step-4000', 'SHA256SUMS'), 'utf8'), /^[0-9a-f]{64} {2}model\.safetensors\n$/);
     }
-    const dvae = loadTrainedDvae(path.join(BUNDLED, 'dvae'));
+    const dvae = loadDvae(path.join(BUNDLED, 'dvae'));
     dvae.model.dispose();
-    const prior = loadTrainedPrior(path.join(BUNDLED, 'prior'));
+    const prior = loadPrior(path.join(BUNDLED, 'prior'));
     prior.model.dispose();
 
     const copy = path.join(temporaryDir('dalle-integrity-'), 'dvae');
@@ -100,6 +100,6 @@ describe('commands: checkpoint integrity', function () {
     const bytes = fs.readFileSync(file);
     bytes[bytes.length - 1] ^= 0x01;
     fs.writeFileSync(file, bytes);
-    assert.throws(() => loadTrainedDvae(copy), (error: unknown) => error instanceof CheckpointError && /does not match its checksum/.test(error.message));
+    assert.throws(() => loadDvae(copy), (error: unknown) => error instanceof CheckpointError && /does not match its checksum/.test(error.message));
   });
 });

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { runCommand } from '@oclif/test';
 import sharp from 'sharp';
-import { loadClip } from '../../src/core/models/clip/train';
+import { loadClip } from '../../src/core/models/clip/load';
 import { encodeModel } from '../../src/core/onnx/proto';
 import { buildClipCombinedModel, buildClipTextModel } from '../../src/core/onnx/clip-export';
 import { temporaryDir } from './helpers';

@@ -11,10 +11,10 @@ import path from 'node:path';
 import { runCommand } from '@oclif/test';
 import sharp from 'sharp';
 import { readNpySync } from '../../src/core/io/npy';
-import { loadTrainedDvae } from '../../src/core/image/dvae-codec';
+import { loadDvae } from '../../src/core/models/dvae/load';
 import { readSafetensorsSync } from '../../src/core/io/safetensors';
 import { Tensor, noGrad } from '../../src/core/tensor';
-import { readCheckpointOptimizer, readCheckpointState, writeCheckpoint } from '../../src/core/train/checkpoint';
+import { readCheckpointOptimizer, readCheckpointState, writeCheckpoint } from '../../src/core/checkpoint';
 import { makeCaptionedData, writeTinyPriorConfig } from '../train/prior-helpers';
 import { hashTree, temporaryDir } from './helpers';
 
@@ -74,7 +74,7 @@ describe('commands: convert openai-dvae', function () {
     assert.deepEqual(Array.from(ours.data as Int32Array), Array.from(theirs.data as Int32Array));
     assert.equal(new Set(theirs.data as Int32Array).size, 32); // every code occurs: a wrong weight would move some
 
-    const dvae = loadTrainedDvae(run);
+    const dvae = loadDvae(run);
     try {
       const pixels = new Float32Array(2 * 3 * 32 * 32);
       for (const [i, file] of IMAGES.entries()) {
@@ -99,7 +99,7 @@ describe('commands: convert openai-dvae', function () {
   it('decodes PyTorch\'s tokens to its pixels within 1e-5, and dalle decode writes them as PNGs', async () => {
     const tokens = readNpySync(fixture('tokens.npy'));
     const expected = readNpySync(fixture('pixels.npy')).data as Float32Array;
-    const dvae = loadTrainedDvae(run);
+    const dvae = loadDvae(run);
     let pixels: Float32Array;
     try {
       pixels = noGrad(() => {

@@ -10,7 +10,7 @@ import { runCommand } from '@oclif/test';
 import sharp from 'sharp';
 import { readNpySync, writeNpySync } from '../../src/core/io/npy';
 import { DvaeTrainer } from '../../src/core/train/dvae-trainer';
-import { listCheckpoints } from '../../src/core/train/checkpoint';
+import { listCheckpoints } from '../../src/core/checkpoint';
 import { makeImages, readMetrics, temporaryDir, tinyConfig, writeTinyConfig } from './helpers';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');

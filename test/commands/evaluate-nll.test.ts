@@ -10,9 +10,9 @@ import path from 'node:path';
 import { runCommand } from '@oclif/test';
 import { openDataSource } from '../../src/core/data';
 import { DEFAULT_MAX_INPUT_PIXELS, decodeImage, rgbToChw } from '../../src/core/data/image';
-import { loadTrainedDvae } from '../../src/core/image/dvae-codec';
+import { loadDvae } from '../../src/core/models/dvae/load';
 import { padText } from '../../src/core/models/prior';
-import { loadTrainedPrior } from '../../src/core/sample/load-prior';
+import { loadPrior } from '../../src/core/models/prior/load';
 import { Tensor, noGrad, tidy } from '../../src/core/tensor';
 import { PriorTrainer } from '../../src/core/train/prior-trainer';
 import { temporaryDir } from './helpers';
@@ -30,8 +30,8 @@ function lastJson(stdout: string): Record<string, number | string | null> {
 
 /** Mean NLL in nats per text token (positions 1..L-1) and per image token, from the prior's logits, in float64. */
 async function directNll(priorRun: string, dvaeRun: string, folder: string): Promise<{ text: number; image: number; images: number }> {
-  const prior = loadTrainedPrior(priorRun);
-  const dvae = loadTrainedDvae(dvaeRun);
+  const prior = loadPrior(priorRun);
+  const dvae = loadDvae(dvaeRun);
   try {
     const source = await openDataSource(folder, { requireCaptions: true });
     const L = prior.config.model.text_len;

@@ -8,14 +8,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { runCommand } from '@oclif/test';
 import sharp from 'sharp';
-import { loadTrainedDvae } from '../../src/core/image/dvae-codec';
+import { loadDvae } from '../../src/core/models/dvae/load';
 import { readNpySync, writeNpySync } from '../../src/core/io/npy';
 import { parseSetArgument, priorConfig, resolveConfig, writeRunConfig } from '../../src/core/config';
 import { Prior } from '../../src/core/models/prior';
 import { decodeModel } from '../../src/core/onnx';
 import { Philox } from '../../src/core/tensor/rng';
 import { TextTokenizer } from '../../src/core/text';
-import { writeCheckpoint } from '../../src/core/train/checkpoint';
+import { writeCheckpoint } from '../../src/core/checkpoint';
 import { decodeImage, rgbToChw } from '../../src/core/data/image';
 import { Tensor, noGrad, tidy } from '../../src/core/tensor';
 import { trainTinyDvaeRun } from '../harness/tiny-dvae-run';
@@ -111,7 +111,7 @@ describe('commands: export and --runtime onnx', function () {
     const got = onnx.data as Int32Array;
     const differing = [...got.keys()].filter((i) => got[i] !== engine[i]);
     if (differing.length > 0) {
-      const dvae = loadTrainedDvae(run);
+      const dvae = loadDvae(run);
       try {
         const files = fs.readdirSync(images).filter((f) => f.endsWith('.png')).sort();
         for (const i of differing) {

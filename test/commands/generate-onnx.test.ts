@@ -15,7 +15,7 @@ import { native } from '../../src/core/native';
 import { readResults } from '../../src/core/sample/output';
 import { Philox, Tensor } from '../../src/core/tensor';
 import { TextTokenizer } from '../../src/core/text';
-import { writeCheckpoint } from '../../src/core/train/checkpoint';
+import { writeCheckpoint } from '../../src/core/checkpoint';
 import { TEST_SEED, makeRandom } from '../harness/random';
 import { makeImages, temporaryDir, writeTinyConfig } from './helpers';
 

@@ -14,7 +14,7 @@ import { Prior } from '../../src/core/models/prior';
 import { readResults } from '../../src/core/sample/output';
 import { Philox } from '../../src/core/tensor/rng';
 import { TextTokenizer } from '../../src/core/text';
-import { writeCheckpoint } from '../../src/core/train/checkpoint';
+import { writeCheckpoint } from '../../src/core/checkpoint';
 import { makeImages, temporaryDir, writeTinyConfig } from './helpers';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');

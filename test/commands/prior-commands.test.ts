@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { runCommand } from '@oclif/test';
-import { listCheckpoints } from '../../src/core/train/checkpoint';
+import { listCheckpoints } from '../../src/core/checkpoint';
 import { temporaryDir } from './helpers';
 import { makeCaptionedData, makeTinyDvae, readJsonLines, writeTinyPriorConfig } from '../train/prior-helpers';
 

@@ -15,7 +15,7 @@ import { Prior } from '../../src/core/models/prior';
 import { loadImagePlanes, rankWithinCaptions } from '../../src/core/sample/rerank';
 import { Philox } from '../../src/core/tensor/rng';
 import { TextTokenizer } from '../../src/core/text';
-import { writeCheckpoint } from '../../src/core/train/checkpoint';
+import { writeCheckpoint } from '../../src/core/checkpoint';
 import { makeImages, temporaryDir, writeTinyConfig } from './helpers';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');

@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { runCommand } from '@oclif/test';
 import { readResults } from '../../src/core/sample/output';
-import { listCheckpoints } from '../../src/core/train/checkpoint';
+import { listCheckpoints } from '../../src/core/checkpoint';
 import { DvaeTrainer } from '../../src/core/train/dvae-trainer';
 import { fabricateLock } from '../io/helpers';
 import { hashTree, makeImages, readMetrics, temporaryDir, tinyConfig, writeTinyConfig } from './helpers';

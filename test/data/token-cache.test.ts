@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { DataError } from '../../src/core/data/errors';
 import { findTokenCache, loadOrBuildTokenCache, TokenCache } from '../../src/core/data/token-cache';
-import { loadTrainedDvae, TrainedDvae } from '../../src/core/image/dvae-codec';
+import { loadDvae, TrainedDvae } from '../../src/core/models/dvae/load';
 import { encodeNpy } from '../../src/core/io/npy';
 import { temporaryDir } from '../commands/helpers';
 import { makeCaptionedData, makeTinyDvae, writeTinyPriorConfig } from '../train/prior-helpers';
@@ -29,7 +29,7 @@ describe('data: a damaged token cache is named, with what to do', function () {
     work = temporaryDir('dalle-token-cache-');
     data = await makeCaptionedData(path.join(work, 'data'));
     dvaeRun = await makeTinyDvae(work, data);
-    dvae = loadTrainedDvae(dvaeRun);
+    dvae = loadDvae(dvaeRun);
     built = await loadOrBuildTokenCache({ data, dvae });
     pristine = path.join(work, 'pristine');
     fs.cpSync(built.dir, pristine, { recursive: true });

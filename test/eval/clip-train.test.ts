@@ -3,7 +3,8 @@
  * seeded) and pooled retrieval (against a direct float64 count on random embeddings, odd sizes, a partial pool).
  */
 import * as assert from 'node:assert/strict';
-import { augmentImages, poolRetrieval } from '../../src/core/models/clip/train';
+import { augmentImages } from '../../src/core/train/clip-augment';
+import { poolRetrieval } from '../../src/core/models/clip/retrieval';
 import { Philox } from '../../src/core/tensor/rng';
 
 function randomImages(B: number, R: number, seed: number): Float32Array {

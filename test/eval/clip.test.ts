@@ -4,7 +4,7 @@
  */
 import * as assert from 'node:assert/strict';
 import { Clip, ClipArch, clipDecays } from '../../src/core/models/clip/model';
-import { diagonalAccuracy } from '../../src/core/models/clip/train';
+import { diagonalAccuracy } from '../../src/core/train/clip-trainer';
 import { AdamW } from '../../src/core/train/adamw';
 import { Tensor, backward, noGrad, tidy, zeroGrad } from '../../src/core/tensor';
 import { Philox } from '../../src/core/tensor/rng';

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { runCommand } from '@oclif/test';
-import { CheckpointError, resolveCheckpoint } from '../../src/core/train/checkpoint';
+import { CheckpointError, resolveCheckpoint } from '../../src/core/checkpoint';
 import { temporaryDir } from '../commands/helpers';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');

@@ -16,7 +16,7 @@ import {
   readCheckpointOptimizer,
   resolveCheckpoint,
   writeCheckpoint,
-} from '../../src/core/train/checkpoint';
+} from '../../src/core/checkpoint';
 import { DvaeTrainer } from '../../src/core/train/dvae-trainer';
 import { CoreEvent } from '../../src/core/events';
 import { makeImages, readMetrics, temporaryDir, tinyConfig } from '../commands/helpers';

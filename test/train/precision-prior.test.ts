@@ -10,7 +10,7 @@ import { runCommand } from '@oclif/test';
 import { Prior, plainResidual } from '../../src/core/models/prior';
 import { Philox, Tensor, randNormal, roundTo, tidy } from '../../src/core/tensor';
 import { HalfPrecision, priorResblocks } from '../../src/core/train/precision';
-import { readCheckpointOptimizer } from '../../src/core/train/checkpoint';
+import { readCheckpointOptimizer } from '../../src/core/checkpoint';
 import { PriorTrainer } from '../../src/core/train/prior-trainer';
 import { temporaryDir } from '../commands/helpers';
 import { makeCaptionedData, makeTinyDvae, readJsonLines, tinyPriorConfig, writeTinyPriorConfig } from './prior-helpers';

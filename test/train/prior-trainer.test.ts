@@ -6,11 +6,11 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { loadTrainedDvae } from '../../src/core/image/dvae-codec';
+import { loadDvae } from '../../src/core/models/dvae/load';
 import { loadOrBuildTokenCache, tokenCacheSplits } from '../../src/core/data/token-cache';
 import { readNpySync } from '../../src/core/io/npy';
 import { CoreEvent } from '../../src/core/events';
-import { listCheckpoints } from '../../src/core/train/checkpoint';
+import { listCheckpoints } from '../../src/core/checkpoint';
 import { PriorTrainer } from '../../src/core/train/prior-trainer';
 import { warmupCosine } from '../../src/core/train/schedule';
 import { temporaryDir } from '../commands/helpers';
@@ -31,7 +31,7 @@ describe('prior trainer', function () {
   it('encodes each split once into a cache keyed by the checkpoint and the data, and re-encodes after a change', async () => {
     assert.deepEqual(tokenCacheSplits(data).map((s) => s.name), ['train', 'val']);
     assert.deepEqual(tokenCacheSplits(path.join(data, 'train')).map((s) => s.name), ['train']);
-    const trained = loadTrainedDvae(dvae);
+    const trained = loadDvae(dvae);
     try {
       const first = await loadOrBuildTokenCache({ data, dvae: trained });
       assert.equal(first.built, true);

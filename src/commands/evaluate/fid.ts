@@ -59,7 +59,7 @@ export async function openExtractor(flags: FeatureFlagValues, runtime: RuntimeCo
       );
     }
     const { applyRuntime } = await import('../../core/runtime');
-    const { loadClip } = await import('../../core/models/clip/train');
+    const { loadClip } = await import('../../core/models/clip/load');
     const { ClipImageFeatures } = await import('../../core/models/clip/evaluate');
     const { device } = applyRuntime(runtime, 'evaluate');
     return new ClipImageFeatures(loadClip(flags.clip, device));

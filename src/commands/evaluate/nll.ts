@@ -37,17 +37,17 @@ export default class EvaluateNllCommand extends BaseCommand<typeof EvaluateNllCo
   async run(): Promise<PriorNllResult> {
     // The engine is loaded here, not at the top, so `dalle --help` lists this command even without the native addon.
     const { applyRuntime } = await import('../../core/runtime');
-    const { loadTrainedDvae } = await import('../../core/image/dvae-codec');
-    const { loadTrainedPrior } = await import('../../core/sample/load-prior');
+    const { loadDvae } = await import('../../core/models/dvae/load');
+    const { loadPrior } = await import('../../core/models/prior/load');
     const { priorNll } = await import('../../core/eval/nll');
     const runtime = this.loadConfig(priorConfig).runtime;
     const priorPath = await modelPathOrBundled(this.config.root, 'prior', this.flags.prior);
     const dvaePath = await modelPathOrBundled(this.config.root, 'dvae', this.flags.dvae);
     const { device } = applyRuntime(runtime, 'evaluate');
     const events = this.renderEvents(new CoreEmitter());
-    const prior = loadTrainedPrior(priorPath, device);
+    const prior = loadPrior(priorPath, device);
     try {
-      const dvae = loadTrainedDvae(dvaePath, device);
+      const dvae = loadDvae(dvaePath, device);
       try {
         const r = await priorNll({ prior, dvae, data: this.flags.data, split: this.flags.split, limit: this.flags.limit, batchSize: this.flags['batch-size'], events });
         this.log(

@@ -42,11 +42,11 @@ export default class EvaluateReconCommand extends BaseCommand<typeof EvaluateRec
   async run(): Promise<ReconCommandResult> {
     // The engine is loaded here, not at the top, so `dalle --help` lists this command even without the native addon.
     const { applyRuntime } = await import('../../core/runtime');
-    const { loadTrainedDvae } = await import('../../core/image/dvae-codec');
+    const { loadDvae } = await import('../../core/models/dvae/load');
     const { evaluateDvaeRecon } = await import('../../core/eval/dvae-recon');
     const { device } = applyRuntime(this.loadConfig(dvaeConfig).runtime, 'evaluate');
     const events = this.renderEvents(new CoreEmitter());
-    const dvae = loadTrainedDvae(this.flags.dvae, device);
+    const dvae = loadDvae(this.flags.dvae, device);
     try {
       const r = await evaluateDvaeRecon(dvae.model, this.flags.data, {
         resolution: dvae.resolution,

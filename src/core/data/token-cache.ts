@@ -23,7 +23,7 @@ import { writeDirectoryAtomicSync } from '../io/atomic';
 import { sha256File } from '../io/checksums';
 import { writeNpySync } from '../io/npy';
 import { EventSink, silentSink } from '../events';
-import type { TrainedDvae } from '../image/dvae-codec';
+import type { TrainedDvae } from '../models/dvae/load';
 import { Tensor, noGrad, tidy } from '../tensor';
 import { mapWithConcurrency } from './concurrency';
 import { DataError, SkipError } from './errors';

@@ -1,10 +1,11 @@
 /**
  * The negative log-likelihood of a trained prior on a data set of captioned images: bits (and nats) per text token and
- * per image token, as the prior's own validation loss measures them (train/prior-trainer.ts `validationLoss`, reused
- * here): each image's first caption BPE-encoded without dropout, truncated to text_len and padded; the image encoded by
- * the prior's dVAE into argmax codes (read from the dVAE's token cache when one exists for this data set, else encoded
- * in memory and not cached); text positions 1..L-1 (padding tokens included, as the prior is trained) and all N image
- * tokens scored by one forward each; per-batch means summed in float64, weighted by the batch's examples.
+ * per image token, as the prior's own validation loss measures them (eval/prior-split-loss.ts `validationLoss`, which its
+ * training uses too): each image's first caption BPE-encoded without dropout, truncated to text_len and padded; the
+ * image encoded by the prior's dVAE into argmax codes (read from the dVAE's token cache when one exists for this data
+ * set, else encoded in memory and not cached); text positions 1..L-1 (padding tokens included, as the prior is
+ * trained) and all N image tokens scored by one forward each; per-batch means summed in float64, weighted by the
+ * batch's examples.
  *
  * Bits per image dimension: the image tokens' total bits divided by the image's 3 H W pixel values. It is the prior's
  * cost of the dVAE code only; the dVAE decoder's reconstruction term of the paper's evidence lower bound is left out,
@@ -17,10 +18,10 @@ import { DataError } from '../data/errors';
 import { SkipSummary } from '../data/skips';
 import { TokenSplit, encodeTokenSplit, findTokenCache, tokenCacheSplits } from '../data/token-cache';
 import { EventSink, silentSink } from '../events';
-import type { TrainedDvae } from '../image/dvae-codec';
-import type { TrainedPrior } from '../sample/load-prior';
-import { CheckpointError } from '../train/checkpoint';
-import { validationLoss } from '../train/prior-trainer';
+import { CheckpointError } from '../checkpoint';
+import type { TrainedDvae } from '../models/dvae/load';
+import type { TrainedPrior } from '../models/prior/load';
+import { validationLoss } from './prior-split-loss';
 
 export interface PriorNllOptions {
   readonly prior: TrainedPrior;

@@ -1,8 +1,7 @@
 /**
  * Images <-> token grids with a trained dVAE: what `dalle encode` and `dalle decode` call.
  *
- * - loadTrainedDvae(RUN | RUN/checkpoints/step-N): the run's config.yaml gives the architecture and resolution; the
- *   checkpoint gives the weights.
+ * - the dVAE itself comes from loadDvae(RUN | RUN/checkpoints/step-N) (models/dvae/load.ts).
  * - encodeImages: image files, folders and manifests (any data source `dataset inspect` reads) -> int32 (N, h, w)
  *   argmax codes, in input order; inputs that cannot be decoded are skipped and reported, never a crash.
  * - readTokenGrids / decodeTokenGrids: a .npy of int32 (N, h, w) (or one (h, w) grid) -> images; a wrong grid shape
@@ -10,8 +9,6 @@
  * Key: N = images, V = vocab_size, R = resolution, h = w = R / f, f = the dVAE's downsample factor.
  */
 import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { DvaeConfig, dvaeConfig, readRunConfig } from '../config';
 import { DataError, SkipError } from '../data/errors';
 import { decodeImage, rgbToChw } from '../data/image';
 import { isImagePath } from '../data/sources/files';
@@ -19,9 +16,8 @@ import { openDataSource } from '../data/sources/open';
 import { SkipReport, SkipSummary } from '../data/skips';
 import { EventSink, silentSink } from '../events';
 import { readNpySync } from '../io/npy';
-import { Dvae } from '../models/dvae';
-import { Device, Tensor, noGrad, tidy } from '../tensor';
-import { CheckpointError, loadCheckpointModel, resolveCheckpoint } from '../train/checkpoint';
+import type { TrainedDvae } from '../models/dvae/load';
+import { Tensor, noGrad, tidy } from '../tensor';
 
 /** A token file that cannot be decoded by this dVAE; `hint` says what to do. Exit code 4 (input). */
 export class TokenFileError extends Error {
@@ -33,45 +29,6 @@ export class TokenFileError extends Error {
   ) {
     super(message);
   }
-}
-
-export interface TrainedDvae {
-  readonly model: Dvae;
-  readonly config: DvaeConfig;
-  /** The checkpoint directory the weights came from, and its update count. */
-  readonly checkpoint: string;
-  readonly step: number;
-  /** Image side R and token grid side R / f. */
-  readonly resolution: number;
-  readonly gridSide: number;
-}
-
-/**
- * A dVAE from a run directory (its latest checkpoint) or a checkpoint directory, on `device`: the checkpoint is read
- * on the host (the same files on every device) and the model moved there once. Dispose `model` when done.
- */
-export function loadTrainedDvae(target: string, device: Device = 'cpu'): TrainedDvae {
-  const found = resolveCheckpoint(target, 'dvae');
-  if (found.state.kind !== 'dvae') throw new CheckpointError(`${found.dir} is a ${found.state.kind} checkpoint, not a dVAE`, 'pass a run made by `dalle train-dvae`');
-  let config: DvaeConfig;
-  try {
-    config = readRunConfig(found.runDir, dvaeConfig);
-  } catch (error) {
-    throw new CheckpointError(
-      `cannot read the run config of ${found.dir} (${path.join(found.runDir, 'config.yaml')}): ${error instanceof Error ? error.message : String(error)}`,
-      'a checkpoint needs the config.yaml of its run directory (RUN/config.yaml, two levels above checkpoints/step-N)',
-    );
-  }
-  const model = new Dvae(config, { seed: config.runtime.seed });
-  try {
-    loadCheckpointModel(found.dir, new Map(model.namedParameters()));
-    model.to(device);
-  } catch (error) {
-    model.dispose();
-    throw error;
-  }
-  const resolution = config.data.resolution;
-  return { model, config, checkpoint: found.dir, step: found.state.step, resolution, gridSide: resolution / model.downsampleFactor };
 }
 
 /** One image to encode: a name for tokens.inputs.txt, and its bytes or path. */

@@ -4,7 +4,8 @@
  * seeded random images (N, 3, S, S) in [0, 1], through OnnxClip (tokenizer.json, preprocessor_config.json and both
  * graphs) and through the engine (the run's tokenizer, Clip.encodeText / encodeImage).
  */
-import { LoadedClip, embedImages, embedTexts } from '../models/clip/train';
+import { embedImages, embedTexts } from '../models/clip/embed';
+import type { LoadedClip } from '../models/clip/load';
 import { OnnxClip } from './clip-runner';
 import { maxAbsDiff, uniform } from './verify';
 

@@ -1,74 +1,51 @@
 /**
- * The dVAE training loop (Ramesh et al. 2021, Appendix A; docs/ARCHITECTURE.md "Models"). It never prints: it emits CoreEvents.
+ * The dVAE as a training task of the one loop (loop.ts; Ramesh et al. 2021, Appendix A; docs/ARCHITECTURE.md "Models").
  *
  * Per update s (0-based): a batch from the DataLoader; lr(s), beta(s), tau(s) from dvaeSchedules; the loss
- * recon + beta * KL with gumbel noise drawn from the run's noise stream; backward; AdamW. Every log_every updates a
- * line in RUN/metrics.jsonl, every sample_every a grid of originals (top row) over reconstructions (bottom row) in
- * RUN/samples/, every checkpoint_every (and at the end, and on stop()) a checkpoint (checkpoint.ts).
+ * recon + beta * KL with gumbel noise drawn from the run's noise stream. Every log_every updates a line in
+ * RUN/metrics.jsonl, every sample_every a grid of originals (top row) over reconstructions (bottom row) in
+ * RUN/samples/.
  *
  * Weight decay applies to the conv weights (`.w`) only. Biases are left undecayed: decay exists to limit the scale of
  * weights that multiply activations; a bias only shifts them, and pulling it toward 0 shifts every pixel or logit
  * the same way without regularizing anything (the usual convention, which the paper follows for the prior: no decay
  * on gains and biases).
  *
- * Exact resume: everything random or stateful is saved in state.json and restored: the noise Philox (state()), the
- * loader position, AdamW's step (the moments are in optimizer.safetensors; a checkpoint whose optimizer.safetensors
- * holds no tensors, a converted model's, starts AdamW fresh), and the accumulators of the current
- * metrics interval and codebook-usage window. lr, beta and tau are pure functions of the step. So a resumed run's
- * losses are bitwise those of an uninterrupted run with the same seed (test/commands/dvae-commands.test.ts).
+ * Exact resume: besides what the loop saves, state.json holds the noise Philox (rng.noise), the loader position and
+ * the codebook-usage window (metrics.usage). A checkpoint whose optimizer.safetensors holds no tensors (a converted
+ * model's) starts AdamW fresh. lr, beta and tau are pure functions of the step. So a resumed run's losses are bitwise
+ * those of an uninterrupted run with the same seed (test/commands/dvae-commands.test.ts).
  *
  * Codebook usage: at every log step the current batch is encoded to argmax codes (no noise, so no random numbers are
- * drawn); the last USAGE_WINDOW such batches form the window. perplexity = exp(H(p)), p the codes' frequencies in the
- * window (V when every code is equally used, 1 when one code is); dead codes = codes not seen in the window.
+ * drawn); the last USAGE_WINDOW such batches form the window (dvae-codebook.ts).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { performance } from 'node:perf_hooks';
+import { CheckpointError, CheckpointState } from '../checkpoint';
 import { ConfigError, DvaeConfig, dvaeConfig, writeRunConfig } from '../config';
-import { DataLoader } from '../data/loader';
+import { Batch, DataLoader } from '../data/loader';
 import { openDataSource } from '../data/sources/open';
+import type { DataSource } from '../data/sources/types';
 import { EventSink, silentSink } from '../events';
-import { RunLock, acquireRunLock } from '../io/run-lock';
 import { planesToRgb, tileImages, writePng } from '../image/grid';
-import { Dvae, dvaeLoss, dvaeSchedules, kmeansCodebookInit } from '../models/dvae';
-import { parseDevice } from '../backend/device';
-import { Philox, Tensor, backward, noGrad, readScalars, tidy, zeroGrad } from '../tensor';
-import { AdamW } from './adamw';
-import { clipGradNorm } from './clip';
-import {
-  CHECKPOINTS_DIR,
-  CheckpointError,
-  loadCheckpointModel,
-  resolveTrainingStart,
-  restoreCheckpointOptimizer,
-  writeCheckpoint,
-} from './checkpoint';
-import { startPeakMemory } from './peak-memory';
-import { removeInterruptedWrites, truncateMetrics } from './run-folder';
+import { Dvae, dvaeLoss, dvaeSchedules } from '../models/dvae';
+import { Device, parseDevice } from '../backend/device';
+import { Philox, Tensor, noGrad, tidy } from '../tensor';
+import { USAGE_WINDOW, codebookUsage, initCodebook } from './dvae-codebook';
+import { TrainingLoop, TrainingLoopOptions, TrainingResult } from './loop';
+import { MetricsInterval, PrepareContext, StepContext, StepForward, StepTiming, StepValues, TaskCheckpointState, TaskModel, TaskSettings, TrainingTask } from './task';
 
-export const METRICS_FILE = 'metrics.jsonl';
 export const SAMPLES_DIR = 'samples';
 /** The gumbel noise's stream: Philox(seed).fork(this) ('nois'); init uses Philox(seed), data its own fork. */
 export const NOISE_STREAM_ID = 0x6e6f6973;
-/** The k-means codebook init's images and draws: Philox(seed).fork(this) ('kmin'), apart from the training data order. */
-export const CODEBOOK_INIT_STREAM_ID = 0x6b6d696e;
-/** Log-step batches in the codebook-usage window. */
-export const USAGE_WINDOW = 4;
 /** Images (of the batch) shown in a sample grid. */
 const SAMPLE_IMAGES = 8;
-/** Progress events at most this often (ms), plus the first and last update. */
-const PROGRESS_INTERVAL_MS = 200;
 
-export interface DvaeTrainOptions {
+export interface DvaeTrainOptions extends TrainingLoopOptions {
   /** The resolved config (train-dvae writes it to RUN/config.yaml). On resume, the run's config (+ overrides). */
   readonly config: DvaeConfig;
-  /** The run directory. */
-  readonly out: string;
-  /** Continue from RUN/latest. Without it, a run directory that already has checkpoints is an error. */
-  readonly resume?: boolean;
   /** Checkpoints to keep (default 3). */
   readonly keepCheckpoints?: number;
-  readonly events?: EventSink;
 }
 
 /** One metrics.jsonl line. */
@@ -95,301 +72,195 @@ export interface DvaeMetricsLine {
   images_per_s: number;
 }
 
-export interface DvaeTrainResult {
-  readonly runDir: string;
-  /** Updates completed. */
-  readonly step: number;
-  readonly totalSteps: number;
-  /** True when stop() ended the run early. */
-  readonly stopped: boolean;
-  readonly resumedFrom?: number;
-  readonly checkpoint: string;
-  readonly lastLoss?: number;
-  /** The most bytes the run held on its device (runtime.device) from model creation to the end (peak-memory.ts). */
-  readonly peakBytesInUse: number;
+export type DvaeTrainResult = TrainingResult;
+
+/** The batch x of a step, kept for the codes of a log step (encoded with the updated weights). */
+interface DvaeForward extends StepForward {
+  readonly x: Tensor;
 }
 
-/** Accumulators saved in state.json `metrics`, so a resumed run writes the same metrics.jsonl lines. */
-interface MetricsState {
-  interval_loss_sum: number;
-  interval_steps: number;
-  /** Histograms of the usage window's batches (oldest first), each V counts. */
-  usage: number[][];
+/** Trains a dVAE into a run directory: the one loop with the dVAE task. */
+export class DvaeTrainer extends TrainingLoop<Batch, DvaeForward, Int32Array, object> {
+  constructor(options: DvaeTrainOptions) {
+    super(new DvaeTask(options.config, options.out, options.keepCheckpoints), options);
+  }
 }
 
-export class DvaeTrainer {
-  private stopRequested = false;
-  private readonly events: EventSink;
+class DvaeTask implements TrainingTask<Batch, DvaeForward, Int32Array, object> {
+  readonly kind = 'dvae' as const;
+  readonly settings: TaskSettings;
+  readonly device: Device;
+  private readonly schedules: ReturnType<typeof dvaeSchedules>;
+  private events: EventSink = silentSink;
+  private source?: DataSource;
+  private loader?: DataLoader;
+  private model?: Dvae;
+  private noise: Philox;
+  /** The codebook-usage window: histograms of the last log steps' codes (oldest first), each V counts. */
+  private usage: number[][] = [];
 
-  constructor(private readonly options: DvaeTrainOptions) {
-    this.events = options.events ?? silentSink;
-  }
-
-  /** Ask the loop to finish the current update, write a checkpoint and return (safe to call from a signal handler). */
-  stop(): void {
-    this.stopRequested = true;
-  }
-
-  get stopping(): boolean {
-    return this.stopRequested;
-  }
-
-  /** Trains under the run directory's lock (io/run-lock.ts): a second process on the same run is refused. */
-  async run(): Promise<DvaeTrainResult> {
-    const lock = acquireRunLock(this.options.out, { command: 'dalle train-dvae', events: this.events });
-    try {
-      return await this.train(lock);
-    } finally {
-      lock.release();
-    }
-  }
-
-  // Everything is checked (checkpoint, config against its weights, data) before the first write into the run, so a
-  // refused start or resume leaves the run directory as it was.
-  private async train(lock: RunLock): Promise<DvaeTrainResult> {
-    const { config, out } = this.options;
+  constructor(
+    private readonly config: DvaeConfig,
+    private readonly out: string,
+    keepCheckpoints: number | undefined,
+  ) {
     const t = config.train;
-    const emit = this.events.emit.bind(this.events);
-    // Where we start: fresh, or the run's latest checkpoint.
-    const { state: resumed, dir: resumedDir, startStep } = resolveTrainingStart(out, 'dvae', 'dalle train-dvae', this.options.resume, t.steps);
-    if (config.data.path === null || config.data.path === undefined) {
-      throw new ConfigError('is not set: the dVAE needs images to train on', {
-        keyPath: 'data.path',
-        hint: 'pass --data PATH (a folder, a .jsonl/.csv manifest or .tar shards), or --set data.path=PATH',
-      });
-    }
+    this.device = parseDevice(config.runtime.device);
+    this.schedules = dvaeSchedules(config);
+    this.noise = new Philox(config.runtime.seed).fork(NOISE_STREAM_ID);
+    this.settings = {
+      steps: t.steps,
+      progressTask: 'train',
+      label: 'dVAE',
+      divergenceHint: 'lower train.lr, or resume from an earlier checkpoint',
+      optimizer: { lr: t.lr, beta1: t.beta1, beta2: t.beta2, eps: t.eps, weightDecay: t.weight_decay },
+      gradClip: t.grad_clip, // > 0 bounds the update a single loss spike can make; the paper has none
+      logEvery: t.log_every,
+      checkpointEvery: t.checkpoint_every,
+      keepCheckpoints,
+      sampleEvery: t.sample_every,
+      folders: [SAMPLES_DIR],
+      weightsOnlyResume: true,
+    };
+  }
 
-    // Data.
-    emit({ type: 'stage', name: 'loading data', detail: config.data.path });
-    const source = await openDataSource(config.data.path);
-    const loaderOptions = {
-      batchSize: t.batch_size,
+  private get loaderOptions() {
+    const { config } = this;
+    return {
+      batchSize: config.train.batch_size,
       resolution: config.data.resolution,
       seed: config.runtime.seed,
       maxInputPixels: config.data.max_input_pixels,
       prefetchBatches: config.data.prefetch_batches,
       events: this.events,
     };
-    const loader = resumed?.data ? DataLoader.fromState(source, loaderOptions, resumed.data) : new DataLoader(source, loaderOptions);
+  }
 
-    // Model, optimizer, noise. The model is initialized on the host (the seeded init is the same on every device) and
-    // moved to runtime.device once; the optimizer's moments are made beside its parameters.
-    const device = parseDevice(config.runtime.device);
-    const peakBytesInUse = startPeakMemory(device); // the model, its optimizer and the steps
-    const model = new Dvae(config, { seed: config.runtime.seed }).to(device);
-    const named = model.namedParameters();
-    const decay = named.filter(([name]) => name.endsWith('.w'));
-    const noDecay = named.filter(([name]) => !name.endsWith('.w'));
-    const toGroup = (list: Array<[string, Tensor]>) => list.map(([name, tensor]) => ({ name, tensor }));
-    const optimizer = new AdamW(
-      [{ params: toGroup(decay) }, { params: toGroup(noDecay), weightDecay: 0 }],
-      { lr: t.lr, beta1: t.beta1, beta2: t.beta2, eps: t.eps, weightDecay: t.weight_decay },
-    );
-    try {
-      const schedules = dvaeSchedules(config);
-      let noise = new Philox(config.runtime.seed).fork(NOISE_STREAM_ID);
-      const V = model.arch.vocab_size;
-      let metrics: MetricsState = { interval_loss_sum: 0, interval_steps: 0, usage: [] };
-      const metricsFile = path.join(out, METRICS_FILE);
-      let weightsOnly = false;
-      if (resumed && resumedDir) {
-        loadCheckpointModel(resumedDir, new Map(named));
-        weightsOnly = restoreCheckpointOptimizer(resumedDir, resumed, optimizer) === 'fresh';
-        // A weights-only checkpoint (a converted model) starts the rest as a fresh run would, except what it records.
-        if (resumed.rng.noise) noise = Philox.fromState(resumed.rng.noise);
-        else if (!weightsOnly) throw new CheckpointError(`${resumedDir}/state.json has no rng.noise`, 'the checkpoint is not from train-dvae: train again');
-        if (!weightsOnly || Object.keys(resumed.metrics).length > 0) metrics = checkMetricsState(resumed.metrics, V, resumedDir);
-      }
+  private get dvae(): Dvae {
+    if (!this.model) throw new Error('dalle: the dVAE task has no model yet');
+    return this.model;
+  }
 
-      // All checked: the first write.
-      removeInterruptedWrites(lock, [CHECKPOINTS_DIR, SAMPLES_DIR], this.events);
-      emit({ type: 'artifact', kind: 'config', path: writeRunConfig(out, dvaeConfig, config) });
-      // Lines past the checkpoint (all of them on a fresh start) were written by a run that died before checkpointing.
-      truncateMetrics(metricsFile, startStep);
-      if (resumed) {
-        emit({ type: 'log', level: 'info', message: `resuming from ${resumedDir} (update ${startStep} of ${t.steps})` });
-        if (weightsOnly) emit({ type: 'log', level: 'info', message: `${resumedDir} holds weights but no optimizer state: AdamW starts fresh (zero moments, step 0)` });
-      } else if (t.codebook_init === 'kmeans') {
-        await initCodebook(model, source, config, loaderOptions, this.events);
-      }
+  lr(index: number): number {
+    return this.schedules.lr(index);
+  }
 
-      const params = optimizer.parameters;
-      let step = startStep;
-      let lastCheckpoint: string | undefined = resumedDir;
-      let lastCheckpointStep = resumed ? startStep : -1;
-      let lastLoss: number | undefined;
-      let lastProgress = 0;
-      const started = performance.now();
-      let intervalStart = started;
-      let intervalStepsHere = 0; // updates of this interval run by this process (a resumed interval began in another)
-      let lastEmitted: { step: number; metrics: Record<string, number> } | undefined;
-      const checkpoint = (): void => {
-        if (lastCheckpointStep === step) return;
-        lastCheckpoint = writeCheckpoint(out, {
-          model: named,
-          optimizer: optimizer.stateTensors(),
-          state: {
-            kind: 'dvae',
-            step,
-            optimizer_step: optimizer.step,
-            rng: { noise: noise.state() },
-            data: loader.state(),
-            metrics: { ...metrics },
-          },
-          keep: this.options.keepCheckpoints,
-        });
-        lastCheckpointStep = step;
-        emit({ type: 'artifact', kind: 'checkpoint', path: lastCheckpoint });
-      };
-
-      emit({ type: 'stage', name: 'training', detail: `${model.parameterCount()} parameters, updates ${startStep + 1}-${t.steps}` });
-      while (step < t.steps && !this.stopRequested) {
-        const batch = await loader.next();
-        const lr = schedules.lr(step);
-        const beta = schedules.beta(step);
-        const tau = schedules.tau(step);
-        const logging = (step + 1) % t.log_every === 0;
-        // Transfers of a step: the batch in; its scalars out (one copy); at a log step, the batch's codes out.
-        const values = tidy(() => {
-          const x = Tensor.from(batch.images, batch.shape, 'f32', device); // (B, 3, R, R)
-          zeroGrad(params);
-          const r = dvaeLoss(model, x, {
-            tau,
-            beta,
-            rng: noise,
-            usageWeight: t.usage_weight,
-            straightThrough: t.straight_through,
-            encoderFrozen: step < t.decoder_warmup_steps,
-            reconLoss: t.recon_loss,
-            reconSigma: t.recon_sigma,
-          });
-          backward(r.loss);
-          // Clipping (train.grad_clip > 0; the paper has none) bounds the update a single loss spike can make.
-          const { norm } = clipGradNorm(params, t.grad_clip);
-          optimizer.update(lr);
-          const [loss, recon, kl, reconPerDim, klPerCell, usageGap] = readScalars([r.loss, r.recon, r.kl, r.reconPerDim, r.klPerCell, r.usageGap]);
-          // Codebook usage: the batch's argmax codes under the updated weights (no noise, so no random numbers drawn).
-          const codes = logging ? (noGrad(() => model.encode(x).toArray()) as Int32Array) : undefined;
-          return { loss, recon, kl, reconPerDim, klPerCell, usageGap, gradNorm: norm, codes };
-        });
-        if (!Number.isFinite(values.loss)) {
-          throw new Error(`dalle: the dVAE loss became ${values.loss} at update ${step + 1} (recon ${values.recon}, kl ${values.kl}); lower train.lr, or resume from an earlier checkpoint`);
-        }
-        step++;
-        lastLoss = values.loss;
-        metrics.interval_loss_sum += values.loss;
-        metrics.interval_steps += 1;
-        intervalStepsHere += 1;
-
-        const now = performance.now();
-        const imagesPerS = ((step - startStep) * t.batch_size) / Math.max(1e-3, (now - started) / 1000);
-        const shown = { loss: values.loss, recon: values.recon, kl: values.kl, tau, beta, lr, images_per_s: imagesPerS };
-        if (now - lastProgress >= PROGRESS_INTERVAL_MS || step === t.steps || step === startStep + 1) {
-          lastProgress = now;
-          emit({ type: 'progress', task: 'train', step, total: t.steps, unit: 'update', metrics: shown });
-          lastEmitted = undefined;
-        } else {
-          lastEmitted = { step, metrics: shown };
-        }
-
-        if (values.codes) {
-          const hist = new Array<number>(V).fill(0);
-          for (const c of values.codes) hist[c]++;
-          metrics.usage.push(hist);
-          if (metrics.usage.length > USAGE_WINDOW) metrics.usage.shift();
-          const usage = codebookUsage(metrics.usage, V);
-          const intervalS = Math.max(1e-3, (now - intervalStart) / 1000);
-          const line: DvaeMetricsLine = {
-            step,
-            loss: values.loss,
-            recon: values.recon,
-            kl: values.kl,
-            recon_per_dim: values.reconPerDim,
-            kl_per_cell: values.klPerCell,
-            usage_gap: values.usageGap,
-            grad_norm: values.gradNorm,
-            loss_mean: metrics.interval_loss_sum / metrics.interval_steps,
-            lr, beta, tau,
-            perplexity: usage.perplexity,
-            dead_codes: usage.deadCodes,
-            epoch: batch.epoch,
-            images_per_s: (intervalStepsHere * t.batch_size) / intervalS,
-          };
-          fs.appendFileSync(metricsFile, JSON.stringify(line) + '\n');
-          metrics.interval_loss_sum = 0;
-          metrics.interval_steps = 0;
-          intervalStart = now;
-          intervalStepsHere = 0;
-          const { step: _step, ...shown } = line;
-          emit({ type: 'metrics', step, split: 'train', values: shown });
-        }
-
-        if (step % t.sample_every === 0) {
-          const file = await writeSampleGrid(model, batch.images, batch.shape, path.join(out, SAMPLES_DIR, `step-${step}.png`));
-          emit({ type: 'artifact', kind: 'samples', path: file });
-        }
-        if (step % t.checkpoint_every === 0) checkpoint();
-      }
-      // The bar ends at the last update done (stop() can end the loop between throttled progress events).
-      if (lastEmitted) emit({ type: 'progress', task: 'train', step: lastEmitted.step, total: t.steps, unit: 'update', metrics: lastEmitted.metrics });
-      checkpoint();
-      emit({ type: 'done', task: 'train' });
-      return {
-        runDir: out,
-        step,
-        totalSteps: t.steps,
-        stopped: step < t.steps,
-        resumedFrom: resumed?.step,
-        checkpoint: lastCheckpoint as string,
-        lastLoss,
-        peakBytesInUse: peakBytesInUse(),
-      };
-    } finally {
-      loader.close();
-      optimizer.dispose();
-      model.dispose();
+  async prepare({ start, events }: PrepareContext): Promise<void> {
+    const { config } = this;
+    this.events = events;
+    if (config.data.path === null || config.data.path === undefined) {
+      throw new ConfigError('is not set: the dVAE needs images to train on', {
+        keyPath: 'data.path',
+        hint: 'pass --data PATH (a folder, a .jsonl/.csv manifest or .tar shards), or --set data.path=PATH',
+      });
     }
+    events.emit({ type: 'stage', name: 'loading data', detail: config.data.path });
+    const source = await openDataSource(config.data.path);
+    this.source = source;
+    // Data parallelism: a rank's loader takes its part of every global batch (LoaderOptions.part); one process: all.
+    const resumedData = start.state?.data;
+    this.loader = resumedData ? DataLoader.fromState(source, this.loaderOptions, resumedData) : new DataLoader(source, this.loaderOptions);
   }
-}
 
-/** train.codebook_init: kmeans: clusters the encoder features of train.codebook_init_images images of the source. */
-async function initCodebook(model: Dvae, source: Awaited<ReturnType<typeof openDataSource>>, config: DvaeConfig, loaderOptions: { resolution: number; maxInputPixels: number; prefetchBatches: number }, events: EventSink): Promise<void> {
-  const t = config.train;
-  const count = Math.min(t.codebook_init_images, source.records.length);
-  events.emit({ type: 'stage', name: 'codebook init', detail: `k-means of the encoder features of ${count} images` });
-  const rng = new Philox(config.runtime.seed).fork(CODEBOOK_INIT_STREAM_ID);
-  const batchSize = Math.min(32, count);
-  const loader = new DataLoader(source, { ...loaderOptions, batchSize, seed: config.runtime.seed ^ CODEBOOK_INIT_STREAM_ID, events });
-  const R = config.data.resolution;
-  const C = model.arch.input_channels;
-  const images = new Float32Array(count * C * R * R);
-  try {
-    for (let seen = 0; seen < count; ) {
-      const batch = await loader.next();
-      const take = Math.min(batchSize, count - seen);
-      images.set(batch.images.subarray(0, take * C * R * R), seen * C * R * R);
-      seen += take;
-    }
-  } finally {
-    loader.close();
+  // Initialized on the host (the seeded init is the same on every device) and moved to runtime.device once.
+  createModel(): TaskModel {
+    this.model = new Dvae(this.config, { seed: this.config.runtime.seed }).to(this.device);
+    return { named: this.model.namedParameters(), decays: (name) => name.endsWith('.w'), parameterCount: this.model.parameterCount() };
   }
-  const r = kmeansCodebookInit(model, images, [count, C, R, R], { rng, logitStd: t.codebook_init_logit_std });
-  events.emit({ type: 'log', level: 'info', message: `codebook init: k-means of ${r.vectors} feature vectors, perplexity ${r.perplexity.toFixed(1)} of ${model.arch.vocab_size}, ${r.deadCodes} empty codes` });
-}
 
-/** perplexity exp(H) of the pooled code histogram, and the codes never seen. */
-export function codebookUsage(histograms: readonly (readonly number[])[], V: number): { perplexity: number; deadCodes: number } {
-  const total = new Float64Array(V);
-  for (const h of histograms) for (let v = 0; v < V; v++) total[v] += h[v];
-  let n = 0;
-  for (const c of total) n += c;
-  let entropy = 0;
-  let dead = 0;
-  for (const c of total) {
-    if (c === 0) dead++;
-    else entropy -= (c / n) * Math.log(c / n);
+  restore(state: CheckpointState, dir: string, weightsOnly: boolean): void {
+    // A weights-only checkpoint (a converted model) starts the rest as a fresh run would, except what it records.
+    if (state.rng.noise) this.noise = Philox.fromState(state.rng.noise);
+    else if (!weightsOnly) throw new CheckpointError(`${dir}/state.json has no rng.noise`, 'the checkpoint is not from train-dvae: train again');
+    if (!weightsOnly || Object.keys(state.metrics).length > 0) this.usage = checkUsage(state.metrics, this.dvae.arch.vocab_size, dir);
   }
-  return { perplexity: n > 0 ? Math.exp(entropy) : 0, deadCodes: dead };
+
+  writeRunFiles(): Array<{ kind: string; path: string }> {
+    return [{ kind: 'config', path: writeRunConfig(this.out, dvaeConfig, this.config) }];
+  }
+
+  async beforeTraining(fresh: boolean): Promise<void> {
+    if (fresh && this.config.train.codebook_init === 'kmeans') await initCodebook(this.dvae, this.source as DataSource, this.config, this.loaderOptions, this.events);
+  }
+
+  nextBatch(): Promise<Batch> {
+    return (this.loader as DataLoader).next();
+  }
+
+  // Transfers of a step: the batch in; its scalars out (one copy, by the loop); at a log step, the batch's codes out.
+  forward(batch: Batch, { index }: StepContext): DvaeForward {
+    const t = this.config.train;
+    const x = Tensor.from(batch.images, batch.shape, 'f32', this.device); // (B, 3, R, R)
+    const r = dvaeLoss(this.dvae, x, {
+      tau: this.schedules.tau(index),
+      beta: this.schedules.beta(index),
+      rng: this.noise,
+      usageWeight: t.usage_weight,
+      straightThrough: t.straight_through,
+      encoderFrozen: index < t.decoder_warmup_steps,
+      reconLoss: t.recon_loss,
+      reconSigma: t.recon_sigma,
+    });
+    return { loss: r.loss, scalars: { recon: r.recon, kl: r.kl, recon_per_dim: r.reconPerDim, kl_per_cell: r.klPerCell, usage_gap: r.usageGap }, x };
+  }
+
+  // Codebook usage: the batch's argmax codes under the updated weights (no noise, so no random numbers drawn).
+  afterUpdate(forward: DvaeForward, { logging }: StepContext): { extra: Int32Array } | undefined {
+    return logging ? { extra: noGrad(() => this.dvae.encode(forward.x).toArray()) as Int32Array } : undefined;
+  }
+
+  afterStep(values: StepValues<Int32Array>): void {
+    if (!values.extra) return;
+    const hist = new Array<number>(this.dvae.arch.vocab_size).fill(0);
+    for (const c of values.extra) hist[c]++;
+    this.usage.push(hist);
+    if (this.usage.length > USAGE_WINDOW) this.usage.shift();
+  }
+
+  progressMetrics(values: StepValues<Int32Array>, _batch: Batch, timing: StepTiming): Record<string, number> {
+    const { scalars } = values;
+    const imagesPerS = (timing.updatesHere * this.config.train.batch_size) / Math.max(1e-3, timing.secondsHere);
+    return { loss: values.loss, recon: scalars.recon, kl: scalars.kl, tau: this.schedules.tau(values.step - 1), beta: this.schedules.beta(values.step - 1), lr: values.lr, images_per_s: imagesPerS };
+  }
+
+  metricsLine(values: StepValues<Int32Array>, batch: Batch, interval: MetricsInterval): Omit<DvaeMetricsLine, 'step'> {
+    const { scalars } = values;
+    const usage = codebookUsage(this.usage, this.dvae.arch.vocab_size);
+    return {
+      loss: values.loss,
+      recon: scalars.recon,
+      kl: scalars.kl,
+      recon_per_dim: scalars.recon_per_dim,
+      kl_per_cell: scalars.kl_per_cell,
+      usage_gap: scalars.usage_gap,
+      grad_norm: values.gradNorm,
+      loss_mean: interval.lossMean,
+      lr: values.lr,
+      beta: this.schedules.beta(values.step - 1),
+      tau: this.schedules.tau(values.step - 1),
+      perplexity: usage.perplexity,
+      dead_codes: usage.deadCodes,
+      epoch: batch.epoch,
+      images_per_s: (interval.updatesHere * this.config.train.batch_size) / interval.seconds,
+    };
+  }
+
+  sample(batch: Batch, step: number): Promise<string> {
+    return writeSampleGrid(this.dvae, batch.images, batch.shape, path.join(this.out, SAMPLES_DIR, `step-${step}.png`));
+  }
+
+  checkpointState(): TaskCheckpointState {
+    return { rng: { noise: this.noise.state() }, data: (this.loader as DataLoader).state(), metrics: { usage: this.usage } };
+  }
+
+  result(): object {
+    return {};
+  }
+
+  dispose(): void {
+    this.loader?.close();
+    this.model?.dispose();
+  }
 }
 
 /** Originals (top row) over their reconstructions (bottom row), for the first few images of a batch. */
@@ -406,15 +277,11 @@ export async function writeSampleGrid(model: Dvae, images: Float32Array, shape: 
   return file;
 }
 
-function checkMetricsState(value: Readonly<Record<string, unknown>>, V: number, dir: string): MetricsState {
-  const m = value as Partial<MetricsState>;
-  const ok =
-    typeof m.interval_loss_sum === 'number' &&
-    Number.isSafeInteger(m.interval_steps) &&
-    Array.isArray(m.usage) &&
-    m.usage.every((h) => Array.isArray(h) && h.length === V);
-  if (!ok) {
+/** The codebook-usage window of state.json `metrics.usage`: histograms of V counts. */
+function checkUsage(value: Readonly<Record<string, unknown>>, V: number, dir: string): number[][] {
+  const usage = (value as { usage?: unknown }).usage;
+  if (!Array.isArray(usage) || !usage.every((h) => Array.isArray(h) && h.length === V)) {
     throw new CheckpointError(`${dir}/state.json: metrics are not a dVAE trainer's (interval_loss_sum, interval_steps, usage of ${V} counts)`, 'the checkpoint is from another vocab_size or another program: resume with the config.yaml of its run');
   }
-  return { interval_loss_sum: m.interval_loss_sum as number, interval_steps: m.interval_steps as number, usage: (m.usage as number[][]).map((h) => [...h]) };
+  return (usage as number[][]).map((h) => [...h]);
 }

@@ -1,65 +1,51 @@
 /**
- * The prior's training loop (Ramesh et al. 2021, Appendix B; docs/ARCHITECTURE.md "Models"). It never prints: it emits CoreEvents.
+ * The prior as a training task of the one loop (loop.ts; Ramesh et al. 2021, Appendix B; docs/ARCHITECTURE.md
+ * "Models").
  *
  * Data: the data set's images encoded once by the dVAE into token grids (data/token-cache.ts), captions tokenized on
  * the fly with the run's BPE tokenizer (RUN/tokenizer.json: --tokenizer FILE, or trained on the training captions).
  * Per update s (0-based): batch_size examples in the seeded epoch order (data/order.ts: epochOrder, captionDraws);
  * each caption replaced by all padding tokens with probability train.caption_dropout, else BPE-encoded with dropout
  * data.bpe_dropout (both drawn from the run's augmentation stream), truncated to text_len and padded (padText);
- * loss = text_loss_weight * text CE + image_loss_weight * image CE (nats per token); backward; global gradient norm
- * clipped to grad_clip; AdamW (beta 0.9 / 0.96, eps 1e-8, weight decay 4.5e-2 on the linear weights only, not on
- * gains, biases or embeddings) with lr warmed up linearly over warmup_steps then cosine-decayed to lr_min.
+ * loss = text_loss_weight * text CE + image_loss_weight * image CE (nats per token); the loop then clips the global
+ * gradient norm to grad_clip and runs AdamW (beta 0.9 / 0.96, eps 1e-8, weight decay 4.5e-2 on the linear weights
+ * only, not on gains, biases or embeddings) with lr warmed up linearly over warmup_steps then cosine-decayed to lr_min.
  * Every log_every updates a line in RUN/metrics.jsonl; every val_every a line with the val split's losses per text
- * and per image token (no dropout of either kind); every checkpoint_every (and at the end, and on stop()) a checkpoint.
+ * and per image token (no dropout of either kind; eval/prior-split-loss.ts).
  *
- * Exact resume: state.json holds the data position (epoch, position), the augmentation Philox, AdamW's step and the
- * metric accumulators; the token cache key must match (same dVAE checkpoint and data). lr is a pure function of the
+ * Exact resume: besides what the loop saves, state.json holds the data position (epoch, position), the augmentation
+ * Philox and the token cache key, which must match (same dVAE checkpoint and data). lr is a pure function of the
  * step. So a resumed run's losses are those of an uninterrupted run (test/train/prior-trainer.test.ts).
  * Key: B = batch_size, L = text_len, N = image_grid^2.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { performance } from 'node:perf_hooks';
+import { CheckpointError, CheckpointState } from '../checkpoint';
 import { ConfigError, PriorConfig, priorConfig, writeRunConfig } from '../config';
 import { TokenCache, TokenSplit, loadOrBuildTokenCache } from '../data/token-cache';
 import { captionDraws, dataRandom, epochOrder, pickCaption } from '../data/order';
+import { imageTokens, validationLoss } from '../eval/prior-split-loss';
 import { EventSink, silentSink } from '../events';
-import { RunLock, acquireRunLock } from '../io/run-lock';
-import { loadTrainedDvae } from '../image/dvae-codec';
+import { loadDvae } from '../models/dvae/load';
+import { PRIOR_TOKENIZER_FILE } from '../models/prior/load';
 import { Prior, padText, priorDecays } from '../models/prior';
-import { parseDevice } from '../backend/device';
-import { Philox, Tensor, backward, noGrad, readScalars, tidy, zeroGrad } from '../tensor';
+import { Device, parseDevice } from '../backend/device';
+import { Philox, Tensor } from '../tensor';
 import { TextTokenizer } from '../text';
-import { AdamW } from './adamw';
-import {
-  CHECKPOINTS_DIR,
-  CheckpointError,
-  loadCheckpointModel,
-  readCheckpointOptimizer,
-  resolveTrainingStart,
-  writeCheckpoint,
-} from './checkpoint';
-import { clipGradNorm } from './clip';
-import { removeInterruptedWrites, truncateMetrics } from './run-folder';
-import { PrecisionState, createPrecision, priorResblocks } from './precision';
-import { startPeakMemory } from './peak-memory';
-import { warmupCosine } from './schedule';
+import { TrainingLoop, TrainingLoopOptions, TrainingResult } from './loop';
+import { createPrecision, priorResblocks } from './precision';
+import { Schedule, warmupCosine } from './schedule';
+import { MetricsInterval, PrepareContext, RunWriter, StepForward, StepTiming, StepValues, TaskCheckpointState, TaskModel, TaskSettings, TrainingTask } from './task';
 
-export const METRICS_FILE = 'metrics.jsonl';
-export const TOKENIZER_FILE = 'tokenizer.json';
 /** The augmentation stream (caption dropout, BPE dropout): Philox(seed).fork(this) ('augm'). Init uses Philox(seed). */
 export const AUG_STREAM_ID = 0x6175676d;
-const PROGRESS_INTERVAL_MS = 200;
 
-export interface PriorTrainOptions {
+export interface PriorTrainOptions extends TrainingLoopOptions {
   /** The resolved config (data.path and data.dvae set). On resume, the run's config (+ overrides). */
   readonly config: PriorConfig;
-  readonly out: string;
   /** A tokenizer.json to use (copied to RUN/tokenizer.json); default: RUN/tokenizer.json on resume, else trained. */
   readonly tokenizer?: string;
-  readonly resume?: boolean;
   readonly keepCheckpoints?: number;
-  readonly events?: EventSink;
 }
 
 export interface PriorMetricsLine {
@@ -87,30 +73,22 @@ export interface PriorValLine {
   val_examples: number;
 }
 
-export interface PriorTrainResult {
-  readonly runDir: string;
-  readonly step: number;
-  readonly totalSteps: number;
-  readonly stopped: boolean;
-  readonly resumedFrom?: number;
-  readonly checkpoint: string;
-  readonly lastLoss?: number;
+export interface PriorTrainResult extends TrainingResult {
   readonly lastVal?: PriorValLine;
   readonly tokenCache: string;
-  /** The most bytes the run held on its device (runtime.device) from model creation to the end (peak-memory.ts). */
-  readonly peakBytesInUse: number;
-}
-
-interface MetricsState {
-  interval_loss_sum: number;
-  interval_steps: number;
-  token_cache: string;
 }
 
 /** Where the next example comes from: order(epoch)[position]. */
 interface DataPosition {
   epoch: number;
   position: number;
+}
+
+/** A batch: its text (B, L) and image (B, N) tokens, and the epoch of its last example. */
+interface PriorBatch {
+  readonly text: Int32Array;
+  readonly image: Int32Array;
+  readonly epoch: number;
 }
 
 /** The training examples in seeded epoch order, one caption drawn per image per epoch. */
@@ -147,48 +125,72 @@ class TokenBatcher {
   }
 }
 
-/** Image tokens (B, N) of the given examples. */
-function imageTokens(split: TokenSplit, indices: readonly number[]): Int32Array {
-  const n = split.shape[1] * split.shape[2];
-  const out = new Int32Array(indices.length * n);
-  indices.forEach((idx, b) => out.set(split.tokens.subarray(idx * n, (idx + 1) * n), b * n));
-  return out;
+/** Trains a prior into a run directory: the one loop with the prior task. */
+export class PriorTrainer extends TrainingLoop<PriorBatch, StepForward, never, Omit<PriorTrainResult, keyof TrainingResult>> {
+  constructor(options: PriorTrainOptions) {
+    super(new PriorTask(options.config, options.out, options.tokenizer, options.keepCheckpoints), options);
+  }
 }
 
-export class PriorTrainer {
-  private stopRequested = false;
-  private readonly events: EventSink;
+class PriorTask implements TrainingTask<PriorBatch, StepForward, never, Omit<PriorTrainResult, keyof TrainingResult>> {
+  readonly kind = 'prior' as const;
+  readonly settings: TaskSettings;
+  readonly device: Device;
+  private readonly lrAt: Schedule;
+  private events: EventSink = silentSink;
+  private worldSize = 1;
+  private cache?: TokenCache;
+  private tokenizer?: TextTokenizer;
+  private saveTokenizer: () => string = () => '';
+  private batcher?: TokenBatcher;
+  private model?: Prior;
+  private aug: Philox;
+  private lastVal?: PriorValLine;
 
-  constructor(private readonly options: PriorTrainOptions) {
-    this.events = options.events ?? silentSink;
-  }
-
-  stop(): void {
-    this.stopRequested = true;
-  }
-
-  get stopping(): boolean {
-    return this.stopRequested;
-  }
-
-  /** Trains under the run directory's lock (io/run-lock.ts): a second process on the same run is refused. */
-  async run(): Promise<PriorTrainResult> {
-    const lock = acquireRunLock(this.options.out, { command: 'dalle train-prior', events: this.events });
-    try {
-      return await this.train(lock);
-    } finally {
-      lock.release();
-    }
-  }
-
-  // Everything is checked (checkpoint, config against its weights, dVAE, data and its token cache, tokenizer) before
-  // the first write into the run, so a refused start or resume leaves the run directory as it was.
-  private async train(lock: RunLock): Promise<PriorTrainResult> {
-    const { config, out } = this.options;
+  constructor(
+    private readonly config: PriorConfig,
+    private readonly out: string,
+    private readonly tokenizerFile: string | undefined,
+    keepCheckpoints: number | undefined,
+  ) {
     const t = config.train;
+    this.device = parseDevice(config.runtime.device);
+    this.lrAt = warmupCosine(t.lr, t.lr_min, t.warmup_steps, t.steps);
+    this.aug = new Philox(config.runtime.seed).fork(AUG_STREAM_ID);
+    this.settings = {
+      steps: t.steps,
+      progressTask: 'train',
+      label: 'prior',
+      divergenceHint: 'lower train.lr, or resume from an earlier checkpoint',
+      optimizer: { lr: t.lr, beta1: t.beta1, beta2: t.beta2, eps: t.eps, weightDecay: t.weight_decay },
+      gradClip: t.grad_clip,
+      logEvery: t.log_every,
+      checkpointEvery: t.checkpoint_every,
+      keepCheckpoints,
+      validateEvery: t.val_every,
+    };
+  }
+
+  private get train(): TokenSplit {
+    return (this.cache as TokenCache).train;
+  }
+
+  private get prior(): Prior {
+    if (!this.model) throw new Error('dalle: the prior task has no model yet');
+    return this.model;
+  }
+
+  lr(index: number): number {
+    return this.lrAt(index);
+  }
+
+  // Everything is checked (config against the dVAE, data and its token cache, tokenizer) before the first write.
+  async prepare({ start, events, worldSize }: PrepareContext): Promise<void> {
+    const { config } = this;
     const m = config.model;
-    const emit = this.events.emit.bind(this.events);
-    const { state: resumed, dir: resumedDir, startStep } = resolveTrainingStart(out, 'prior', 'dalle train-prior', this.options.resume, t.steps);
+    this.events = events;
+    this.worldSize = worldSize;
+    const resumed = start.state;
     if (!config.data.path) {
       throw new ConfigError('is not set: the prior needs captioned images to train on', { keyPath: 'data.path', hint: 'pass --data DIR (e.g. the output of `dalle dataset emoji`), or --set data.path=DIR' });
     }
@@ -197,11 +199,9 @@ export class PriorTrainer {
     }
 
     // The dVAE and the token grids.
-    emit({ type: 'stage', name: 'loading data', detail: `${config.data.path} with the dVAE ${config.data.dvae}` });
+    events.emit({ type: 'stage', name: 'loading data', detail: `${config.data.path} with the dVAE ${config.data.dvae}` });
     // Every model of the job on runtime.device: the dVAE (it encodes the images when the token cache is built), the prior.
-    const device = parseDevice(config.runtime.device);
-    const dvae = loadTrainedDvae(config.data.dvae, device);
-    let cache: TokenCache;
+    const dvae = loadDvae(config.data.dvae, this.device);
     try {
       if (dvae.gridSide !== m.image_grid || dvae.model.arch.vocab_size !== m.image_vocab) {
         throw new ConfigError(
@@ -211,227 +211,148 @@ export class PriorTrainer {
       }
       // A resume needs the token grids it was trained on: a changed data set or dVAE is refused before any encoding.
       const checkKey = (key: string): void => {
-        const trainedOn = (resumed?.metrics as Partial<MetricsState> | undefined)?.token_cache;
+        const trainedOn = (resumed?.metrics as { token_cache?: string } | undefined)?.token_cache;
         if (resumed && trainedOn !== key) {
           throw new CheckpointError(
-            `${resumedDir} was trained on token cache ${trainedOn}, but the data set and dVAE now give ${key}: the images, captions or dVAE checkpoint changed`,
+            `${start.dir} was trained on token cache ${trainedOn}, but the data set and dVAE now give ${key}: the images, captions or dVAE checkpoint changed`,
             'resume with the same --data and --dvae (data.path, data.dvae in the run config.yaml), or start a new run',
           );
         }
       };
-      cache = await loadOrBuildTokenCache({ data: config.data.path, dvae, events: this.events, checkKey });
+      this.cache = await loadOrBuildTokenCache({ data: config.data.path, dvae, events, checkKey });
     } finally {
       dvae.model.dispose();
     }
-    const train = cache.train;
-    if (train.shape[0] < 1) throw new ConfigError(`has no training images`, { keyPath: 'data.path' });
-    const { tokenizer, save: saveTokenizer } = await this.prepareTokenizer(config, train, !!resumed);
+    if (this.train.shape[0] < 1) throw new ConfigError(`has no training images`, { keyPath: 'data.path' });
+    const { tokenizer, save } = await this.prepareTokenizer(this.train, !!resumed);
+    this.tokenizer = tokenizer;
+    this.saveTokenizer = save;
+    // Data parallelism: a rank is to take its part of each batch of B examples; one process takes them all.
+    this.batcher = new TokenBatcher(this.train, config.runtime.seed, { epoch: 0, position: 0 });
+  }
 
-    const peakBytesInUse = startPeakMemory(device); // the model, its optimizer and the steps: not the token cache's encoding
-    const model = new Prior(m, new Philox(config.runtime.seed)).to(device); // seeded init on the host, moved once
-    model.recompute = t.recompute; // activation recomputation per block (memory for time)
-    const named = model.namedParameters();
-    const toGroup = (list: Array<[string, Tensor]>) => list.map(([name, tensor]) => ({ name, tensor }));
-    const optimizer = new AdamW(
-      [{ params: toGroup(named.filter(([n]) => priorDecays(n))) }, { params: toGroup(named.filter(([n]) => !priorDecays(n))), weightDecay: 0 }],
-      { lr: t.lr, beta1: t.beta1, beta2: t.beta2, eps: t.eps, weightDecay: t.weight_decay },
-    );
-    // Mixed precision (runtime.precision; train/precision): fp32 does nothing; fp16 runs each resblock (2 per layer)
-    // with its own gradient scale (train.grad_scale; one data-parallel worker) and skips updates that overflow.
-    const precision = createPrecision(config.runtime.precision, { gradScale: t.grad_scale, workers: 1 });
+  // Seeded init on the host, moved once. Mixed precision (runtime.precision; train/precision): fp32 does nothing; fp16
+  // runs each resblock (2 per layer) with its own gradient scale (train.grad_scale; one per data-parallel worker).
+  createModel(): TaskModel {
+    const { config } = this;
+    const model = new Prior(config.model, new Philox(config.runtime.seed)).to(this.device);
+    this.model = model;
+    model.recompute = config.train.recompute; // activation recomputation per block (memory for time)
+    const precision = createPrecision(config.runtime.precision, { gradScale: config.train.grad_scale, workers: this.worldSize });
     precision.attach(priorResblocks(model));
     model.residual = precision;
-    precision.attachOptimizer(named, optimizer.stateTensors()); // 16-bit Adam moments where it pays (fp16, bf16)
-    try {
-      const lrAt = warmupCosine(t.lr, t.lr_min, t.warmup_steps, t.steps);
-      let aug = new Philox(config.runtime.seed).fork(AUG_STREAM_ID);
-      let metrics: MetricsState = { interval_loss_sum: 0, interval_steps: 0, token_cache: cache.key };
-      let position: DataPosition = { epoch: 0, position: 0 };
-      const metricsFile = path.join(out, METRICS_FILE);
-      if (resumed && resumedDir) {
-        loadCheckpointModel(resumedDir, new Map(named));
-        const moments = readCheckpointOptimizer(resumedDir);
-        try {
-          optimizer.loadStateTensors(resumed.optimizer_step, (name) => moments.get(name));
-        } catch (error) {
-          throw new CheckpointError(`${resumedDir}: ${error instanceof Error ? error.message : String(error)}`, 'the checkpoint was written for another model configuration: resume with the config.yaml of its run');
-        }
-        if (!resumed.rng.aug) throw new CheckpointError(`${resumedDir}/state.json has no rng.aug`, 'the checkpoint is not from train-prior: train again');
-        aug = Philox.fromState(resumed.rng.aug);
-        const ms = resumed.metrics as Partial<MetricsState>; // its token_cache is cache.key (checkKey above)
-        metrics = { interval_loss_sum: Number(ms.interval_loss_sum), interval_steps: Number(ms.interval_steps), token_cache: cache.key };
-        precision.load((resumed.metrics as { precision?: PrecisionState }).precision);
-        const d = resumed.data;
-        if (!d || d.records !== train.shape[0] || d.seed !== config.runtime.seed) {
-          throw new CheckpointError(`${resumedDir}/state.json's data position does not fit ${train.shape[0]} training images with seed ${config.runtime.seed}`, 'resume with the run\'s own config.yaml and data');
-        }
-        position = { epoch: d.epoch, position: d.position };
-      }
+    return { named: model.namedParameters(), decays: priorDecays, parameterCount: model.parameterCount(), precision, detail: `${this.train.shape[0]} images` };
+  }
 
-      // All checked: the first write.
-      removeInterruptedWrites(lock, [CHECKPOINTS_DIR], this.events);
-      emit({ type: 'artifact', kind: 'config', path: writeRunConfig(out, priorConfig, config) });
-      emit({ type: 'artifact', kind: 'tokenizer', path: saveTokenizer() });
-      // Lines past the checkpoint (all of them on a fresh start) were written by a run that died before checkpointing.
-      truncateMetrics(metricsFile, startStep);
-      if (resumed) emit({ type: 'log', level: 'info', message: `resuming from ${resumedDir} (update ${startStep} of ${t.steps})` });
-      const batcher = new TokenBatcher(train, config.runtime.seed, position);
-      const L = m.text_len;
-      const N = m.image_grid * m.image_grid;
-      const B = t.batch_size;
-      const weights = { text: t.text_loss_weight, image: t.image_loss_weight };
-      const captionIds = (caption: string, rng?: Philox): number[] => {
-        const ids = tokenizer.encode(caption, rng ? { dropout: config.data.bpe_dropout, rng } : {});
-        return ids.length > L ? ids.slice(0, L) : ids;
-      };
-
-      const params = optimizer.parameters;
-      let step = startStep;
-      let lastCheckpoint: string | undefined = resumedDir;
-      let lastCheckpointStep = resumed ? startStep : -1;
-      let lastLoss: number | undefined;
-      let lastVal: PriorValLine | undefined;
-      let lastProgress = 0;
-      const started = performance.now();
-      let intervalStart = started;
-      let intervalStepsHere = 0;
-      let lastEmitted: { step: number; metrics: Record<string, number> } | undefined;
-      const checkpoint = (): void => {
-        if (lastCheckpointStep === step) return;
-        lastCheckpoint = writeCheckpoint(out, {
-          model: named,
-          optimizer: optimizer.stateTensors(),
-          state: {
-            kind: 'prior',
-            step,
-            optimizer_step: optimizer.step,
-            rng: { aug: aug.state() },
-            data: { seed: config.runtime.seed, records: train.shape[0], epoch: batcher.pos.epoch, position: batcher.pos.position },
-            metrics: { ...metrics, precision: precision.state() },
-          },
-          keep: this.options.keepCheckpoints,
-        });
-        lastCheckpointStep = step;
-        emit({ type: 'artifact', kind: 'checkpoint', path: lastCheckpoint });
-      };
-      const validate = (): void => {
-        if (!cache.val) return;
-        const r = validationLoss(model, cache.val, B, t.val_batches, (c) => captionIds(c), L, m.text_vocab, weights);
-        lastVal = { step, ...r };
-        fs.appendFileSync(metricsFile, JSON.stringify(lastVal) + '\n');
-        const { step: _s, ...values } = lastVal;
-        emit({ type: 'metrics', step, split: 'val', values });
-      };
-
-      emit({ type: 'stage', name: 'training', detail: `${model.parameterCount()} parameters, ${train.shape[0]} images, updates ${startStep + 1}-${t.steps}` });
-      while (step < t.steps && !this.stopRequested) {
-        // The loop is otherwise synchronous: yield to the event loop once per update so that a SIGINT handler (the
-        // command's Ctrl-C, which calls stop()) gets to run.
-        await new Promise<void>((resolve) => setImmediate(resolve));
-        if (this.stopRequested) break;
-        const examples = batcher.next(B);
-        const ids = examples.map((e) => (t.caption_dropout > 0 && aug.uniform() < t.caption_dropout ? [] : captionIds(e.caption, aug)));
-        const text = padText(ids, L, m.text_vocab);
-        const image = imageTokens(train, examples.map((e) => e.index));
-        const lr = lrAt(step);
-        const stepStart = performance.now();
-        // Transfers of a step: the batch's text and image tokens in; its loss, text and image losses out (one copy:
-        // the loss decides whether the update is taken).
-        const values = tidy(() => {
-          zeroGrad(params);
-          const r = model.loss(Tensor.from(text, [B, L], 'i32', device), Tensor.from(image, [B, N], 'i32', device), weights);
-          backward(r.loss);
-          // Gradients back in true units; false when a resblock's fp16 gradient overflowed: the update is skipped.
-          const finite = precision.unscaleGradients();
-          const { norm } = clipGradNorm(params, t.grad_clip);
-          const [loss, textLoss, imageLoss] = readScalars([r.loss, r.textLoss, r.imageLoss]);
-          if (finite && Number.isFinite(loss) && Number.isFinite(norm)) optimizer.update(lr);
-          precision.endStep();
-          return { loss, text: textLoss, image: imageLoss, norm };
-        });
-        if (!Number.isFinite(values.loss) || !Number.isFinite(values.norm)) {
-          throw new Error(`dalle: the prior's loss or gradient became non-finite at update ${step + 1} (loss ${values.loss}, gradient norm ${values.norm}); lower train.lr, or resume from an earlier checkpoint`);
-        }
-        step++;
-        lastLoss = values.loss;
-        metrics.interval_loss_sum += values.loss;
-        metrics.interval_steps += 1;
-        intervalStepsHere += 1;
-        const now = performance.now();
-        const shown = { loss: values.loss, text_loss: values.text, image_loss: values.image, lr, ms_per_update: now - stepStart };
-        if (now - lastProgress >= PROGRESS_INTERVAL_MS || step === t.steps || step === startStep + 1) {
-          lastProgress = now;
-          emit({ type: 'progress', task: 'train', step, total: t.steps, unit: 'update', metrics: shown });
-          lastEmitted = undefined;
-        } else {
-          lastEmitted = { step, metrics: shown };
-        }
-        if (step % t.log_every === 0) {
-          const intervalS = Math.max(1e-3, (now - intervalStart) / 1000);
-          const line: PriorMetricsLine = {
-            step,
-            loss: values.loss,
-            text_loss: values.text,
-            image_loss: values.image,
-            loss_mean: metrics.interval_loss_sum / metrics.interval_steps,
-            grad_norm: values.norm,
-            lr,
-            epoch: examples[examples.length - 1].epoch,
-            examples_per_s: (intervalStepsHere * B) / intervalS,
-            ms_per_update: (1000 * intervalS) / Math.max(1, intervalStepsHere),
-            ...precision.metrics(),
-          };
-          fs.appendFileSync(metricsFile, JSON.stringify(line) + '\n');
-          metrics.interval_loss_sum = 0;
-          metrics.interval_steps = 0;
-          intervalStart = performance.now();
-          intervalStepsHere = 0;
-          const { step: _step, grad_scales: _scales, ...rest } = line;
-          emit({ type: 'metrics', step, split: 'train', values: rest });
-        }
-        if (step % t.val_every === 0 || step === t.steps) {
-          validate();
-          intervalStart = performance.now(); // validation time does not count as training throughput
-        }
-        if (step % t.checkpoint_every === 0) checkpoint();
-      }
-      if (lastEmitted) emit({ type: 'progress', task: 'train', step: lastEmitted.step, total: t.steps, unit: 'update', metrics: lastEmitted.metrics });
-      checkpoint();
-      emit({ type: 'done', task: 'train' });
-      return {
-        runDir: out,
-        step,
-        totalSteps: t.steps,
-        stopped: step < t.steps,
-        resumedFrom: resumed?.step,
-        checkpoint: lastCheckpoint as string,
-        lastLoss,
-        lastVal,
-        tokenCache: cache.dir,
-        peakBytesInUse: peakBytesInUse(),
-      };
-    } finally {
-      optimizer.dispose();
-      model.dispose();
+  restore(state: CheckpointState, dir: string): void {
+    if (!state.rng.aug) throw new CheckpointError(`${dir}/state.json has no rng.aug`, 'the checkpoint is not from train-prior: train again');
+    this.aug = Philox.fromState(state.rng.aug);
+    const d = state.data;
+    const records = this.train.shape[0];
+    const seed = this.config.runtime.seed;
+    if (!d || d.records !== records || d.seed !== seed) {
+      throw new CheckpointError(`${dir}/state.json's data position does not fit ${records} training images with seed ${seed}`, 'resume with the run\'s own config.yaml and data');
     }
+    (this.batcher as TokenBatcher).pos = { epoch: d.epoch, position: d.position };
+  }
+
+  writeRunFiles(): Array<{ kind: string; path: string }> {
+    return [
+      { kind: 'config', path: writeRunConfig(this.out, priorConfig, this.config) },
+      { kind: 'tokenizer', path: this.saveTokenizer() },
+    ];
+  }
+
+  private captionIds(caption: string, rng?: Philox): number[] {
+    const L = this.config.model.text_len;
+    const ids = (this.tokenizer as TextTokenizer).encode(caption, rng ? { dropout: this.config.data.bpe_dropout, rng } : {});
+    return ids.length > L ? ids.slice(0, L) : ids;
+  }
+
+  async nextBatch(): Promise<PriorBatch> {
+    const { model: m, train: t } = this.config;
+    const examples = (this.batcher as TokenBatcher).next(t.batch_size);
+    const ids = examples.map((e) => (t.caption_dropout > 0 && this.aug.uniform() < t.caption_dropout ? [] : this.captionIds(e.caption, this.aug)));
+    return {
+      text: padText(ids, m.text_len, m.text_vocab),
+      image: imageTokens(this.train, examples.map((e) => e.index)),
+      epoch: examples[examples.length - 1].epoch,
+    };
+  }
+
+  private get weights(): { text: number; image: number } {
+    return { text: this.config.train.text_loss_weight, image: this.config.train.image_loss_weight };
+  }
+
+  // Transfers of a step: the batch's text and image tokens in; its loss, text and image losses out (one copy).
+  forward(batch: PriorBatch): StepForward {
+    const { model: m, train: t } = this.config;
+    const N = m.image_grid * m.image_grid;
+    const r = this.prior.loss(Tensor.from(batch.text, [t.batch_size, m.text_len], 'i32', this.device), Tensor.from(batch.image, [t.batch_size, N], 'i32', this.device), this.weights);
+    return { loss: r.loss, scalars: { text_loss: r.textLoss, image_loss: r.imageLoss } };
+  }
+
+  progressMetrics(values: StepValues, _batch: PriorBatch, timing: StepTiming): Record<string, number> {
+    return { loss: values.loss, text_loss: values.scalars.text_loss, image_loss: values.scalars.image_loss, lr: values.lr, ms_per_update: timing.msThisUpdate };
+  }
+
+  metricsLine(values: StepValues, batch: PriorBatch, interval: MetricsInterval): Omit<PriorMetricsLine, 'step' | 'grad_scales' | 'skipped'> {
+    return {
+      loss: values.loss,
+      text_loss: values.scalars.text_loss,
+      image_loss: values.scalars.image_loss,
+      loss_mean: interval.lossMean,
+      grad_norm: values.gradNorm,
+      lr: values.lr,
+      epoch: batch.epoch,
+      examples_per_s: (interval.updatesHere * this.config.train.batch_size) / interval.seconds,
+      ms_per_update: (1000 * interval.seconds) / Math.max(1, interval.updatesHere),
+    };
+  }
+
+  validate(step: number, writer: RunWriter): void {
+    const val = (this.cache as TokenCache).val;
+    if (!val) return;
+    const { model: m, train: t } = this.config;
+    const r = validationLoss(this.prior, val, t.batch_size, t.val_batches, (c) => this.captionIds(c), m.text_len, m.text_vocab, this.weights);
+    const line: PriorValLine = { step, ...r };
+    this.lastVal = line;
+    writer.appendMetrics(line);
+    const { step: _s, ...values } = line;
+    this.events.emit({ type: 'metrics', step, split: 'val', values });
+  }
+
+  checkpointState(): TaskCheckpointState {
+    const pos = (this.batcher as TokenBatcher).pos;
+    return {
+      rng: { aug: this.aug.state() },
+      data: { seed: this.config.runtime.seed, records: this.train.shape[0], epoch: pos.epoch, position: pos.position },
+      metrics: { token_cache: (this.cache as TokenCache).key },
+    };
+  }
+
+  result(): Omit<PriorTrainResult, keyof TrainingResult> {
+    return { lastVal: this.lastVal, tokenCache: (this.cache as TokenCache).dir };
+  }
+
+  dispose(): void {
+    this.model?.dispose();
   }
 
   /**
    * --tokenizer FILE (copied into the run by `save`), else RUN/tokenizer.json on resume, else one trained on the
    * captions (saved by `save`); checked against model.text_vocab.
    */
-  private async prepareTokenizer(
-    config: PriorConfig, train: TokenSplit, resuming: boolean,
-  ): Promise<{ tokenizer: TextTokenizer; save: () => string }> {
-    const { out } = this.options;
-    const target = path.join(out, TOKENIZER_FILE);
+  private async prepareTokenizer(train: TokenSplit, resuming: boolean): Promise<{ tokenizer: TextTokenizer; save: () => string }> {
+    const { config } = this;
+    const target = path.join(this.out, PRIOR_TOKENIZER_FILE);
     const emit = this.events.emit.bind(this.events);
     let tokenizer: TextTokenizer;
     // Nothing is written here: `save` writes RUN/tokenizer.json (when it is new) once everything else is checked.
     let isNew = true;
-    if (this.options.tokenizer) {
-      tokenizer = TextTokenizer.load(this.options.tokenizer);
-      isNew = path.resolve(this.options.tokenizer) !== path.resolve(target);
+    if (this.tokenizerFile) {
+      tokenizer = TextTokenizer.load(this.tokenizerFile);
+      isNew = path.resolve(this.tokenizerFile) !== path.resolve(target);
     } else if (resuming || fs.existsSync(target)) {
       if (!fs.existsSync(target)) {
         throw new CheckpointError(`${target} is missing: the run's tokenizer is needed to resume`, 'pass the tokenizer the run was trained with: --tokenizer FILE');
@@ -455,7 +376,7 @@ export class PriorTrainer {
     }
     if (tokenizer.vocabSize > config.model.text_vocab) {
       throw new ConfigError(
-        `is ${config.model.text_vocab}, but the tokenizer ${this.options.tokenizer ?? target} has ${tokenizer.vocabSize} tokens`,
+        `is ${config.model.text_vocab}, but the tokenizer ${this.tokenizerFile ?? target} has ${tokenizer.vocabSize} tokens`,
         { keyPath: 'model.text_vocab', hint: `set --set model.text_vocab=${tokenizer.vocabSize} or larger, or use a smaller tokenizer` },
       );
     }
@@ -471,37 +392,4 @@ export class PriorTrainer {
       },
     };
   }
-}
-
-/**
- * Mean cross-entropy per text token and per image token over (the first maxBatches batches of) a split, in order,
- * with each image's first caption and no dropout. Nats per token.
- */
-export function validationLoss(
-  model: Prior, split: TokenSplit, batchSize: number, maxBatches: number, encode: (caption: string) => number[],
-  textLen: number, textVocab: number, weights: { text: number; image: number },
-): { val_loss: number; val_text_loss: number; val_image_loss: number; val_examples: number } {
-  const N = split.shape[1] * split.shape[2];
-  const total = maxBatches > 0 ? Math.min(split.shape[0], maxBatches * batchSize) : split.shape[0];
-  let text = 0;
-  let image = 0;
-  for (let start = 0; start < total; start += batchSize) {
-    const indices: number[] = [];
-    for (let i = start; i < Math.min(total, start + batchSize); i++) indices.push(i);
-    const B = indices.length;
-    const ids = padText(indices.map((i) => encode(pickCaption(split.captions[i], 0))), textLen, textVocab);
-    const tokens = imageTokens(split, indices);
-    const r = noGrad(() => tidy(() => {
-      // A batch in on the model's device, its two losses out (one copy).
-      const l = model.loss(Tensor.from(ids, [B, textLen], 'i32', model.device), Tensor.from(tokens, [B, N], 'i32', model.device), weights);
-      const [t, i] = readScalars([l.textLoss, l.imageLoss]);
-      return { t, i };
-    }));
-    // Every example has the same token counts, so the per-token mean is the example-weighted mean of batch means.
-    text += r.t * B;
-    image += r.i * B;
-  }
-  const vt = text / total;
-  const vi = image / total;
-  return { val_loss: weights.text * vt + weights.image * vi, val_text_loss: vt, val_image_loss: vi, val_examples: total };
 }

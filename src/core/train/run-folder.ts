@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { removeStaleTemporaries, writeFileAtomicSync } from '../io/atomic';
 import type { RunLock } from '../io/run-lock';
 import { EventSink } from '../events';
-import { resolveCheckpoint } from './checkpoint';
+import { resolveCheckpoint } from '../checkpoint';
 
 /**
  * Removes the temporaries of interrupted atomic writes in the run directory and in its `subfolders` (those the

@@ -14,7 +14,9 @@ import { SkipReport, SkipSummary } from '../../data/skips';
 import { EventSink, silentSink } from '../../events';
 import type { FeatureExtractor } from '../../eval/features';
 import type { ClipScorer } from './scorer';
-import { LoadedClip, embedImages, poolRetrieval } from './train';
+import { embedImages } from './embed';
+import type { LoadedClip } from './load';
+import { poolRetrieval } from './retrieval';
 
 /** The CLIP image tower as a feature extractor: L2-normalised image embeddings (E values per image). */
 export class ClipImageFeatures implements FeatureExtractor {

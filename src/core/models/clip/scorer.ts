@@ -13,7 +13,8 @@
 import * as path from 'node:path';
 import sharp from 'sharp';
 import type { Device } from '../../tensor';
-import { LoadedClip, embedImages, embedTexts, loadClip } from './train';
+import { embedImages, embedTexts } from './embed';
+import { LoadedClip, loadClip } from './load';
 
 /** Images (N, 3, H, W), float, values in [0, 1]. */
 export interface ImageBatch {

@@ -19,7 +19,7 @@ import { sha256File } from '../../io/checksums';
 import { OutputFolderRule, claimOutputFolder } from '../../io/output-folder';
 import { readTorchFile } from '../../io/torch-file';
 import { Tensor } from '../../tensor';
-import { listCheckpoints, writeCheckpoint } from '../../train/checkpoint';
+import { listCheckpoints, writeCheckpoint } from '../../checkpoint';
 import { downsampleFactor } from './layout';
 import { OPENAI_DVAE_CLASSES, OpenAiDvae, OpenAiDvaeError, openAiDvae } from './openai-release';
 

@@ -1,22 +1,24 @@
 /**
- * A trained prior from its run directory, as `dalle generate --prior RUN` takes it:
+ * A trained prior from its run directory, as `dalle generate --prior RUN`, `dalle evaluate nll` and `dalle export`
+ * take it:
  *
  *   RUN/config.yaml          the architecture (model.*) and the text settings
  *   RUN/tokenizer.json       the caption tokenizer the prior was trained with (Hugging Face format, src/core/text)
- *   RUN/latest, RUN/checkpoints/step-N/model.safetensors   the weights (src/core/train/checkpoint.ts)
+ *   RUN/latest, RUN/checkpoints/step-N/model.safetensors   the weights (src/core/checkpoint)
  *
  * `target` may be the run directory (its latest checkpoint) or one checkpoint directory (RUN/checkpoints/step-N).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { PriorConfig, priorConfig, readRunConfig } from '../config';
-import { Prior } from '../models/prior';
-import { TextTokenizer } from '../text';
-import { Philox } from '../tensor/rng';
-import type { Device } from '../tensor';
-import { CheckpointError, loadCheckpointModel, resolveCheckpoint } from '../train/checkpoint';
+import { CheckpointError, loadCheckpointModel, resolveCheckpoint } from '../../checkpoint';
+import { PriorConfig, priorConfig, readRunConfig } from '../../config';
+import { TextTokenizer } from '../../text';
+import { Philox } from '../../tensor/rng';
+import type { Device } from '../../tensor';
+import { Prior } from './prior';
 
-export const TOKENIZER_FILE = 'tokenizer.json';
+/** The run's caption tokenizer: RUN/tokenizer.json. */
+export const PRIOR_TOKENIZER_FILE = 'tokenizer.json';
 
 export interface TrainedPrior {
   readonly model: Prior;
@@ -30,7 +32,7 @@ export interface TrainedPrior {
  * Loads the prior of a run or checkpoint directory onto `device`: the checkpoint is read on the host (the same files
  * on every device) and the model moved there once. Dispose `model` when done.
  */
-export function loadTrainedPrior(target: string, device: Device = 'cpu'): TrainedPrior {
+export function loadPrior(target: string, device: Device = 'cpu'): TrainedPrior {
   const found = resolveCheckpoint(target, 'prior');
   if (found.state.kind !== 'prior') {
     throw new CheckpointError(`${found.dir} is a ${found.state.kind} checkpoint, not a prior`, 'pass --prior a run made by `dalle train-prior` (and --dvae the dVAE run)');
@@ -44,9 +46,9 @@ export function loadTrainedPrior(target: string, device: Device = 'cpu'): Traine
       'a checkpoint needs the config.yaml of its run directory (RUN/config.yaml, two levels above checkpoints/step-N)',
     );
   }
-  const tokenizerFile = path.join(found.runDir, TOKENIZER_FILE);
+  const tokenizerFile = path.join(found.runDir, PRIOR_TOKENIZER_FILE);
   if (!fs.existsSync(tokenizerFile)) {
-    throw new CheckpointError(`the prior run ${found.runDir} has no ${TOKENIZER_FILE}`, `copy the tokenizer the prior was trained with to ${tokenizerFile}`);
+    throw new CheckpointError(`the prior run ${found.runDir} has no ${PRIOR_TOKENIZER_FILE}`, `copy the tokenizer the prior was trained with to ${tokenizerFile}`);
   }
   const tokenizer = TextTokenizer.load(tokenizerFile);
   if (tokenizer.vocabSize > config.model.text_vocab) {
