@@ -15,3 +15,26 @@ export function isSecondaryRank(commandId: string | undefined, env: NodeJS.Proce
   if (commandId === undefined || !DATA_PARALLEL_COMMANDS.includes(commandId)) return false;
   return resolveLaunch(env).rank > 0;
 }
+
+/** The config fields a trainer's rank group reads (runtime.*, and train.* where the trainer has them). */
+interface GroupConfig {
+  readonly runtime: { readonly device: string; readonly dist_timeout_s: number; readonly seed: number };
+  readonly train?: { readonly grad_compression?: 'none' | 'powersgd'; readonly powersgd_rank?: number; readonly bucket_mb?: number };
+}
+
+/**
+ * This process's place in a data-parallel run (the launch variables: launch-env.ts), joined: resolves once every
+ * rank has (one process: at once, with nothing to join). `device` is the rank's (cuda -> cuda:LOCAL_RANK).
+ */
+export async function joinTrainingGroup(config: GroupConfig): Promise<import('../core/distributed/training-group').TrainingGroup> {
+  const { openTrainingGroup } = await import('../core/distributed/training-group');
+  return openTrainingGroup({
+    launch: resolveLaunch(),
+    device: config.runtime.device,
+    timeoutS: config.runtime.dist_timeout_s,
+    compression: config.train?.grad_compression,
+    powersgdRank: config.train?.powersgd_rank,
+    bucketMb: config.train?.bucket_mb,
+    seed: config.runtime.seed,
+  });
+}

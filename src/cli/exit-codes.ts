@@ -63,6 +63,9 @@ const POLICIES: Readonly<Record<string, ErrorPolicy>> = {
   // A data-parallel process's launch variables (RANK, WORLD_SIZE, SLURM_*, JOB_COMPLETION_INDEX, MASTER_*) are partial
   // or inconsistent (core/distributed/launch-env.ts): configuration, like a bad config key.
   LaunchEnvError: { exit: ExitCode.config, suggestions: (error) => [(error as LaunchEnvError).hint] },
+  // A data-parallel collective operation that could not complete (core/distributed/gloo.ts): the message names the
+  // rank at fault when it is known (exited, stopped answering, never joined), the hint what to do about it.
+  CollectiveError: { exit: ExitCode.runtime, suggestions: (error) => [(error as Error & { hint?: string }).hint] },
   DeviceUnavailableError: {
     exit: ExitCode.runtime,
     suggestions: () => ['run on the CPU with --device cpu (or set runtime.device: cpu in the config)'],

@@ -16,7 +16,8 @@ export const STOP_SIGNALS = ['SIGINT', 'SIGTERM'] as const;
 
 /** A long job that a signal can ask to stop at a safe point (a training loop). */
 export interface StoppableJob<R> {
-  stop(): void;
+  /** `exitCode`: the signal's (128 + its number), for a job that reports it back (a data-parallel training run). */
+  stop(exitCode?: number): void;
   readonly stopping: boolean;
   run(): Promise<R>;
 }
@@ -67,7 +68,7 @@ export class StopSignals {
     if (current && !current.job.stopping) {
       this.stoppedBy = signal;
       current.events.emit({ type: 'log', level: 'warn', message: `${signal}: finishing this update and writing a checkpoint (a second signal exits at once)` });
-      current.job.stop();
+      current.job.stop(signalExitCode(signal));
       return;
     }
     if (current) {

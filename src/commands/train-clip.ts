@@ -120,7 +120,7 @@ export default class TrainClipCommand extends BaseCommand<typeof TrainClipComman
     const result = await this.runStoppable(trainer, events, hints);
     if (result.stopped) {
       this.logToStderr(`stopped at update ${result.step} of ${result.totalSteps}; checkpoint ${result.checkpoint}\nresume with: ${hints.resume}`);
-      process.exitCode = this.interruptedExitCode;
+      process.exitCode = result.stopExitCode ?? this.interruptedExitCode;
       return result;
     }
     this.log(

@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Flags } from '@oclif/core';
 import { BaseCommand } from '../cli/base-command';
+import { joinTrainingGroup } from '../cli/data-parallel';
 import { trainingStopHints } from '../cli/stop-signals';
 import { ConfigUse, ENGINE_KEYS } from '../cli/config-use';
 import { dvaeConfig, DvaeConfig, resolveConfig, RUN_CONFIG_FILE } from '../core/config';
@@ -42,7 +43,7 @@ export default class TrainDvaeCommand extends BaseCommand<typeof TrainDvaeComman
 
   // runtime.precision is not among them: the dVAE trains in fp32 (mixed precision is the prior's).
   static override configUse: ConfigUse = {
-    keys: [...ENGINE_KEYS, 'runtime.seed', 'model', 'data', 'train'],
+    keys: [...ENGINE_KEYS, 'runtime.seed', 'runtime.dist_timeout_s', 'model', 'data', 'train'],
     note: 'the dVAE trains in fp32 only',
   };
 
@@ -55,17 +56,26 @@ export default class TrainDvaeCommand extends BaseCommand<typeof TrainDvaeComman
 
   async run(): Promise<DvaeTrainResult> {
     const { out, resume, data } = this.flags;
-    const config = this.resolveTrainConfig(out, resume, data);
+    const resolved = this.resolveTrainConfig(out, resume, data);
     const { applyRuntime } = await import('../core/runtime');
     const { DvaeTrainer } = await import('../core/train/dvae-trainer');
+    // Data parallelism: this process as one rank of the launch (dalle launch, srun, torchrun variables, an Indexed
+    // Job), joined with the others; one process otherwise. A rank's device: cuda -> cuda:LOCAL_RANK.
+    const group = await joinTrainingGroup(resolved);
+    const config = { ...resolved, runtime: { ...resolved.runtime, device: group.device } };
     applyRuntime(config.runtime, 'train-dvae'); // the trainer places its work on runtime.device
     const events = this.renderEvents(new CoreEmitter());
-    const trainer = new DvaeTrainer({ config, out, resume, events });
+    const trainer = new DvaeTrainer({ config, out, resume, events, collective: group.collective, gradientSync: group.gradientSync });
     const hints = await trainingStopHints('train-dvae', out);
-    const result = await this.runStoppable(trainer, events, hints);
+    let result;
+    try {
+      result = await this.runStoppable(trainer, events, hints);
+    } finally {
+      group.close();
+    }
     if (result.stopped) {
       this.logToStderr(`stopped at update ${result.step} of ${result.totalSteps}; checkpoint ${result.checkpoint}\nresume with: ${hints.resume}`);
-      process.exitCode = this.interruptedExitCode;
+      process.exitCode = result.stopExitCode ?? this.interruptedExitCode;
     } else {
       this.log(`trained ${result.step} updates; checkpoint ${result.checkpoint}`);
     }

@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Flags } from '@oclif/core';
 import { BaseCommand } from '../cli/base-command';
+import { joinTrainingGroup } from '../cli/data-parallel';
 import { trainingStopHints } from '../cli/stop-signals';
 import { ConfigUse } from '../cli/config-use';
 import { priorConfig, PriorConfig, resolveConfig, RUN_CONFIG_FILE } from '../core/config';
@@ -54,17 +55,26 @@ export default class TrainPriorCommand extends BaseCommand<typeof TrainPriorComm
 
   async run(): Promise<PriorTrainResult> {
     const { out, resume, data, dvae, tokenizer } = this.flags;
-    const config = this.resolveTrainConfig(out, resume, data, dvae);
+    const resolved = this.resolveTrainConfig(out, resume, data, dvae);
     const { applyRuntime } = await import('../core/runtime');
     const { PriorTrainer } = await import('../core/train/prior-trainer');
+    // Data parallelism: this process as one rank of the launch (dalle launch, srun, torchrun variables, an Indexed
+    // Job), joined with the others; one process otherwise. A rank's device: cuda -> cuda:LOCAL_RANK.
+    const group = await joinTrainingGroup(resolved);
+    const config = { ...resolved, runtime: { ...resolved.runtime, device: group.device } };
     applyRuntime(config.runtime, 'train-prior'); // the trainer places its work on runtime.device
     const events = this.renderEvents(new CoreEmitter());
-    const trainer = new PriorTrainer({ config, out, resume, tokenizer, events });
+    const trainer = new PriorTrainer({ config, out, resume, tokenizer, events, collective: group.collective, gradientSync: group.gradientSync });
     const hints = await trainingStopHints('train-prior', out);
-    const result = await this.runStoppable(trainer, events, hints);
+    let result;
+    try {
+      result = await this.runStoppable(trainer, events, hints);
+    } finally {
+      group.close();
+    }
     if (result.stopped) {
       this.logToStderr(`stopped at update ${result.step} of ${result.totalSteps}; checkpoint ${result.checkpoint}\nresume with: ${hints.resume}`);
-      process.exitCode = this.interruptedExitCode;
+      process.exitCode = result.stopExitCode ?? this.interruptedExitCode;
     } else {
       const val = result.lastVal ? `; val loss ${result.lastVal.val_loss.toFixed(4)} (image ${result.lastVal.val_image_loss.toFixed(4)} nats/token)` : '';
       this.log(`trained ${result.step} updates; checkpoint ${result.checkpoint}${val}`);

@@ -5,11 +5,12 @@ import { SingleProcess } from '../../src/core/distributed/collective';
 import { inProcessRanks } from '../harness/in-process-ranks';
 
 describe('distributed: per-step agreements', () => {
-  it('every rank stops when any rank asked to, and none when none did', async () => {
+  it('every rank stops, with the largest exit code asked, when any rank asked to; none when none did', async () => {
     const ranks = inProcessRanks(3);
-    assert.deepEqual(await Promise.all(ranks.map((c, r) => agreeToStop(c, r === 2))), [true, true, true]);
-    assert.deepEqual(await Promise.all(ranks.map((c) => agreeToStop(c, false))), [false, false, false]);
-    assert.equal(await agreeToStop(new SingleProcess(), true), true);
+    assert.deepEqual(await Promise.all(ranks.map((c, r) => agreeToStop(c, r === 2 ? 143 : 0))), [143, 143, 143]);
+    assert.deepEqual(await Promise.all(ranks.map((c, r) => agreeToStop(c, [130, 0, 143][r]))), [143, 143, 143]);
+    assert.deepEqual(await Promise.all(ranks.map((c) => agreeToStop(c, 0))), [0, 0, 0]);
+    assert.equal(await agreeToStop(new SingleProcess(), 130), 130);
   });
 
   it('averages each scalar over the ranks', async () => {

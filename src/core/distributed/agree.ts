@@ -7,12 +7,16 @@
 import { LoaderPart } from '../data/loader';
 import { Collective } from './collective';
 
-/** True on every rank when any rank asked to stop (a signal reaches the ranks at different updates, or only one). */
-export async function agreeToStop(collective: Collective, requestedHere: boolean): Promise<boolean> {
-  if (collective.worldSize === 1) return requestedHere;
-  const flag = new Float64Array([requestedHere ? 1 : 0]);
-  await collective.allReduce(flag, 'max');
-  return flag[0] > 0;
+/**
+ * Whether to stop, the same on every rank: each rank says 0 (go on) or the exit code its stop asks for (a signal's:
+ * 130, 143); every rank gets the largest, so all stop after the same update when any rank was signalled (signals reach
+ * ranks at different updates, or only some of them), and all exit alike.
+ */
+export async function agreeToStop(collective: Collective, exitCodeHere: number): Promise<number> {
+  if (collective.worldSize === 1) return exitCodeHere;
+  const code = new Float64Array([exitCodeHere]);
+  await collective.allReduce(code, 'max');
+  return code[0];
 }
 
 /** The mean over ranks of each value (each rank's value is the mean over its equal part of the batch). */
@@ -41,4 +45,18 @@ export function loaderPart(collective: Collective, batchSize: number): LoaderPar
       return [...slots].filter((v) => v >= 0);
     },
   };
+}
+
+/** Rank 0's bytes on every rank (`bytes` is read on rank 0 only): what one rank decides and the others must use. */
+export async function shareFromRankZero(collective: Collective, bytes: Uint8Array | undefined): Promise<Uint8Array> {
+  if (collective.worldSize === 1) {
+    if (!bytes) throw new Error('dalle: shareFromRankZero: rank 0 has nothing to share');
+    return bytes;
+  }
+  if (collective.rank === 0 && !bytes) throw new Error('dalle: shareFromRankZero: rank 0 has nothing to share');
+  const length = new Float64Array([collective.rank === 0 ? (bytes as Uint8Array).length : 0]);
+  await collective.allReduce(length, 'max');
+  const data = collective.rank === 0 ? Uint8Array.from(bytes as Uint8Array) : new Uint8Array(length[0]);
+  await collective.broadcast(data, 0);
+  return data;
 }

@@ -92,5 +92,12 @@ export class BucketedAllReduce implements GradientSync {
     }
   }
 
+  /** Bytes handed to the all-reduces per update: every gradient, in f32. */
+  metrics(): Record<string, number> {
+    let bytes = 0;
+    for (const bucket of this.buckets) for (const p of bucket.params) if (p.grad) bytes += 4 * p.size;
+    return { allreduce_bytes: bytes, allreduce_bytes_uncompressed: bytes };
+  }
+
   dispose(): void {}
 }

@@ -10,6 +10,8 @@ export interface GradientSync {
   readonly onGradientReady?: (param: Tensor) => void;
   /** Every parameter's gradient is the mean over ranks once this resolves. */
   finish(): Promise<void>;
+  /** Fields for the metrics line of the last update (bytes all-reduced); none when nothing was reduced. */
+  metrics?(): Record<string, number>;
   dispose(): void;
 }
 

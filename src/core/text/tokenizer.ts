@@ -319,6 +319,11 @@ export class TextTokenizer {
     });
   }
 
+  /** The tokenizer.json text (what save() writes; fromJson(JSON.parse(text)) gives this tokenizer back). */
+  toJsonText(): string {
+    return JSON.stringify(this.json);
+  }
+
   /** Write the tokenizer.json atomically (a reader sees the old file or the whole new one). */
   save(file: string): void {
     writeFileAtomicSync(file, JSON.stringify(this.json, null, 2) + '\n');

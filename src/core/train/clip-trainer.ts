@@ -17,6 +17,7 @@
  * loader position and the best so far. So a resumed run's losses are bitwise those of an uninterrupted one.
  * Key: B = batch, L = context, R = image side, E = embedding size.
  */
+import { CollectiveError } from '../distributed/collective';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -184,10 +185,20 @@ class ClipTask implements TrainingTask<ClipBatch, ClipForward, number, ClipResul
     return this.lrAt(index);
   }
 
-  async prepare({ start, events }: PrepareContext): Promise<void> {
+  async prepare({ start, events, worldSize }: PrepareContext): Promise<void> {
     const s = this.train;
     const { options } = this;
     this.events = events;
+    // The contrastive loss compares every image with every caption of the batch, so a rank's part of a batch is not
+    // a batch of its own: data-parallel CLIP needs the embeddings of all ranks (an all-gather with its gradient).
+    if (worldSize > 1) {
+      throw new CollectiveError(
+        `train-clip runs in one process, not as one of ${worldSize} data-parallel ranks: its contrastive loss compares every pair of the whole batch`,
+        'run train-clip without dalle launch / srun (it is small: the reranking CLIP trains in minutes on a CPU)',
+        undefined,
+        'usage',
+      );
+    }
     this.resuming = start.state !== undefined;
     const source = await openDataSource(s.data, { requireCaptions: true });
     if (source.records.length < 2) {

@@ -32,7 +32,10 @@ import { Dvae, dvaeLoss, dvaeSchedules } from '../models/dvae';
 import { Device, parseDevice } from '../backend/device';
 import { Philox, Tensor, noGrad, tidy } from '../tensor';
 import { USAGE_WINDOW, codebookUsage, initCodebook } from './dvae-codebook';
-import { TrainingLoop, TrainingLoopOptions, TrainingResult } from './loop';
+import { TrainingLoop, TrainingLoopOptions, TrainingResult, checkGlobalBatch } from './loop';
+import { loaderPart } from '../distributed/agree';
+import type { Collective } from '../distributed/collective';
+import { meanOverRanks } from '../distributed/mean-over-ranks';
 import { MetricsInterval, PrepareContext, StepContext, StepForward, StepTiming, StepValues, TaskCheckpointState, TaskModel, TaskSettings, TrainingTask } from './task';
 
 export const SAMPLES_DIR = 'samples';
@@ -96,6 +99,7 @@ class DvaeTask implements TrainingTask<Batch, DvaeForward, Int32Array, object> {
   private loader?: DataLoader;
   private model?: Dvae;
   private noise: Philox;
+  private collective?: Collective;
   /** The codebook-usage window: histograms of the last log steps' codes (oldest first), each V counts. */
   private usage: number[][] = [];
 
@@ -145,9 +149,11 @@ class DvaeTask implements TrainingTask<Batch, DvaeForward, Int32Array, object> {
     return this.schedules.lr(index);
   }
 
-  async prepare({ start, events }: PrepareContext): Promise<void> {
+  async prepare({ start, events, collective }: PrepareContext): Promise<void> {
     const { config } = this;
     this.events = events;
+    this.collective = collective;
+    checkGlobalBatch(config.train.batch_size, collective.worldSize);
     if (config.data.path === null || config.data.path === undefined) {
       throw new ConfigError('is not set: the dVAE needs images to train on', {
         keyPath: 'data.path',
@@ -159,7 +165,8 @@ class DvaeTask implements TrainingTask<Batch, DvaeForward, Int32Array, object> {
     this.source = source;
     // Data parallelism: a rank's loader takes its part of every global batch (LoaderOptions.part); one process: all.
     const resumedData = start.state?.data;
-    this.loader = resumedData ? DataLoader.fromState(source, this.loaderOptions, resumedData) : new DataLoader(source, this.loaderOptions);
+    const options = { ...this.loaderOptions, part: loaderPart(collective, config.train.batch_size) };
+    this.loader = resumedData ? DataLoader.fromState(source, options, resumedData) : new DataLoader(source, options);
   }
 
   // Initialized on the host (the seeded init is the same on every device) and moved to runtime.device once.
@@ -188,8 +195,11 @@ class DvaeTask implements TrainingTask<Batch, DvaeForward, Int32Array, object> {
   }
 
   // Transfers of a step: the batch in; its scalars out (one copy, by the loop); at a log step, the batch's codes out.
-  forward(batch: Batch, { index }: StepContext): DvaeForward {
+  forward(batch: Batch, { index, rank, worldSize }: StepContext): DvaeForward {
     const t = this.config.train;
+    const collective = this.collective as Collective;
+    // Data parallelism: this rank's share of the global batch's noise, and the usage term over the global batch.
+    const part = worldSize > 1 ? { index: rank, count: worldSize, meanOverParts: (v: Tensor) => meanOverRanks(v, collective) } : undefined;
     const x = Tensor.from(batch.images, batch.shape, 'f32', this.device); // (B, 3, R, R)
     const r = dvaeLoss(this.dvae, x, {
       tau: this.schedules.tau(index),
@@ -200,6 +210,7 @@ class DvaeTask implements TrainingTask<Batch, DvaeForward, Int32Array, object> {
       encoderFrozen: index < t.decoder_warmup_steps,
       reconLoss: t.recon_loss,
       reconSigma: t.recon_sigma,
+      part,
     });
     return { loss: r.loss, scalars: { recon: r.recon, kl: r.kl, recon_per_dim: r.reconPerDim, kl_per_cell: r.klPerCell, usage_gap: r.usageGap }, x };
   }
@@ -211,9 +222,11 @@ class DvaeTask implements TrainingTask<Batch, DvaeForward, Int32Array, object> {
 
   afterStep(values: StepValues<Int32Array>): void {
     if (!values.extra) return;
-    const hist = new Array<number>(this.dvae.arch.vocab_size).fill(0);
-    for (const c of values.extra) hist[c]++;
-    this.usage.push(hist);
+    const counts = new Float64Array(this.dvae.arch.vocab_size);
+    for (const c of values.extra) counts[c]++;
+    // Data parallelism: each rank encoded its part of the batch; the window holds the global batch's codes.
+    if (this.collective && this.collective.worldSize > 1) this.collective.allReduceSync(counts, 'sum');
+    this.usage.push(Array.from(counts));
     if (this.usage.length > USAGE_WINDOW) this.usage.shift();
   }
 

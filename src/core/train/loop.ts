@@ -21,13 +21,14 @@
  * Data parallelism (distributed/): `collective` says which rank this process is; only rank 0 writes into the run
  * folder or emits progress; `gradientSync` makes the gradients the mean over ranks between backward and clipping;
  * fp16's overflow flags agree over ranks; all ranks stop at the same update (agreeToStop); the step's scalars are read
- * in one place and averaged over ranks (readStepScalars, averageStepScalars). Each task takes its part of the global
- * batch from StepContext's rank and worldSize (today the tasks take the whole batch: one process).
+ * in one place and averaged over ranks (readStepScalars, averageStepScalars). Each task takes its equal part of the
+ * global batch (train.batch_size is the global batch: the same updates whatever the number of ranks).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { CHECKPOINTS_DIR, CheckpointError, CheckpointState, TRAIN_COMMANDS, checkpointDirName, loadCheckpointModel, pruneCheckpoints, writeCheckpoint } from '../checkpoint';
+import { ConfigError } from '../config';
 import { agreeToStop, meanOfScalars } from '../distributed/agree';
 import { Collective, SingleProcess } from '../distributed/collective';
 import { GradientSync, NoGradientSync } from '../distributed/gradient-sync';
@@ -65,6 +66,11 @@ export interface TrainingResult {
   /** Updates completed. */
   readonly step: number;
   readonly totalSteps: number;
+  /**
+   * The exit code a stop asked for (a signal's), when a stop ended the run: this rank's, or another rank's when only
+   * that one was signalled (data parallelism: all ranks stop together).
+   */
+  readonly stopExitCode?: number;
   /** True when stop() ended the run early. */
   readonly stopped: boolean;
   readonly resumedFrom?: number;
@@ -84,6 +90,9 @@ interface Interval {
 /** A task's training run: a StoppableJob (src/cli/stop-signals.ts), so a command wires SIGINT/SIGTERM to stop(). */
 export class TrainingLoop<B, F extends StepForward, E, R extends object> {
   private stopRequested = false;
+  private stopExitCode = 0;
+  /** The exit code the ranks agreed to stop with (0: not stopped by a request). */
+  private agreedStopCode = 0;
   private readonly events: EventSink;
   private readonly collective: Collective;
 
@@ -96,8 +105,10 @@ export class TrainingLoop<B, F extends StepForward, E, R extends object> {
   }
 
   /** Ask the loop to finish the current update, write a checkpoint and return (safe to call from a signal handler). */
-  stop(): void {
+  /** `exitCode`: what the process should exit with once stopped (a signal's, 128 + its number; default Ctrl-C's). */
+  stop(exitCode = 130): void {
     this.stopRequested = true;
+    this.stopExitCode = exitCode;
   }
 
   get stopping(): boolean {
@@ -123,8 +134,9 @@ export class TrainingLoop<B, F extends StepForward, E, R extends object> {
    * The one place a run decides to stop: every rank must leave at the same update (or the others would wait for it
    * forever in the next reduction), so the ranks' requests are combined: one asks, all stop.
    */
-  private agreeToStop(localRequest: boolean): Promise<boolean> {
-    return agreeToStop(this.collective, localRequest);
+  private async agreeToStop(): Promise<boolean> {
+    this.agreedStopCode = await agreeToStop(this.collective, this.stopRequested ? this.stopExitCode : 0);
+    return this.agreedStopCode > 0;
   }
 
   /**
@@ -147,7 +159,7 @@ export class TrainingLoop<B, F extends StepForward, E, R extends object> {
     const { rank, worldSize } = this.collective;
     const start = resolveTrainingStart(this.options.out, task.kind, this.options.resume, s.steps, s.existingRun);
     try {
-      await task.prepare({ start, rank, worldSize, events });
+      await task.prepare({ start, rank, worldSize, events, collective: this.collective });
       const peakBytesInUse = startPeakMemory(task.device); // the model, its optimizer and the steps: not the data's preparation
       const model = task.createModel();
       const optimizer = createOptimizer(model, s.optimizer);
@@ -252,7 +264,7 @@ export class TrainingLoop<B, F extends StepForward, E, R extends object> {
       // The loop is otherwise synchronous: yield to the event loop once per update so that a SIGINT handler (the
       // command's Ctrl-C, which calls stop()) gets to run.
       await new Promise<void>((resolve) => setImmediate(resolve));
-      if (await this.agreeToStop(this.stopRequested)) break;
+      if (await this.agreeToStop()) break;
       const context: StepContext = { index: step, logging: isLogStep(step + 1), lr: task.lr(step), rank, worldSize };
       const batch = await task.nextBatch(context);
       const stepStart = performance.now();
@@ -312,7 +324,7 @@ export class TrainingLoop<B, F extends StepForward, E, R extends object> {
           seconds: Math.max(1e-3, (now - intervalStart) / 1000),
           secondsHere: (now - started) / 1000,
         });
-        const line = { step, ...own, ...precision?.metrics() };
+        const line = { step, ...own, ...precision?.metrics(), ...sync.metrics?.() };
         writer.appendMetrics(line);
         interval = { interval_loss_sum: 0, interval_steps: 0 };
         intervalStart = performance.now();
@@ -341,6 +353,7 @@ export class TrainingLoop<B, F extends StepForward, E, R extends object> {
       checkpoint: final,
       lastLoss,
       peakBytesInUse: run.peakBytesInUse(),
+      ...(this.agreedStopCode > 0 ? { stopExitCode: this.agreedStopCode } : {}),
       ...task.result(),
     };
   }
@@ -400,6 +413,19 @@ function numbersOf(line: Record<string, unknown>): Record<string, number> {
   const out: Record<string, number> = {};
   for (const [key, value] of Object.entries(line)) if (key !== 'step' && typeof value === 'number') out[key] = value;
   return out;
+}
+
+/**
+ * train.batch_size is the global batch: each of the worldSize ranks trains on an equal part of it, so that a run makes
+ * the same updates whatever the number of ranks (and can resume with another).
+ */
+export function checkGlobalBatch(batchSize: number, worldSize: number): void {
+  if (batchSize % worldSize === 0) return;
+  const lower = Math.max(worldSize, batchSize - (batchSize % worldSize));
+  throw new ConfigError(`is ${batchSize}, which ${worldSize} data-parallel ranks cannot share equally (it is the global batch: each rank trains on batch_size / ranks)`, {
+    keyPath: 'train.batch_size',
+    hint: `use a multiple of ${worldSize} (e.g. --set train.batch_size=${lower}), or another number of ranks`,
+  });
 }
 
 /** The events of a rank other than 0: its stages and warnings, not the run's progress, metrics or files. */

@@ -32,7 +32,8 @@ import { Prior, padText, priorDecays } from '../models/prior';
 import { Device, parseDevice } from '../backend/device';
 import { Philox, Tensor } from '../tensor';
 import { TextTokenizer } from '../text';
-import { TrainingLoop, TrainingLoopOptions, TrainingResult } from './loop';
+import { shareFromRankZero } from '../distributed/agree';
+import { TrainingLoop, TrainingLoopOptions, TrainingResult, checkGlobalBatch } from './loop';
 import { createPrecision, priorResblocks } from './precision';
 import { Schedule, warmupCosine } from './schedule';
 import { MetricsInterval, PrepareContext, RunWriter, StepForward, StepTiming, StepValues, TaskCheckpointState, TaskModel, TaskSettings, TrainingTask } from './task';
@@ -139,6 +140,7 @@ class PriorTask implements TrainingTask<PriorBatch, StepForward, never, Omit<Pri
   private readonly lrAt: Schedule;
   private events: EventSink = silentSink;
   private worldSize = 1;
+  private rank = 0;
   private cache?: TokenCache;
   private tokenizer?: TextTokenizer;
   private saveTokenizer: () => string = () => '';
@@ -185,11 +187,13 @@ class PriorTask implements TrainingTask<PriorBatch, StepForward, never, Omit<Pri
   }
 
   // Everything is checked (config against the dVAE, data and its token cache, tokenizer) before the first write.
-  async prepare({ start, events, worldSize }: PrepareContext): Promise<void> {
+  async prepare({ start, events, worldSize, rank, collective }: PrepareContext): Promise<void> {
     const { config } = this;
     const m = config.model;
     this.events = events;
     this.worldSize = worldSize;
+    this.rank = rank;
+    checkGlobalBatch(config.train.batch_size, worldSize);
     const resumed = start.state;
     if (!config.data.path) {
       throw new ConfigError('is not set: the prior needs captioned images to train on', { keyPath: 'data.path', hint: 'pass --data DIR (e.g. the output of `dalle dataset emoji`), or --set data.path=DIR' });
@@ -219,15 +223,26 @@ class PriorTask implements TrainingTask<PriorBatch, StepForward, never, Omit<Pri
           );
         }
       };
-      this.cache = await loadOrBuildTokenCache({ data: config.data.path, dvae, events, checkKey });
+      // Data parallelism: rank 0 builds the cache (when it is not there yet) while the others wait, then they read it.
+      if (rank === 0) this.cache = await loadOrBuildTokenCache({ data: config.data.path, dvae, events, checkKey });
+      await collective.barrier();
+      if (rank > 0) this.cache = await loadOrBuildTokenCache({ data: config.data.path, dvae, events, checkKey });
     } finally {
       dvae.model.dispose();
     }
     if (this.train.shape[0] < 1) throw new ConfigError(`has no training images`, { keyPath: 'data.path' });
-    const { tokenizer, save } = await this.prepareTokenizer(this.train, !!resumed);
-    this.tokenizer = tokenizer;
-    this.saveTokenizer = save;
-    // Data parallelism: a rank is to take its part of each batch of B examples; one process takes them all.
+    // Data parallelism: rank 0's tokenizer on every rank (one trained on the captions is trained once, by rank 0).
+    if (rank === 0) {
+      const { tokenizer, save } = await this.prepareTokenizer(this.train, !!resumed);
+      this.tokenizer = tokenizer;
+      this.saveTokenizer = save;
+    }
+    if (worldSize > 1) {
+      const text = await shareFromRankZero(collective, rank === 0 ? Buffer.from((this.tokenizer as TextTokenizer).toJsonText()) : undefined);
+      if (rank > 0) this.tokenizer = TextTokenizer.fromJson(JSON.parse(Buffer.from(text).toString('utf8')), 'rank 0\'s tokenizer');
+    }
+    // Every rank forms the same global batch of B examples (same order, same caption and BPE dropout draws), then
+    // trains on its part: examples [rank * B / N, (rank + 1) * B / N).
     this.batcher = new TokenBatcher(this.train, config.runtime.seed, { epoch: 0, position: 0 });
   }
 
@@ -273,9 +288,11 @@ class PriorTask implements TrainingTask<PriorBatch, StepForward, never, Omit<Pri
     const { model: m, train: t } = this.config;
     const examples = (this.batcher as TokenBatcher).next(t.batch_size);
     const ids = examples.map((e) => (t.caption_dropout > 0 && this.aug.uniform() < t.caption_dropout ? [] : this.captionIds(e.caption, this.aug)));
+    const part = t.batch_size / this.worldSize;
+    const mine = (list: readonly unknown[]) => list.slice(this.rank * part, (this.rank + 1) * part);
     return {
-      text: padText(ids, m.text_len, m.text_vocab),
-      image: imageTokens(this.train, examples.map((e) => e.index)),
+      text: padText(mine(ids) as number[][], m.text_len, m.text_vocab),
+      image: imageTokens(this.train, (mine(examples) as typeof examples).map((e) => e.index)),
       epoch: examples[examples.length - 1].epoch,
     };
   }
@@ -288,7 +305,8 @@ class PriorTask implements TrainingTask<PriorBatch, StepForward, never, Omit<Pri
   forward(batch: PriorBatch): StepForward {
     const { model: m, train: t } = this.config;
     const N = m.image_grid * m.image_grid;
-    const r = this.prior.loss(Tensor.from(batch.text, [t.batch_size, m.text_len], 'i32', this.device), Tensor.from(batch.image, [t.batch_size, N], 'i32', this.device), this.weights);
+    const B = t.batch_size / this.worldSize; // this rank's part of the global batch
+    const r = this.prior.loss(Tensor.from(batch.text, [B, m.text_len], 'i32', this.device), Tensor.from(batch.image, [B, N], 'i32', this.device), this.weights);
     return { loss: r.loss, scalars: { text_loss: r.textLoss, image_loss: r.imageLoss } };
   }
 

@@ -10,6 +10,7 @@
  *     metricsLine (log steps) -> validate (validation steps) -> sample (sample steps, rank 0) -> checkpointState
  *   -> result -> dispose (always, also after an error).
  */
+import type { Collective } from '../distributed/collective';
 import type { CheckpointState, RunKind } from '../checkpoint';
 import type { LoaderState } from '../data/loader';
 import type { Device } from '../backend/device';
@@ -57,6 +58,11 @@ export interface PrepareContext {
   readonly start: TrainingStart;
   readonly rank: number;
   readonly worldSize: number;
+  /**
+   * The ranks' reductions, for what a task must agree on besides gradients and scalars (the loader's failed records,
+   * a batch statistic inside forward, the dVAE's code histogram). One process: every reduction is the identity.
+   */
+  readonly collective: Collective;
   /** The run's events (on ranks other than 0 without progress, metrics and artifacts). */
   readonly events: EventSink;
 }
@@ -80,10 +86,7 @@ export interface StepContext {
   readonly logging: boolean;
   /** The learning rate of this update (lr(index)). */
   readonly lr: number;
-  /**
-   * Data parallelism: this process's rank of worldSize. Each rank takes its part of the global batch (today
-   * worldSize is 1 and a task takes the whole batch).
-   */
+  /** Data parallelism: this process's rank of worldSize. Each rank trains on its equal part of the global batch. */
   readonly rank: number;
   readonly worldSize: number;
 }
