@@ -17,6 +17,9 @@
 #   gpu        nvidia-smi (what else runs on the GPU: timings are meaningless when something does)
 #   build      nvcc build of the CUDA addon, only when the carried one is missing
 #   status     the CUDA addon's view (cudaStatus)
+#   nccl       the NCCL collective backend (test/cuda/nccl-gpu.test.ts, test/distributed/nccl.test.ts) with the Python
+#              environment's libnccl.so.2 (PyTorch's nvidia-nccl-cu* wheel or torch/lib) as DALLE_NCCL_LIB: one rank on
+#              the GPU (two ranks where there are two GPUs)
 #   ops        the op harness on cuda:0 (test/ops.test.ts: every op case, CPU reference)
 #   cuda-tests test/cuda build, wiring and GPU comparisons (tensor-core attention and decode included), the prior's
 #              full-size attention (DALLE_CUDA_CHECK_BIG=1)
@@ -134,8 +137,22 @@ gpu_run() {
 gpu_estimate() {
   node bin/run.js config --config "$RUNS/$1/config.yaml" --device cuda --json | tail -n 1 > "$OUTDIR/$1.estimate.json"
 }
-[ "$DRY" = 1 ] || export -f gpu_run gpu_estimate
+# nccl_lib: the libnccl.so.2 of the Python environment, or nothing (the device machine has NCCL only there).
+nccl_lib() {
+  python3 - << 'PY' 2> /dev/null
+import glob, os, site, sys
+dirs = list(site.getsitepackages()) + [site.getusersitepackages()] + sys.path
+for d in dirs:
+    for pattern in ("nvidia/nccl/lib/libnccl.so.2", "torch/lib/libnccl.so.2", "nvidia/nccl/lib/libnccl.so*", "torch/lib/libnccl.so*"):
+        hits = sorted(glob.glob(os.path.join(d, pattern)))
+        if hits:
+            print(hits[0])
+            sys.exit(0)
+PY
+}
+[ "$DRY" = 1 ] || export -f gpu_run gpu_estimate nccl_lib
 export DVAE_ARGS PRIOR_ARGS GENERATE_ARGS REF
+step nccl 60 "export DALLE_NCCL_LIB=\${DALLE_NCCL_LIB:-\$(nccl_lib)}; echo \"DALLE_NCCL_LIB=\$DALLE_NCCL_LIB\"; $MOCHA dist/test/cuda/nccl-gpu.test.js dist/test/distributed/nccl.test.js --reporter json --reporter-option output=\"\$OUTDIR/nccl-tests.json\""
 step dvae 75 'gpu_run dvae-gpu train-dvae $DVAE_ARGS; python3 bench/cuda-compare.py metrics $REF/dvae-cpu "$RUNS/dvae-gpu" --out "$OUTDIR/compare-dvae.json"'
 step prior 80 'cp -r models/default/dvae "$RUNS/dvae-bundled" && gpu_run prior-gpu train-prior $PRIOR_ARGS --dvae "$RUNS/dvae-bundled" --tokenizer $REF/prior-cpu/tokenizer.json; gpu_estimate prior-gpu; python3 bench/cuda-compare.py metrics $REF/prior-cpu "$RUNS/prior-gpu" --out "$OUTDIR/compare-prior.json"; python3 bench/cuda-compare.py grids $REF/prior-cpu-grids/train.npy "$RUNS"/dvae-bundled/token-cache/*/train.npy --out "$OUTDIR/compare-prior-data.json"'
 step prior-fp16 80 '[ -d "$RUNS/dvae-bundled" ] || cp -r models/default/dvae "$RUNS/dvae-bundled"; gpu_run prior-gpu-fp16 train-prior $PRIOR_ARGS --dvae "$RUNS/dvae-bundled" --tokenizer $REF/prior-cpu/tokenizer.json --precision fp16; rc=$?; gpu_estimate prior-gpu-fp16; exit $rc'

@@ -120,6 +120,7 @@ def main():
         "cudaStatus": read_json(os.path.join(d, "cuda-status.json")),
         "opHarnessOnCuda": mocha(os.path.join(d, "ops-cuda.json")),
         "cudaTests": mocha(os.path.join(d, "cuda-tests.json")),
+        "ncclTests": mocha(os.path.join(d, "nccl-tests.json")),
         "endToEnd": read_json(os.path.join(d, "e2e.json")),
         "attention": read_json(os.path.join(d, "attention.json")),
         "trainDvaeGpuVsCpu": comparison(os.path.join(d, "compare-dvae.json")),

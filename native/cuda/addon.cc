@@ -66,6 +66,9 @@ std::string flag_slot(unsigned long long** out) {
   return "";
 }
 
+// The NCCL collective backend's functions, the `nccl` property of the exports (nccl_napi.cc).
+Napi::Object nccl_exports(Napi::Env env);
+
 namespace {
 
 // ---- arguments ----
@@ -1046,6 +1049,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"philoxFill", PhiloxFill},
   };
   for (const auto& f : fns) exports.Set(f.first, Napi::Function::New(env, f.second, f.first));
+  exports.Set("nccl", nccl_exports(env));
   return exports;
 }
 

@@ -27,12 +27,18 @@ const root = path.resolve(here, '..', '..');
 // One .cu per op family, named like its CPU counterpart in native/cpu.
 const NVCC_SOURCES = ['attention.cu', 'cast.cu', 'copy.cu', 'elementwise.cu', 'adamw.cu', 'precision.cu', 'norm.cu',
   'loss.cu', 'conv.cu', 'softmax.cu', 'reduce.cu', 'embedding.cu', 'pool.cu', 'random.cu', 'dense_attention.cu', 'blas1.cu'];
-const CXX_SOURCES = ['gemm.cc', 'addon.cc'];
+const CXX_SOURCES = ['gemm.cc', 'addon.cc', 'nccl.cc', 'nccl_rendezvous.cc', 'nccl_napi.cc',
+  // The rendezvous store of native/collective (no Gloo in these): NCCL's ranks meet and name faults through it.
+  '../collective/store_server.cc', '../collective/store_client.cc', '../collective/net.cc', '../collective/liveness.cc'];
 const HEADERS = ['attention_plan.h', 'attention_kernels.cuh', 'attention_tc_kernels.cuh', 'attention_decode_kernels.cuh',
   'tensor_core.cuh', 'cuda_ops.h', 'op_codes.h', 'common.cuh', 'grid.cuh',
   'block_reduce.cuh', 'smem_reduce.cuh', 'device_allocator.h', 'copy_kernels.cuh', 'elementwise_kernels.cuh',
   'softmax_kernels.cuh', 'reduce_kernels.cuh', 'embedding_kernels.cuh', 'pool_kernels.cuh', 'random_kernels.cuh',
   'cast_kernels.cuh', 'dense_attention_kernels.cuh', 'blas1_kernels.cuh'];
+// Included by the host sources only (so editing them does not recompile the kernels).
+const HOST_HEADERS = ['nccl_api.h', 'nccl.h', 'nccl_plan.h', 'nccl_watchdog.h', 'nccl_rendezvous.h',
+  '../collective/store_server.h', '../collective/store_client.h', '../collective/net.h', '../collective/liveness.h',
+  '../collective/wire.h'];
 
 function arg(name, fallback) {
   const i = process.argv.indexOf(name);
@@ -41,7 +47,7 @@ function arg(name, fallback) {
 
 if (process.argv.includes('--list-inputs')) {
   // For binding.gyp: paths relative to the package root.
-  process.stdout.write([...NVCC_SOURCES, ...CXX_SOURCES, ...HEADERS, 'build.js'].map((f) => `native/cuda/${f}`).join(' '));
+  process.stdout.write([...NVCC_SOURCES, ...CXX_SOURCES, ...HEADERS, ...HOST_HEADERS, 'build.js'].map((f) => path.posix.normalize(`native/cuda/${f}`)).join(' '));
   process.exit(0);
 }
 
@@ -164,14 +170,15 @@ async function main() {
   const jobs = [];
   const reused = [];
   const headerText = HEADERS.map((h) => fs.readFileSync(path.join(here, h), 'utf8')).join('\0');
+  const hostHeaderText = HOST_HEADERS.map((h) => fs.readFileSync(path.join(here, h), 'utf8')).join('\0');
   const nvccVersion = execFileSync(nvcc, ['--version']).toString();
   // Objects are cached by content (sources, headers, compiler, flags) outside build/, which `node-gyp rebuild` wipes:
   // rebuilding the main addon then relinks the CUDA addon in a second instead of recompiling the kernels.
-  const cached = (f, compiler, args) => {
+  const cached = (f, compiler, args, headers = headerText) => {
     const hash = crypto.createHash('sha256')
-      .update([fs.readFileSync(path.join(here, f), 'utf8'), headerText, compiler, nvccVersion, ...args].join('\0'))
+      .update([fs.readFileSync(path.join(here, f), 'utf8'), headers, compiler, nvccVersion, ...args].join('\0'))
       .digest('hex').slice(0, 16);
-    const o = path.join(cacheDir, `${f.replace(/\.(cu|cc)$/, '')}-${hash}.o`);
+    const o = path.join(cacheDir, `${path.basename(f).replace(/\.(cu|cc)$/, '')}-${hash}.o`);
     objs.push(o);
     jobs.push(async () => {
       if (await waitForOther(o)) {
@@ -191,7 +198,8 @@ async function main() {
   };
   for (const f of NVCC_SOURCES) cached(f, nvcc, ['-std=c++17', '-O3', '-Xcompiler', '-fPIC', ...gencode]);
   for (const f of CXX_SOURCES) {
-    cached(f, cxx, [...common, '-Wall', '-fexceptions', `-I${nodeInclude}`, `-I${napiInclude}`, `-I${cudaInclude}`]);
+    cached(f, cxx, [...common, '-Wall', '-fexceptions', '-pthread', `-I${nodeInclude}`, `-I${napiInclude}`, `-I${cudaInclude}`,
+      `-I${path.join(here, '..', 'collective')}`], headerText + '\0' + hostHeaderText);
   }
   const width = Math.max(1, Number(process.env.DALLE_CUDA_JOBS || 2));
   console.log(`dalle: building the CUDA addon with ${nvcc} for sm_${arches.join(', sm_')} (${width} jobs)`);

@@ -1,5 +1,5 @@
 /**
- * openCollective's choices (one process, Gloo for the CPU, NCCL refused for now), `dalle info`'s line, and the Gloo
+ * openCollective's choices (one process, Gloo for the CPU; CUDA ranks: nccl.test.ts), `dalle info`'s line, and the Gloo
  * group within one process: its store refuses malformed and mistaken clients, rank 0 cannot serve on a taken port,
  * a rank that leaves is named, and a group that failed or was closed refuses every later operation at once.
  */
@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import * as net from 'node:net';
 import { Collective, CollectiveError } from '../../src/core/distributed/collective';
 import { glooStatus } from '../../src/core/distributed/gloo';
+import { ncclStatus } from '../../src/core/distributed/nccl';
 import { availableCollectives, openCollective, OpenCollectiveOptions } from '../../src/core/distributed/open';
 import { engineReport, formatCollectives } from '../../src/core/engine-info';
 import { freePort } from './gloo-ranks';
@@ -33,11 +34,7 @@ describe('distributed: openCollective', () => {
     }
   });
 
-  it('refuses CUDA ranks (NCCL is not built yet), a rank outside the world, and an unknown device, before any network', async () => {
-    const nccl = await rejection(openCollective({ ...options(1, 2, 1), device: 'cuda:1' }));
-    assert.equal(nccl.kind, 'unavailable');
-    assert.match(nccl.message, /data-parallel training on cuda:1 needs NCCL, which is not built into this version yet/);
-    assert.match(nccl.hint, /--device cpu/);
+  it('refuses a rank outside the world and an unknown device, before any network', async () => {
     assert.equal((await rejection(openCollective(options(2, 2, 1)))).kind, 'usage');
     assert.match((await rejection(openCollective({ ...options(0, 2, 1), device: 'tpu' }))).message, /^dalle: unknown device 'tpu'/);
     assert.match((await rejection(openCollective(options(0, 2, 0)))).message, /MASTER_PORT 0 is not a port/);
@@ -49,11 +46,13 @@ describe('distributed: openCollective', () => {
     const gloo = glooStatus();
     assert.equal(list[1].available, gloo.available);
     assert.equal(list[1].detail, gloo.available ? `Gloo ${gloo.glooVersion} over TCP, CPU ranks` : gloo.reason);
-    assert.equal(list[2].available, false);
+    const nccl = ncclStatus();
+    assert.equal(list[2].available, nccl.available);
+    if (!nccl.available) assert.equal(list[2].detail, nccl.reason);
     assert.deepEqual(engineReport().collectives, list);
     const line = formatCollectives(list);
     assert.ok(line.startsWith(gloo.available ? 'gloo (Gloo ' : 'one process only'), line);
-    assert.match(line, /not: .*nccl \(not built into this version yet/);
+    if (!nccl.available) assert.ok(line.includes(`nccl (${nccl.reason})`), line);
   });
 });
 

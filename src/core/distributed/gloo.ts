@@ -114,8 +114,8 @@ const FAULT_KINDS: readonly CollectiveFaultKind[] = [
   'exited', 'silent', 'never-joined', 'left', 'store-gone', 'unknown', 'closed', 'unavailable', 'listen', 'usage',
 ];
 
-/** What to do about each kind of fault; `rank` is the rank at fault when known. */
-function hintFor(kind: CollectiveFaultKind | undefined, rank: number | undefined): string {
+/** What to do about each kind of fault; `rank` is the rank at fault when known (shared with nccl.ts). */
+export function hintFor(kind: CollectiveFaultKind | undefined, rank: number | undefined): string {
   const r = rank === undefined ? 'the rank named' : `rank ${rank}`;
   switch (kind) {
     case 'exited':
@@ -144,8 +144,8 @@ function hintFor(kind: CollectiveFaultKind | undefined, rank: number | undefined
   }
 }
 
-/** The addon's Error (message, kind, faultyRank) as a CollectiveError. */
-function asCollectiveError(err: unknown): CollectiveError {
+/** The addon's Error (message, kind, faultyRank) as a CollectiveError (shared with nccl.ts). */
+export function asCollectiveError(err: unknown): CollectiveError {
   if (err instanceof CollectiveError) return err;
   const e = err as Error & { kind?: string; faultyRank?: number };
   const kind = FAULT_KINDS.includes(e.kind as CollectiveFaultKind) ? (e.kind as CollectiveFaultKind) : undefined;

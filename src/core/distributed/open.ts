@@ -1,11 +1,12 @@
 /**
  * Picks the Collective for a process: one process needs none (SingleProcess); CPU ranks use Gloo (gloo.ts); CUDA
- * ranks will use NCCL, which this build does not have yet. `availableCollectives` says which backends this build has,
- * for `dalle info`.
+ * ranks use NCCL (nccl.ts), loaded at run time by the CUDA addon. `availableCollectives` says which backends this
+ * build has, for `dalle info`.
  */
-import { InvalidDeviceError, parseDevice } from '../backend/device';
+import { cudaIndex, Device, InvalidDeviceError, parseDevice } from '../backend/device';
 import { Collective, CollectiveBackendName, CollectiveError, SingleProcess } from './collective';
 import { GlooCollective, glooStatus } from './gloo';
+import { NCCL_UNAVAILABLE_HINT, NcclCollective, ncclStatus } from './nccl';
 
 export interface OpenCollectiveOptions {
   rank: number;
@@ -20,8 +21,6 @@ export interface OpenCollectiveOptions {
   device: string;
 }
 
-const NCCL_REASON = 'not built into this version yet: data-parallel training on GPUs comes with a later step';
-
 function usage(message: string, hint: string): CollectiveError {
   return new CollectiveError(`dalle: ${message}`, hint, undefined, 'usage');
 }
@@ -33,7 +32,7 @@ export async function openCollective(options: OpenCollectiveOptions): Promise<Co
   if (!Number.isInteger(worldSize) || worldSize < 1) throw usage(`world size ${worldSize} is not a positive integer`, launchHint);
   if (!Number.isInteger(rank) || rank < 0 || rank >= worldSize) throw usage(`rank ${rank} is not one of 0 .. ${worldSize - 1}`, launchHint);
   if (!Number.isInteger(localRank) || localRank < 0) throw usage(`local rank ${localRank} is not a non-negative integer`, launchHint);
-  let device: string;
+  let device: Device;
   try {
     device = parseDevice(options.device);
   } catch (err) {
@@ -45,12 +44,19 @@ export async function openCollective(options: OpenCollectiveOptions): Promise<Co
   if (!Number.isInteger(masterPort) || masterPort < 1 || masterPort > 65535) throw usage(`MASTER_PORT ${masterPort} is not a port (1 .. 65535)`, launchHint);
   if (!(timeoutMs > 0) || !Number.isFinite(timeoutMs)) throw usage(`the timeout ${timeoutMs} ms is not positive`, 'set runtime.dist_timeout_s > 0');
   if (device !== 'cpu') {
-    throw new CollectiveError(
-      `dalle: data-parallel training on ${device} needs NCCL, which is ${NCCL_REASON}`,
-      'train data-parallel on the CPU (--device cpu, Gloo), or on one GPU (one process)',
-      undefined,
-      'unavailable',
-    );
+    const nccl = ncclStatus();
+    if (!nccl.available) {
+      throw new CollectiveError(
+        `dalle: data-parallel training on ${device} needs NCCL: ${nccl.reason}`,
+        NCCL_UNAVAILABLE_HINT,
+        undefined,
+        'unavailable',
+      );
+    }
+    // NCCL_SOCKET_IFNAME (read by NCCL itself) picks the interface on a machine with several.
+    return NcclCollective.open({
+      rank, worldSize, localRank, masterAddr, masterPort, timeoutMs: Math.round(timeoutMs), device: cudaIndex(device) ?? 0,
+    });
   }
   // GLOO_SOCKET_IFNAME (as PyTorch reads it): the interface for Gloo's connections on a machine with several.
   const iface = process.env.GLOO_SOCKET_IFNAME || undefined;
@@ -68,6 +74,7 @@ export interface CollectiveBackendStatus {
 /** Every backend of Collective, whether this build can use it, and why not. */
 export function availableCollectives(): CollectiveBackendStatus[] {
   const gloo = glooStatus();
+  const nccl = ncclStatus();
   return [
     { backend: 'single', available: true, detail: 'one process' },
     {
@@ -75,6 +82,10 @@ export function availableCollectives(): CollectiveBackendStatus[] {
       available: gloo.available,
       detail: gloo.available ? `Gloo ${gloo.glooVersion ?? '?'} over TCP, CPU ranks` : gloo.reason,
     },
-    { backend: 'nccl', available: false, detail: NCCL_REASON },
+    {
+      backend: 'nccl',
+      available: nccl.available,
+      detail: nccl.available ? `NCCL ${nccl.version ?? '?'} (${nccl.library}), CUDA ranks` : nccl.reason,
+    },
   ];
 }
