@@ -20,6 +20,7 @@
 #   nccl       the NCCL collective backend (test/cuda/nccl-gpu.test.ts, test/distributed/nccl.test.ts) with the Python
 #              environment's libnccl.so.2 (PyTorch's nvidia-nccl-cu* wheel or torch/lib) as DALLE_NCCL_LIB: one rank on
 #              the GPU (two ranks where there are two GPUs)
+#   prior-nccl the prior trained as one data-parallel rank through NCCL (dalle launch --nproc 1), against the CPU run
 #   ops        the op harness on cuda:0 (test/ops.test.ts: every op case, CPU reference)
 #   cuda-tests test/cuda build, wiring and GPU comparisons (tensor-core attention and decode included), the prior's
 #              full-size attention (DALLE_CUDA_CHECK_BIG=1)
@@ -155,6 +156,9 @@ export DVAE_ARGS PRIOR_ARGS GENERATE_ARGS REF
 step nccl 60 "export DALLE_NCCL_LIB=\${DALLE_NCCL_LIB:-\$(nccl_lib)}; echo \"DALLE_NCCL_LIB=\$DALLE_NCCL_LIB\"; $MOCHA dist/test/cuda/nccl-gpu.test.js dist/test/distributed/nccl.test.js --reporter json --reporter-option output=\"\$OUTDIR/nccl-tests.json\""
 step dvae 75 'gpu_run dvae-gpu train-dvae $DVAE_ARGS; python3 bench/cuda-compare.py metrics $REF/dvae-cpu "$RUNS/dvae-gpu" --out "$OUTDIR/compare-dvae.json"'
 step prior 80 'cp -r models/default/dvae "$RUNS/dvae-bundled" && gpu_run prior-gpu train-prior $PRIOR_ARGS --dvae "$RUNS/dvae-bundled" --tokenizer $REF/prior-cpu/tokenizer.json; gpu_estimate prior-gpu; python3 bench/cuda-compare.py metrics $REF/prior-cpu "$RUNS/prior-gpu" --out "$OUTDIR/compare-prior.json"; python3 bench/cuda-compare.py grids $REF/prior-cpu-grids/train.npy "$RUNS"/dvae-bundled/token-cache/*/train.npy --out "$OUTDIR/compare-prior-data.json"'
+# prior-nccl: one training of the prior as one data-parallel rank (dalle launch --nproc 1): the same loop through NCCL
+# (bucketed all-reduce of device buffers, the ranks' agreements), its losses against the CPU reference's.
+step prior-nccl 60 '[ -d "$RUNS/dvae-bundled" ] || cp -r models/default/dvae "$RUNS/dvae-bundled"; export DALLE_NCCL_LIB=${DALLE_NCCL_LIB:-$(nccl_lib)}; node bin/run.js launch --nproc 1 -- train-prior $PRIOR_ARGS --dvae "$RUNS/dvae-bundled" --tokenizer $REF/prior-cpu/tokenizer.json --out "$RUNS/prior-nccl" --device cuda --json > "$OUTDIR/prior-nccl.events.jsonl"; rc=$?; mkdir -p "$OUTDIR/prior-nccl"; cp "$RUNS/prior-nccl/metrics.jsonl" "$OUTDIR/prior-nccl/" 2> /dev/null; python3 bench/cuda-compare.py metrics $REF/prior-cpu "$RUNS/prior-nccl" --out "$OUTDIR/compare-prior-nccl.json"; exit $rc'
 step prior-fp16 80 '[ -d "$RUNS/dvae-bundled" ] || cp -r models/default/dvae "$RUNS/dvae-bundled"; gpu_run prior-gpu-fp16 train-prior $PRIOR_ARGS --dvae "$RUNS/dvae-bundled" --tokenizer $REF/prior-cpu/tokenizer.json --precision fp16; rc=$?; gpu_estimate prior-gpu-fp16; exit $rc'
 step generate 50 'gpu_run generate-gpu generate --captions $REF/captions.txt $GENERATE_ARGS; python3 bench/cuda-compare.py tokens $REF/generate-cpu "$RUNS/generate-gpu" --out "$OUTDIR/compare-generate.json"'
 step step-emoji 75 'node dist/bench/cuda-prior-step.js --device cuda --reps 5 --out "$OUTDIR/speed-step-emoji.json"'

@@ -136,6 +136,13 @@ describe('distributed: data-parallel training (real processes over Gloo)', funct
         assert.equal(lines.length, reference.length);
         lines.forEach((l, i) => assert.ok(Math.abs(l.loss - reference[i].loss) <= 1e-4 * Math.abs(reference[i].loss), `update ${i + 1}: ${l.loss} vs ${reference[i].loss}`));
         assert.equal(lines[0].allreduce_bytes > 0, true, 'metrics report the bytes all-reduced');
+        // Validation (the prior's): each rank computes every N-th batch, the sums over ranks give the split's loss.
+        const val = (run: string) => fs.readFileSync(path.join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((l) => 'val_loss' in l);
+        val(out).forEach((l, i) => {
+          const r = val(one)[i];
+          assert.equal(l.val_examples, r.val_examples);
+          assert.ok(Math.abs(l.val_loss - r.val_loss) <= 1e-5 * r.val_loss, `val ${l.val_loss} vs ${r.val_loss}`);
+        });
       }
     });
   }

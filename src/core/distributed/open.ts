@@ -19,6 +19,8 @@ export interface OpenCollectiveOptions {
   timeoutMs: number;
   /** runtime.device: 'cpu', 'cuda' or 'cuda:N'. */
   device: string;
+  /** Started by a launcher (dalle launch, srun, torchrun variables): the library is used even for one rank. */
+  launched?: boolean;
 }
 
 function usage(message: string, hint: string): CollectiveError {
@@ -39,7 +41,9 @@ export async function openCollective(options: OpenCollectiveOptions): Promise<Co
     if (err instanceof InvalidDeviceError) throw usage(err.message.replace(/^dalle: /, ''), 'runtime.device is cpu, cuda or cuda:N');
     throw err;
   }
-  if (worldSize === 1) return new SingleProcess();
+  // One rank started by a launcher still goes through its library (a check of the data-parallel path on one device:
+  // `dalle launch --nproc 1 -- train-prior --device cuda` runs NCCL); one process on its own needs none.
+  if (worldSize === 1 && !options.launched) return new SingleProcess();
   if (typeof masterAddr !== 'string' || masterAddr.length === 0) throw usage('MASTER_ADDR is empty', launchHint);
   if (!Number.isInteger(masterPort) || masterPort < 1 || masterPort > 65535) throw usage(`MASTER_PORT ${masterPort} is not a port (1 .. 65535)`, launchHint);
   if (!(timeoutMs > 0) || !Number.isFinite(timeoutMs)) throw usage(`the timeout ${timeoutMs} ms is not positive`, 'set runtime.dist_timeout_s > 0');

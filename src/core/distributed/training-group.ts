@@ -49,10 +49,11 @@ export async function openTrainingGroup(options: TrainingGroupOptions): Promise<
     masterPort: launch.masterPort,
     timeoutMs: options.timeoutS * 1000,
     device,
+    launched: launch.source !== 'single',
   });
   const gradientSync = (params: readonly Tensor[]): GradientSync => {
     if (options.compression === 'powersgd') return new PowerSgdSync(params, collective, options.powersgdRank ?? 4, options.seed);
-    if (collective.worldSize === 1) return new NoGradientSync();
+    if (collective.backend === 'single') return new NoGradientSync();
     return new BucketedAllReduce(params, collective, (options.bucketMb ?? 25) * 2 ** 20);
   };
   return { collective, device, gradientSync, close: () => collective.close() };

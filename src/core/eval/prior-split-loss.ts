@@ -15,6 +15,13 @@ export function imageTokens(split: TokenSplit, indices: readonly number[]): Int3
   return out;
 }
 
+/** Sums of the per-token losses over examples (nats per token x examples) of the batches a part computed. */
+export interface SplitLossSums {
+  text: number;
+  image: number;
+  examples: number;
+}
+
 /**
  * Mean cross-entropy per text token and per image token over (the first maxBatches batches of) a split, in order,
  * with each image's first caption and no dropout. Nats per token.
@@ -23,11 +30,28 @@ export function validationLoss(
   model: Prior, split: TokenSplit, batchSize: number, maxBatches: number, encode: (caption: string) => number[],
   textLen: number, textVocab: number, weights: { text: number; image: number },
 ): { val_loss: number; val_text_loss: number; val_image_loss: number; val_examples: number } {
+  return splitLossMeans(validationLossSums(model, split, batchSize, maxBatches, encode, textLen, textVocab, weights), weights);
+}
+
+/** The means of (all parts') sums, as validationLoss reports them. */
+export function splitLossMeans(sums: SplitLossSums, weights: { text: number; image: number }): { val_loss: number; val_text_loss: number; val_image_loss: number; val_examples: number } {
+  const vt = sums.text / sums.examples;
+  const vi = sums.image / sums.examples;
+  return { val_loss: weights.text * vt + weights.image * vi, val_text_loss: vt, val_image_loss: vi, val_examples: sums.examples };
+}
+
+/**
+ * validationLoss's sums over the batches of part `part.index` of `part.count` (batches index, index + count, ...: a
+ * data-parallel rank's share of the validation, summed over ranks afterwards); all batches without `part`.
+ */
+export function validationLossSums(
+  model: Prior, split: TokenSplit, batchSize: number, maxBatches: number, encode: (caption: string) => number[],
+  textLen: number, textVocab: number, weights: { text: number; image: number }, part = { index: 0, count: 1 },
+): SplitLossSums {
   const N = split.shape[1] * split.shape[2];
   const total = maxBatches > 0 ? Math.min(split.shape[0], maxBatches * batchSize) : split.shape[0];
-  let text = 0;
-  let image = 0;
-  for (let start = 0; start < total; start += batchSize) {
+  const sums: SplitLossSums = { text: 0, image: 0, examples: 0 };
+  for (let start = part.index * batchSize; start < total; start += part.count * batchSize) {
     const indices: number[] = [];
     for (let i = start; i < Math.min(total, start + batchSize); i++) indices.push(i);
     const B = indices.length;
@@ -40,10 +64,9 @@ export function validationLoss(
       return { t, i };
     }));
     // Every example has the same token counts, so the per-token mean is the example-weighted mean of batch means.
-    text += r.t * B;
-    image += r.i * B;
+    sums.text += r.t * B;
+    sums.image += r.i * B;
+    sums.examples += B;
   }
-  const vt = text / total;
-  const vi = image / total;
-  return { val_loss: weights.text * vt + weights.image * vi, val_text_loss: vt, val_image_loss: vi, val_examples: total };
+  return sums;
 }

@@ -24,7 +24,7 @@ import { CheckpointError, CheckpointState } from '../checkpoint';
 import { ConfigError, PriorConfig, priorConfig, writeRunConfig } from '../config';
 import { TokenCache, TokenSplit, loadOrBuildTokenCache } from '../data/token-cache';
 import { captionDraws, dataRandom, epochOrder, pickCaption } from '../data/order';
-import { imageTokens, validationLoss } from '../eval/prior-split-loss';
+import { imageTokens, splitLossMeans, validationLossSums } from '../eval/prior-split-loss';
 import { EventSink, silentSink } from '../events';
 import { loadDvae } from '../models/dvae/load';
 import { PRIOR_TOKENIZER_FILE } from '../models/prior/load';
@@ -33,6 +33,7 @@ import { Device, parseDevice } from '../backend/device';
 import { Philox, Tensor } from '../tensor';
 import { TextTokenizer } from '../text';
 import { shareFromRankZero } from '../distributed/agree';
+import type { Collective } from '../distributed/collective';
 import { TrainingLoop, TrainingLoopOptions, TrainingResult, checkGlobalBatch } from './loop';
 import { createPrecision, priorResblocks } from './precision';
 import { Schedule, warmupCosine } from './schedule';
@@ -141,6 +142,7 @@ class PriorTask implements TrainingTask<PriorBatch, StepForward, never, Omit<Pri
   private events: EventSink = silentSink;
   private worldSize = 1;
   private rank = 0;
+  private collective?: Collective;
   private cache?: TokenCache;
   private tokenizer?: TextTokenizer;
   private saveTokenizer: () => string = () => '';
@@ -193,6 +195,7 @@ class PriorTask implements TrainingTask<PriorBatch, StepForward, never, Omit<Pri
     this.events = events;
     this.worldSize = worldSize;
     this.rank = rank;
+    this.collective = collective;
     checkGlobalBatch(config.train.batch_size, worldSize);
     const resumed = start.state;
     if (!config.data.path) {
@@ -328,11 +331,15 @@ class PriorTask implements TrainingTask<PriorBatch, StepForward, never, Omit<Pri
     };
   }
 
-  validate(step: number, writer: RunWriter): void {
+  async validate(step: number, writer: RunWriter): Promise<void> {
     const val = (this.cache as TokenCache).val;
     if (!val) return;
     const { model: m, train: t } = this.config;
-    const r = validationLoss(this.prior, val, t.batch_size, t.val_batches, (c) => this.captionIds(c), m.text_len, m.text_vocab, this.weights);
+    // Data parallelism: each rank computes every N-th batch; the sums over ranks make the split's means.
+    const sums = validationLossSums(this.prior, val, t.batch_size, t.val_batches, (c) => this.captionIds(c), m.text_len, m.text_vocab, this.weights, { index: this.rank, count: this.worldSize });
+    const total = Float64Array.from([sums.text, sums.image, sums.examples]);
+    if (this.worldSize > 1) await (this.collective as Collective).allReduce(total, 'sum');
+    const r = splitLossMeans({ text: total[0], image: total[1], examples: total[2] }, this.weights);
     const line: PriorValLine = { step, ...r };
     this.lastVal = line;
     writer.appendMetrics(line);
