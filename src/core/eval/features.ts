@@ -11,7 +11,7 @@
  * Key: N = images, S = input side, D = feature dimension, C = classes.
  */
 import type * as Ort from 'onnxruntime-node';
-import { openDataSource } from '../data';
+import { DataRecord, openDataSource } from '../data';
 import { DataError, SkipError } from '../data/errors';
 import { SkipReport, SkipSummary } from '../data/skips';
 import { EventSink, silentSink } from '../events';
@@ -212,12 +212,26 @@ export interface ExtractOptions {
 
 /** Runs `extractor` over every readable image of the data set at `dataPath`, in source order. */
 export async function extractFromDataset(extractor: FeatureExtractor, dataPath: string, options: ExtractOptions = {}): Promise<ExtractedSet> {
+  const source = await openDataSource(dataPath);
+  return extractFromRecords(extractor, dataPath, source.records, source.skipped, options);
+}
+
+/**
+ * Runs `extractor` over every readable image of `allRecords` (a chosen list of images, e.g. the samples a
+ * results.jsonl names), in order; `path` names the set in reports, `indexSkips` what was left out before.
+ */
+export async function extractFromRecords(
+  extractor: FeatureExtractor,
+  dataPath: string,
+  allRecords: readonly DataRecord[],
+  indexSkips?: SkipReport,
+  options: ExtractOptions = {},
+): Promise<ExtractedSet> {
   const events = options.events ?? silentSink;
   const task = options.task ?? 'features';
-  const source = await openDataSource(dataPath);
   const skipped = new SkipReport();
-  skipped.merge(source.skipped);
-  const records = options.limit ? source.records.slice(0, options.limit) : source.records;
+  if (indexSkips) skipped.merge(indexSkips);
+  const records = options.limit ? allRecords.slice(0, options.limit) : allRecords;
   const sigma = blurSigma(options.blurRadius ?? 0);
   const batchSize = Math.max(1, Math.min(options.batchSize ?? 32, extractor.maxBatch));
   const s = extractor.inputSize;

@@ -71,7 +71,7 @@ export interface MetricReport {
   readonly createdAt: string;
 }
 
-const SIGMA_RULE = 'sigma = radius (Pillow GaussianBlur radius = standard deviation; sharp blur(sigma)), at the image\'s own resolution, before resizing';
+export const SIGMA_RULE = 'sigma = radius (Pillow GaussianBlur radius = standard deviation; sharp blur(sigma)), at the image\'s own resolution, before resizing';
 
 function summary(set: ExtractedSet): SetSummary {
   return { path: set.path, images: set.count, skipped: set.skipped };
@@ -148,12 +148,12 @@ export async function runImageMetric(options: ImageMetricOptions): Promise<Metri
   };
 }
 
-function escapeHtml(text: string): string {
+export function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 }
 
 /** A number for a label: 4 significant digits, no exponent for ordinary magnitudes. */
-function fmt(v: number): string {
+export function fmt(v: number): string {
   if (!Number.isFinite(v)) return String(v);
   const a = Math.abs(v);
   return a !== 0 && (a < 1e-3 || a >= 1e6) ? v.toExponential(3) : String(Number(v.toPrecision(4)));
@@ -170,14 +170,28 @@ function ticks(lo: number, hi: number, count = 5): number[] {
   return out;
 }
 
+/** One line of a chart: its points and, when the chart has several, its name in the legend. */
+export interface ChartSeries {
+  readonly label?: string;
+  readonly points: readonly MetricPoint[];
+}
+
+const SERIES_COLOURS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728'];
+
 /** The metric against the blur radius as an SVG line chart, with error bars where a std is known. */
 export function svgChart(points: readonly MetricPoint[], yLabel: string): string {
+  return svgChartSeries([{ points }], yLabel);
+}
+
+/** Several series against the blur radius on one pair of axes (a legend names the labelled ones). */
+export function svgChartSeries(series: readonly ChartSeries[], yLabel: string): string {
   const width = 640;
   const height = 360;
   const m = { left: 70, right: 20, top: 20, bottom: 50 };
-  const xs = points.map((p) => p.radius);
-  const lows = points.map((p) => p.value - (p.std ?? 0));
-  const highs = points.map((p) => p.value + (p.std ?? 0));
+  const all = series.flatMap((s) => s.points);
+  const xs = [...new Set(all.map((p) => p.radius))];
+  const lows = all.map((p) => p.value - (p.std ?? 0));
+  const highs = all.map((p) => p.value + (p.std ?? 0));
   let [x0, x1] = [Math.min(...xs), Math.max(...xs)];
   if (x0 === x1) [x0, x1] = [x0 - 1, x1 + 1];
   let [y0, y1] = [Math.min(0, ...lows), Math.max(...highs)];
@@ -200,14 +214,23 @@ export function svgChart(points: readonly MetricPoint[], yLabel: string): string
   parts.push(`<line x1="${m.left}" x2="${m.left}" y1="${m.top}" y2="${height - m.bottom}" stroke="#333"/>`);
   parts.push(`<text x="${(m.left + width - m.right) / 2}" y="${height - 10}" text-anchor="middle" font-size="13">blur radius (sigma, px)</text>`);
   parts.push(`<text transform="translate(16 ${(m.top + height - m.bottom) / 2}) rotate(-90)" text-anchor="middle" font-size="13">${escapeHtml(yLabel)}</text>`);
-  const sorted = [...points].sort((a, b) => a.radius - b.radius);
-  parts.push(`<polyline fill="none" stroke="#1f77b4" stroke-width="2" points="${sorted.map((p) => `${px(p.radius).toFixed(1)},${py(p.value).toFixed(1)}`).join(' ')}"/>`);
-  for (const p of sorted) {
-    if (p.std !== undefined && p.std > 0) {
-      parts.push(`<line x1="${px(p.radius).toFixed(1)}" x2="${px(p.radius).toFixed(1)}" y1="${py(p.value - p.std).toFixed(1)}" y2="${py(p.value + p.std).toFixed(1)}" stroke="#1f77b4"/>`);
+  series.forEach((s, k) => {
+    const colour = SERIES_COLOURS[k % SERIES_COLOURS.length];
+    const sorted = [...s.points].sort((a, b) => a.radius - b.radius);
+    parts.push(`<polyline fill="none" stroke="${colour}" stroke-width="2" points="${sorted.map((p) => `${px(p.radius).toFixed(1)},${py(p.value).toFixed(1)}`).join(' ')}"/>`);
+    for (const p of sorted) {
+      if (p.std !== undefined && p.std > 0) {
+        parts.push(`<line x1="${px(p.radius).toFixed(1)}" x2="${px(p.radius).toFixed(1)}" y1="${py(p.value - p.std).toFixed(1)}" y2="${py(p.value + p.std).toFixed(1)}" stroke="${colour}"/>`);
+      }
+      const name = s.label !== undefined ? `${escapeHtml(s.label)}, ` : '';
+      parts.push(`<circle cx="${px(p.radius).toFixed(1)}" cy="${py(p.value).toFixed(1)}" r="4" fill="${colour}"><title>${name}radius ${fmt(p.radius)}: ${fmt(p.value)}</title></circle>`);
     }
-    parts.push(`<circle cx="${px(p.radius).toFixed(1)}" cy="${py(p.value).toFixed(1)}" r="4" fill="#1f77b4"><title>radius ${fmt(p.radius)}: ${fmt(p.value)}</title></circle>`);
-  }
+    if (s.label !== undefined) {
+      const y = m.top + 8 + 18 * k;
+      parts.push(`<line x1="${width - m.right - 190}" x2="${width - m.right - 170}" y1="${y}" y2="${y}" stroke="${colour}" stroke-width="2"/>`);
+      parts.push(`<text x="${width - m.right - 164}" y="${y + 4}" font-size="12">${escapeHtml(s.label)}</text>`);
+    }
+  });
   parts.push('</svg>');
   return parts.join('\n');
 }
