@@ -196,6 +196,6 @@ export default class LaunchCommand extends BaseCommand<typeof LaunchCommand> {
       return `stopped by ${stoppedBy}: ${first}; exit code ${exitCode}`;
     }
     if (firstFailure !== undefined) return `rank ${firstFailure.rank} failed first (${describeExit(firstFailure)}); exit code ${exitCode}`;
-    return `all ${outcome.ranks.length} ranks succeeded`;
+    return outcome.ranks.length === 1 ? 'the rank succeeded' : `all ${outcome.ranks.length} ranks succeeded`;
   }
 }
