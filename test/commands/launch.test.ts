@@ -205,11 +205,12 @@ describe('commands: dalle launch', function () {
   });
 
   it("a signal during the grace cancels the launcher's SIGTERM (it would be the ranks' second signal)", async () => {
-    const launcher = new Launcher(['--nproc', '3', '--grace', '1', '--kill-after', '1', '--', 'train-prior', 'signals-fail', '1', '7']);
-    await launcher.waitFor((out) => /^\[launch\] rank 1 failed first, with exit code 7; waiting 1 s/m.test(out.stderr), 'the failure');
+    // A grace of 3 s: the signal must land inside it even on a loaded machine.
+    const launcher = new Launcher(['--nproc', '3', '--grace', '3', '--kill-after', '1', '--', 'train-prior', 'signals-fail', '1', '7']);
+    await launcher.waitFor((out) => /^\[launch\] rank 1 failed first, with exit code 7; waiting 3 s/m.test(out.stderr), 'the failure');
     launcher.child.kill('SIGINT');
     await launcher.waitFor((out) => /^rank 0 first SIGINT$/m.test(out.stdout) && /^\[rank 2\] rank 2 first SIGINT$/m.test(out.stderr), 'the first SIGINT in ranks 0 and 2');
-    await new Promise((resolve) => setTimeout(resolve, 2500)); // past the grace and --kill-after
+    await new Promise((resolve) => setTimeout(resolve, 4500)); // past the grace and --kill-after
     assert.equal(launcher.child.exitCode, null, launcher.stderr);
     assert.doesNotMatch(launcher.stdout + launcher.stderr, /rank \d second|still running/);
     launcher.child.kill('SIGINT');
