@@ -208,6 +208,8 @@ describe('commands: dalle launch', function () {
     // A grace of 3 s: the signal must land inside it even on a loaded machine.
     const launcher = new Launcher(['--nproc', '3', '--grace', '3', '--kill-after', '1', '--', 'train-prior', 'signals-fail', '1', '7']);
     await launcher.waitFor((out) => /^\[launch\] rank 1 failed first, with exit code 7; waiting 3 s/m.test(out.stderr), 'the failure');
+    // The ranks' handlers are installed once they say ready (a loaded machine can start one after rank 1 failed).
+    await launcher.waitFor((out) => /^ready 0$/m.test(out.stdout) && /^\[rank 2\] ready 2$/m.test(out.stderr), 'ranks 0 and 2 ready');
     launcher.child.kill('SIGINT');
     await launcher.waitFor((out) => /^rank 0 first SIGINT$/m.test(out.stdout) && /^\[rank 2\] rank 2 first SIGINT$/m.test(out.stderr), 'the first SIGINT in ranks 0 and 2');
     await new Promise((resolve) => setTimeout(resolve, 4500)); // past the grace and --kill-after
