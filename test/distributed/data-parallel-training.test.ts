@@ -147,6 +147,23 @@ describe('distributed: data-parallel training (real processes over Gloo)', funct
     });
   }
 
+  it('prior in fp16: the per-resblock gradient scales start at 2^13 x N and move alike on every rank', async function () {
+    skipWithoutGloo(this);
+    const fp16 = ['--precision', 'fp16', '--set', 'train.log_every=1'];
+    const one = path.join(work, 'prior-fp16-1');
+    ok(await dalle([...trainers.prior(), '--out', one, ...steps, ...fp16]), 'one process');
+    const two = path.join(work, 'prior-fp16-2');
+    ok(await dalle(['launch', '--nproc', '2', '--', ...trainers.prior(), '--out', two, ...steps, ...fp16]), '2 ranks');
+    const [a, b] = [trainLines(one), trainLines(two)] as unknown as Array<Array<{ grad_scales: number[]; skipped: number; loss: number }>>;
+    assert.deepEqual(a[0].grad_scales.map((x) => x * 2), b[0].grad_scales, 'the first update runs at 2^13 x 2 on 2 ranks');
+    // Scales are init x M and grow alike: the ratio stays 2 while no rank overflows (the same skips on both runs).
+    b.forEach((line, i) => {
+      assert.equal(line.skipped, a[i].skipped);
+      line.grad_scales.forEach((s, r) => assert.ok(Math.abs(s / a[i].grad_scales[r] - 2) < 1e-9, `update ${i + 1}, resblock ${r}`));
+      assert.ok(Math.abs(line.loss - a[i].loss) <= 2e-3 * Math.abs(a[i].loss), `update ${i + 1}: ${line.loss} vs ${a[i].loss}`);
+    });
+  });
+
   it('a run resumed with another number of ranks continues the data order (2 ranks to 10, then 4 ranks to 20)', async function () {
     skipWithoutGloo(this);
     const one = path.join(work, 'dvae-1');
