@@ -12,9 +12,18 @@
 #include <gloo/config.h>
 
 #include "group.h"
+#include "napi_args.h"
+
+[[noreturn]] void dalle_napi::usage(Napi::Env env, const std::string& what) { throwUsage(env, "dalle_collective: " + what); }
 
 namespace dalle_collective {
 namespace {
+
+using dalle_napi::ArrayView;
+using dalle_napi::faultError;
+using dalle_napi::intArg;
+using dalle_napi::typedArrayArg;
+using dalle_napi::usage;
 
 // Completions from the communication thread to the JavaScript thread. Detached (alive = false) when the group's
 // handle is finalized or the environment is torn down, after which completions are dropped instead of posted.
@@ -25,52 +34,7 @@ struct Sink {
   Napi::ThreadSafeFunction tsfn;
 };
 
-Napi::Error faultError(Napi::Env env, const Fault& f) {
-  Napi::Error err = Napi::Error::New(env, "dalle: " + f.message);
-  err.Value().Set("kind", Napi::String::New(env, f.kind));
-  if (f.rank >= 0) err.Value().Set("faultyRank", Napi::Number::New(env, f.rank));
-  return err;
-}
-
-[[noreturn]] void usage(Napi::Env env, const std::string& what) {
-  Napi::Error err = Napi::TypeError::New(env, "dalle_collective: " + what);
-  err.Value().Set("kind", Napi::String::New(env, "usage"));
-  throw err;
-}
-
-int intArg(Napi::Env env, Napi::Value v, const char* name, double lo, double hi) {
-  if (!v.IsNumber()) usage(env, std::string(name) + " must be a number");
-  double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d >= lo && d <= hi) || d != static_cast<double>(static_cast<long long>(d))) {
-    usage(env, std::string(name) + " must be an integer in " + std::to_string(static_cast<long long>(lo)) + " .. " +
-                   std::to_string(static_cast<long long>(hi)));
-  }
-  return static_cast<int>(d);
-}
-
-ReduceOp reduceArg(Napi::Env env, Napi::Value v) {
-  std::string s = v.IsString() ? v.As<Napi::String>().Utf8Value() : "";
-  if (s == "sum") return ReduceOp::Sum;
-  if (s == "max") return ReduceOp::Max;
-  if (s == "min") return ReduceOp::Min;
-  usage(env, "the reduction must be 'sum', 'max' or 'min'");
-}
-
-struct ArrayView {
-  void* data = nullptr;
-  size_t length = 0;
-  napi_typedarray_type type = napi_uint8_array;
-};
-
-ArrayView typedArrayArg(Napi::Env env, Napi::Value v, const char* expected) {
-  if (!v.IsTypedArray()) usage(env, std::string("expected a ") + expected);
-  ArrayView a;
-  napi_value buffer;
-  size_t offset;
-  // The data pointer of an on-heap (small) typed array is made stable here: V8 moves its bytes off the heap.
-  NAPI_THROW_IF_FAILED(env, napi_get_typedarray_info(env, v, &a.type, &a.length, &a.data, &buffer, &offset), a);
-  return a;
-}
+ReduceOp reduceArg(Napi::Env env, Napi::Value v) { return dalle_napi::reduceArg(env, v, ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min); }
 
 class CollectiveGroup : public Napi::ObjectWrap<CollectiveGroup> {
  public:
@@ -94,8 +58,7 @@ class CollectiveGroup : public Napi::ObjectWrap<CollectiveGroup> {
     c.worldSize = intArg(env, o.Get("worldSize"), "worldSize", 1, kMaxWorldSize);
     c.rank = intArg(env, o.Get("rank"), "rank", 0, c.worldSize - 1);
     c.localRank = intArg(env, o.Get("localRank"), "localRank", 0, kMaxWorldSize);
-    if (!o.Get("masterAddr").IsString()) usage(env, "masterAddr must be a string");
-    c.masterAddr = o.Get("masterAddr").As<Napi::String>().Utf8Value();
+    c.masterAddr = dalle_napi::stringArg(env, o.Get("masterAddr"), "masterAddr");
     c.masterPort = intArg(env, o.Get("masterPort"), "masterPort", 1, 65535);
     c.timeoutMs = intArg(env, o.Get("timeoutMs"), "timeoutMs", 1, 24 * 3600 * 1000);
     if (!o.Get("heartbeatMs").IsUndefined()) c.heartbeatMs = intArg(env, o.Get("heartbeatMs"), "heartbeatMs", 10, 60000);

@@ -22,7 +22,7 @@ const { execFileSync, spawnSync } = require('child_process');
 const here = __dirname;
 const root = path.resolve(here, '..', '..');
 const SOURCES = ['addon.cc', 'group.cc', 'gloo_store.cc', 'liveness.cc', 'store_client.cc', 'store_server.cc', 'net.cc'];
-const HEADERS = ['group.h', 'gloo_store.h', 'liveness.h', 'store_client.h', 'store_server.h', 'net.h', 'wire.h'];
+const HEADERS = ['group.h', 'gloo_store.h', 'liveness.h', 'store_client.h', 'store_server.h', 'net.h', 'wire.h', 'napi_args.h'];
 
 function arg(name, fallback) {
   const i = process.argv.indexOf(name);

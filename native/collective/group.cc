@@ -149,45 +149,17 @@ Outcome Group::execute(Op& op) {
     req.pollMs = 2 * pollMs();
     out.fault = diagnose(store_, req);
   }
-  if (out.fault.kind != "store-gone" && out.fault.kind != "usage") {
-    try {
-      store_.report({out.fault.rank, out.fault.kind, out.fault.message});
-    } catch (const std::exception&) {
-      // the store is gone too: the others will find that out themselves
-    }
-  }
+  reportFault(store_, out.fault);
   out.ok = false;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     broken_ = out.fault;
   }
-  if (server_) awaitOthersFailing();
+  if (server_) awaitOthersFailing(store_, config_.timeoutMs, 3 * config_.heartbeatMs, pollMs());
   // Closing the pairs now makes every rank still waiting on this one fail at once instead of at its own timeout.
   context_.reset();
   device_.reset();
   return out;
-}
-
-void Group::awaitOthersFailing() {
-  // Rank 0's process usually exits on this failure, and the store with it; a rank that has not failed yet would then
-  // find no store and blame rank 0. So rank 0 holds the failure back (a few heartbeats at most) until every other
-  // rank has failed too (reported), left, or gone silent.
-  int silentAfterMs = 3 * config_.heartbeatMs;
-  Deadline until = deadlineIn(std::min(config_.timeoutMs, 2 * silentAfterMs + 2000));
-  try {
-    while (msLeft(until) > 0) {
-      std::vector<RankStatus> status = store_.status();
-      bool waiting = false;
-      for (int r = 1; r < static_cast<int>(status.size()); r++) {
-        const RankStatus& s = status[r];
-        waiting = waiting || (s.state == RankState::Connected && !s.report && static_cast<int>(s.ageMs) <= silentAfterMs);
-      }
-      if (!waiting) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(pollMs()));
-    }
-  } catch (const std::exception&) {
-    // the store is this process's own: it does not go away
-  }
 }
 
 std::string Group::describe(const Op& op, uint64_t index) const {
@@ -312,18 +284,7 @@ void Group::shutDown() {
   if (server_ && healthy) {
     // Rank 0 serves the store: it stays up (bounded) until the others have left, so a rank finishing its last
     // operation a moment later does not find the store gone and report rank 0 as dead.
-    Deadline until = deadlineIn(std::min(config_.timeoutMs, 10000));
-    try {
-      while (msLeft(until) > 0) {
-        std::vector<RankStatus> status = store_.status();
-        bool others = false;
-        for (int r = 1; r < static_cast<int>(status.size()); r++) others = others || status[r].state == RankState::Connected;
-        if (!others) break;
-        std::this_thread::sleep_for(std::chrono::milliseconds(pollMs()));
-      }
-    } catch (const std::exception&) {
-      // the store is gone already: nothing to wait for
-    }
+    awaitOthersLeaving(store_, config_.timeoutMs, pollMs());
   }
   store_.goodbye();
   if (server_) server_->stop();

@@ -86,7 +86,6 @@ class Group : public std::enable_shared_from_this<Group> {
   void allReduceBuffers(const std::vector<HostSpan>& buffers, ReduceOp reduce);
   void broadcast(void* data, size_t bytes, int root);
   void barrier();
-  void awaitOthersFailing();
   void shutDown();
   std::string describe(const Op& op, uint64_t index) const;
   uint32_t nextTag() { return static_cast<uint32_t>(++tag_); }

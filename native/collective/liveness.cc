@@ -1,5 +1,6 @@
 #include "liveness.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <thread>
 
@@ -105,6 +106,48 @@ Fault diagnose(StoreClient& store, const DiagnoseRequest& req) {
       return f;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(req.pollMs));
+  }
+}
+
+void reportFault(StoreClient& store, const Fault& f) {
+  if (f.kind == "store-gone" || f.kind == "usage") return;
+  try {
+    store.report({f.rank, f.kind, f.message});
+  } catch (const std::exception&) {
+    // the store is gone too: the others will find that out themselves
+  }
+}
+
+void awaitOthersFailing(StoreClient& store, int timeoutMs, int silentAfterMs, int pollMs) {
+  Deadline until = deadlineIn(std::min(timeoutMs, 2 * silentAfterMs + 2000));
+  try {
+    while (msLeft(until) > 0) {
+      std::vector<RankStatus> status = store.status();
+      bool waiting = false;
+      for (int r = 1; r < static_cast<int>(status.size()); r++) {
+        const RankStatus& s = status[r];
+        waiting = waiting || (s.state == RankState::Connected && !s.report && static_cast<int>(s.ageMs) <= silentAfterMs);
+      }
+      if (!waiting) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(pollMs));
+    }
+  } catch (const std::exception&) {
+    // the store is this process's own: it does not go away
+  }
+}
+
+void awaitOthersLeaving(StoreClient& store, int timeoutMs, int pollMs) {
+  Deadline until = deadlineIn(std::min(timeoutMs, 10000));
+  try {
+    while (msLeft(until) > 0) {
+      std::vector<RankStatus> status = store.status();
+      bool others = false;
+      for (int r = 1; r < static_cast<int>(status.size()); r++) others = others || status[r].state == RankState::Connected;
+      if (!others) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(pollMs));
+    }
+  } catch (const std::exception&) {
+    // the store is gone already: nothing to wait for
   }
 }
 

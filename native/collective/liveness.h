@@ -39,4 +39,21 @@ Fault diagnose(StoreClient& store, const DiagnoseRequest& req);
 
 std::string seconds(long long ms);
 
+/** Tells the store this rank's finding, so the others name the same culprit; not a store-gone or usage fault. */
+void reportFault(StoreClient& store, const Fault& f);
+
+/**
+ * Rank 0, on a failure: its process usually exits on it, and the store with it; a rank that has not failed yet would
+ * then find no store and blame rank 0. So rank 0 holds the failure back (at most min(timeoutMs, 2 x silentAfterMs +
+ * 2 s)) until every other rank has failed too (reported), left, or gone silent.
+ */
+void awaitOthersFailing(StoreClient& store, int timeoutMs, int silentAfterMs, int pollMs);
+
+/**
+ * Rank 0, leaving a healthy group: it serves the store, so it stays (at most min(timeoutMs, 10 s)) until the others
+ * have left, so that a rank finishing its last operation a moment later does not find the store gone and report
+ * rank 0 as dead.
+ */
+void awaitOthersLeaving(StoreClient& store, int timeoutMs, int pollMs);
+
 }  // namespace dalle_collective

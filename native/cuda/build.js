@@ -38,7 +38,7 @@ const HEADERS = ['attention_plan.h', 'attention_kernels.cuh', 'attention_tc_kern
 // Included by the host sources only (so editing them does not recompile the kernels).
 const HOST_HEADERS = ['nccl_api.h', 'nccl.h', 'nccl_plan.h', 'nccl_watchdog.h', 'nccl_rendezvous.h',
   '../collective/store_server.h', '../collective/store_client.h', '../collective/net.h', '../collective/liveness.h',
-  '../collective/wire.h'];
+  '../collective/wire.h', '../collective/napi_args.h'];
 
 function arg(name, fallback) {
   const i = process.argv.indexOf(name);

@@ -21,6 +21,9 @@
 
 #include "nccl.h"
 #include "nccl_rendezvous.h"
+#include "napi_args.h"
+
+[[noreturn]] void dalle_napi::usage(Napi::Env env, const std::string& what) { throwUsage(env, "dalle nccl: " + what); }
 
 namespace dalle {
 namespace cuda {
@@ -33,57 +36,14 @@ using nccl::FaultError;
 using nccl::Outcome;
 using nccl::Rendezvous;
 
-[[noreturn]] void usage(Napi::Env env, const std::string& what) {
-  Napi::Error err = Napi::TypeError::New(env, "dalle nccl: " + what);
-  err.Value().Set("kind", Napi::String::New(env, "usage"));
-  throw err;
-}
+using dalle_napi::ArrayView;
+using dalle_napi::faultError;
+using dalle_napi::intArg;
+using dalle_napi::stringArg;
+using dalle_napi::typedArrayArg;
+using dalle_napi::usage;
 
-int intArg(Napi::Env env, Napi::Value v, const std::string& name, double lo, double hi) {
-  if (!v.IsNumber()) usage(env, name + " must be a number");
-  double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d >= lo && d <= hi) || d != static_cast<double>(static_cast<long long>(d))) {
-    usage(env, name + " must be an integer in " + std::to_string(static_cast<long long>(lo)) + " .. " +
-                   std::to_string(static_cast<long long>(hi)));
-  }
-  return static_cast<int>(d);
-}
-
-std::string stringArg(Napi::Env env, Napi::Value v, const std::string& name) {
-  if (!v.IsString()) usage(env, name + " must be a string");
-  return v.As<Napi::String>().Utf8Value();
-}
-
-nccl::RedOp reduceArg(Napi::Env env, Napi::Value v) {
-  std::string s = v.IsString() ? v.As<Napi::String>().Utf8Value() : "";
-  if (s == "sum") return nccl::kSum;
-  if (s == "max") return nccl::kMax;
-  if (s == "min") return nccl::kMin;
-  usage(env, "the reduction must be 'sum', 'max' or 'min'");
-}
-
-struct ArrayView {
-  void* data = nullptr;
-  size_t length = 0;
-  napi_typedarray_type type = napi_uint8_array;
-};
-
-ArrayView typedArrayArg(Napi::Env env, Napi::Value v, const char* expected) {
-  if (!v.IsTypedArray()) usage(env, std::string("expected a ") + expected);
-  ArrayView a;
-  napi_value buffer;
-  size_t offset;
-  // An on-heap (small) typed array's bytes are moved off the heap here, so the pointer stays valid while referenced.
-  NAPI_THROW_IF_FAILED(env, napi_get_typedarray_info(env, v, &a.type, &a.length, &a.data, &buffer, &offset), a);
-  return a;
-}
-
-Napi::Error faultError(Napi::Env env, const Fault& f) {
-  Napi::Error err = Napi::Error::New(env, "dalle: " + f.message);
-  err.Value().Set("kind", Napi::String::New(env, f.kind));
-  if (f.rank >= 0) err.Value().Set("faultyRank", Napi::Number::New(env, f.rank));
-  return err;
-}
+nccl::RedOp reduceArg(Napi::Env env, Napi::Value v) { return dalle_napi::reduceArg(env, v, nccl::kSum, nccl::kMax, nccl::kMin); }
 
 Napi::Error outcomeError(Napi::Env env, const Outcome& o) {
   Napi::Error err = Napi::Error::New(env, "dalle: " + o.message());

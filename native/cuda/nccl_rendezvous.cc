@@ -122,42 +122,15 @@ Fault Rendezvous::fault(const std::string& what, const std::string& cause, bool 
     if (failed_) return first_;
   }
   Fault f = diagnose(what, cause, rendezvous);
-  if (f.kind != "store-gone" && f.kind != "usage") {
-    try {
-      store_.report({f.rank, f.kind, f.message});
-    } catch (const std::exception&) {
-      // the store is gone too: the others will find that out themselves
-    }
-  }
+  dalle_collective::reportFault(store_, f);
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (failed_) return first_;  // another thread diagnosed meanwhile: one finding per group
     failed_ = true;
     first_ = f;
   }
-  if (server_) awaitOthersFailing();
+  if (server_) dalle_collective::awaitOthersFailing(store_, config_.timeoutMs, silentAfterMs(), pollMs());
   return f;
-}
-
-void Rendezvous::awaitOthersFailing() {
-  // Rank 0's process usually exits on this failure, and the store with it; a rank that has not failed yet would then
-  // find no store and blame rank 0. So rank 0 holds the failure back (a few heartbeats at most) until every other rank
-  // has failed too (reported), left, or gone silent. The same rule as native/collective/group.cc's.
-  dalle_collective::Deadline until = deadlineIn(std::min(config_.timeoutMs, 2 * silentAfterMs() + 2000));
-  try {
-    while (msLeft(until) > 0) {
-      std::vector<RankStatus> status = store_.status();
-      bool waiting = false;
-      for (int r = 1; r < static_cast<int>(status.size()); r++) {
-        const RankStatus& s = status[r];
-        waiting = waiting || (s.state == RankState::Connected && !s.report && static_cast<int>(s.ageMs) <= silentAfterMs());
-      }
-      if (!waiting) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(pollMs()));
-    }
-  } catch (const std::exception&) {
-    // the store is this process's own: it does not go away
-  }
 }
 
 void Rendezvous::leave() {
@@ -171,18 +144,7 @@ void Rendezvous::leave() {
   if (server_ && healthy) {
     // Rank 0 serves the store: it stays up (bounded) until the others have left, so that a rank finishing its last
     // operation a moment later does not find the store gone and report rank 0 as dead.
-    dalle_collective::Deadline until = deadlineIn(std::min(config_.timeoutMs, 10000));
-    try {
-      while (msLeft(until) > 0) {
-        std::vector<RankStatus> status = store_.status();
-        bool others = false;
-        for (int r = 1; r < static_cast<int>(status.size()); r++) others = others || status[r].state == RankState::Connected;
-        if (!others) break;
-        std::this_thread::sleep_for(std::chrono::milliseconds(pollMs()));
-      }
-    } catch (const std::exception&) {
-      // the store is gone already: nothing to wait for
-    }
+    dalle_collective::awaitOthersLeaving(store_, config_.timeoutMs, pollMs());
   }
   store_.goodbye();
   if (server_) server_->stop();

@@ -70,7 +70,6 @@ class Rendezvous {
   int pollMs() const { return std::min(200, std::max(20, config_.worldSize)); }
   int silentAfterMs() const { return 3 * config_.heartbeatMs; }
   Fault diagnose(const std::string& what, const std::string& cause, bool rendezvous);
-  void awaitOthersFailing();
 
   RendezvousConfig config_;
   std::unique_ptr<dalle_collective::StoreServer> server_;

@@ -13,6 +13,25 @@
 
 export type ReduceOp = 'sum' | 'max' | 'min';
 
+/** Where a rank stands and how it finds the others: what every backend and openCollective take. */
+export interface RankPlacement {
+  /** 0 .. worldSize-1. */
+  rank: number;
+  worldSize: number;
+  /** The rank's index on its machine (picks cuda:LOCAL_RANK). */
+  localRank: number;
+  /** Where rank 0 serves the store (MASTER_ADDR, MASTER_PORT). */
+  masterAddr: string;
+  masterPort: number;
+  /** runtime.dist_timeout_s in ms: the rendezvous and every operation; a rank silent this long is given up on. */
+  timeoutMs: number;
+}
+
+/** How often each rank tells the store it is alive when not told: timeoutMs / 6, within 100 .. 1000 ms. */
+export function defaultHeartbeatMs(timeoutMs: number): number {
+  return Math.min(1000, Math.max(100, Math.round(timeoutMs / 6)));
+}
+
 /** Which library carries the operations. */
 export type CollectiveBackendName = 'single' | 'gloo' | 'nccl';
 

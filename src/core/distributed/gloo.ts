@@ -7,18 +7,11 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { Collective, CollectiveError, CollectiveFaultKind, DeviceBuffer, ReduceOp } from './collective';
+import { Collective, CollectiveError, CollectiveFaultKind, defaultHeartbeatMs, DeviceBuffer, RankPlacement, ReduceOp } from './collective';
 
 /** What the addon's Group takes (native/collective/addon.cc). */
-export interface GlooGroupOptions {
-  rank: number;
-  worldSize: number;
-  localRank: number;
-  masterAddr: string;
-  masterPort: number;
-  /** Rendezvous and every operation; a rank silent this long is given up on. */
-  timeoutMs: number;
-  /** How often each rank tells the store it is alive (default: timeoutMs / 6, within 100 .. 1000 ms). */
+export interface GlooGroupOptions extends RankPlacement {
+  /** How often each rank tells the store it is alive (default: defaultHeartbeatMs(timeoutMs)). */
   heartbeatMs?: number;
   /** The network interface Gloo's connections use (GLOO_SOCKET_IFNAME; default: the one that reaches masterAddr). */
   iface?: string;
@@ -190,7 +183,7 @@ export class GlooCollective implements Collective {
    */
   static async open(options: GlooGroupOptions): Promise<GlooCollective> {
     const addon = glooAddon();
-    const heartbeatMs = options.heartbeatMs ?? Math.min(1000, Math.max(100, Math.round(options.timeoutMs / 6)));
+    const heartbeatMs = options.heartbeatMs ?? defaultHeartbeatMs(options.timeoutMs);
     const full = { ...options, heartbeatMs };
     let group: NativeGroup;
     try {

@@ -14,7 +14,7 @@
  * as the Gloo backend names it, from the store's record: "rank 1 (host h, pid p) exited", "... stopped answering".
  */
 import { cudaAddonIfLoaded, cudaStatus } from '../cuda';
-import { Collective, CollectiveError, CollectiveFaultKind, DeviceBuffer, ReduceOp } from './collective';
+import { Collective, CollectiveError, CollectiveFaultKind, defaultHeartbeatMs, DeviceBuffer, RankPlacement, ReduceOp } from './collective';
 import { asCollectiveError, hintFor } from './gloo';
 
 /** NCCL_UNIQUE_ID_BYTES: the id rank 0 makes and every rank initialises with. */
@@ -22,17 +22,10 @@ export const NCCL_UNIQUE_ID_BYTES = 128;
 /** The store key rank 0 publishes the unique id under. */
 export const NCCL_UNIQUE_ID_KEY = 'nccl/unique-id';
 
-export interface NcclOptions {
-  rank: number;
-  worldSize: number;
-  localRank: number;
-  masterAddr: string;
-  masterPort: number;
-  /** The rendezvous, NCCL's initialisation, and every operation: a rank silent this long is given up on. */
-  timeoutMs: number;
+export interface NcclOptions extends RankPlacement {
   /** The CUDA device index of this rank (cuda:N). */
   device: number;
-  /** How often each rank tells the store it is alive (default: timeoutMs / 6, within 100 .. 1000 ms). */
+  /** How often each rank tells the store it is alive (default: defaultHeartbeatMs(timeoutMs)). */
   heartbeatMs?: number;
 }
 
@@ -198,7 +191,7 @@ export class NcclCollective implements Collective {
     if (!native || !status.available) {
       throw unavailable(`data-parallel training on cuda:${options.device} needs NCCL: ${status.reason}`);
     }
-    const heartbeatMs = options.heartbeatMs ?? Math.min(1000, Math.max(100, Math.round(options.timeoutMs / 6)));
+    const heartbeatMs = options.heartbeatMs ?? defaultHeartbeatMs(options.timeoutMs);
     let rendezvous: NcclNativeRendezvous;
     try {
       rendezvous = new native.Rendezvous({

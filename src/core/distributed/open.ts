@@ -4,19 +4,11 @@
  * build has, for `dalle info`.
  */
 import { cudaIndex, Device, InvalidDeviceError, parseDevice } from '../backend/device';
-import { Collective, CollectiveBackendName, CollectiveError, SingleProcess } from './collective';
+import { Collective, CollectiveBackendName, CollectiveError, RankPlacement, SingleProcess } from './collective';
 import { GlooCollective, glooStatus } from './gloo';
 import { NCCL_UNAVAILABLE_HINT, NcclCollective, ncclStatus } from './nccl';
 
-export interface OpenCollectiveOptions {
-  rank: number;
-  worldSize: number;
-  /** The rank's index on its machine (picks cuda:LOCAL_RANK). */
-  localRank: number;
-  masterAddr: string;
-  masterPort: number;
-  /** runtime.dist_timeout_s in ms: the rendezvous, and how long an operation waits for a rank that stopped answering. */
-  timeoutMs: number;
+export interface OpenCollectiveOptions extends RankPlacement {
   /** runtime.device: 'cpu', 'cuda' or 'cuda:N'. */
   device: string;
   /** Started by a launcher (dalle launch, srun, torchrun variables): the library is used even for one rank. */

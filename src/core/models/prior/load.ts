@@ -10,8 +10,9 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CheckpointError, loadCheckpointModel, resolveCheckpoint } from '../../checkpoint';
-import { PriorConfig, priorConfig, readRunConfig } from '../../config';
+import { CheckpointError } from '../../checkpoint';
+import { loadWeightsOnto, resolveTrainedRun, TrainedRunKind } from '../../checkpoint/trained-run';
+import { PriorConfig, priorConfig } from '../../config';
 import { TextTokenizer } from '../../text';
 import { Philox } from '../../tensor/rng';
 import type { Device } from '../../tensor';
@@ -19,6 +20,12 @@ import { Prior } from './prior';
 
 /** The run's caption tokenizer: RUN/tokenizer.json. */
 export const PRIOR_TOKENIZER_FILE = 'tokenizer.json';
+
+const PRIOR_RUN: TrainedRunKind = {
+  kind: 'prior',
+  label: 'prior',
+  wrongKindHint: 'pass --prior a run made by `dalle train-prior` (and --dvae the dVAE run)',
+};
 
 export interface TrainedPrior {
   readonly model: Prior;
@@ -33,19 +40,7 @@ export interface TrainedPrior {
  * on every device) and the model moved there once. Dispose `model` when done.
  */
 export function loadPrior(target: string, device: Device = 'cpu'): TrainedPrior {
-  const found = resolveCheckpoint(target, 'prior');
-  if (found.state.kind !== 'prior') {
-    throw new CheckpointError(`${found.dir} is a ${found.state.kind} checkpoint, not a prior`, 'pass --prior a run made by `dalle train-prior` (and --dvae the dVAE run)');
-  }
-  let config: PriorConfig;
-  try {
-    config = readRunConfig(found.runDir, priorConfig);
-  } catch (error) {
-    throw new CheckpointError(
-      `cannot read the run config of ${found.dir} (${path.join(found.runDir, 'config.yaml')}): ${error instanceof Error ? error.message : String(error)}`,
-      'a checkpoint needs the config.yaml of its run directory (RUN/config.yaml, two levels above checkpoints/step-N)',
-    );
-  }
+  const { found, config } = resolveTrainedRun(target, PRIOR_RUN, priorConfig);
   const tokenizerFile = path.join(found.runDir, PRIOR_TOKENIZER_FILE);
   if (!fs.existsSync(tokenizerFile)) {
     throw new CheckpointError(`the prior run ${found.runDir} has no ${PRIOR_TOKENIZER_FILE}`, `copy the tokenizer the prior was trained with to ${tokenizerFile}`);
@@ -57,13 +52,6 @@ export function loadPrior(target: string, device: Device = 'cpu'): TrainedPrior 
       'the tokenizer is not the one this prior was trained with: put the run\'s own tokenizer.json back',
     );
   }
-  const model = new Prior(config.model, new Philox(config.runtime.seed));
-  try {
-    loadCheckpointModel(found.dir, new Map(model.namedParameters()));
-    model.to(device);
-  } catch (error) {
-    model.dispose();
-    throw error;
-  }
+  const model = loadWeightsOnto(new Prior(config.model, new Philox(config.runtime.seed)), found.dir, device);
   return { model, tokenizer, config, checkpoint: found.dir, step: found.state.step };
 }
