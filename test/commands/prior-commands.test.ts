@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { runCommand } from '@oclif/test';
 import { listCheckpoints } from '../../src/core/checkpoint';
-import { temporaryDir } from './helpers';
+import { hashTree, temporaryDir } from './helpers';
 import { makeCaptionedData, makeTinyDvae, readJsonLines, writeTinyPriorConfig } from '../train/prior-helpers';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
@@ -74,6 +74,23 @@ describe('commands: train-prior', function () {
     assert.equal(error, undefined, error?.message);
     assert.deepEqual(readJsonLines(path.join(run, 'metrics.jsonl')).filter((l) => 'loss' in l).map((l) => l.step), [1, 2, 3, 4, 5, 6, 7, 8]);
     assert.equal(fs.readFileSync(path.join(run, 'latest'), 'utf8').trim(), 'checkpoints/step-8');
+  });
+
+  it('--resume refuses a --tokenizer other than the run\'s own, changing nothing; the same one is accepted', async () => {
+    const captions = path.join(work, 'other-captions.txt');
+    fs.writeFileSync(captions, 'a purple triangle\nan orange circle on black\nzebra stripes\n');
+    const other = path.join(work, 'other-tokenizer.json');
+    const trained = await dalle(['tokenizer', 'train', '--captions', captions, '--out', other, '--vocab', '270']);
+    assert.equal(trained.error, undefined, trained.error?.message);
+    const before = hashTree(run);
+    const refused = await dalle(['train-prior', '--out', run, '--resume', '--tokenizer', other, '--set', 'train.steps=9']);
+    assert.equal(refused.error?.name, 'CheckpointError');
+    assert.match(refused.error?.message ?? '', /is not the tokenizer .*tokenizer\.json this run was trained with/);
+    assert.deepEqual(hashTree(run), before);
+    const same = path.join(work, 'same-tokenizer.json');
+    fs.copyFileSync(path.join(run, 'tokenizer.json'), same);
+    const accepted = await dalle(['train-prior', '--out', run, '--resume', '--tokenizer', same, '--set', 'train.steps=9']);
+    assert.equal(accepted.error, undefined, accepted.error?.message);
   });
 
   it('says what is missing or wrong: no --dvae, a dVAE that is not a run, a grid that does not fit', async () => {

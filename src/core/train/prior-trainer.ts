@@ -378,6 +378,13 @@ class PriorTask implements TrainingTask<PriorBatch, StepForward, never, Omit<Pri
     if (this.tokenizerFile) {
       tokenizer = TextTokenizer.load(this.tokenizerFile);
       isNew = path.resolve(this.tokenizerFile) !== path.resolve(target);
+      // A resumed run keeps the tokenizer its weights were trained with: another one would change every caption's ids.
+      if (resuming && isNew && fs.existsSync(target) && TextTokenizer.load(target).toJsonText() !== tokenizer.toJsonText()) {
+        throw new CheckpointError(
+          `--tokenizer ${this.tokenizerFile} is not the tokenizer ${target} this run was trained with`,
+          'leave out --tokenizer to resume with the run\'s own, or start a new run (--out) with the other tokenizer',
+        );
+      }
     } else if (resuming || fs.existsSync(target)) {
       if (!fs.existsSync(target)) {
         throw new CheckpointError(`${target} is missing: the run's tokenizer is needed to resume`, 'pass the tokenizer the run was trained with: --tokenizer FILE');
