@@ -118,7 +118,7 @@ export function hintFor(kind: CollectiveFaultKind | undefined, rank: number | un
       return `${r} is stopped (SIGSTOP, a debugger), hung, swapping, or its machine is unreachable; raise ` +
         'runtime.dist_timeout_s if it is only slow';
     case 'never-joined':
-      return `start ${r} (every rank with the same MASTER_ADDR, MASTER_PORT and WORLD_SIZE), or raise ` +
+      return 'start the ranks that never joined (every rank with the same MASTER_ADDR, MASTER_PORT and WORLD_SIZE), or raise ' +
         'runtime.dist_timeout_s if it starts late';
     case 'store-gone':
       return "rank 0 serves the rendezvous store: see rank 0's output, and check that MASTER_ADDR:MASTER_PORT reaches " +
