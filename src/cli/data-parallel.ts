@@ -5,7 +5,8 @@
  */
 import { resolveLaunch } from '../core/distributed/launch-env';
 
-export const DATA_PARALLEL_COMMANDS: readonly string[] = ['train-dvae', 'train-prior', 'train-clip'];
+// train-clip is not among them: its contrastive loss compares every pair of the whole batch (core/train/clip-trainer.ts).
+export const DATA_PARALLEL_COMMANDS: readonly string[] = ['train-dvae', 'train-prior'];
 
 /**
  * Whether command `commandId` runs here as a rank other than 0. Throws LaunchEnvError (exit 3) for a trainer whose

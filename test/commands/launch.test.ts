@@ -152,7 +152,7 @@ describe('commands: dalle launch', function () {
   });
 
   it('ranks that ignore SIGTERM are killed --kill-after seconds later', async () => {
-    const finished = await new Launcher(['--nproc', '2', '--grace', '0.2', '--kill-after', '0.3', '--json', '--', 'train-clip', 'fail-stubborn', '1', '3']).finished;
+    const finished = await new Launcher(['--nproc', '2', '--grace', '0.2', '--kill-after', '0.3', '--json', '--', 'train-dvae', 'fail-stubborn', '1', '3']).finished;
     assert.equal(finished.code, 3, finished.stderr);
     assert.match(finished.stdout, /^rank 0 ignores SIGTERM$/m);
     assert.match(finished.stderr, /^\[launch\] rank 0 still running 0\.3 s after SIGTERM: SIGKILL$/m);
@@ -228,6 +228,7 @@ describe('commands: dalle launch', function () {
       [['--nproc', '257', '--', 'train-prior'], /Expected an integer less than or equal to 256/],
       [['--nproc', '2', '--', 'launch', '--nproc', '2', '--', 'train-prior'], /`launch` cannot start `launch`/],
       [['--nproc', '2', '--', 'generate', 'a cat'], /dalle launch starts trainers only, not `generate`/],
+      [['--nproc', '2', '--', 'train-clip', '--data', 'x'], /train-clip trains in one process/],
       [['--nproc', '2', 'train-prior'], /put -- before the command: dalle launch \.\.\. -- train-prior \.\.\./],
       [['--nproc', '2', 'train-prior', '--out', 'x'], /Nonexistent flag: --out/],
       [['--nproc', '2', 'stray', '--', 'train-prior'], /unexpected argument before --: stray/],
