@@ -5,8 +5,7 @@
  */
 import { resolveLaunch } from '../core/distributed/launch-env';
 
-// train-clip is not among them: its contrastive loss compares every pair of the whole batch (core/train/clip-trainer.ts).
-export const DATA_PARALLEL_COMMANDS: readonly string[] = ['train-dvae', 'train-prior'];
+export const DATA_PARALLEL_COMMANDS: readonly string[] = ['train-dvae', 'train-prior', 'train-clip'];
 
 /**
  * Whether command `commandId` runs here as a rank other than 0. Throws LaunchEnvError (exit 3) for a trainer whose

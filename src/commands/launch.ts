@@ -43,7 +43,7 @@ export default class LaunchCommand extends BaseCommand<typeof LaunchCommand> {
   static override summary = 'Run a trainer as N data-parallel processes on this machine (RANK, WORLD_SIZE, MASTER_ADDR, ... set for each).';
 
   static override description = [
-    'Starts N processes of `dalle COMMAND ARGS` (COMMAND: train-dvae or train-prior), each with RANK and ' +
+    'Starts N processes of `dalle COMMAND ARGS` (COMMAND: train-dvae, train-prior or train-clip), each with RANK and ' +
       'LOCAL_RANK (0..N-1), WORLD_SIZE and LOCAL_WORLD_SIZE (N), MASTER_ADDR and MASTER_PORT (a free port unless ' +
       '--master-port is given) and DALLE_LAUNCH=1. On a cluster, start the trainer with `srun` (Slurm) or as a ' +
       'Kubernetes Indexed Job instead: see examples/slurm and examples/kubernetes.',
@@ -137,9 +137,6 @@ export default class LaunchCommand extends BaseCommand<typeof LaunchCommand> {
     const [name] = command;
     if (name === undefined) this.error('no command after --', { exit: 2, suggestions: [usage] });
     if (name === 'launch') this.error('`launch` cannot start `launch`: give the trainer itself after --', { exit: 2, suggestions: [usage] });
-    if (name === 'train-clip') {
-      this.error('train-clip trains in one process (its contrastive loss compares every pair of the whole batch), not as data-parallel ranks', { exit: 2, suggestions: [`run \`${this.config.bin} ${command.join(' ')}\` without launch`] });
-    }
     if (!DATA_PARALLEL_COMMANDS.includes(name)) {
       this.error(`${this.config.bin} launch starts trainers only, not \`${name}\``, { exit: 2, suggestions: [usage] });
     }

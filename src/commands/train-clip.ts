@@ -1,5 +1,6 @@
 import { Flags } from '@oclif/core';
 import { BaseCommand } from '../cli/base-command';
+import { joinTrainingGroup } from '../cli/data-parallel';
 import { trainingStopHints } from '../cli/stop-signals';
 import { ConfigUse, ENGINE_KEYS } from '../cli/config-use';
 import { dvaeConfig } from '../core/config';
@@ -69,13 +70,15 @@ export default class TrainClipCommand extends BaseCommand<typeof TrainClipComman
     augment: Flags.string({ summary: 'Random scale and shift of the training images: the largest relative change (0 = none).', default: '0.1' }),
   };
 
-  static override configUse: ConfigUse = { keys: [...ENGINE_KEYS, 'runtime.seed'], note: "the CLIP's settings are this command's flags (--steps, --lr, ...)" };
+  static override configUse: ConfigUse = { keys: [...ENGINE_KEYS, 'runtime.seed', 'runtime.dist_timeout_s'], note: "the CLIP's settings are this command's flags (--steps, --lr, ...)" };
 
   async run(): Promise<ClipTrainResult> {
     const { applyRuntime } = await import('../core/runtime');
     const { ClipTrainer } = await import('../core/train/clip-trainer');
     const runtime = this.loadConfig(dvaeConfig).runtime;
-    const { device } = applyRuntime(runtime, 'train-clip');
+    // Data parallelism: this process as one rank of the launch, joined with the others (one process otherwise).
+    const group = await joinTrainingGroup({ runtime });
+    const { device } = applyRuntime({ ...runtime, device: group.device }, 'train-clip');
     const { out, resume } = this.flags;
     const number = (flag: 'lr' | 'weight-decay' | 'augment'): number => {
       const v = Number(this.flags[flag]);
@@ -115,9 +118,16 @@ export default class TrainClipCommand extends BaseCommand<typeof TrainClipComman
       vocab: resume ? undefined : this.flags.vocab,
       arch: resume ? undefined : { resolution: this.flags.resolution },
       events,
+      collective: group.collective,
+      gradientSync: group.gradientSync,
     });
     const hints = await trainingStopHints('train-clip', out);
-    const result = await this.runStoppable(trainer, events, hints);
+    let result;
+    try {
+      result = await this.runStoppable(trainer, events, hints);
+    } finally {
+      group.close();
+    }
     if (result.stopped) {
       this.logToStderr(`stopped at update ${result.step} of ${result.totalSteps}; checkpoint ${result.checkpoint}\nresume with: ${hints.resume}`);
       process.exitCode = result.stopExitCode ?? this.interruptedExitCode;

@@ -228,7 +228,6 @@ describe('commands: dalle launch', function () {
       [['--nproc', '257', '--', 'train-prior'], /Expected an integer less than or equal to 256/],
       [['--nproc', '2', '--', 'launch', '--nproc', '2', '--', 'train-prior'], /`launch` cannot start `launch`/],
       [['--nproc', '2', '--', 'generate', 'a cat'], /dalle launch starts trainers only, not `generate`/],
-      [['--nproc', '2', '--', 'train-clip', '--data', 'x'], /train-clip trains in one process/],
       [['--nproc', '2', 'train-prior'], /put -- before the command: dalle launch \.\.\. -- train-prior \.\.\./],
       [['--nproc', '2', 'train-prior', '--out', 'x'], /Nonexistent flag: --out/],
       [['--nproc', '2', 'stray', '--', 'train-prior'], /unexpected argument before --: stray/],

@@ -1,8 +1,9 @@
 /**
  * Data-parallel training as users run it, in real processes over Gloo on this machine: `dalle launch --nproc N`
  * (and ranks started by hand with torchrun-style variables, as Slurm or Kubernetes would start them).
- * - N ranks x (B / N) examples make the updates of 1 process x B (train.batch_size is the global batch): the dVAE and
- *   the prior, 20 updates, 2 and 4 ranks, weights compared;
+ * - N ranks x (B / N) examples make the updates of 1 process x B (train.batch_size is the global batch): the dVAE,
+ *   the prior and CLIP (its contrastive loss over the gathered global batch), 20 updates, 2 and 4 ranks, weights
+ *   compared;
  * - a run resumed with another number of ranks continues the data order (2 ranks to update 10, 4 ranks to 20 = one
  *   process to 20);
  * - a rank killed mid-run makes the others stop within runtime.dist_timeout_s, naming it; the last checkpoint resumes;
@@ -118,15 +119,19 @@ describe('distributed: data-parallel training (real processes over Gloo)', funct
     prior: () => ['train-prior', '--config', priorConfig, '--data', captioned, '--dvae', dvaeRun, '--set', 'train.val_every=10'],
   };
 
-  for (const kind of ['dvae', 'prior'] as const) {
+  // CLIP's settings are flags: the same 20 updates of 8 pairs, checkpoints every 10.
+  const clip = () => ['train-clip', '--data', path.join(captioned, 'train'), '--steps', '20', '--batch-size', '8', '--vocab', '270', '--resolution', '16', '--checkpoint-every', '10', '--lr', '3e-3'];
+  const runArgs = { dvae: () => [...trainers.dvae(), ...steps], prior: () => [...trainers.prior(), ...steps], clip };
+
+  for (const kind of ['dvae', 'prior', 'clip'] as const) {
     it(`${kind}: 2 and 4 ranks x (8 / N) examples make the 20 updates of 1 process x 8`, async function () {
       skipWithoutGloo(this);
       const one = path.join(work, `${kind}-1`);
-      ok(await dalle([...trainers[kind](), '--out', one, ...steps]), 'one process');
+      ok(await dalle([...runArgs[kind](), '--out', one]), 'one process');
       const reference = trainLines(one);
       for (const ranks of [2, 4]) {
         const out = path.join(work, `${kind}-${ranks}`);
-        const run = await dalle(['launch', '--nproc', String(ranks), '--', ...trainers[kind](), '--out', out, ...steps]);
+        const run = await dalle(['launch', '--nproc', String(ranks), '--', ...runArgs[kind](), '--out', out]);
         ok(run, `${ranks} ranks`);
         const d = weightDifference(path.join(one, 'checkpoints', 'step-20'), path.join(out, 'checkpoints', 'step-20'));
         console.log(`      ${kind}, ${ranks} ranks vs 1 process after 20 updates: largest relative weight difference ${d.relative.toExponential(2)} (${d.tensor})${d.noiseOnly.length ? `; left out as rounding noise only: ${d.noiseOnly.join(', ')}` : ''}`);

@@ -17,7 +17,9 @@
  * loader position and the best so far. So a resumed run's losses are bitwise those of an uninterrupted one.
  * Key: B = batch, L = context, R = image side, E = embedding size.
  */
-import { CollectiveError } from '../distributed/collective';
+import { loaderPart, shareFromRankZero } from '../distributed/agree';
+import type { Collective } from '../distributed/collective';
+import { gatherOverRanks } from '../distributed/gather-over-ranks';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -34,7 +36,7 @@ import { CLIP_BEST_FILE, CLIP_FORMAT, CLIP_INFO_FILE, CLIP_TOKENIZER_FILE, ClipR
 import { CLIP_EMOJI_ARCH, Clip, ClipArch, clipDecays } from '../models/clip/model';
 import { ClipPairs, measureRetrieval, readPairs } from '../models/clip/retrieval';
 import { augmentImages } from './clip-augment';
-import { TrainingLoop, TrainingLoopOptions, TrainingResult } from './loop';
+import { TrainingLoop, TrainingLoopOptions, TrainingResult, checkGlobalBatch } from './loop';
 import { Schedule, warmupCosine } from './schedule';
 import { MetricsInterval, PrepareContext, RunWriter, StepContext, StepForward, StepValues, TaskCheckpointState, TaskModel, TaskSettings, TrainingTask } from './task';
 
@@ -139,6 +141,7 @@ class ClipTask implements TrainingTask<ClipBatch, ClipForward, number, ClipResul
   private batchSize = 0;
   private model?: Clip;
   private augmentRng?: Philox;
+  private collective?: Collective;
   private best?: { step: number; textToImageTop1: number; checkpoint: string };
   private lastAccuracy = NaN;
   /** The logit scale after the last update (clamped). */
@@ -185,20 +188,11 @@ class ClipTask implements TrainingTask<ClipBatch, ClipForward, number, ClipResul
     return this.lrAt(index);
   }
 
-  async prepare({ start, events, worldSize }: PrepareContext): Promise<void> {
+  async prepare({ start, events, worldSize, rank, collective }: PrepareContext): Promise<void> {
     const s = this.train;
     const { options } = this;
     this.events = events;
-    // The contrastive loss compares every image with every caption of the batch, so a rank's part of a batch is not
-    // a batch of its own: data-parallel CLIP needs the embeddings of all ranks (an all-gather with its gradient).
-    if (worldSize > 1) {
-      throw new CollectiveError(
-        `train-clip runs in one process, not as one of ${worldSize} data-parallel ranks: its contrastive loss compares every pair of the whole batch`,
-        'run train-clip without dalle launch / srun (it is small: the reranking CLIP trains in minutes on a CPU)',
-        undefined,
-        'usage',
-      );
-    }
+    this.collective = collective;
     this.resuming = start.state !== undefined;
     const source = await openDataSource(s.data, { requireCaptions: true });
     if (source.records.length < 2) {
@@ -213,21 +207,27 @@ class ClipTask implements TrainingTask<ClipBatch, ClipForward, number, ClipResul
     } else {
       if (options.tokenizer) {
         this.tokenizer = TextTokenizer.load(options.tokenizer);
-      } else {
+      } else if (rank === 0) {
         events.emit({ type: 'stage', name: 'tokenizer', detail: `training ${options.vocab ?? 1024} tokens on ${source.records.length} captions` });
         const captions = source.records.flatMap((r) => r.captions);
         this.tokenizer = await TextTokenizer.train(captions, { vocabSize: options.vocab ?? 1024, lowercase: true });
       }
-      arch = { ...CLIP_EMOJI_ARCH, ...options.arch, vocab: this.tokenizer.vocabSize };
+      // Data parallelism: one tokenizer trained, by rank 0, used by every rank.
+      if (!options.tokenizer && worldSize > 1) {
+        const text = await shareFromRankZero(collective, rank === 0 ? Buffer.from((this.tokenizer as TextTokenizer).toJsonText()) : undefined);
+        if (rank > 0) this.tokenizer = TextTokenizer.fromJson(JSON.parse(Buffer.from(text).toString('utf8')), 'rank 0\'s tokenizer');
+      }
+      arch = { ...CLIP_EMOJI_ARCH, ...options.arch, vocab: (this.tokenizer as TextTokenizer).vocabSize };
     }
-    this.info = { format: CLIP_FORMAT, arch, tokenizer: CLIP_TOKENIZER_FILE, lowercase: this.tokenizer.lowercase, train: { ...s } };
+    this.info = { format: CLIP_FORMAT, arch, tokenizer: CLIP_TOKENIZER_FILE, lowercase: (this.tokenizer as TextTokenizer).lowercase, train: { ...s } };
     this.val = s.val ? await readPairs(s.val, arch.resolution) : undefined;
     if (this.val && this.val.captions.length < s.valPool) {
       throw new DataError(`${s.val} has ${this.val.captions.length} readable pairs, fewer than one retrieval pool of ${s.valPool}`, 'give a larger validation set or a smaller pool');
     }
     // Data parallelism: a rank's loader takes its part of every global batch (LoaderOptions.part); one process: all.
     this.batchSize = Math.min(s.batchSize, source.records.length);
-    const loaderOptions = { batchSize: this.batchSize, resolution: arch.resolution, seed: s.seed, shuffle: true };
+    checkGlobalBatch(this.batchSize, worldSize);
+    const loaderOptions = { batchSize: this.batchSize, resolution: arch.resolution, seed: s.seed, shuffle: true, part: loaderPart(collective, this.batchSize) };
     this.loader = start.state?.data ? DataLoader.fromState(source, loaderOptions, start.state.data) : new DataLoader(source, loaderOptions);
   }
 
@@ -270,24 +270,35 @@ class ClipTask implements TrainingTask<ClipBatch, ClipForward, number, ClipResul
     this.started = performance.now();
   }
 
-  async nextBatch(): Promise<ClipBatch> {
+  async nextBatch({ rank, worldSize }: StepContext): Promise<ClipBatch> {
     const batch = await (this.loader as DataLoader).next();
     const { augment } = this.train;
     const R = this.clip.arch.resolution;
     const tokenizer = this.tokenizer as TextTokenizer;
+    const b = this.batchSize / worldSize; // this rank's images
+    const rng = this.augmentRng as Philox;
+    // Data parallelism: this rank's share of the global batch's warps (3 words an image), the rest passed over.
+    const warp = (images: Float32Array): Float32Array => {
+      rng.reserve(3 * rank * b);
+      const out = augmentImages(images, b, R, augment, rng);
+      rng.reserve(3 * (worldSize - 1 - rank) * b);
+      return out;
+    };
     return {
-      pixels: augment > 0 ? augmentImages(batch.images, this.batchSize, R, augment, this.augmentRng as Philox) : batch.images,
+      pixels: augment > 0 ? warp(batch.images) : batch.images,
       shape: batch.shape,
       packed: batch.captions.map((c) => this.clip.packTokens(tokenizer.encode(c))),
     };
   }
 
   // Transfers of a step: the batch in; the loss and the logit scale out (one copy, by the loop); at a log step, the logits.
-  forward(batch: ClipBatch): ClipForward {
+  forward(batch: ClipBatch, { worldSize }: StepContext): ClipForward {
     const model = this.clip;
     const pixels = Tensor.from(batch.pixels, batch.shape, 'f32', model.device);
-    const tokens = Tensor.from(concatRows(batch.packed.map((p) => p.row)), [this.batchSize, model.arch.context], 'i32', model.device);
-    const { loss, logits } = model.loss(pixels, tokens, batch.packed.map((p) => p.end));
+    const tokens = Tensor.from(concatRows(batch.packed.map((p) => p.row)), [this.batchSize / worldSize, model.arch.context], 'i32', model.device);
+    // Data parallelism: the loss over the global batch, each rank's embeddings gathered (gather-over-ranks.ts).
+    const gather = (rows: Tensor): Tensor => gatherOverRanks(rows, this.collective as Collective);
+    const { loss, logits } = model.loss(pixels, tokens, batch.packed.map((p) => p.end), gather);
     return { loss, logits };
   }
 

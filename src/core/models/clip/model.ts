@@ -190,9 +190,11 @@ export class Clip extends Module {
   }
 
   /** The symmetric contrastive loss of a batch of matching (image, caption) pairs; also the batch's logits. */
-  loss(pixels: Tensor, tokens: Tensor, ends: readonly number[]): { loss: Tensor; logits: Tensor } {
-    const img = l2Normalize(this.encodeImage(pixels)); // (B, E)
-    const txt = l2Normalize(this.encodeText(tokens, ends)); // (B, E)
+  loss(pixels: Tensor, tokens: Tensor, ends: readonly number[], gather: (rows: Tensor) => Tensor = (rows) => rows): { loss: Tensor; logits: Tensor } {
+    // Data parallelism: `gather` puts every rank's rows together (distributed/gather-over-ranks.ts), so the loss
+    // compares every pair of the global batch; one process: the rows as they are.
+    const img = gather(l2Normalize(this.encodeImage(pixels))); // (B, E)
+    const txt = gather(l2Normalize(this.encodeText(tokens, ends))); // (B, E)
     const B = img.shape[0];
     const logits = mul(matmul(img, txt, { transB: true }), exp(this.logitScale)); // (B, B): image i against text j
     const targets = Tensor.from(Int32Array.from({ length: B }, (_, i) => i), [B], 'i32', tokens.device); // with the batch
