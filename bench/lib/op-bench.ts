@@ -266,7 +266,7 @@ export function markdownTable(rows: readonly OpBenchRow[]): string {
       continue;
     }
     const achieved = r.boundBy === 'compute' ? `${fix(r.gflopPerS, 1)} GFLOP/s` : `${fix(r.gbPerS, 1)} GB/s`;
-    lines.push(`| ${[r.op, r.case, r.model, r.pass, r.callsPerStep ?? '-', ms(r.ms), r.stepMs === null ? '-' : ms(r.stepMs),
+    lines.push(`| ${[r.op, r.case, r.model, r.pass, r.callsPerStep ?? '-', ms(r.ms), r.stepMs === null ? '-' : r.stepMs === 0 ? '0' : ms(r.stepMs),
       achieved, ms(r.boundMs), r.boundBy, r.fraction === null ? '-' : fix(r.fraction, 2)].join(' | ')} |`);
   }
   return lines.join('\n');
