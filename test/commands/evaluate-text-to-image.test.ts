@@ -10,14 +10,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { runCommand } from '@oclif/test';
 import sharp from 'sharp';
-import { writeCheckpoint } from '../../src/core/checkpoint';
-import { parseSetArgument, priorConfig, resolveConfig, writeRunConfig } from '../../src/core/config';
 import { decodeImage, rgbToChw } from '../../src/core/data/image';
 import { openClipScorer } from '../../src/core/models/clip/scorer';
-import { Prior } from '../../src/core/models/prior';
-import { Philox } from '../../src/core/tensor/rng';
-import { TextTokenizer } from '../../src/core/text';
 import { makeImages, temporaryDir, writeTinyConfig } from './helpers';
+import { writeRandomPriorRun } from '../harness/random-prior-run';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const COLOURS: Record<string, [number, number, number]> = { red: [230, 20, 20], green: [20, 200, 40], blue: [30, 40, 220], yellow: [240, 220, 30] };
@@ -62,19 +58,7 @@ function makeSamplesFolder(dir: string, data: string, captions: readonly string[
 
 /** A prior run directory with random weights for the tiny dVAE's 8x8 grids of 16 codes (as generate.test.ts makes). */
 async function makePriorRun(dir: string, captions: readonly string[]): Promise<string> {
-  const tokenizer = await TextTokenizer.train([...captions, 'big small red green blue yellow square'], { vocabSize: 280, lowercase: true });
-  const config = resolveConfig(priorConfig, {
-    sets: ['model.n_layers=2', 'model.n_heads=2', 'model.head_dim=8', 'model.text_len=6', 'model.text_vocab=300', 'model.image_grid=8', 'model.image_vocab=16', 'model.conv_kernel=3'].map((t) => parseSetArgument(t)),
-  });
-  writeRunConfig(dir, priorConfig, config);
-  tokenizer.save(path.join(dir, 'tokenizer.json'));
-  const model = new Prior(config.model, new Philox(11));
-  try {
-    writeCheckpoint(dir, { model: model.namedParameters(), optimizer: [], state: { kind: 'prior', step: 0, optimizer_step: 0, rng: {}, metrics: {} } });
-  } finally {
-    model.dispose();
-  }
-  return dir;
+  return writeRandomPriorRun(dir, { captions: [...captions, 'big small red green blue yellow square'], vocabSize: 280, layers: 2 });
 }
 
 describe('commands: evaluate text-to-image', function () {

@@ -10,16 +10,12 @@ import { runCommand } from '@oclif/test';
 import sharp from 'sharp';
 import { loadDvae } from '../../src/core/models/dvae/load';
 import { readNpySync, writeNpySync } from '../../src/core/io/npy';
-import { parseSetArgument, priorConfig, resolveConfig, writeRunConfig } from '../../src/core/config';
-import { Prior } from '../../src/core/models/prior';
 import { decodeModel } from '../../src/core/onnx';
-import { Philox } from '../../src/core/tensor/rng';
-import { TextTokenizer } from '../../src/core/text';
-import { writeCheckpoint } from '../../src/core/checkpoint';
 import { decodeImage, rgbToChw } from '../../src/core/data/image';
 import { Tensor, noGrad, tidy } from '../../src/core/tensor';
 import { trainTinyDvaeRun } from '../harness/tiny-dvae-run';
-import { temporaryDir, writeTinyConfig } from './helpers';
+import { writeTinyConfig } from './helpers';
+import { writeRandomPriorRun } from '../harness/random-prior-run';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 
@@ -29,22 +25,7 @@ function dalle(args: string[]) {
 
 /** A prior run directory (config.yaml, tokenizer.json, checkpoints/step-0, latest) with random weights. */
 async function makePriorRun(dir: string): Promise<string> {
-  const tokenizer = await TextTokenizer.train(['red apple, noto style', 'blue sky, twemoji style', 'green square'], { vocabSize: 280, lowercase: true });
-  const config = resolveConfig(priorConfig, {
-    sets: [
-      'model.n_layers=3', 'model.n_heads=2', 'model.head_dim=8', 'model.text_len=6', 'model.text_vocab=300',
-      'model.image_grid=4', 'model.image_vocab=16', 'model.conv_kernel=3', 'runtime.seed=3',
-    ].map((text) => parseSetArgument(text)),
-  });
-  writeRunConfig(dir, priorConfig, config);
-  tokenizer.save(path.join(dir, 'tokenizer.json'));
-  const model = new Prior(config.model, new Philox(11));
-  try {
-    writeCheckpoint(dir, { model: model.namedParameters(), optimizer: [], state: { kind: 'prior', step: 0, optimizer_step: 0, rng: {}, metrics: {} } });
-  } finally {
-    model.dispose();
-  }
-  return dir;
+  return writeRandomPriorRun(dir, { captions: ['red apple, noto style', 'blue sky, twemoji style', 'green square'], vocabSize: 280, layers: 3, grid: 4, sets: ['runtime.seed=3'] });
 }
 
 async function pngPixels(file: string): Promise<Uint8Array> {

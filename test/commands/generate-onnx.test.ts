@@ -9,15 +9,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { runCommand } from '@oclif/test';
 import sharp from 'sharp';
-import { parseSetArgument, priorConfig, resolveConfig, writeRunConfig } from '../../src/core/config';
-import { Prior } from '../../src/core/models/prior';
 import { native } from '../../src/core/native';
 import { readResults } from '../../src/core/sample/output';
-import { Philox, Tensor } from '../../src/core/tensor';
-import { TextTokenizer } from '../../src/core/text';
-import { writeCheckpoint } from '../../src/core/checkpoint';
+import { Tensor } from '../../src/core/tensor';
 import { TEST_SEED, makeRandom } from '../harness/random';
 import { makeImages, temporaryDir, writeTinyConfig } from './helpers';
+import { writeRandomPriorRun } from '../harness/random-prior-run';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 
@@ -38,29 +35,22 @@ const CAPTIONS = ['red apple, noto style', 'a green square', 'blue sky, twemoji 
  * and top-p then cut real tails, and near-ties that float rounding could reorder are rare).
  */
 async function makePriorRun(dir: string, weightSeed: number): Promise<string> {
-  const tokenizer = await TextTokenizer.train([...CAPTIONS, 'red green blue apple square sky', 'noto twemoji style'], { vocabSize: 280, lowercase: true });
-  const config = resolveConfig(priorConfig, {
-    sets: [
-      'model.n_layers=2', 'model.n_heads=2', 'model.head_dim=8', 'model.text_len=6', 'model.text_vocab=300',
-      'model.image_grid=8', 'model.image_vocab=16', 'model.conv_kernel=3', 'runtime.seed=3',
-    ].map((text) => parseSetArgument(text)),
+  return writeRandomPriorRun(dir, {
+    captions: [...CAPTIONS, 'red green blue apple square sky', 'noto twemoji style'],
+    vocabSize: 280,
+    layers: 2,
+    sets: ['runtime.seed=3'],
+    weightSeed,
+    adjust: (model) => {
+      const rnd = makeRandom(weightSeed);
+      for (const [, p] of model.namedParameters()) {
+        const values = p.rank === 1 ? Float32Array.from({ length: p.size }, () => 1 + 0.2 * rnd.normal()) : Float32Array.from(p.toArray() as Float32Array, (v) => 8 * v);
+        const src = Tensor.from(values, p.shape);
+        native.cast(p.address, 'f32', src.address, 'f32', p.size);
+        src.dispose();
+      }
+    },
   });
-  writeRunConfig(dir, priorConfig, config);
-  tokenizer.save(path.join(dir, 'tokenizer.json'));
-  const model = new Prior(config.model, new Philox(weightSeed));
-  const rnd = makeRandom(weightSeed);
-  try {
-    for (const [, p] of model.namedParameters()) {
-      const values = p.rank === 1 ? Float32Array.from({ length: p.size }, () => 1 + 0.2 * rnd.normal()) : Float32Array.from(p.toArray() as Float32Array, (v) => 8 * v);
-      const src = Tensor.from(values, p.shape);
-      native.cast(p.address, 'f32', src.address, 'f32', p.size);
-      src.dispose();
-    }
-    writeCheckpoint(dir, { model: model.namedParameters(), optimizer: [], state: { kind: 'prior', step: 0, optimizer_step: 0, rng: {}, metrics: {} } });
-  } finally {
-    model.dispose();
-  }
-  return dir;
 }
 
 function lastJson(stdout: string): Record<string, unknown> {

@@ -9,13 +9,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { runCommand } from '@oclif/test';
 import sharp from 'sharp';
-import { parseSetArgument, priorConfig, resolveConfig, writeRunConfig } from '../../src/core/config';
-import { Prior } from '../../src/core/models/prior';
 import { readResults } from '../../src/core/sample/output';
-import { Philox } from '../../src/core/tensor/rng';
-import { TextTokenizer } from '../../src/core/text';
-import { writeCheckpoint } from '../../src/core/checkpoint';
 import { makeImages, temporaryDir, writeTinyConfig } from './helpers';
+import { writeRandomPriorRun } from '../harness/random-prior-run';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 
@@ -32,22 +28,7 @@ const CAPTIONS = ['red apple, noto style', 'a GREEN <square> & "friends"', 'blue
 
 /** A prior run directory with random weights for the tiny dVAE's 8x8 grids of 16 codes. */
 async function makePriorRun(dir: string): Promise<string> {
-  const tokenizer = await TextTokenizer.train([...CAPTIONS, 'red green blue apple square sky', 'noto twemoji style'], { vocabSize: 280, lowercase: true });
-  const config = resolveConfig(priorConfig, {
-    sets: [
-      'model.n_layers=2', 'model.n_heads=2', 'model.head_dim=8', 'model.text_len=6', 'model.text_vocab=300',
-      'model.image_grid=8', 'model.image_vocab=16', 'model.conv_kernel=3', 'runtime.seed=3',
-    ].map((text) => parseSetArgument(text)),
-  });
-  writeRunConfig(dir, priorConfig, config);
-  tokenizer.save(path.join(dir, 'tokenizer.json'));
-  const model = new Prior(config.model, new Philox(11));
-  try {
-    writeCheckpoint(dir, { model: model.namedParameters(), optimizer: [], state: { kind: 'prior', step: 0, optimizer_step: 0, rng: {}, metrics: {} } });
-  } finally {
-    model.dispose();
-  }
-  return dir;
+  return writeRandomPriorRun(dir, { captions: [...CAPTIONS, 'red green blue apple square sky', 'noto twemoji style'], vocabSize: 280, layers: 2, sets: ['runtime.seed=3'] });
 }
 
 function lastJson(stdout: string): Record<string, unknown> {
