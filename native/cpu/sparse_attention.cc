@@ -17,14 +17,17 @@
 //           columns [c0 - h, c1 + h) (row r: [c0 - h, c1)).
 // Consecutive segments that form one strided range of keys (the conv rows when a block spans the whole image row;
 // the text and the first image keys) are one "run", computed by one GEMM.
-// Within a segment the keys one query may see form one contiguous run of elements (seg_interval), so masking is
-// zeroing outside one interval per segment and the softmax runs over the intervals only.
-// The forward runs (b, h, query block) tasks: S = scale q k^T per segment into a (rows, width) tile, softmax over the
-// allowed intervals, out = sum over segments of P v (accumulating GEMMs). The backward recomputes P from the saved
-// log-sum-exp: phase 1, per (b, h, query block), P and dS tiles into a workspace (their compact layout is the plan's)
-// and dq; phase 2, per (b, h, key group) (64 text keys, 64 image positions, or one image column for the column mask),
-// dk and dv accumulated over the (block, segment) pieces that touch the group, in plan order. Every output element is
-// written by one task in a fixed order of GEMMs: the same bits for any thread count.
+// Within a segment the keys one query may see form one contiguous run of elements (seg_interval, kept in the plan
+// per block and query), so masking compares a key's element index with one interval per segment.
+// The forward runs (b, h, query block) tasks: S^T = scale k q^T per run into a transposed (width, lanes) tile (one
+// row per key, the block's queries padded to a multiple of 16 lanes; sparse_attention_tiles.h), the softmax down the
+// tile over the allowed intervals, out = sum over runs of P v. The backward recomputes P from the saved log-sum-exp:
+// phase 1, per (b, h, query block), the P^T and dS^T tiles into a workspace (their compact layout is the plan's) and
+// dq; phase 2, per (b, h, key group) (64 text keys, 64 image positions, or one image column for the column mask),
+// dk and dv accumulated over the (block, run) pieces that touch the group, in plan order. Every product is a
+// "broadcast GEMM" that reads keys, values and the tiles in place (no packing, no call per row): at the prior's head
+// width 32 and blocks of 16..32 queries, packing and per-row calls cost more than the arithmetic. Every output
+// element is written by one task in a fixed order of sums: the same bits for any thread count.
 // q, k, v and dO may be strided in (b, h, t) with a contiguous last dimension; out, lse and gradients are contiguous.
 #include <atomic>
 #include <cmath>
@@ -32,18 +35,11 @@
 #include <vector>
 
 #include "allocator.h"
-#include "gemm.h"
 #include "napi_util.h"
+#include "sparse_attention_tiles.h"
 #include "threadpool.h"
 
 namespace dalle {
-
-// Row kernels (softmax.cc).
-float row_max(const float* x, int64_t n);
-float row_exp(const float* x, float* y, int64_t n, float shift, float mul);
-void row_affine(const float* x, float* y, int64_t n, float s, float c);
-float row_dot(const float* a, const float* b, int64_t n);
-void row_softmax_bwd(const float* y, const float* g, float* dx, int64_t n, float s);
 
 namespace {
 
@@ -55,10 +51,13 @@ int64_t kRowBlock = 32;     // row mask: image positions a block
 int64_t kColumnBlock = 32;  // column mask: rows of one column a block
 int64_t kConvBlock = 32;    // conv mask: columns of one row a block
 constexpr int64_t kKeyGroup = 64;     // backward phase 2: keys a task (contiguous groups)
-// Backward: P and dS of this many bytes of heads at once. Small enough that phase 2 reads the tiles phase 1 wrote
-// from cache (the conv mask at 256 + 32x32 takes 3.9 MB a head: 2 heads a group); 64 MiB (all 8 heads, 31 MB
-// streamed through memory) measured 11% slower for conv and row fwd+bwd on 2 threads, 4 MiB (1 head) slower too.
-constexpr int64_t kWorkspaceBytes = int64_t(8) << 20;
+// Backward: P and dS of this many bytes of heads a thread at once (both phases split a group's heads alike over the
+// threads), so that phase 2 reads the tiles phase 1 wrote from the same core's L2 (1 MiB on Zen 4 / 5): at
+// prior-emoji (172 KB a head) 1 MiB a thread against 8 MiB in all ran the backward about 20% faster on 1 thread
+// (noisy, a busy machine). At least 2 heads a group: at 256 + 32x32 (3.9 MB a head for conv) 1 head measured slower
+// than 2, and 64 MiB (all 8 heads, streamed through memory) 11% slower (row and conv fwd+bwd, 2 threads).
+constexpr int64_t kWorkspaceBytesPerThread = int64_t(1) << 20;
+constexpr int64_t kMinGroupHeads = 2;
 
 struct MaskSpec {
   int64_t kind, Tt, W, k;
@@ -78,8 +77,10 @@ struct QBlock {
   int64_t start, n, stride;  // query positions
   int64_t seg0, seg1;        // segments [seg0, seg1) of Plan::segs
   int64_t run0, run1;        // runs [run0, run1) of Plan::runs
-  int64_t width;             // tile width: sum of the segments' n
-  int64_t ws_off;            // offset of the (n, width) tile in a head's backward workspace
+  int64_t width;             // keys in the tile: sum of the segments' n
+  int64_t lanes;             // n rounded up to 16: the tile's row length (sparse_attention_tiles.h)
+  int64_t ws_off;            // offset of the (width, lanes) tile in a head's backward workspace
+  int64_t iv_off;            // offset of its (segments, lanes) intervals in Plan::lo and Plan::hi
 };
 struct Piece {  // run `run` of block `block`, elements [e0, e1), inside one key group
   int64_t block, run, e0, e1;
@@ -93,21 +94,61 @@ struct Plan {
   MaskSpec spec;
   std::vector<QBlock> blocks;
   std::vector<Seg> segs;
+  std::vector<SaSegment> tile_segs;  // segs as the tile kernels see them (tile rows, element count)
   std::vector<Run> runs;
+  std::vector<int32_t> lo, hi;  // per block (segments, lanes): each query's allowed elements [lo, hi) of a segment
   std::vector<KGroup> groups;
   std::vector<Piece> pieces;
   int64_t ws = 0;         // floats of all tiles of one head
   int64_t max_tile = 0;   // floats of the largest tile
+  int64_t max_lanes = 0;  // most lanes of a block
   int64_t max_segs = 0;   // most segments in a block
   int64_t computed = 0;   // (query, key) pairs in the tiles: the work done, against the allowed count
 };
 
+int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+// The elements [*lo, *hi) of segment s that query position i may attend to (allowed keys within one segment are one
+// contiguous run of elements for every mask kind; empty: lo = hi = 0).
+inline void seg_interval(const MaskSpec& sp, int64_t i, const Seg& s, int64_t* lo, int64_t* hi) {
+  int64_t a = 0, b = s.n;
+  if (s.start < sp.Tt) {  // text keys (stride 1): every j <= i
+    b = min64(b, i - s.start + 1);
+  } else if (i < sp.Tt) {  // a text query sees no image key
+    b = 0;
+  } else {
+    const int64_t W = sp.W, qa = i - sp.Tt, r = qa / W, c = qa % W, kb = s.start - sp.Tt;
+    if (sp.kind == kRow) {  // stride 1: image keys [qa - W, qa]
+      a = qa - W - kb;
+      b = min64(b, qa - kb + 1);
+    } else if (sp.kind == kColumn) {  // stride W: rows r0.. of column c2; same column, rows <= r
+      const int64_t c2 = kb % W, r0 = kb / W;
+      if (c2 != c) b = 0;
+      else b = min64(b, r - r0 + 1);
+    } else {  // conv, stride 1 within one image row r2: columns [c - h, c + h], and <= c in row r
+      const int64_t h = (sp.k - 1) / 2, r2 = kb / W, c2 = kb % W;
+      if (r2 > r || r - r2 > h) {
+        b = 0;
+      } else {
+        a = c - h - c2;
+        b = min64(b, (r2 == r ? c : c + h) - c2 + 1);
+      }
+    }
+  }
+  if (a < 0) a = 0;
+  if (a >= b) a = b = 0;
+  *lo = a, *hi = b;
+}
+
 void add_block(Plan& p, int64_t start, int64_t n, int64_t stride, const std::vector<Seg>& segs) {
   if (n <= 0) return;
-  QBlock b{start, n, stride, (int64_t)p.segs.size(), 0, (int64_t)p.runs.size(), 0, 0, p.ws};
+  const int64_t lanes = (n + 15) / 16 * 16;
+  QBlock b{start, n, stride, (int64_t)p.segs.size(), 0, (int64_t)p.runs.size(), 0, 0, lanes, p.ws, 0};
   for (const Seg& s : segs) {
     if (s.n <= 0) continue;
     p.segs.push_back({s.start, s.n, s.stride, b.width});
+    p.tile_segs.push_back({b.width, s.n});
     Run* last = p.runs.size() > (size_t)b.run0 ? &p.runs.back() : nullptr;
     if (last && last->stride == s.stride && last->start + last->n * last->stride == s.start) {
       last->n += s.n;
@@ -118,15 +159,22 @@ void add_block(Plan& p, int64_t start, int64_t n, int64_t stride, const std::vec
   }
   b.seg1 = (int64_t)p.segs.size();
   b.run1 = (int64_t)p.runs.size();
-  p.ws += n * b.width;
+  p.ws += lanes * b.width;
   p.computed += n * b.width;
-  if (n * b.width > p.max_tile) p.max_tile = n * b.width;
+  if (lanes * b.width > p.max_tile) p.max_tile = lanes * b.width;
+  if (lanes > p.max_lanes) p.max_lanes = lanes;
   if (b.seg1 - b.seg0 > p.max_segs) p.max_segs = b.seg1 - b.seg0;
+  // The intervals: padding lanes r >= n allow nothing.
+  b.iv_off = (int64_t)p.lo.size();
+  for (int64_t s = b.seg0; s < b.seg1; s++)
+    for (int64_t r = 0; r < lanes; r++) {
+      int64_t lo = 0, hi = 0;
+      if (r < n) seg_interval(p.spec, start + r * stride, p.segs[s], &lo, &hi);
+      p.lo.push_back((int32_t)lo);
+      p.hi.push_back((int32_t)hi);
+    }
   p.blocks.push_back(b);
 }
-
-int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 Plan make_plan(const MaskSpec& sp) {
   Plan p;
@@ -192,38 +240,6 @@ Plan make_plan(const MaskSpec& sp) {
   return p;
 }
 
-// The elements [*lo, *hi) of segment s that query position i may attend to (allowed keys within one segment are one
-// contiguous run of elements for every mask kind; empty: lo = hi = 0).
-inline void seg_interval(const MaskSpec& sp, int64_t i, const Seg& s, int64_t* lo, int64_t* hi) {
-  int64_t a = 0, b = s.n;
-  if (s.start < sp.Tt) {  // text keys (stride 1): every j <= i
-    b = min64(b, i - s.start + 1);
-  } else if (i < sp.Tt) {  // a text query sees no image key
-    b = 0;
-  } else {
-    const int64_t W = sp.W, qa = i - sp.Tt, r = qa / W, c = qa % W, kb = s.start - sp.Tt;
-    if (sp.kind == kRow) {  // stride 1: image keys [qa - W, qa]
-      a = qa - W - kb;
-      b = min64(b, qa - kb + 1);
-    } else if (sp.kind == kColumn) {  // stride W: rows r0.. of column c2; same column, rows <= r
-      const int64_t c2 = kb % W, r0 = kb / W;
-      if (c2 != c) b = 0;
-      else b = min64(b, r - r0 + 1);
-    } else {  // conv, stride 1 within one image row r2: columns [c - h, c + h], and <= c in row r
-      const int64_t h = (sp.k - 1) / 2, r2 = kb / W, c2 = kb % W;
-      if (r2 > r || r - r2 > h) {
-        b = 0;
-      } else {
-        a = c - h - c2;
-        b = min64(b, (r2 == r ? c : c + h) - c2 + 1);
-      }
-    }
-  }
-  if (a < 0) a = 0;
-  if (a >= b) a = b = 0;
-  *lo = a, *hi = b;
-}
-
 struct Strides {
   int64_t b, h, t;
 };
@@ -265,6 +281,73 @@ inline void zero_rows(float* base, int64_t n, int64_t ld, int64_t width) {
   for (int64_t r = 0; r < n; r++) memset(base + r * ld, 0, width * sizeof(float));
 }
 
+// The block's intervals for the backward: the plan's, or where a query's forward saw no key (lse = -inf; not for
+// these masks, where a query sees itself), a copy in lo / hi (scratch, (segments, lanes)) where its lane allows none
+// (it passes no gradient).
+void backward_intervals(const Plan& plan, const QBlock& blk, const float* lse, int32_t* lo, int32_t* hi,
+                        const int32_t** lo_out, const int32_t** hi_out) {
+  *lo_out = plan.lo.data() + blk.iv_off, *hi_out = plan.hi.data() + blk.iv_off;
+  bool empty = false;
+  for (int64_t r = 0; r < blk.n; r++) empty |= lse[blk.start + r * blk.stride] == -INFINITY;
+  if (!empty) return;
+  const int64_t L = blk.lanes, n = (blk.seg1 - blk.seg0) * L;
+  memcpy(lo, *lo_out, n * sizeof(int32_t));
+  memcpy(hi, *hi_out, n * sizeof(int32_t));
+  for (int64_t s = 0; s < blk.seg1 - blk.seg0; s++)
+    for (int64_t r = 0; r < blk.n; r++)
+      if (lse[blk.start + r * blk.stride] == -INFINITY) lo[s * L + r] = hi[s * L + r] = 0;
+  *lo_out = lo, *hi_out = hi;
+}
+
+// An operand of (b, h, t) rows: base address and strides.
+struct Rows {
+  const float* base;
+  Strides st;
+  int64_t width;
+};
+
+// Prefetches slice `slice` of `slices` of head bh's rows of each operand into L2, a slice per block task of the head
+// before it: once B * H * T * D is past the caches, the kernels otherwise wait on memory for about half their time
+// (prior-emoji, B = 8: 2.4 ms forward and 6.1 ms backward on one core, against 8 x 0.19 and 8 x 0.39 at B = 1).
+void prefetch_head(const Rows* ops, int nops, int64_t H, int64_t T, int64_t bh, int64_t slice, int64_t slices) {
+  const int64_t t0 = slice * T / slices, t1 = (slice + 1) * T / slices;
+  for (int o = 0; o < nops; o++) {
+    const Rows& x = ops[o];
+    const char* head = reinterpret_cast<const char*>(x.base + (bh / H) * x.st.b + (bh % H) * x.st.h);
+    for (int64_t t = t0; t < t1; t++) {
+      const char* row = head + t * x.st.t * (int64_t)sizeof(float);
+      for (int64_t off = 0; off < x.width * (int64_t)sizeof(float); off += 64) __builtin_prefetch(row + off, 0, 2);
+      __builtin_prefetch(row + x.width * sizeof(float) - 1, 0, 2);  // a row that starts mid-line ends in one more
+    }
+  }
+}
+
+// A task's scratch: one (width, L) tile or none, Q^T and dO^T of its block (D, L) and (Dv, L), lo and hi (segments,
+// L), and L log-sum-exps. One cache_alloc per task range; nothing may throw inside a pool thread.
+struct Scratch {
+  float *tile = nullptr, *qt = nullptr, *ot = nullptr, *lse = nullptr;
+  int32_t *lo = nullptr, *hi = nullptr;
+  void* mem = nullptr;
+  size_t bytes = 0;
+  bool alloc(const Plan& p, int64_t D, int64_t Dv, bool with_tile) {
+    const int64_t L = p.max_lanes, nt = with_tile ? p.max_tile : 0;
+    const int64_t floats = nt + (D + Dv + 1) * L, ints = 2 * p.max_segs * L;
+    bytes = (size_t)(floats + ints) * 4 + 64;
+    try {
+      mem = cache_alloc(bytes);
+    } catch (...) {
+      return false;
+    }
+    float* f = static_cast<float*>(mem);
+    tile = f, qt = f + nt, ot = qt + D * L, lse = ot + Dv * L;
+    lo = reinterpret_cast<int32_t*>(lse + L), hi = lo + p.max_segs * L;
+    return true;
+  }
+  ~Scratch() {
+    if (mem) cache_free(mem, bytes);
+  }
+};
+
 // sparseAttentionForward(q, qStrides, k, kStrides, v, vStrides, out, lse, kind, Tt, W, convKernel, B, H, D, Dv, scale)
 Napi::Value SparseAttentionForward(const Napi::CallbackInfo& info) {
   const char* op = "sparseAttention";
@@ -282,73 +365,44 @@ Napi::Value SparseAttentionForward(const Napi::CallbackInfo& info) {
   DALLE_CHECK(q && k && v && out && lse, op, "null address (B=%lld H=%lld T=%lld)", (long long)G.B, (long long)G.H,
               (long long)T);
   const Plan plan = make_plan(sp);
+  const SaKernels kern = sa_kernels();
   const int64_t nb = (int64_t)plan.blocks.size();
-  // Per task: the S / P tile, then lo and hi of each segment.
-  const size_t ws_bytes = (size_t)(plan.max_tile > 0 ? plan.max_tile : 1) * sizeof(float) +
-                          (size_t)(2 * plan.max_segs + 2) * sizeof(int64_t);
+  const Rows operands[3] = {{q, qs, D}, {k, ks, D}, {v, vs, Dv}};
   std::atomic<bool> out_of_memory{false};
   parallel_for(BH * nb, 1, [&](int64_t t0, int64_t t1) {
-    void* mem;
-    try {  // nothing may throw inside a pool thread: report after the parallel region
-      mem = cache_alloc(ws_bytes);
-    } catch (...) {
+    Scratch w;
+    if (!w.alloc(plan, D, Dv, true)) {
       out_of_memory = true;
       return;
     }
-    float* S = static_cast<float*>(mem);
-    int64_t* lo = reinterpret_cast<int64_t*>(static_cast<char*>(mem) + (size_t)plan.max_tile * sizeof(float));
-    int64_t* hi = lo + plan.max_segs + 1;
     for (int64_t t = t0; t < t1; t++) {
       const int64_t bh = t / nb, b = bh / G.H, h = bh % G.H;
+      if (bh + 1 < BH) prefetch_head(operands, 3, G.H, T, bh + 1, t % nb, nb);
       const QBlock& blk = plan.blocks[t % nb];
-      const int64_t R = blk.n, Wt = blk.width, ns = blk.seg1 - blk.seg0;
-      const Seg* segs = plan.segs.data() + blk.seg0;
-      const float* qb = q + b * qs.b + h * qs.h + blk.start * qs.t;
+      const int64_t R = blk.n, L = blk.lanes;
       const float* kb = k + b * ks.b + h * ks.h;
       const float* vb = v + b * vs.b + h * vs.h;
       float* ob = out + (bh * T + blk.start) * Dv;
       float* lb = lse + bh * T;
       const Run* runs = plan.runs.data() + blk.run0;
       const int64_t nr = blk.run1 - blk.run0;
+      // S^T (width, L) = scale K Q^T over the block's key runs, then P in place.
+      kern.transpose(q + b * qs.b + h * qs.h + blk.start * qs.t, blk.stride * qs.t, R, D, L, w.qt);
       for (int64_t u = 0; u < nr; u++)
-        sgemm(false, true, R, runs[u].n, D, G.scale, qb, blk.stride * qs.t, kb + runs[u].start * ks.t,
-              runs[u].stride * ks.t, 0.0f, S + runs[u].off, Wt);
-      for (int64_t r = 0; r < R; r++) {
-        const int64_t i = blk.start + r * blk.stride;
-        float* row = S + r * Wt;
-        float m = -INFINITY;
-        for (int64_t s = 0; s < ns; s++) {
-          seg_interval(sp, i, segs[s], &lo[s], &hi[s]);
-          if (hi[s] > lo[s]) m = fmaxf(m, row_max(row + segs[s].off + lo[s], hi[s] - lo[s]));
-        }
-        if (m == -INFINITY) {  // no allowed key (cannot happen for these masks: a query sees itself)
-          memset(row, 0, Wt * sizeof(float));
-          lb[i] = -INFINITY;
-          continue;
-        }
-        float sum = 0.0f;
-        for (int64_t s = 0; s < ns; s++) {
-          float* x = row + segs[s].off;
-          if (hi[s] > lo[s]) sum += row_exp(x + lo[s], x + lo[s], hi[s] - lo[s], m, 1.0f);
-        }
-        const float inv = 1.0f / sum;
-        for (int64_t s = 0; s < ns; s++) {
-          float* x = row + segs[s].off;
-          memset(x, 0, lo[s] * sizeof(float));
-          if (hi[s] > lo[s]) row_affine(x + lo[s], x + lo[s], hi[s] - lo[s], inv, 0.0f);
-          memset(x + hi[s], 0, (segs[s].n - hi[s]) * sizeof(float));
-        }
-        lb[i] = m + std::log(sum);
-      }
-      if (ns == 0) zero_rows(ob, R, blk.stride * Dv, Dv);
+        kern.gemm(runs[u].n, L, D, G.scale, kb + runs[u].start * ks.t, runs[u].stride * ks.t, 1, w.qt, L, 0,
+                  w.tile + runs[u].off * L, L);
+      kern.softmax_forward(w.tile, L, blk.seg1 - blk.seg0, plan.tile_segs.data() + blk.seg0,
+                           plan.lo.data() + blk.iv_off, plan.hi.data() + blk.iv_off, w.lse);
+      for (int64_t r = 0; r < R; r++) lb[blk.start + r * blk.stride] = w.lse[r];
+      // out (R, Dv) = P V: the tile read transposed (a(r, key) at key * L + r).
+      if (nr == 0) zero_rows(ob, R, blk.stride * Dv, Dv);
       for (int64_t u = 0; u < nr; u++)
-        sgemm(false, false, R, Dv, runs[u].n, 1.0f, S + runs[u].off, Wt, vb + runs[u].start * vs.t,
-              runs[u].stride * vs.t, u == 0 ? 0.0f : 1.0f, ob, blk.stride * Dv);
+        kern.gemm(R, Dv, runs[u].n, 1.0f, w.tile + runs[u].off * L, 1, L, vb + runs[u].start * vs.t,
+                  runs[u].stride * vs.t, u > 0, ob, blk.stride * Dv);
     }
-    cache_free(mem, ws_bytes);
   });
-  DALLE_CHECK(!out_of_memory, op, "out of memory for a %zu-byte workspace (B=%lld H=%lld T=%lld)", ws_bytes,
-              (long long)G.B, (long long)G.H, (long long)T);
+  DALLE_CHECK(!out_of_memory, op, "out of memory for a task's workspace (B=%lld H=%lld T=%lld)", (long long)G.B,
+              (long long)G.H, (long long)T);
   return info.Env().Undefined();
 }
 
@@ -373,84 +427,64 @@ Napi::Value SparseAttentionBackward(const Napi::CallbackInfo& info) {
   DALLE_CHECK(q && k && v && dO && lse, op, "null address (B=%lld H=%lld T=%lld)", (long long)G.B, (long long)G.H,
               (long long)T);
   const Plan plan = make_plan(sp);
+  const SaKernels kern = sa_kernels();
   const int64_t nb = (int64_t)plan.blocks.size(), ng = (int64_t)plan.groups.size();
-  // Heads per group: the P and dS tiles of a group of heads fit the workspace budget (a function of the shapes only).
+  // Heads per group: the P and dS tiles of a group fit the workspace budget (shapes and thread count set it; the
+  // results do not depend on it).
   const int64_t per_head = 2 * (plan.ws > 0 ? plan.ws : 1);
-  int64_t group = kWorkspaceBytes / (int64_t)(per_head * sizeof(float));
-  if (group < 1) group = 1;
+  int64_t group = kWorkspaceBytesPerThread * num_threads() / (int64_t)(per_head * sizeof(float));
+  if (group < kMinGroupHeads) group = kMinGroupHeads;
   if (group > BH) group = BH;
   const size_t ws_bytes = (size_t)(group * per_head) * sizeof(float);
   float* ws = static_cast<float*>(cache_alloc(ws_bytes));
-  const size_t iv_bytes = (size_t)(2 * plan.max_segs + 2) * sizeof(int64_t);
   std::atomic<bool> out_of_memory{false};
+  const Rows operands[4] = {{q, qs, D}, {k, ks, D}, {v, vs, Dv}, {dO, os, Dv}};
 
   for (int64_t g0 = 0; g0 < BH; g0 += group) {
     const int64_t gn = g0 + group < BH ? group : BH - g0;
-    // Phase 1: per (head, query block): the P and dS tiles, and dq.
+    // Phase 1: per (head, query block): the P^T and dS^T tiles, and dq.
     parallel_for(gn * nb, 1, [&](int64_t t0, int64_t t1) {
-      int64_t* lo;
-      try {
-        lo = static_cast<int64_t*>(cache_alloc(iv_bytes));
-      } catch (...) {
+      Scratch w;
+      if (!w.alloc(plan, D, Dv, false)) {
         out_of_memory = true;
         return;
       }
-      int64_t* hi = lo + plan.max_segs + 1;
       for (int64_t t = t0; t < t1; t++) {
         const int64_t bh = g0 + t / nb, b = bh / G.H, h = bh % G.H;
+        if (bh + 1 < BH) prefetch_head(operands, 4, G.H, T, bh + 1, t % nb, nb);
         const QBlock& blk = plan.blocks[t % nb];
-        const int64_t R = blk.n, Wt = blk.width, ns = blk.seg1 - blk.seg0;
-        const Seg* segs = plan.segs.data() + blk.seg0;
-        float* P = ws + (bh - g0) * per_head + blk.ws_off;  // (R, Wt)
-        float* dS = P + per_head / 2;                        // (R, Wt)
-        const float* qb = q + b * qs.b + h * qs.h + blk.start * qs.t;
-        const float* ob = dO + b * os.b + h * os.h + blk.start * os.t;
+        const int64_t R = blk.n, L = blk.lanes;
+        float* P = ws + (bh - g0) * per_head + blk.ws_off;  // (width, L)
+        float* dS = P + per_head / 2;                        // (width, L)
         const float* kb = k + b * ks.b + h * ks.h;
         const float* vb = v + b * vs.b + h * vs.h;
         const float* lb = lse + bh * T;
         const Run* runs = plan.runs.data() + blk.run0;
         const int64_t nr = blk.run1 - blk.run0;
+        kern.transpose(q + b * qs.b + h * qs.h + blk.start * qs.t, blk.stride * qs.t, R, D, L, w.qt);
+        kern.transpose(dO + b * os.b + h * os.h + blk.start * os.t, blk.stride * os.t, R, Dv, L, w.ot);
+        // S^T = scale K Q^T into P, dP^T = V dO^T into dS.
         for (int64_t u = 0; u < nr; u++) {
-          sgemm(false, true, R, runs[u].n, D, G.scale, qb, blk.stride * qs.t, kb + runs[u].start * ks.t,
-                runs[u].stride * ks.t, 0.0f, P + runs[u].off, Wt);
-          sgemm(false, true, R, runs[u].n, Dv, 1.0f, ob, blk.stride * os.t, vb + runs[u].start * vs.t,
-                runs[u].stride * vs.t, 0.0f, dS + runs[u].off, Wt);
+          kern.gemm(runs[u].n, L, D, G.scale, kb + runs[u].start * ks.t, runs[u].stride * ks.t, 1, w.qt, L, 0,
+                    P + runs[u].off * L, L);
+          kern.gemm(runs[u].n, L, Dv, 1.0f, vb + runs[u].start * vs.t, runs[u].stride * vs.t, 1, w.ot, L, 0,
+                    dS + runs[u].off * L, L);
         }
-        for (int64_t r = 0; r < R; r++) {
-          const int64_t i = blk.start + r * blk.stride;
-          float* pr = P + r * Wt;
-          float* dr = dS + r * Wt;
-          float di = 0.0f;
-          for (int64_t s = 0; s < ns; s++) {
-            seg_interval(sp, i, segs[s], &lo[s], &hi[s]);
-            if (lb[i] == -INFINITY) lo[s] = hi[s] = 0;  // a row that saw nothing passes no gradient
-            float* x = pr + segs[s].off;
-            float* y = dr + segs[s].off;
-            memset(x, 0, lo[s] * sizeof(float));
-            memset(x + hi[s], 0, (segs[s].n - hi[s]) * sizeof(float));
-            memset(y, 0, lo[s] * sizeof(float));
-            memset(y + hi[s], 0, (segs[s].n - hi[s]) * sizeof(float));
-            if (hi[s] > lo[s]) {
-              row_exp(x + lo[s], x + lo[s], hi[s] - lo[s], lb[i], 1.0f);  // P = exp(S - lse)
-              di += row_dot(x + lo[s], y + lo[s], hi[s] - lo[s]);        // rowsum(dP * P)
-            }
-          }
-          for (int64_t s = 0; s < ns; s++) {
-            if (hi[s] <= lo[s]) continue;
-            float* x = pr + segs[s].off + lo[s];
-            float* y = dr + segs[s].off + lo[s];
-            row_softmax_bwd(x, y, y, hi[s] - lo[s], di);  // dS = P * (dP - di)
-          }
+        const int32_t *lo, *hi;
+        backward_intervals(plan, blk, lb, w.lo, w.hi, &lo, &hi);
+        for (int64_t r = 0; r < L; r++) {  // padding lanes and empty rows allow no key: any finite shift
+          const float x = r < R ? lb[blk.start + r * blk.stride] : 0.0f;
+          w.lse[r] = x == -INFINITY ? 0.0f : x;
         }
-        if (dq) {
+        kern.softmax_backward(P, dS, L, blk.seg1 - blk.seg0, plan.tile_segs.data() + blk.seg0, lo, hi, w.lse);
+        if (dq) {  // dq (R, D) = scale dS K
           float* dqb = dq + (bh * T + blk.start) * D;
-          if (ns == 0) zero_rows(dqb, R, blk.stride * D, D);
+          if (nr == 0) zero_rows(dqb, R, blk.stride * D, D);
           for (int64_t u = 0; u < nr; u++)
-            sgemm(false, false, R, D, runs[u].n, G.scale, dS + runs[u].off, Wt, kb + runs[u].start * ks.t,
-                  runs[u].stride * ks.t, u == 0 ? 0.0f : 1.0f, dqb, blk.stride * D);
+            kern.gemm(R, D, runs[u].n, G.scale, dS + runs[u].off * L, 1, L, kb + runs[u].start * ks.t,
+                      runs[u].stride * ks.t, u > 0, dqb, blk.stride * D);
         }
       }
-      cache_free(lo, iv_bytes);
     });
     if (out_of_memory) break;
     if (!dk && !dv) continue;
@@ -468,22 +502,22 @@ Napi::Value SparseAttentionBackward(const Napi::CallbackInfo& info) {
           const Piece& pc = plan.pieces[pi];
           const QBlock& blk = plan.blocks[pc.block];
           const Run& s = plan.runs[pc.run];
-          const int64_t M = pc.e1 - pc.e0, first = s.start + pc.e0 * s.stride;
-          const float* P = Ph + blk.ws_off + s.off + pc.e0;
+          const int64_t M = pc.e1 - pc.e0, first = s.start + pc.e0 * s.stride, L = blk.lanes;
+          const float* P = Ph + blk.ws_off + (s.off + pc.e0) * L;  // the piece's keys: M tile rows
           const float* dS = P + per_head / 2;
           if (dv)
-            sgemm(true, false, M, Dv, blk.n, 1.0f, P, blk.width, oh + blk.start * os.t, blk.stride * os.t, 1.0f,
-                  dv + (bh * T + first) * Dv, s.stride * Dv);
+            kern.gemm(M, Dv, blk.n, 1.0f, P, L, 1, oh + blk.start * os.t, blk.stride * os.t, 1,
+                      dv + (bh * T + first) * Dv, s.stride * Dv);
           if (dk)
-            sgemm(true, false, M, D, blk.n, G.scale, dS, blk.width, qh + blk.start * qs.t, blk.stride * qs.t, 1.0f,
-                  dk + (bh * T + first) * D, s.stride * D);
+            kern.gemm(M, D, blk.n, G.scale, dS, L, 1, qh + blk.start * qs.t, blk.stride * qs.t, 1,
+                      dk + (bh * T + first) * D, s.stride * D);
         }
       }
     });
   }
   cache_free(ws, ws_bytes);
-  DALLE_CHECK(!out_of_memory, op, "out of memory for a %zu-byte workspace (B=%lld H=%lld T=%lld)", iv_bytes,
-              (long long)G.B, (long long)G.H, (long long)T);
+  DALLE_CHECK(!out_of_memory, op, "out of memory for a task's workspace (B=%lld H=%lld T=%lld)", (long long)G.B,
+              (long long)G.H, (long long)T);
   return info.Env().Undefined();
 }
 
@@ -505,9 +539,8 @@ Napi::Value SparseAttentionPlan(const Napi::CallbackInfo& info) {
       const int64_t i = blk.start + r * blk.stride;
       for (int64_t s = blk.seg0; s < blk.seg1; s++) {
         const Seg& g = plan.segs[s];
-        int64_t lo, hi;
-        seg_interval(sp, i, g, &lo, &hi);
-        for (int64_t e = lo; e < hi; e++) fwd[i * T + g.start + e * g.stride]++;
+        const int64_t x = blk.iv_off + (s - blk.seg0) * blk.lanes + r;  // the intervals the kernels use
+        for (int64_t e = plan.lo[x]; e < plan.hi[x]; e++) fwd[i * T + g.start + e * g.stride]++;
       }
     }
   for (const KGroup& grp : plan.groups)
@@ -523,8 +556,7 @@ Napi::Value SparseAttentionPlan(const Napi::CallbackInfo& info) {
           for (int64_t si = blk.seg0; si < blk.seg1; si++) {
             const Seg& g = plan.segs[si];
             if (col < g.off || col >= g.off + g.n) continue;
-            int64_t lo, hi;
-            seg_interval(sp, i, g, &lo, &hi);
+            const int64_t x = blk.iv_off + (si - blk.seg0) * blk.lanes + r, lo = plan.lo[x], hi = plan.hi[x];
             const int64_t eg = col - g.off, d = j - grp.start;
             // The piece's key must lie in its group.
             if (g.start + eg * g.stride == j && eg >= lo && eg < hi && d >= 0 && d % grp.stride == 0 &&

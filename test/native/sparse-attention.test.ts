@@ -132,6 +132,10 @@ describe('sparse attention', () => {
       [spec('row', 256, 32), [1, 1, 64, 64]],
       [spec('column', 256, 32), [1, 1, 64, 64]],
       [spec('conv', 256, 32, 11), [1, 1, 64, 64]],
+      // configs/prior-emoji.yaml: 32 text + 16x16, heads of 32, conv k5.
+      [spec('row', 32, 16), [2, 2, 32, 32]],
+      [spec('column', 32, 16), [2, 2, 32, 32]],
+      [spec('conv', 32, 16, 5), [2, 2, 32, 32]],
     ];
     for (const [s, [B, H, D, Dv]] of cases) {
       const { sparse, dense } = bothWays(s, B, H, D, Dv);
@@ -140,19 +144,25 @@ describe('sparse attention', () => {
     }
   });
 
-  it('gives the same bits with 1 and 2 threads', () => {
+  it('gives the same bits with 1 and 2 threads, with the AVX-512 and the portable tile kernels', () => {
     const prev = native.numThreads();
+    const isas = native.cpuInfo().avx512 ? ['avx512', 'portable'] as const : ['portable'] as const;
     try {
-      for (const s of [spec('row', 70, 9), spec('column', 70, 9), spec('conv', 70, 9, 5)]) {
-        setThreads(1);
-        const rand1 = makeRandom(7);
-        const one = tidy(() => runOnce(s, rand1));
-        setThreads(2);
-        const rand2 = makeRandom(7);
-        const two = tidy(() => runOnce(s, rand2));
-        one.forEach((a, i) => assertSameBits(a, two[i], `${s.kind} output ${i}`));
+      for (const isa of isas) {
+        native.setIsa(isa);
+        const specs = [spec('row', 70, 9), spec('column', 70, 9), spec('conv', 70, 9, 5), spec('conv', 32, 16, 5)];
+        for (const s of specs) {
+          setThreads(1);
+          const rand1 = makeRandom(7);
+          const one = tidy(() => runOnce(s, rand1));
+          setThreads(2);
+          const rand2 = makeRandom(7);
+          const two = tidy(() => runOnce(s, rand2));
+          one.forEach((a, i) => assertSameBits(a, two[i], `${isa} ${s.kind} Tt=${s.textLen} output ${i}`));
+        }
       }
     } finally {
+      native.setIsa('avx512');  // the cap back at its maximum: the best ISA the CPU has
       setThreads(prev);
     }
   });

@@ -177,6 +177,13 @@ export const sparseAttentionOp = defineOp<SparseAttentionAttrs>({
       c('several blocks d8', [1, 2, 8, 8], s('row', 70, 9)),
       c('several blocks d8', [1, 1, 8, 8], s('conv', 65, 20, 5)),
       c('several blocks d4', [1, 1, 4, 4], s('column', 3, 33)),
+      // configs/prior-emoji.yaml's shapes (32 text + 16x16, heads of 32, conv k5), then odd ones: blocks of 7 and 23
+      // queries (partial 16-lane tiles), D = 17 (a partial 16 x 16 transpose), Dv = 70 (more than 64 output columns).
+      c('prior-emoji d32', [1, 2, 32, 32], s('row', 32, 16)),
+      c('prior-emoji d32', [1, 2, 32, 32], s('column', 32, 16)),
+      c('prior-emoji d32', [1, 2, 32, 32], s('conv', 32, 16, 5)),
+      c('odd d17 dv70', [1, 2, 17, 70], s('conv', 23, 7, 5)),
+      c('odd d33 dv17', [2, 1, 33, 17], s('row', 9, 7)),
     ];
   },
 });
