@@ -27,7 +27,7 @@ interface Addon {
   cpuInfo(): { isa: string };
   sparseAttentionSetBlocks(text: number, row: number, column: number, conv: number): number[];
   sparseAttentionPlan(kind: number, Tt: number, W: number, k: number, fwd: number, bwd: number):
-    { blocks: number; pieces: number; computedPairs: number };
+    { blocks: number; runs: number; computedPairs: number };
 }
 const addon = native as unknown as Addon;
 

@@ -10,7 +10,8 @@
 // {start + r * stride, r < n} and a short list of key segments {start + e * stride, e < n}, each segment read as a
 // GEMM operand with row stride `stride` rows (so strided keys are never gathered):
 //   text queries: blocks of 64; one segment, keys [0, end of block) (causal).
-//   row:    blocks of 32 image positions [a0, a1); segments: the text, the band [a0 - W, a1).
+//   row:    blocks of 32 image positions [a0, a1) (16 on grids up to 16 wide); segments: the text, the band
+//           [a0 - W, a1).
 //   column: blocks of 32 rows of one image column (stride W); segments: the text, the column's rows [0, r1)
 //           (stride W): the paper's "transposed image states" without transposing anything.
 //   conv:   blocks of 32 columns of one image row r; segments: the text, and for each row r' in [r - h, r] the
@@ -21,13 +22,12 @@
 // per block and query), so masking compares a key's element index with one interval per segment.
 // The forward runs (b, h, query block) tasks: S^T = scale k q^T per run into a transposed (width, lanes) tile (one
 // row per key, the block's queries padded to a multiple of 16 lanes; sparse_attention_tiles.h), the softmax down the
-// tile over the allowed intervals, out = sum over runs of P v. The backward recomputes P from the saved log-sum-exp:
-// phase 1, per (b, h, query block), the P^T and dS^T tiles into a workspace (their compact layout is the plan's) and
-// dq; phase 2, per (b, h, key group) (64 text keys, 64 image positions, or one image column for the column mask),
-// dk and dv accumulated over the (block, run) pieces that touch the group, in plan order. Every product is a
-// "broadcast GEMM" that reads keys, values and the tiles in place (no packing, no call per row): at the prior's head
-// width 32 and blocks of 16..32 queries, packing and per-row calls cost more than the arithmetic. Every output
-// element is written by one task in a fixed order of sums: the same bits for any thread count.
+// tile over the allowed intervals, out = sum over runs of P v. The backward runs one task per (b, h): for each
+// block in plan order it recomputes P from the saved log-sum-exp and dS into two tiles in scratch, writes the block's
+// dq, and accumulates dk and dv of the head's keys over the block's runs. Every product is a "broadcast GEMM" that
+// reads keys, values and the tiles in place (no packing, no call per row): at the prior's head width 32 and blocks of
+// 16..32 queries, packing and per-row calls cost more than the arithmetic. Every output element is written by one task
+// in a fixed order of sums: the same bits for any thread count.
 // q, k, v and dO may be strided in (b, h, t) with a contiguous last dimension; out, lse and gradients are contiguous.
 #include <atomic>
 #include <cmath>
@@ -47,18 +47,12 @@ enum MaskKind { kRow = 0, kColumn = 1, kConv = 2 };
 
 // Query block sizes (tunable for benchmarks through sparseAttentionSetBlocks; results do not depend on them).
 int64_t kTextBlock = 64;    // text queries a block
-int64_t kRowBlock = 32;     // row mask: image positions a block
+// Row mask: image positions a block; 0 = one image row (16) on grids up to 16 wide, else 32. At prior-emoji (32 text +
+// 16x16) blocks of 16 compute 64 keys a query (77% allowed) against 80 (61%) with 32: 5-10% faster (1 thread, busy
+// machine); at 256 text + 32x32 blocks of 32 measured faster.
+int64_t kRowBlock = 0;
 int64_t kColumnBlock = 32;  // column mask: rows of one column a block
 int64_t kConvBlock = 32;    // conv mask: columns of one row a block
-constexpr int64_t kKeyGroup = 64;     // backward phase 2: keys a task (contiguous groups)
-// Backward: P and dS of this many bytes of heads a thread at once (both phases split a group's heads alike over the
-// threads), so that phase 2 reads the tiles phase 1 wrote from the same core's L2 (1 MiB on Zen 4 / 5): at
-// prior-emoji (172 KB a head) 1 MiB a thread against 8 MiB in all ran the backward about 20% faster on 1 thread
-// (noisy, a busy machine). At least 2 heads a group: at 256 + 32x32 (3.9 MB a head for conv) 1 head measured slower
-// than 2, and 64 MiB (all 8 heads, streamed through memory) 11% slower (row and conv fwd+bwd, 2 threads).
-constexpr int64_t kWorkspaceBytesPerThread = int64_t(1) << 20;
-constexpr int64_t kMinGroupHeads = 2;
-
 struct MaskSpec {
   int64_t kind, Tt, W, k;
   int64_t T() const { return Tt + W * W; }
@@ -79,17 +73,8 @@ struct QBlock {
   int64_t run0, run1;        // runs [run0, run1) of Plan::runs
   int64_t width;             // keys in the tile: sum of the segments' n
   int64_t lanes;             // n rounded up to 16: the tile's row length (sparse_attention_tiles.h)
-  int64_t ws_off;            // offset of the (width, lanes) tile in a head's backward workspace
   int64_t iv_off;            // offset of its (segments, lanes) intervals in Plan::lo and Plan::hi
 };
-struct Piece {  // run `run` of block `block`, elements [e0, e1), inside one key group
-  int64_t block, run, e0, e1;
-};
-struct KGroup {
-  int64_t start, n, stride;  // key positions
-  int64_t p0, p1;            // pieces [p0, p1) of Plan::pieces, in block order
-};
-
 struct Plan {
   MaskSpec spec;
   std::vector<QBlock> blocks;
@@ -97,9 +82,6 @@ struct Plan {
   std::vector<SaSegment> tile_segs;  // segs as the tile kernels see them (tile rows, element count)
   std::vector<Run> runs;
   std::vector<int32_t> lo, hi;  // per block (segments, lanes): each query's allowed elements [lo, hi) of a segment
-  std::vector<KGroup> groups;
-  std::vector<Piece> pieces;
-  int64_t ws = 0;         // floats of all tiles of one head
   int64_t max_tile = 0;   // floats of the largest tile
   int64_t max_lanes = 0;  // most lanes of a block
   int64_t max_segs = 0;   // most segments in a block
@@ -144,7 +126,7 @@ inline void seg_interval(const MaskSpec& sp, int64_t i, const Seg& s, int64_t* l
 void add_block(Plan& p, int64_t start, int64_t n, int64_t stride, const std::vector<Seg>& segs) {
   if (n <= 0) return;
   const int64_t lanes = (n + 15) / 16 * 16;
-  QBlock b{start, n, stride, (int64_t)p.segs.size(), 0, (int64_t)p.runs.size(), 0, 0, lanes, p.ws, 0};
+  QBlock b{start, n, stride, (int64_t)p.segs.size(), 0, (int64_t)p.runs.size(), 0, 0, lanes, 0};
   for (const Seg& s : segs) {
     if (s.n <= 0) continue;
     p.segs.push_back({s.start, s.n, s.stride, b.width});
@@ -159,7 +141,6 @@ void add_block(Plan& p, int64_t start, int64_t n, int64_t stride, const std::vec
   }
   b.seg1 = (int64_t)p.segs.size();
   b.run1 = (int64_t)p.runs.size();
-  p.ws += lanes * b.width;
   p.computed += n * b.width;
   if (lanes * b.width > p.max_tile) p.max_tile = lanes * b.width;
   if (lanes > p.max_lanes) p.max_lanes = lanes;
@@ -186,8 +167,9 @@ Plan make_plan(const MaskSpec& sp) {
   }
   const Seg text{0, Tt, 1, 0};
   if (sp.kind == kRow) {
-    for (int64_t a0 = 0; a0 < N; a0 += kRowBlock) {
-      const int64_t a1 = min64(N, a0 + kRowBlock), b0 = max64(0, a0 - W);
+    const int64_t rb = kRowBlock > 0 ? kRowBlock : W <= 16 ? 16 : 32;
+    for (int64_t a0 = 0; a0 < N; a0 += rb) {
+      const int64_t a1 = min64(N, a0 + rb), b0 = max64(0, a0 - W);
       add_block(p, Tt + a0, a1 - a0, 1, {text, {Tt + b0, a1 - b0, 1, 0}});
     }
   } else if (sp.kind == kColumn) {
@@ -208,34 +190,6 @@ Plan make_plan(const MaskSpec& sp) {
         }
         add_block(p, Tt + r * W + c0, c1 - c0, 1, segs);
       }
-  }
-  // Key groups for the backward's dk / dv: contiguous runs, or (column mask) one image column each.
-  for (int64_t j0 = 0; j0 < Tt; j0 += kKeyGroup) p.groups.push_back({j0, min64(kKeyGroup, Tt - j0), 1, 0, 0});
-  if (sp.kind == kColumn) {
-    for (int64_t c = 0; c < W; c++) p.groups.push_back({Tt + c, W, W, 0, 0});
-  } else {
-    for (int64_t a0 = 0; a0 < N; a0 += kKeyGroup) p.groups.push_back({Tt + a0, min64(kKeyGroup, N - a0), 1, 0, 0});
-  }
-  for (KGroup& g : p.groups) {
-    g.p0 = (int64_t)p.pieces.size();
-    const int64_t g_last = g.start + (g.n - 1) * g.stride;
-    for (int64_t bi = 0; bi < (int64_t)p.blocks.size(); bi++) {
-      const QBlock& b = p.blocks[bi];
-      for (int64_t si = b.run0; si < b.run1; si++) {
-        const Run& s = p.runs[si];
-        const int64_t s_last = s.start + (s.n - 1) * s.stride;
-        if (s_last < g.start || g_last < s.start) continue;  // disjoint spans
-        if (s.stride == g.stride && (s.start - g.start) % s.stride != 0) continue;  // other image columns
-        // Overlapping spans: the plan only makes segments that run along their groups (same stride and residue).
-        DALLE_CHECK(s.stride == g.stride, "sparseAttention",
-                    "internal: segment (%lld, %lld, %lld) crosses key group (%lld, %lld, %lld)", (long long)s.start,
-                    (long long)s.n, (long long)s.stride, (long long)g.start, (long long)g.n, (long long)g.stride);
-        const int64_t e0 = max64(0, (g.start - s.start) / s.stride);
-        const int64_t e1 = min64(s.n, (g_last - s.start) / s.stride + 1);
-        if (e0 < e1) p.pieces.push_back({bi, si, e0, e1});
-      }
-    }
-    g.p1 = (int64_t)p.pieces.size();
   }
   return p;
 }
@@ -299,11 +253,12 @@ void backward_intervals(const Plan& plan, const QBlock& blk, const float* lse, i
   *lo_out = lo, *hi_out = hi;
 }
 
-// An operand of (b, h, t) rows: base address and strides.
+// An operand of (b, h, t) rows: base address, strides, and whether the kernel writes it (prefetched for writing).
 struct Rows {
   const float* base;
   Strides st;
   int64_t width;
+  bool write;
 };
 
 // Prefetches slice `slice` of `slices` of head bh's rows of each operand into L2, a slice per block task of the head
@@ -313,24 +268,33 @@ void prefetch_head(const Rows* ops, int nops, int64_t H, int64_t T, int64_t bh, 
   const int64_t t0 = slice * T / slices, t1 = (slice + 1) * T / slices;
   for (int o = 0; o < nops; o++) {
     const Rows& x = ops[o];
+    if (!x.base) continue;
     const char* head = reinterpret_cast<const char*>(x.base + (bh / H) * x.st.b + (bh % H) * x.st.h);
     for (int64_t t = t0; t < t1; t++) {
       const char* row = head + t * x.st.t * (int64_t)sizeof(float);
-      for (int64_t off = 0; off < x.width * (int64_t)sizeof(float); off += 64) __builtin_prefetch(row + off, 0, 2);
-      __builtin_prefetch(row + x.width * sizeof(float) - 1, 0, 2);  // a row that starts mid-line ends in one more
+      const int64_t bytes = x.width * (int64_t)sizeof(float);
+      if (x.write) {
+        for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(row + off, 1, 2);
+        __builtin_prefetch(row + bytes - 1, 1, 2);  // a row that starts mid-line ends in one more
+      } else {
+        for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(row + off, 0, 2);
+        __builtin_prefetch(row + bytes - 1, 0, 2);
+      }
     }
   }
 }
 
-// A task's scratch: one (width, L) tile or none, Q^T and dO^T of its block (D, L) and (Dv, L), lo and hi (segments,
-// L), and L log-sum-exps. One cache_alloc per task range; nothing may throw inside a pool thread.
+// A task's scratch: `tiles` (width, L) tiles (forward: S / P; backward: P and dS), Q^T and dO^T of its block (D, L)
+// and (Dv, L), lo and hi (segments, L), and L log-sum-exps. One cache_alloc per task range, a few KB to tens of KB,
+// so that a block's tiles stay in L1 / L2; nothing may throw inside a pool thread.
 struct Scratch {
   float *tile = nullptr, *qt = nullptr, *ot = nullptr, *lse = nullptr;
   int32_t *lo = nullptr, *hi = nullptr;
   void* mem = nullptr;
   size_t bytes = 0;
-  bool alloc(const Plan& p, int64_t D, int64_t Dv, bool with_tile) {
-    const int64_t L = p.max_lanes, nt = with_tile ? p.max_tile : 0;
+  float* tile2 = nullptr;
+  bool alloc(const Plan& p, int64_t D, int64_t Dv, int tiles) {
+    const int64_t L = p.max_lanes, nt = tiles * p.max_tile;
     const int64_t floats = nt + (D + Dv + 1) * L, ints = 2 * p.max_segs * L;
     bytes = (size_t)(floats + ints) * 4 + 64;
     try {
@@ -339,7 +303,7 @@ struct Scratch {
       return false;
     }
     float* f = static_cast<float*>(mem);
-    tile = f, qt = f + nt, ot = qt + D * L, lse = ot + Dv * L;
+    tile = f, tile2 = f + p.max_tile, qt = f + nt, ot = qt + D * L, lse = ot + Dv * L;
     lo = reinterpret_cast<int32_t*>(lse + L), hi = lo + p.max_segs * L;
     return true;
   }
@@ -367,17 +331,18 @@ Napi::Value SparseAttentionForward(const Napi::CallbackInfo& info) {
   const Plan plan = make_plan(sp);
   const SaKernels kern = sa_kernels();
   const int64_t nb = (int64_t)plan.blocks.size();
-  const Rows operands[3] = {{q, qs, D}, {k, ks, D}, {v, vs, Dv}};
+  const Rows operands[4] = {
+      {q, qs, D, false}, {k, ks, D, false}, {v, vs, Dv, false}, {out, {G.H * T * Dv, T * Dv, Dv}, Dv, true}};
   std::atomic<bool> out_of_memory{false};
   parallel_for(BH * nb, 1, [&](int64_t t0, int64_t t1) {
     Scratch w;
-    if (!w.alloc(plan, D, Dv, true)) {
+    if (!w.alloc(plan, D, Dv, 1)) {
       out_of_memory = true;
       return;
     }
     for (int64_t t = t0; t < t1; t++) {
       const int64_t bh = t / nb, b = bh / G.H, h = bh % G.H;
-      if (bh + 1 < BH) prefetch_head(operands, 3, G.H, T, bh + 1, t % nb, nb);
+      if (bh + 1 < BH) prefetch_head(operands, 4, G.H, T, bh + 1, t % nb, nb);
       const QBlock& blk = plan.blocks[t % nb];
       const int64_t R = blk.n, L = blk.lanes;
       const float* kb = k + b * ks.b + h * ks.h;
@@ -428,46 +393,51 @@ Napi::Value SparseAttentionBackward(const Napi::CallbackInfo& info) {
               (long long)T);
   const Plan plan = make_plan(sp);
   const SaKernels kern = sa_kernels();
-  const int64_t nb = (int64_t)plan.blocks.size(), ng = (int64_t)plan.groups.size();
-  // Heads per group: the P and dS tiles of a group fit the workspace budget (shapes and thread count set it; the
-  // results do not depend on it).
-  const int64_t per_head = 2 * (plan.ws > 0 ? plan.ws : 1);
-  int64_t group = kWorkspaceBytesPerThread * num_threads() / (int64_t)(per_head * sizeof(float));
-  if (group < kMinGroupHeads) group = kMinGroupHeads;
-  if (group > BH) group = BH;
-  const size_t ws_bytes = (size_t)(group * per_head) * sizeof(float);
-  float* ws = static_cast<float*>(cache_alloc(ws_bytes));
+  const int64_t nb = (int64_t)plan.blocks.size();
+  const Rows operands[7] = {{q, qs, D, false},
+                            {k, ks, D, false},
+                            {v, vs, Dv, false},
+                            {dO, os, Dv, false},
+                            {dq, {G.H * T * D, T * D, D}, D, true},
+                            {dk, {G.H * T * D, T * D, D}, D, true},
+                            {dv, {G.H * T * Dv, T * Dv, Dv}, Dv, true}};
   std::atomic<bool> out_of_memory{false};
-  const Rows operands[4] = {{q, qs, D}, {k, ks, D}, {v, vs, Dv}, {dO, os, Dv}};
-
-  for (int64_t g0 = 0; g0 < BH; g0 += group) {
-    const int64_t gn = g0 + group < BH ? group : BH - g0;
-    // Phase 1: per (head, query block): the P^T and dS^T tiles, and dq.
-    parallel_for(gn * nb, 1, [&](int64_t t0, int64_t t1) {
-      Scratch w;
-      if (!w.alloc(plan, D, Dv, false)) {
-        out_of_memory = true;
-        return;
-      }
-      for (int64_t t = t0; t < t1; t++) {
-        const int64_t bh = g0 + t / nb, b = bh / G.H, h = bh % G.H;
-        if (bh + 1 < BH) prefetch_head(operands, 4, G.H, T, bh + 1, t % nb, nb);
-        const QBlock& blk = plan.blocks[t % nb];
+  // A task per head: its blocks in plan order, each block's P and dS tiles in scratch, dq of the block, and dk, dv of
+  // the head's keys accumulated block after block (a key's sum runs over the blocks in plan order, whatever the
+  // thread count). Tiles never leave L1 / L2: a two-phase backward (tiles of a group of heads kept in a workspace,
+  // then dk and dv per key group) spent a third of its time re-reading them and two pool dispatches a group.
+  parallel_for(BH, 1, [&](int64_t h0, int64_t h1) {
+    Scratch w;
+    if (!w.alloc(plan, D, Dv, 2)) {
+      out_of_memory = true;
+      return;
+    }
+    float* P = w.tile;    // (width, L)
+    float* dS = w.tile2;  // (width, L)
+    for (int64_t bh = h0; bh < h1; bh++) {
+      const int64_t b = bh / G.H, h = bh % G.H;
+      const float* qh = q + b * qs.b + h * qs.h;
+      const float* kh = k + b * ks.b + h * ks.h;
+      const float* vh = v + b * vs.b + h * vs.h;
+      const float* oh = dO + b * os.b + h * os.h;
+      const float* lb = lse + bh * T;
+      if (dk) memset(dk + bh * T * D, 0, T * D * sizeof(float));
+      if (dv) memset(dv + bh * T * Dv, 0, T * Dv * sizeof(float));
+      for (int64_t bi = 0; bi < nb; bi++) {
+        if (bh + 1 < BH) prefetch_head(operands, 7, G.H, T, bh + 1, bi, nb);
+        const QBlock& blk = plan.blocks[bi];
         const int64_t R = blk.n, L = blk.lanes;
-        float* P = ws + (bh - g0) * per_head + blk.ws_off;  // (width, L)
-        float* dS = P + per_head / 2;                        // (width, L)
-        const float* kb = k + b * ks.b + h * ks.h;
-        const float* vb = v + b * vs.b + h * vs.h;
-        const float* lb = lse + bh * T;
         const Run* runs = plan.runs.data() + blk.run0;
         const int64_t nr = blk.run1 - blk.run0;
-        kern.transpose(q + b * qs.b + h * qs.h + blk.start * qs.t, blk.stride * qs.t, R, D, L, w.qt);
-        kern.transpose(dO + b * os.b + h * os.h + blk.start * os.t, blk.stride * os.t, R, Dv, L, w.ot);
+        const float* qb = qh + blk.start * qs.t;  // the block's rows of q and dO, row stride blk.stride rows
+        const float* ob = oh + blk.start * os.t;
+        kern.transpose(qb, blk.stride * qs.t, R, D, L, w.qt);
+        kern.transpose(ob, blk.stride * os.t, R, Dv, L, w.ot);
         // S^T = scale K Q^T into P, dP^T = V dO^T into dS.
         for (int64_t u = 0; u < nr; u++) {
-          kern.gemm(runs[u].n, L, D, G.scale, kb + runs[u].start * ks.t, runs[u].stride * ks.t, 1, w.qt, L, 0,
+          kern.gemm(runs[u].n, L, D, G.scale, kh + runs[u].start * ks.t, runs[u].stride * ks.t, 1, w.qt, L, 0,
                     P + runs[u].off * L, L);
-          kern.gemm(runs[u].n, L, Dv, 1.0f, vb + runs[u].start * vs.t, runs[u].stride * vs.t, 1, w.ot, L, 0,
+          kern.gemm(runs[u].n, L, Dv, 1.0f, vh + runs[u].start * vs.t, runs[u].stride * vs.t, 1, w.ot, L, 0,
                     dS + runs[u].off * L, L);
         }
         const int32_t *lo, *hi;
@@ -481,49 +451,31 @@ Napi::Value SparseAttentionBackward(const Napi::CallbackInfo& info) {
           float* dqb = dq + (bh * T + blk.start) * D;
           if (nr == 0) zero_rows(dqb, R, blk.stride * D, D);
           for (int64_t u = 0; u < nr; u++)
-            kern.gemm(R, D, runs[u].n, G.scale, dS + runs[u].off * L, 1, L, kb + runs[u].start * ks.t,
+            kern.gemm(R, D, runs[u].n, G.scale, dS + runs[u].off * L, 1, L, kh + runs[u].start * ks.t,
                       runs[u].stride * ks.t, u > 0, dqb, blk.stride * D);
         }
-      }
-    });
-    if (out_of_memory) break;
-    if (!dk && !dv) continue;
-    // Phase 2: per (head, key group): dv = sum P^T dO and dk = scale sum dS^T q over the pieces touching the group.
-    parallel_for(gn * ng, 1, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; t++) {
-        const int64_t bh = g0 + t / ng, b = bh / G.H, h = bh % G.H;
-        const KGroup& grp = plan.groups[t % ng];
-        const float* Ph = ws + (bh - g0) * per_head;
-        const float* qh = q + b * qs.b + h * qs.h;
-        const float* oh = dO + b * os.b + h * os.h;
-        if (dk) zero_rows(dk + (bh * T + grp.start) * D, grp.n, grp.stride * D, D);
-        if (dv) zero_rows(dv + (bh * T + grp.start) * Dv, grp.n, grp.stride * Dv, Dv);
-        for (int64_t pi = grp.p0; pi < grp.p1; pi++) {
-          const Piece& pc = plan.pieces[pi];
-          const QBlock& blk = plan.blocks[pc.block];
-          const Run& s = plan.runs[pc.run];
-          const int64_t M = pc.e1 - pc.e0, first = s.start + pc.e0 * s.stride, L = blk.lanes;
-          const float* P = Ph + blk.ws_off + (s.off + pc.e0) * L;  // the piece's keys: M tile rows
-          const float* dS = P + per_head / 2;
+        // dv (keys, Dv) += P^T dO and dk (keys, D) += scale dS^T q, over each run's keys: the tile read by key rows.
+        for (int64_t u = 0; u < nr; u++) {
+          const Run& run = runs[u];
           if (dv)
-            kern.gemm(M, Dv, blk.n, 1.0f, P, L, 1, oh + blk.start * os.t, blk.stride * os.t, 1,
-                      dv + (bh * T + first) * Dv, s.stride * Dv);
+            kern.gemm(run.n, Dv, R, 1.0f, P + run.off * L, L, 1, ob, blk.stride * os.t, 1,
+                      dv + (bh * T + run.start) * Dv, run.stride * Dv);
           if (dk)
-            kern.gemm(M, D, blk.n, G.scale, dS, L, 1, qh + blk.start * qs.t, blk.stride * qs.t, 1,
-                      dk + (bh * T + first) * D, s.stride * D);
+            kern.gemm(run.n, D, R, G.scale, dS + run.off * L, L, 1, qb, blk.stride * qs.t, 1,
+                      dk + (bh * T + run.start) * D, run.stride * D);
         }
       }
-    });
-  }
-  cache_free(ws, ws_bytes);
+    }
+  });
   DALLE_CHECK(!out_of_memory, op, "out of memory for a task's workspace (B=%lld H=%lld T=%lld)", (long long)G.B,
               (long long)G.H, (long long)T);
   return info.Env().Undefined();
 }
 
-// sparseAttentionPlan(kind, Tt, W, convKernel, forwardCover, backwardCover) -> { blocks, pieces, computedPairs }
+// sparseAttentionPlan(kind, Tt, W, convKernel, forwardCover, backwardCover) -> { blocks, runs, computedPairs }
 // For tests: counts into two (T, T) i32 arrays how often the plan covers each allowed (query, key) pair, through the
-// forward's tiles and intervals and through the backward's key-group pieces (each must be the mask exactly, 0 / 1).
+// forward's segments and intervals and through the runs the backward accumulates dk and dv over, each run element
+// mapped back to its segment (each must be the mask exactly, 0 / 1).
 Napi::Value SparseAttentionPlan(const Napi::CallbackInfo& info) {
   const char* op = "sparseAttentionPlan";
   const MaskSpec sp = read_spec(info, 0, op);
@@ -543,38 +495,33 @@ Napi::Value SparseAttentionPlan(const Napi::CallbackInfo& info) {
         for (int64_t e = plan.lo[x]; e < plan.hi[x]; e++) fwd[i * T + g.start + e * g.stride]++;
       }
     }
-  for (const KGroup& grp : plan.groups)
-    for (int64_t pi = grp.p0; pi < grp.p1; pi++) {
-      const Piece& pc = plan.pieces[pi];
-      const QBlock& blk = plan.blocks[pc.block];
-      const Run& u = plan.runs[pc.run];
+  for (const QBlock& blk : plan.blocks)
+    for (int64_t u = blk.run0; u < blk.run1; u++) {
+      const Run& run = plan.runs[u];
       for (int64_t r = 0; r < blk.n; r++) {
         const int64_t i = blk.start + r * blk.stride;
-        for (int64_t e = pc.e0; e < pc.e1; e++) {
-          const int64_t j = u.start + e * u.stride, col = u.off + e;  // key and tile column
-          // The segment holding that tile column must hold that key and allow it for query i.
+        for (int64_t e = 0; e < run.n; e++) {
+          const int64_t j = run.start + e * run.stride, col = run.off + e;  // key and tile row
+          // The segment holding that tile row must hold that key and allow it for query i.
           for (int64_t si = blk.seg0; si < blk.seg1; si++) {
             const Seg& g = plan.segs[si];
             if (col < g.off || col >= g.off + g.n) continue;
-            const int64_t x = blk.iv_off + (si - blk.seg0) * blk.lanes + r, lo = plan.lo[x], hi = plan.hi[x];
-            const int64_t eg = col - g.off, d = j - grp.start;
-            // The piece's key must lie in its group.
-            if (g.start + eg * g.stride == j && eg >= lo && eg < hi && d >= 0 && d % grp.stride == 0 &&
-                d / grp.stride < grp.n)
-              bwd[i * T + j]++;
+            const int64_t x = blk.iv_off + (si - blk.seg0) * blk.lanes + r, eg = col - g.off;
+            if (g.start + eg * g.stride == j && eg >= plan.lo[x] && eg < plan.hi[x]) bwd[i * T + j]++;
           }
         }
       }
     }
   Napi::Object res = Napi::Object::New(info.Env());
   res.Set("blocks", Napi::Number::New(info.Env(), (double)plan.blocks.size()));
-  res.Set("pieces", Napi::Number::New(info.Env(), (double)plan.pieces.size()));
+  res.Set("runs", Napi::Number::New(info.Env(), (double)plan.runs.size()));
   res.Set("computedPairs", Napi::Number::New(info.Env(), (double)plan.computed));
   return res;
 }
 
 // sparseAttentionSetBlocks(text, row, column, conv): query block sizes (0 = keep), for tuning in benchmarks. Returns
-// the sizes in effect as [text, row, column, conv]. Not thread-safe against a running kernel: call between calls.
+// the sizes in effect as [text, row, column, conv] (row 0: chosen by the grid side, see kRowBlock). Not thread-safe
+// against a running kernel: call between calls.
 Napi::Value SparseAttentionSetBlocks(const Napi::CallbackInfo& info) {
   const char* op = "sparseAttentionSetBlocks";
   int64_t* sizes[4] = {&kTextBlock, &kRowBlock, &kColumnBlock, &kConvBlock};

@@ -1,8 +1,9 @@
 // Sparse attention (native/cpu/sparse_attention.cc, src/core/ops/sparse-attention.ts) beyond the op harness (which
 // checks it against the float64 dense masked reference with gradchecks on odd grids): the kernel's tile plan covers
-// exactly the mask (forward tiles and backward key-group pieces, each allowed pair once, nothing else) on many shapes;
-// forward and gradients equal dense `attention` with denseMask at the paper's sequence (256 text + 32x32 image) and at
-// mid sizes; strided (permuted) inputs are read in place; 1 and 2 threads give the same bits; clear errors.
+// exactly the mask (forward segments and the runs the backward accumulates dk and dv over, each allowed pair once,
+// nothing else) on many shapes; forward and gradients equal dense `attention` with denseMask at the paper's sequence
+// (256 text + 32x32 image), at prior-emoji's (32 text + 16x16) and at mid sizes; strided (permuted) inputs are read in
+// place; 1 and 2 threads give the same bits, with the AVX-512 and the portable tile kernels; clear errors.
 // Key: B batch, H heads, T = Tt + W * W positions (Tt text, W grid side), D head width.
 import * as assert from 'node:assert';
 import { native, setThreads } from '../../src/core/native';
@@ -12,7 +13,7 @@ import { Tensor, backward, tidy } from '../../src/core/tensor';
 import { TEST_SEED, makeRandom } from '../harness/random';
 
 type PlanFn = (kind: number, Tt: number, W: number, k: number, fwd: number, bwd: number) =>
-  { blocks: number; pieces: number; computedPairs: number };
+  { blocks: number; runs: number; computedPairs: number };
 const plan = (native as unknown as { sparseAttentionPlan: PlanFn }).sparseAttentionPlan;
 
 const rand = makeRandom(TEST_SEED + 4242);
@@ -99,7 +100,7 @@ describe('sparse attention', () => {
         const want = denseMask(s).toArray();
         const what = `${s.kind} Tt=${s.textLen} W=${s.gridSide} k=${s.convKernel}`;
         assertSameCounts(fwd.toArray(), want, T, `${what}: forward tiles`);
-        assertSameCounts(bwd.toArray(), want, T, `${what}: backward pieces`);
+        assertSameCounts(bwd.toArray(), want, T, `${what}: backward runs`);
         assert.ok(info.computedPairs >= allowedPairs(s), what);
       });
     }
