@@ -1,6 +1,6 @@
 // Portable tile kernels of the sparse attention (contracts in sparse_attention_tiles.h) and the choice between them
-// and the AVX-512 ones (sparse_attention_avx512.cc). Same order of every sum as the AVX-512 kernels (k ascending,
-// keys in tile order), without fused multiply-adds.
+// and the AVX-512 and AVX2 ones (sparse_attention_avx512.cc, sparse_attention_avx2.cc). Same order of every sum as
+// the vector kernels (k ascending, keys in tile order), without fused multiply-adds.
 #include "sparse_attention_tiles.h"
 
 #include <cmath>
@@ -87,6 +87,8 @@ SaKernels sa_kernels() {
 #if defined(DALLE_X86)
   if (active_isa() == Isa::Avx512)
     return {&sa_bcast_gemm_avx512, &sa_transpose_avx512, &sa_softmax_forward_avx512, &sa_softmax_backward_avx512};
+  if (active_isa() == Isa::Avx2)
+    return {&sa_bcast_gemm_avx2, &sa_transpose_avx2, &sa_softmax_forward_avx2, &sa_softmax_backward_avx2};
 #endif
   return {&bcast_gemm_portable, &transpose_portable, &softmax_forward_portable, &softmax_backward_portable};
 }

@@ -41,7 +41,7 @@ struct SaKernels {
   SaSoftmaxBackwardFn softmax_backward;
 };
 
-// The kernels of the active ISA (AVX-512, else portable C++).
+// The kernels of the active ISA (AVX-512, AVX2 + FMA, else portable C++).
 SaKernels sa_kernels();
 
 // AVX-512 (sparse_attention_avx512.cc).
@@ -52,5 +52,14 @@ void sa_softmax_forward_avx512(float* tile, int64_t L, int64_t ns, const SaSegme
                                const int32_t* hi, float* lse);
 void sa_softmax_backward_avx512(float* p, float* dp, int64_t L, int64_t ns, const SaSegment* segs, const int32_t* lo,
                                 const int32_t* hi, const float* lse);
+
+// AVX2 + FMA (sparse_attention_avx2.cc).
+void sa_bcast_gemm_avx2(int64_t M, int64_t N, int64_t K, float alpha, const float* a, int64_t sai, int64_t sak,
+                        const float* B, int64_t ldb, int accumulate, float* C, int64_t ldc);
+void sa_transpose_avx2(const float* src, int64_t ld, int64_t R, int64_t D, int64_t L, float* dst);
+void sa_softmax_forward_avx2(float* tile, int64_t L, int64_t ns, const SaSegment* segs, const int32_t* lo,
+                             const int32_t* hi, float* lse);
+void sa_softmax_backward_avx2(float* p, float* dp, int64_t L, int64_t ns, const SaSegment* segs, const int32_t* lo,
+                              const int32_t* hi, const float* lse);
 
 }  // namespace dalle

@@ -3,7 +3,7 @@
 // exactly the mask (forward segments and the runs the backward accumulates dk and dv over, each allowed pair once,
 // nothing else) on many shapes; forward and gradients equal dense `attention` with denseMask at the paper's sequence
 // (256 text + 32x32 image), at prior-emoji's (32 text + 16x16) and at mid sizes; strided (permuted) inputs are read in
-// place; 1 and 2 threads give the same bits, with the AVX-512 and the portable tile kernels; clear errors.
+// place; 1 and 2 threads give the same bits, with the AVX-512, AVX2 and portable tile kernels; clear errors.
 // Key: B batch, H heads, T = Tt + W * W positions (Tt text, W grid side), D head width.
 import * as assert from 'node:assert';
 import { native, setThreads } from '../../src/core/native';
@@ -145,9 +145,10 @@ describe('sparse attention', () => {
     }
   });
 
-  it('gives the same bits with 1 and 2 threads, with the AVX-512 and the portable tile kernels', () => {
+  it('gives the same bits with 1 and 2 threads, with each ISA\'s tile kernels', () => {
     const prev = native.numThreads();
-    const isas = native.cpuInfo().avx512 ? ['avx512', 'portable'] as const : ['portable'] as const;
+    const info = native.cpuInfo();
+    const isas = (['avx512', 'avx2', 'portable'] as const).filter((isa) => isa === 'portable' || info[isa]);
     try {
       for (const isa of isas) {
         native.setIsa(isa);
