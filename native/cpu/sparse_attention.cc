@@ -262,8 +262,10 @@ struct Rows {
 };
 
 // Prefetches slice `slice` of `slices` of head bh's rows of each operand into L2, a slice per block task of the head
-// before it: once B * H * T * D is past the caches, the kernels otherwise wait on memory for about half their time
-// (prior-emoji, B = 8: 2.4 ms forward and 6.1 ms backward on one core, against 8 x 0.19 and 8 x 0.39 at B = 1).
+// before it (outputs for writing). Once B * H * T * D is past the caches the kernels otherwise wait on memory a good
+// part of their time (prior-emoji, B = 8, a busy machine: 2.4 ms forward and 6.1 ms backward on one core against
+// 8 x 0.19 and 8 x 0.39 at B = 1; prefetching gained about 10%). Only heads of the task's own range: writes prefetched
+// into another core's heads would pull its lines away.
 void prefetch_head(const Rows* ops, int nops, int64_t H, int64_t T, int64_t bh, int64_t slice, int64_t slices) {
   const int64_t t0 = slice * T / slices, t1 = (slice + 1) * T / slices;
   for (int o = 0; o < nops; o++) {
@@ -342,7 +344,7 @@ Napi::Value SparseAttentionForward(const Napi::CallbackInfo& info) {
     }
     for (int64_t t = t0; t < t1; t++) {
       const int64_t bh = t / nb, b = bh / G.H, h = bh % G.H;
-      if (bh + 1 < BH) prefetch_head(operands, 4, G.H, T, bh + 1, t % nb, nb);
+      if ((bh + 1) * nb < t1) prefetch_head(operands, 4, G.H, T, bh + 1, t % nb, nb);  // this range's heads only
       const QBlock& blk = plan.blocks[t % nb];
       const int64_t R = blk.n, L = blk.lanes;
       const float* kb = k + b * ks.b + h * ks.h;
@@ -424,7 +426,7 @@ Napi::Value SparseAttentionBackward(const Napi::CallbackInfo& info) {
       if (dk) memset(dk + bh * T * D, 0, T * D * sizeof(float));
       if (dv) memset(dv + bh * T * Dv, 0, T * Dv * sizeof(float));
       for (int64_t bi = 0; bi < nb; bi++) {
-        if (bh + 1 < BH) prefetch_head(operands, 7, G.H, T, bh + 1, bi, nb);
+        if (bh + 1 < h1) prefetch_head(operands, 7, G.H, T, bh + 1, bi, nb);  // this range's heads only
         const QBlock& blk = plan.blocks[bi];
         const int64_t R = blk.n, L = blk.lanes;
         const Run* runs = plan.runs.data() + blk.run0;
