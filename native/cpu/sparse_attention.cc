@@ -298,11 +298,10 @@ void prefetch_head(const Rows* ops, int nops, int64_t H, int64_t T, int64_t bh, 
 // and (Dv, L), lo and hi (segments, L), and L log-sum-exps. One cache_alloc per task range, a few KB to tens of KB,
 // so that a block's tiles stay in L1 / L2; nothing may throw inside a pool thread.
 struct Scratch {
-  float *tile = nullptr, *qt = nullptr, *ot = nullptr, *lse = nullptr;
+  float *tile = nullptr, *tile2 = nullptr, *qt = nullptr, *ot = nullptr, *lse = nullptr;
   int32_t *lo = nullptr, *hi = nullptr;
   void* mem = nullptr;
   size_t bytes = 0;
-  float* tile2 = nullptr;
   bool alloc(const Plan& p, int64_t D, int64_t Dv, int tiles) {
     const int64_t L = p.max_lanes, nt = tiles * p.max_tile;
     const int64_t floats = nt + (D + Dv + 1) * L, ints = 2 * p.max_segs * L;
@@ -313,7 +312,7 @@ struct Scratch {
       return false;
     }
     float* f = static_cast<float*>(mem);
-    tile = f, tile2 = f + p.max_tile, qt = f + nt, ot = qt + D * L, lse = ot + Dv * L;
+    tile = f, tile2 = tiles > 1 ? f + p.max_tile : nullptr, qt = f + nt, ot = qt + D * L, lse = ot + Dv * L;
     lo = reinterpret_cast<int32_t*>(lse + L), hi = lo + p.max_segs * L;
     return true;
   }
