@@ -3,6 +3,7 @@
 // Memory-bound loops, multi-threaded over the B * C planes; each output element is written by one thread, in a fixed
 // order, so results do not depend on the thread count.
 #include <cmath>
+#include <cstring>
 #include <initializer_list>
 
 #include "conv.h"
@@ -48,6 +49,20 @@ void maxpool2x2_forward(const float* x, float* y, int32_t* argmax, int64_t B, in
   });
 }
 
+namespace {
+
+typedef float v4f __attribute__((vector_size(16)));
+typedef int32_t v4i __attribute__((vector_size(16)));
+
+inline void store4(float* p, v4f v) { memcpy(p, &v, sizeof v); }
+
+}  // namespace
+
+// dx gets dy at each window's argmax and zeros elsewhere. Four windows at a time in 4-lane vectors (GCC vector
+// extensions: SSE2 / NEON), blends and interleaving shuffles: the scalar loop alone ran at 0.26 of the bandwidth bound
+// fwd + bwd at 64 px (bench/ops), and this form measured 12x faster than it in the same process (busy machine, rough):
+// its per-element choices on random argmaxes most likely compiled to mispredicted branches. The scalar tail computes
+// the same values.
 void maxpool2x2_backward(const float* dy, const int32_t* argmax, float* dx, int64_t B, int64_t C, int64_t H,
                          int64_t W) {
   const int64_t Ho = H / 2, Wo = W / 2;
@@ -59,9 +74,24 @@ void maxpool2x2_backward(const float* dy, const int32_t* argmax, float* dx, int6
       for (int64_t i = 0; i < Ho; i++) {
         float* r0 = dp + 2 * i * W;
         float* r1 = r0 + W;
-        for (int64_t j = 0; j < Wo; j++) {
-          const float g = gp[i * Wo + j];
-          const int32_t a = ap[i * Wo + j];
+        const float* gr = gp + i * Wo;
+        const int32_t* ar = ap + i * Wo;
+        int64_t j = 0;
+        const v4f zero = {0, 0, 0, 0};
+        for (; j + 4 <= Wo; j += 4) {  // 4 windows: the even / odd columns interleaved back into 8
+          v4f g;
+          v4i a;
+          memcpy(&g, gr + j, sizeof g);
+          memcpy(&a, ar + j, sizeof a);
+          const v4f e0 = a == 0 ? g : zero, o0 = a == 1 ? g : zero, e1 = a == 2 ? g : zero, o1 = a == 3 ? g : zero;
+          store4(r0 + 2 * j, __builtin_shuffle(e0, o0, v4i{0, 4, 1, 5}));
+          store4(r0 + 2 * j + 4, __builtin_shuffle(e0, o0, v4i{2, 6, 3, 7}));
+          store4(r1 + 2 * j, __builtin_shuffle(e1, o1, v4i{0, 4, 1, 5}));
+          store4(r1 + 2 * j + 4, __builtin_shuffle(e1, o1, v4i{2, 6, 3, 7}));
+        }
+        for (; j < Wo; j++) {
+          const float g = gr[j];
+          const int32_t a = ar[j];
           r0[2 * j] = a == 0 ? g : 0.0f;
           r0[2 * j + 1] = a == 1 ? g : 0.0f;
           r1[2 * j] = a == 2 ? g : 0.0f;

@@ -10,6 +10,10 @@
 #include <cstring>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "napi_util.h"
 #include "threadpool.h"
 
@@ -61,6 +65,22 @@ int64_t task_grain(int64_t elements_per_task) {
   return elements_per_task >= kMinChunk ? 1 : kMinChunk / (elements_per_task > 0 ? elements_per_task : 1);
 }
 
+// Column strips of the sum: 2-lane float64 vectors (GCC vector extensions: SSE2 / NEON), 8 of them in registers.
+typedef double v2d __attribute__((vector_size(16)));
+constexpr int kStrip = 16;
+
+// p[0 : 4] widened to float64: lo = (p[0], p[1]), hi = (p[2], p[3]). (Generic 2-float vectors went through the stack.)
+inline void widen4(const float* p, v2d* lo, v2d* hi) {
+#if defined(__SSE2__)
+  const __m128 f = _mm_loadu_ps(p);
+  *lo = (v2d)_mm_cvtps_pd(f);
+  *hi = (v2d)_mm_cvtps_pd(_mm_movehl_ps(f, f));
+#else
+  *lo = v2d{p[0], p[1]};
+  *hi = v2d{p[2], p[3]};
+#endif
+}
+
 // Sums x[o, r0:r1, c0:c1] into acc[0 : c1-c0] (float64).
 void sum_block(const float* x, const Geometry& g, int64_t o, int64_t r0, int64_t r1, int64_t c0, int64_t c1, double* acc) {
   const int64_t w = c1 - c0;
@@ -68,10 +88,51 @@ void sum_block(const float* x, const Geometry& g, int64_t o, int64_t r0, int64_t
     acc[0] = row_sum(x + o * g.R + r0, r1 - r0);
     return;
   }
-  for (int64_t c = 0; c < w; c++) acc[c] = 0;
-  for (int64_t r = r0; r < r1; r++) {
-    const float* row = x + (o * g.R + r) * g.inner + c0;
-    for (int64_t c = 0; c < w; c++) acc[c] += (double)row[c];
+  // Strips of kStrip columns whose float64 sums stay in registers while the rows stream past (summing whole rows into
+  // acc[] in memory cost a load and a store of a double per element: 0.13 of the bandwidth bound for the dVAE's code
+  // usage mean, (B*h*w, V) over rows, bench/ops). Each column still adds its rows in order r0 .. r1 - 1 from zero, so
+  // the result is the same bit for bit.
+  const float* base = x + (o * g.R + r0) * g.inner + c0;
+  int64_t c = 0;
+  for (; c + kStrip <= w; c += kStrip) {
+    v2d s[kStrip / 2] = {};
+    const float* row = base + c;
+    for (int64_t r = r0; r < r1; r++, row += g.inner) {
+      for (int q = 0; q < kStrip / 4; q++) {
+        v2d lo, hi;
+        widen4(row + 4 * q, &lo, &hi);
+        s[2 * q] += lo;
+        s[2 * q + 1] += hi;
+      }
+    }
+    memcpy(acc + c, s, sizeof s);
+  }
+  for (; c < w; c++) {
+    double s = 0;
+    const float* col = base + c;
+    for (int64_t r = r0; r < r1; r++, col += g.inner) s += (double)*col;
+    acc[c] = s;
+  }
+}
+
+// acc[c] (float64) = sum of x[r * inner + c] over rows r = 0 .. rows - 1 in order, for c < inner; rows stream past in
+// memory order and acc (8 KiB at inner 1024) stays in L1.
+void sum_rows(const float* x, int64_t rows, int64_t inner, double* acc) {
+  memset(acc, 0, sizeof(double) * inner);
+  const int64_t quads = inner / 4;
+  for (int64_t r = 0; r < rows; r++) {
+    const float* row = x + r * inner;
+    for (int64_t q = 0; q < quads; q++) {
+      v2d lo, hi, a, b;
+      widen4(row + 4 * q, &lo, &hi);
+      memcpy(&a, acc + 4 * q, sizeof a);
+      memcpy(&b, acc + 4 * q + 2, sizeof b);
+      a += lo;
+      b += hi;
+      memcpy(acc + 4 * q, &a, sizeof a);
+      memcpy(acc + 4 * q + 2, &b, sizeof b);
+    }
+    for (int64_t c = 4 * quads; c < inner; c++) acc[c] += (double)row[c];
   }
 }
 
@@ -189,16 +250,28 @@ Napi::Value Reduce(const Napi::CallbackInfo& info) {
   std::vector<double> psum(code == kSum ? nparts : 0);
   std::vector<float> pmax(code == kMax ? nparts : 0);
   std::vector<int32_t> parg(code == kMax ? nparts : 0);
+  if (code == kSum) {
+    // One task per (outer, R block), over every column: it reads one contiguous run of memory. (Tasks per column block
+    // read 1 KiB per row at a stride of whole rows, which the hardware prefetchers do not follow: measured 1.7x
+    // slower for the dVAE's code usage mean, bench/ops.) The sums per column are those of sum_block, bit for bit.
+    parallel_for(outer * g.nrb, task_grain(g.rb * inner), [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; t++) {
+        const int64_t o = t / g.nrb, blk = t % g.nrb;
+        const int64_t r0 = blk * g.rb, r1 = r0 + g.rb < R ? r0 + g.rb : R;
+        sum_rows(x + (o * R + r0) * inner, r1 - r0, inner, psum.data() + t * inner);
+      }
+    });
+  } else {
   parallel_for(tasks * g.nrb, task_grain(g.rb * g.cb), [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; t++) {
       const int64_t blk = t % g.nrb, rest = t / g.nrb;
       const int64_t o = rest / g.ncb, c0 = (rest % g.ncb) * g.cb, c1 = c0 + g.cb < inner ? c0 + g.cb : inner;
       const int64_t r0 = blk * g.rb, r1 = r0 + g.rb < R ? r0 + g.rb : R;
       const int64_t at = (o * g.nrb + blk) * inner + c0;
-      if (code == kSum) sum_block(x, g, o, r0, r1, c0, c1, psum.data() + at);
-      else max_block(x, g, o, r0, r1, c0, c1, pmax.data() + at, parg.data() + at);
+      max_block(x, g, o, r0, r1, c0, c1, pmax.data() + at, parg.data() + at);
     }
   });
+  }
   parallel_for(outer * inner, 1024, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; i++) {
       const int64_t o = i / inner, c = i % inner;
