@@ -105,6 +105,11 @@ export function backward(root: Tensor, gradient?: Tensor): void {
       }
       const inputGrads = t.gradFn.backward(g);
       const inputs = t.gradFn.inputs;
+      // Each map entry owns its tensor. g (t's entry, ours to dispose) may become the entry of one input instead of
+      // being copied (an add's backward returns g for both inputs, a bias add's for its matrix input), unless another
+      // returned gradient is a view of g's memory (an in-place accumulation into one would change the other).
+      let gTransferable = g !== gradient && g.dtype === 'f32' && g.isContiguous()
+        && !inputGrads.some((gx) => gx && gx !== g && gx.sharesStorageWith(g));
       const handedOut = new Set<Tensor>();
       for (let i = 0; i < inputs.length; i++) {
         const x = inputs[i];
@@ -115,21 +120,25 @@ export function backward(root: Tensor, gradient?: Tensor): void {
             `dalle: backward of '${t.gradFn.op}' gave a gradient ${shapeStr(gx.shape)} for input ${i} of shape ${shapeStr(x.shape)}`,
           );
         }
-        // Each map entry owns its tensor: a gradient returned twice, the incoming one, or a strided view is copied.
-        if (handedOut.has(gx) || gx === g || gx === gradient || !gx.isContiguous() || gx.dtype !== 'f32') {
+        const prev = grads.get(x);
+        const readable = gx.dtype === 'f32' && gx.isContiguous();
+        if (prev) {
+          // Accumulated into x's entry: a contiguous f32 gradient is only read, so it needs no copy of its own.
+          const src = readable ? gx : ownedCopy(gx);
+          addInPlace(prev, src);
+          if (src !== gx) src.dispose();
+          continue;
+        }
+        if (gx === g && gTransferable) {
+          gTransferable = false;
+        } else if (handedOut.has(gx) || gx === g || gx === gradient || !readable) {
           gx = ownedCopy(gx);
         }
         handedOut.add(gx);
-        const prev = grads.get(x);
-        if (prev) {
-          addInPlace(prev, gx);
-          gx.dispose();
-        } else {
-          grads.set(x, gx);
-        }
+        grads.set(x, gx);
       }
       for (const gx of inputGrads) if (gx && !handedOut.has(gx) && gx !== g && gx !== gradient) gx.dispose();
-      if (g !== gradient) g.dispose();
+      if (g !== gradient && !handedOut.has(g)) g.dispose();
     }
   });
 }

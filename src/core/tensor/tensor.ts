@@ -170,6 +170,11 @@ export class Tensor implements Disposable {
     return this.storageRef.address + this.offset * itemBytes(this.dtype);
   }
 
+  /** Whether this tensor and `other` are views of the same storage (an in-place write to one may change the other). */
+  sharesStorageWith(other: Tensor): boolean {
+    return this.storageRef === other.storageRef;
+  }
+
   isContiguous(): boolean {
     let expected = 1;
     for (let i = this.shape.length - 1; i >= 0; i--) {
