@@ -12,32 +12,90 @@ namespace {
 constexpr int kMaxRank = 8;
 
 // Copies a (shape) block whose elements sit at src + sum(i_d * src_strides[d]) to dst + sum(i_d * dst_strides[d]).
-// Strides are in elements. The innermost dimension is copied as a run when both strides are 1.
+// Strides are in elements. The innermost dimension is copied as a run when both strides are 1; a run longer than
+// kRunPiece is cut into pieces, so one long run (a contiguous copy after coalesce()) still uses every thread. Each
+// task finds its first row's offsets by division once, then steps the index like an odometer (a division per row
+// cost more than copying a 32-float row).
+constexpr int64_t kRunPiece = 1 << 14;
+
 template <class T>
 void strided_copy_rows(T* dst, const T* src, int rank, const int64_t* shape, const int64_t* dst_strides,
                        const int64_t* src_strides) {
   int64_t outer = 1;
   for (int d = 0; d + 1 < rank; d++) outer *= shape[d];
-  int64_t inner = rank ? shape[rank - 1] : 1;
-  int64_t ds = rank ? dst_strides[rank - 1] : 1, ss = rank ? src_strides[rank - 1] : 1;
-  parallel_for(outer, inner >= 4096 ? 1 : (4096 / (inner ? inner : 1)) + 1, [&](int64_t b, int64_t e) {
-    for (int64_t o = b; o < e; o++) {
-      int64_t rem = o, doff = 0, soff = 0;
-      for (int d = rank - 2; d >= 0; d--) {
-        int64_t i = rem % shape[d];
-        rem /= shape[d];
-        doff += i * dst_strides[d];
-        soff += i * src_strides[d];
-      }
+  const int64_t inner = rank ? shape[rank - 1] : 1;
+  const int64_t ds = rank ? dst_strides[rank - 1] : 1, ss = rank ? src_strides[rank - 1] : 1;
+  const bool runs = ds == 1 && ss == 1;
+  const int64_t pieces = runs && inner > kRunPiece ? (inner + kRunPiece - 1) / kRunPiece : 1;
+  const int64_t piece_len = (inner + pieces - 1) / pieces;
+  const int64_t grain = pieces > 1 ? 1 : (inner >= 4096 ? 1 : (4096 / (inner ? inner : 1)) + 1);
+  parallel_for(outer * pieces, grain, [&](int64_t b, int64_t e) {
+    int64_t idx[kMaxRank] = {0};
+    int64_t rem = b / pieces, doff = 0, soff = 0;
+    for (int d = rank - 2; d >= 0; d--) {
+      idx[d] = rem % shape[d];
+      rem /= shape[d];
+      doff += idx[d] * dst_strides[d];
+      soff += idx[d] * src_strides[d];
+    }
+    for (int64_t job = b; job < e; job++) {
+      const int64_t piece = job % pieces;
+      const int64_t lo = piece * piece_len, hi = lo + piece_len < inner ? lo + piece_len : inner;
       T* dp = dst + doff;
       const T* sp = src + soff;
-      if (ds == 1 && ss == 1) {
-        memcpy(dp, sp, inner * sizeof(T));
+      if (runs) {
+        if (hi > lo) memcpy(dp + lo, sp + lo, (hi - lo) * sizeof(T));
       } else {
         for (int64_t i = 0; i < inner; i++) dp[i * ds] = sp[i * ss];
       }
+      if (piece + 1 < pieces) continue;
+      for (int d = rank - 2; d >= 0; d--) {  // next row
+        doff += dst_strides[d];
+        soff += src_strides[d];
+        if (++idx[d] < shape[d]) break;
+        doff -= shape[d] * dst_strides[d];
+        soff -= shape[d] * src_strides[d];
+        idx[d] = 0;
+      }
     }
   });
+}
+
+// Drops size-1 dimensions and merges each dimension into the next one where both sides step over it as one run
+// (stride[d] == shape[d + 1] * stride[d + 1] in dst and in src): a contiguous copy becomes one run, a copy of rows
+// of a wider matrix a (rows, cols) block. Rewrites shape and strides in place; returns the new rank (>= 1).
+int coalesce(int rank, int64_t* shape, int64_t* dst_strides, int64_t* src_strides) {
+  int out = 0;
+  for (int d = 0; d < rank; d++) {
+    if (shape[d] == 1) continue;
+    shape[out] = shape[d];
+    dst_strides[out] = dst_strides[d];
+    src_strides[out] = src_strides[d];
+    out++;
+  }
+  if (out == 0) {
+    shape[0] = 1;
+    dst_strides[0] = src_strides[0] = 1;
+    return 1;
+  }
+  int merged = out - 1;  // working from the innermost dimension outwards
+  for (int d = out - 2; d >= 0; d--) {
+    if (dst_strides[d] == shape[merged] * dst_strides[merged] && src_strides[d] == shape[merged] * src_strides[merged]) {
+      shape[merged] *= shape[d];
+    } else {
+      merged--;
+      shape[merged] = shape[d];
+      dst_strides[merged] = dst_strides[d];
+      src_strides[merged] = src_strides[d];
+    }
+  }
+  const int n = out - merged;
+  for (int d = 0; d < n; d++) {
+    shape[d] = shape[merged + d];
+    dst_strides[d] = dst_strides[merged + d];
+    src_strides[d] = src_strides[merged + d];
+  }
+  return n;
 }
 
 // A transposing copy (the destination's last dimension is strided in the source, while another dimension p is
@@ -114,6 +172,12 @@ Napi::Value StridedCopy(const Napi::CallbackInfo& info) {
               (long long)item);
   if (n == 0) return info.Env().Undefined();
   DALLE_CHECK(dst && src, op, "null address for a non-empty copy of shape %s", shape_str(shape.data(), rank).c_str());
+  if (rank == 0) {  // a scalar: one element
+    shape.push_back(1);
+    ds.push_back(1);
+    ss.push_back(1);
+  }
+  rank = coalesce((int)shape.size(), shape.data(), ds.data(), ss.data());
   switch (item) {
     case 1: strided_copy((uint8_t*)dst, (const uint8_t*)src, rank, shape.data(), ds.data(), ss.data()); break;
     case 2: strided_copy((uint16_t*)dst, (const uint16_t*)src, rank, shape.data(), ds.data(), ss.data()); break;
