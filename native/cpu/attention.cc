@@ -134,6 +134,47 @@ inline void zero_outside(float* s, int64_t kb, int64_t ke, int64_t a, int64_t b)
   if (ke > b) memset(s + (b - kb), 0, (ke - b) * sizeof(float));
 }
 
+// Few query rows (KV-cached decoding: Tq = 1 with a row of a sparse layer mask) take the gathered path below instead of
+// the blocked GEMMs: a GEMM for one query row computes q k^T over the whole key range [lo, hi) (a column layer of the
+// prior allows about L + G of its L + i keys) and pays its packing for a single row. Here each row's allowed keys are
+// listed once (the mask is shared by every (b, h)), and each (b, h, row) computes only their dot products, the
+// softmax over them, and the weighted sum of their values.
+constexpr int64_t kGatherMaxRows = 4;
+
+// keys (Tq, Tk) i32 scratch: row i's allowed key indices in ascending order in keys[i * Tk, ...); returns nothing,
+// counts in count[i] (0 for a row with no allowed key).
+void list_allowed_keys(const Geometry& G, int32_t* keys, int32_t* count) {
+  for (int64_t i = 0; i < G.Tq; i++) {
+    int32_t* row = keys + i * G.Tk;
+    int32_t n = 0;
+    for (int64_t j = G.lo[i]; j < G.hi[i]; j++)
+      if (!G.mask || G.mask[i * G.Tk + j] != 0) row[n++] = (int32_t)j;
+    count[i] = n;
+  }
+}
+
+// One query row of one (b, h) over its n allowed keys (ascending indices `keys`): out (Dv) = softmax(scale q k^T) v,
+// *lse = log-sum-exp of the scores. s: n floats of scratch. Same arithmetic for any batch size and thread count.
+void gathered_row(const float* q, const float* k, int64_t kt, const float* v, int64_t vt, const int32_t* keys,
+                  int64_t n, int64_t D, int64_t Dv, float scale, float* s, float* out, float* lse) {
+  if (n == 0) {
+    memset(out, 0, Dv * sizeof(float));
+    *lse = -INFINITY;
+    return;
+  }
+  for (int64_t j = 0; j < n; j++) s[j] = scale * row_dot(q, k + keys[j] * kt, D);
+  const float m = row_max(s, n);
+  const float sum = row_exp(s, s, n, m, 1.0f);
+  const float inv = 1.0f / sum;
+  memset(out, 0, Dv * sizeof(float));
+  for (int64_t j = 0; j < n; j++) {
+    const float p = s[j] * inv;
+    const float* vr = v + keys[j] * vt;
+    for (int64_t e = 0; e < Dv; e++) out[e] += p * vr[e];
+  }
+  *lse = m + std::log(sum);
+}
+
 Geometry read_geometry(const Napi::CallbackInfo& info, size_t i, const char* op) {
   Geometry g{};
   g.B = arg_i64(info, i, op), g.H = arg_i64(info, i + 1, op), g.Tq = arg_i64(info, i + 2, op);
@@ -168,6 +209,38 @@ Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
   Buffer<int32_t> ranges(2 * Tq + 2 * Tk);
   G.lo = ranges.p, G.hi = G.lo + Tq, G.clo = G.hi + Tq, G.chi = G.clo + Tk;
   G.compute_ranges();
+
+  if (Tq <= kGatherMaxRows) {
+    Buffer<int32_t> keys(Tq * Tk + Tq);
+    int32_t* count = keys.p + Tq * Tk;
+    list_allowed_keys(G, keys.p, count);
+    int64_t work = 0;  // multiply-adds of one (b, h)
+    for (int64_t i = 0; i < Tq; i++) work += count[i] * (D + Dv);
+    const int64_t grain = 1 + (int64_t(1) << 15) / (work > 0 ? work : 1);  // tasks of about 32k multiply-adds
+    const size_t row_bytes = (size_t)(Tk > 0 ? Tk : 1) * sizeof(float);   // one row's scores
+    std::atomic<bool> no_memory{false};
+    parallel_for(BH, grain, [&](int64_t t0, int64_t t1) {
+      float* s;
+      try {  // nothing may throw inside a pool thread: report after the parallel region
+        s = static_cast<float*>(cache_alloc(row_bytes));
+      } catch (...) {
+        no_memory = true;
+        return;
+      }
+      for (int64_t bh = t0; bh < t1; bh++) {
+        const int64_t b = bh / G.H, h = bh % G.H;
+        const float* qb = q + b * qs.b + h * qs.h;
+        const float* kbp = k + b * ks.b + h * ks.h;
+        const float* vb = v + b * vs.b + h * vs.h;
+        for (int64_t i = 0; i < Tq; i++)
+          gathered_row(qb + i * qs.t, kbp, ks.t, vb, vs.t, keys.p + i * Tk, count[i], D, Dv, G.scale, s,
+                       out + (bh * Tq + i) * Dv, lse + bh * Tq + i);
+      }
+      cache_free(s, row_bytes);
+    });
+    DALLE_CHECK(!no_memory, op, "out of memory for a %zu-byte row of scores (Tk=%lld)", row_bytes, (long long)Tk);
+    return info.Env().Undefined();
+  }
 
   const int64_t nqb = (Tq + kBlock - 1) / kBlock;
   const size_t ws_bytes = (size_t)(kBlock * (Tk > 0 ? Tk : 1)) * sizeof(float);  // S, then P, of a query block

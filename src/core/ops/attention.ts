@@ -199,6 +199,11 @@ export const attentionOp = defineOp<AttentionAttrs>({
       c('causal Tq < Tk (KV cache) 5 of 33', [1, 2, 5, 33, 8, 4], { causal: true }),
       c('causal Tq > Tk (leading rows see nothing)', [1, 1, 9, 4, 4, 4], { causal: true }),
       c('long keys 3 x 1031', [1, 1, 3, 1031, 4, 4], {}),
+      // Tq <= 4 takes attention.cc's gathered path (the allowed keys listed per row): KV-cached decoding's shapes.
+      c('gathered: 1 query, masked, 3x5x1x37 d7 dv5', [3, 5, 1, 37, 7, 5], {}, true),
+      c('gathered: 1 query, causal, 2x3x1x300 d33 dv17', [2, 3, 1, 300, 33, 17], { causal: true }),
+      c('gathered: 4 queries, masked + causal, 2x3x4x41 d9 dv6', [2, 3, 4, 41, 9, 6], { causal: true, scale: 0.7 }, true),
+      c('blocked: 5 queries, masked, 2x2x5x41 d9 dv6', [2, 2, 5, 41, 9, 6], {}, true),
     ];
   },
 });
