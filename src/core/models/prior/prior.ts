@@ -307,7 +307,10 @@ export class Prior extends Module {
       const run = (y: Tensor): Tensor => block.forward(y, this.masks, cache ? { k: cache.k[i], v: cache.v[i], start } : undefined, this.residual, 2 * i);
       // Recomputation wraps the whole block, its two residual hooks included (fp16's per-resblock scale boundaries
       // are in the recomputed graph); a cached forward writes K/V, so it is never recomputed (it is noGrad anyway).
-      h = this.recompute && !cache ? checkpointed(run, [h]) : run(h);
+      // A cached forward (noGrad: nothing is kept for a backward) frees each block's temporaries as it ends, so the
+      // peak holds one block's, not all n_layers' (a batch-32 prefill held about 360 MB of them at prior-emoji sizes).
+      if (cache) h = tidy(() => run(h));
+      else h = this.recompute ? checkpointed(run, [h]) : run(h);
     });
     return this.lnF.forward(h);
   }

@@ -115,16 +115,17 @@ export interface PriorGenerationMemoryEstimate {
   readonly weightBytes: number;
   /** The KV cache: K and V (rows, H, L + N, D) fp32 per layer. */
   readonly cacheBytes: number;
-  /** The larger of the prefill's activations (the caption through every block) and a step's (copies of K/V). */
+  /** The larger of the prefill's temporaries (one block's at a time, plus every block's output) and a step's. */
   readonly transientBytes: number;
   readonly totalBytes: number;
 }
 
 /**
  * Peak memory of `dalle generate --batch B` (the prior part: createCache, prefill, one step per image token), in fp32
- * (generation has no 16-bit path on this engine). A prefill keeps about 16 (rows, L, C) and 3 (rows, L, 4C) tensors per
- * block until it returns; a step at the end of the sequence holds about two cache-sized copies of K and V (the cached
- * attention's inputs) plus the logits (rows, Vi). Calibrated like priorTrainingMemory; the test checks it.
+ * (generation has no 16-bit path on this engine). A prefill holds about 16 (rows, L, C) and 3 (rows, L, 4C) tensors of
+ * the block it runs (each block's are freed when it ends) and the output of every block; a step the same with one
+ * position, plus the logits (rows, Vi). The cached attention reads K and V in place (no copies). Calibrated like
+ * priorTrainingMemory; the test checks it.
  */
 export function priorGenerationMemory(
   m: Arch, batch: number, options: { condScale?: number; sizeClass?: SizeClassOf } = {},
@@ -137,8 +138,11 @@ export function priorGenerationMemory(
   const weightBytes = parameterSizes(m).reduce((a, n) => a + f32(1, n), 0);
   const cacheElements = rows * m.n_heads * S * m.head_dim; // one K or V buffer
   const cacheBytes = f32(2 * m.n_layers, cacheElements);
-  const prefill = m.n_layers * (f32(16, rows * L * C) + f32(3, rows * L * 4 * C) + f32(1, rows * m.n_heads * L * L));
-  const step = 2 * m.n_layers * 4 * cacheElements + f32(4, rows * m.image_vocab);
+  // A cached forward frees each block's temporaries when the block ends (prior.ts trunk): one block's at a time,
+  // plus every block's output (rows, T, C) until the forward returns.
+  const block = (T: number) => f32(16, rows * T * C) + f32(3, rows * T * 4 * C) + f32(1, rows * m.n_heads * T * T);
+  const prefill = f32(m.n_layers, rows * L * C) + block(L);
+  const step = f32(m.n_layers, rows * C) + f32(16, rows * C) + f32(3, rows * 4 * C) + f32(4, rows * m.image_vocab);
   const transientBytes = Math.max(prefill, step);
   return { rows, weightBytes, cacheBytes, transientBytes, totalBytes: weightBytes + cacheBytes + transientBytes };
 }
