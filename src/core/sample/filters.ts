@@ -69,48 +69,74 @@ export function tokenLogProb(logits: ArrayLike<number>, token: number): number {
 }
 
 /**
- * The filtered, renormalized distribution (V), zero outside the kept tokens. Throws a RangeError if a logit is NaN
- * (a broken model), since no token could then be chosen honestly.
+ * Reusable buffers of filteredProbs for a vocabulary of V: the generation loop samples B tokens per position, and fresh
+ * (V) arrays for each would be 3 allocations per token. Grows when a larger V comes.
  */
-export function filteredProbs(logits: ArrayLike<number>, options: SamplingOptions): Float64Array {
+export class SamplingScratch {
+  z = new Float64Array(0);
+  order = new Int32Array(0);
+  p = new Float64Array(0);
+
+  /** Buffers of at least V entries. */
+  fit(V: number): this {
+    if (this.z.length < V) {
+      this.z = new Float64Array(V);
+      this.order = new Int32Array(V);
+      this.p = new Float64Array(V);
+    }
+    return this;
+  }
+}
+
+/**
+ * The filtered, renormalized distribution (V), zero outside the kept tokens. Throws a RangeError if a logit is NaN
+ * (a broken model), since no token could then be chosen honestly. With `scratch`, the result is a view of its buffer,
+ * valid until its next use; without, a fresh array.
+ */
+export function filteredProbs(logits: ArrayLike<number>, options: SamplingOptions, scratch?: SamplingScratch): Float64Array {
   const V = logits.length;
   const { temperature, topK, topP } = options;
-  const z = new Float64Array(V);
+  const work = (scratch ?? new SamplingScratch()).fit(V);
+  const z = work.z;
   for (let i = 0; i < V; i++) {
     const v = logits[i];
     if (Number.isNaN(v)) throw new RangeError(`the model gave a NaN logit (token ${i} of ${V}); its weights are likely broken`);
     z[i] = v / temperature;
   }
   const needOrder = (topK > 0 && topK < V) || topP < 1;
-  // Token ids kept, in rank order when needOrder (else all of them, in id order).
-  const all = new Int32Array(V);
-  for (let i = 0; i < V; i++) all[i] = i;
-  let kept = all;
+  // Token ids kept: order[0, n) in rank order when needOrder; without filters all V tokens in id order (no order
+  // array: the loops below run r = i).
+  const order = work.order.subarray(0, V);
+  let n = V;
   if (needOrder) {
-    all.sort((a, b) => (z[b] - z[a]) || (a - b));
-    if (topK > 0 && topK < V) kept = all.subarray(0, topK);
+    for (let i = 0; i < V; i++) order[i] = i;
+    order.sort((a, b) => (z[b] - z[a]) || (a - b));
+    if (topK > 0 && topK < V) n = topK;
   }
+  const id = (r: number): number => (needOrder ? order[r] : r);
   // Softmax over the kept tokens (max subtracted; -Infinity logits get probability 0).
   let m = -Infinity;
-  for (const i of kept) if (z[i] > m) m = z[i];
+  for (let r = 0; r < n; r++) if (z[id(r)] > m) m = z[id(r)];
   if (m === -Infinity || m === Infinity) throw new RangeError(`the model gave no finite logit to sample from (max ${m})`);
-  const p = new Float64Array(V);
+  const p = work.p.subarray(0, V);
+  p.fill(0);
   let total = 0;
-  for (const i of kept) {
+  for (let r = 0; r < n; r++) {
+    const i = id(r);
     p[i] = Math.exp(z[i] - m);
     total += p[i];
   }
   if (topP < 1) {
     let cumulative = 0;
-    let n = 0;
-    while (n < kept.length) {
-      cumulative += p[kept[n]] / total;
-      n++;
+    let kept = 0;
+    while (kept < n) {
+      cumulative += p[id(kept)] / total;
+      kept++;
       if (cumulative >= topP) break;
     }
-    for (let r = n; r < kept.length; r++) p[kept[r]] = 0;
+    for (let r = kept; r < n; r++) p[id(r)] = 0;
     total = 0;
-    for (let r = 0; r < n; r++) total += p[kept[r]];
+    for (let r = 0; r < kept; r++) total += p[id(r)];
   }
   for (let i = 0; i < V; i++) p[i] /= total;
   return p;

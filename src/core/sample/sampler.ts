@@ -25,7 +25,7 @@
  */
 import { Device, Tensor, noGrad, tidy } from '../tensor';
 import type { Philox } from '../tensor/rng';
-import { SamplingOptions, filteredProbs, guideLogits, sampleFromProbs, tokenLogProb } from './filters';
+import { SamplingOptions, SamplingScratch, filteredProbs, guideLogits, sampleFromProbs, tokenLogProb } from './filters';
 
 /** The sizes the generation loop reads off a prior. */
 export interface PriorDims {
@@ -166,15 +166,18 @@ function* samplingLoop(dims: PriorDims, request: SampleRequest, options: SampleL
   for (let b = 0; b < B; b++) tokens.set(prefix.subarray(b * r, (b + 1) * r), b * N);
   const logLikelihood = new Float64Array(B);
 
-  // After each model call, logits (rows, V) of image position t -> the B sampled tokens at t.
+  // After each model call, logits (rows, V) of image position t -> the B sampled tokens at t. The filters' and the
+  // guidance's (V) buffers are reused from token to token (each token's are consumed before the next).
+  const scratch = new SamplingScratch().fit(V);
+  const guided64 = new Float64Array(guided ? V : 0);
   const choose = (logits: Float32Array, t: number): Int32Array => {
     if (logits.length !== rows * V) throw new RangeError(`sampleImageTokens: the prior returned ${logits.length} logits, expected rows * image_vocab = ${rows} * ${V}`);
     const chosen = new Int32Array(rows);
     for (let b = 0; b < B; b++) {
       const cond = logits.subarray(b * V, (b + 1) * V);
-      const guidedLogits = guided ? guideLogits(cond, logits.subarray((B + b) * V, (B + b + 1) * V), scale) : cond;
+      const guidedLogits = guided ? guideLogits(cond, logits.subarray((B + b) * V, (B + b + 1) * V), scale, guided64) : cond;
       const u = request.rngs[b].uniform();
-      const token = sampleFromProbs(filteredProbs(guidedLogits, options.sampling), u);
+      const token = sampleFromProbs(filteredProbs(guidedLogits, options.sampling, scratch), u);
       logLikelihood[b] += tokenLogProb(cond, token);
       tokens[b * N + t] = token;
       chosen[b] = token;
