@@ -3,10 +3,12 @@ image embeddings with row/column position embeddings, pre-norm blocks, the row/c
 LayerNorm, image head) at the same shapes, generating B x N image tokens with a KV cache: a prefill over the caption,
 then one step per token (one query against the cached keys, masked by its row of the layer's mask), sampling from
 softmax(logits) with torch.multinomial. Random weights: the time does not depend on their values.
-Prints JSON: {"tokens_per_s": best over REPS, "ms_per_step": ..., "torch": version}.
+Prints JSON: {"tokens_per_s": best over REPS, "ms_per_step": ..., "max_rss_mb": the process's peak resident memory,
+"torch": version}.
 Usage: python3 torch_generate.py N_LAYERS N_HEADS HEAD_DIM TEXT_LEN TEXT_VOCAB GRID IMAGE_VOCAB KERNEL BATCH THREADS REPS [DEVICE]
 DEVICE: cpu (default) or cuda (the caches, weights and sampling there; each generation ends with a synchronize)."""
 import json
+import resource
 import sys
 import time
 
@@ -107,4 +109,5 @@ with torch.inference_mode():
         model.generate(text)
         sync()
         best = min(best, time.perf_counter() - t0)
-print(json.dumps({'tokens_per_s': B * N / best, 'ms_per_step': best * 1e3 / N, 'torch': torch.__version__}))
+max_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+print(json.dumps({'tokens_per_s': B * N / best, 'ms_per_step': best * 1e3 / N, 'max_rss_mb': max_rss_mb, 'torch': torch.__version__}))
