@@ -126,10 +126,14 @@ function sparse(d: BenchDims, kind: MaskSpec['kind']): BenchCase {
   return { model: 'prior-emoji', name: `${kind} mask (B,H,T,hd)`, inputs: [f(c.heads), f(c.heads), f(c.heads)], attrs: { spec }, flops, trainFlops: 3.5 * flops };
 }
 
-function conv(d: BenchDims, name: string, B: number, cin: number, cout: number, hw: number, k: number): BenchCase {
+// inputGrad false: the step never asks for d input (the encoder's input conv reads the images), so fwd+bwd times
+// dw and db only, and the FLOP bound counts two forwards, not three.
+function conv(d: BenchDims, name: string, B: number, cin: number, cout: number, hw: number, k: number,
+  inputGrad = true): BenchCase {
+  const flops = 2 * B * cout * hw * hw * cin * k * k;
   return {
-    model: 'dvae-emoji', name, inputs: [f([B, cin, hw, hw]), f([cout, cin, k, k]), f([cout])], attrs: {},
-    flops: 2 * B * cout * hw * hw * cin * k * k,
+    model: 'dvae-emoji', name, inputs: [f([B, cin, hw, hw], { grad: inputGrad }), f([cout, cin, k, k]), f([cout])],
+    attrs: {}, flops, trainFlops: inputGrad ? 3 * flops : 2 * flops,
   };
 }
 
@@ -163,7 +167,7 @@ export const OP_BENCH_SHAPES: Record<string, Shapes> = {
     // The dVAE's convolutions with the most FLOPs per step (encoder and decoder; widths from n_hid).
     const v = d.dvae, h = v.nHid, r = v.res;
     return [
-      conv(d, 'input 7x7 3->h, 64 px', v.B, 3, h, r, 7),
+      conv(d, 'input 7x7 3->h, 64 px', v.B, 3, h, r, 7, false),
       conv(d, '3x3 h->h/4 resblock in, 64 px', v.B, h, h / 4, r, 3),
       conv(d, '3x3 bottleneck h/4, 64 px', v.B, h / 4, h / 4, r, 3),
       conv(d, '3x3 h/4->h resblock out, 64 px', v.B, h / 4, h, r, 3),
