@@ -12,6 +12,38 @@ namespace {
 constexpr int64_t kGrain = 1 << 15;
 constexpr int64_t kBlock = 1 << 14;  // sum-of-squares partials: one per block, summed in block order
 
+// The loops below are functions of restrict pointers and scalars passed by value: written inline in a lambda that
+// captures the scalars by reference, they stayed scalar code (a store through a float pointer might change a captured
+// float, so GCC neither hoists nor vectorizes). Each element's arithmetic is the same, so the results are the same bits.
+void axpy_range(int64_t n, float alpha, const float* __restrict x, float* __restrict y) {
+  for (int64_t i = 0; i < n; i++) y[i] += alpha * x[i];
+}
+
+void axpy_self_range(int64_t n, float alpha, float* __restrict y) {
+  for (int64_t i = 0; i < n; i++) y[i] += alpha * y[i];
+}
+
+void scale_range(int64_t n, float alpha, float* __restrict x) {
+  for (int64_t i = 0; i < n; i++) x[i] *= alpha;
+}
+
+struct AdamWConstants {
+  float b1, b2, bc1, bc2, lr, eps, wd, gscale;
+};
+
+void adamw_range(int64_t n, const AdamWConstants k, float* __restrict p, const float* __restrict g, float* __restrict m,
+                 float* __restrict v) {
+  for (int64_t i = 0; i < n; i++) {
+    float gi = g[i] * k.gscale;
+    float mi = k.b1 * m[i] + (1.0f - k.b1) * gi;
+    float vi = k.b2 * v[i] + (1.0f - k.b2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    float update = (mi * k.bc1) / (std::sqrt(vi * k.bc2) + k.eps);
+    p[i] -= k.lr * (update + k.wd * p[i]);
+  }
+}
+
 // axpy(n, alpha, x, y): y += alpha * x
 Napi::Value Axpy(const Napi::CallbackInfo& info) {
   const char* op = "axpy";
@@ -20,9 +52,13 @@ Napi::Value Axpy(const Napi::CallbackInfo& info) {
   const float* x = arg_data<const float>(info, 2, op);
   float* y = arg_data<float>(info, 3, op);
   DALLE_CHECK(n >= 0 && (n == 0 || (x && y)), op, "bad arguments: n=%lld", (long long)n);
-  parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; i++) y[i] += alpha * x[i];
-  });
+  DALLE_CHECK(x == y || x + n <= y || y + n <= x, op, "x and y overlap without being the same vector (n=%lld)",
+              (long long)n);
+  if (x == y) {  // y += alpha * y (a gradient added to itself): axpy_range's pointers must not alias
+    parallel_for(n, kGrain, [&](int64_t b, int64_t e) { axpy_self_range(e - b, alpha, y + b); });
+    return info.Env().Undefined();
+  }
+  parallel_for(n, kGrain, [&](int64_t b, int64_t e) { axpy_range(e - b, alpha, x + b, y + b); });
   return info.Env().Undefined();
 }
 
@@ -33,9 +69,7 @@ Napi::Value Scale(const Napi::CallbackInfo& info) {
   float alpha = (float)arg_f64(info, 1, op);
   float* x = arg_data<float>(info, 2, op);
   DALLE_CHECK(n >= 0 && (n == 0 || x), op, "bad arguments: n=%lld", (long long)n);
-  parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; i++) x[i] *= alpha;
-  });
+  parallel_for(n, kGrain, [&](int64_t b, int64_t e) { scale_range(e - b, alpha, x + b); });
   return info.Env().Undefined();
 }
 
@@ -77,18 +111,8 @@ Napi::Value AdamW(const Napi::CallbackInfo& info) {
   DALLE_CHECK(step >= 1, op, "step must be >= 1 (bias correction), got %lld", (long long)step);
   const float bc1 = (float)(1.0 / (1.0 - std::pow(b1, (double)step)));
   const float bc2 = (float)(1.0 / (1.0 - std::pow(b2, (double)step)));
-  const float fb1 = (float)b1, fb2 = (float)b2, flr = (float)lr, feps = (float)eps, fwd = (float)wd, fgs = (float)gscale;
-  parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; i++) {
-      float gi = g[i] * fgs;
-      float mi = fb1 * m[i] + (1.0f - fb1) * gi;
-      float vi = fb2 * v[i] + (1.0f - fb2) * gi * gi;
-      m[i] = mi;
-      v[i] = vi;
-      float update = (mi * bc1) / (std::sqrt(vi * bc2) + feps);
-      p[i] -= flr * (update + fwd * p[i]);
-    }
-  });
+  const AdamWConstants k{(float)b1, (float)b2, bc1, bc2, (float)lr, (float)eps, (float)wd, (float)gscale};
+  parallel_for(n, kGrain, [&](int64_t b, int64_t e) { adamw_range(e - b, k, p + b, g + b, m + b, v + b); });
   return info.Env().Undefined();
 }
 
