@@ -1,4 +1,4 @@
-// The training loop's vector kernels (native/cpu/blas1.cc: adamw, axpy, scale) against a plain reference that rounds
+// The training loop's vector kernels (native/cpu/blas1.cc: adamw, axpy, scale, sumSquares) against a plain reference that rounds
 // to float32 after every operation as the C++ does (Math.fround over float64 is exact for +, -, *, / and sqrt of
 // float32 values), so the vectorized loops must give the reference's bits. Odd sizes over several thread chunks, 1 and
 // 2 threads; axpy of a vector onto itself (autograd adds a gradient to itself) and a partial overlap (refused).
@@ -86,6 +86,30 @@ describe('training vector kernels (blas1)', () => {
         const wantScale = Float32Array.from(x, (xi) => f(xi * alpha));
         onDevice([x], ([xa]) => kernel('scale')(n, alpha, xa));
         assertSameBits(x, wantScale, `scale, n ${n}, ${threads} threads`);
+      }
+    }
+  });
+
+  it('sumSquares adds in its fixed order (blocks of 16384, 8 interleaved float64 sums each): same bits on 1 and 2 threads', () => {
+    const rng = new Philox(0x55);
+    for (const n of [...sizes, 3 * 16384 + 5]) {
+      const x = randomF32(rng, n, 5);
+      let want = 0;
+      for (let lo = 0; lo < n; lo += 16384) {
+        const acc = [0, 0, 0, 0, 0, 0, 0, 0];
+        const hi = Math.min(lo + 16384, n);
+        let i = lo;
+        for (; i + 8 <= hi; i += 8) for (let k = 0; k < 8; k++) acc[k] += x[i + k] * x[i + k];
+        for (let k = 0; i < hi; i++, k++) acc[k] += x[i] * x[i];
+        want += ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+      }
+      for (const threads of [1, 2]) {
+        native.setThreads(threads);
+        let got = NaN;
+        onDevice([x], ([xa]) => {
+          got = kernel('sumSquares')(n, xa) as number;
+        });
+        assert.strictEqual(got, want, `sumSquares, n ${n}, ${threads} threads`);
       }
     }
   });
