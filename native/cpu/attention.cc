@@ -23,7 +23,12 @@
 #include <cmath>
 #include <cstring>
 
+#if defined(DALLE_X86)
+#include <immintrin.h>
+#endif
+
 #include "allocator.h"
+#include "cpu_features.h"
 #include "gemm.h"
 #include "napi_util.h"
 #include "threadpool.h"
@@ -175,6 +180,54 @@ void gathered_row(const float* q, const float* k, int64_t kt, const float* v, in
   *lse = m + std::log(sum);
 }
 
+#if defined(DALLE_X86)
+// gathered_row with AVX-512 dot products and value sums (this file is built for the baseline ISA; the decode step
+// spends most of its attention time here, so this one function is compiled for AVX-512 and picked at run time).
+// Each score is one 16-lane accumulation over D and a horizontal sum; each output lane sums p_j v_j in key order.
+__attribute__((target("avx512f,fma"))) void gathered_row_avx512(const float* q, const float* k, int64_t kt,
+                                                                const float* v, int64_t vt, const int32_t* keys,
+                                                                int64_t n, int64_t D, int64_t Dv, float scale,
+                                                                float* s, float* out, float* lse) {
+  if (n == 0) {
+    memset(out, 0, Dv * sizeof(float));
+    *lse = -INFINITY;
+    return;
+  }
+  const int64_t Df = D & ~int64_t(15), Dvf = Dv & ~int64_t(15);
+  const __mmask16 dtail = (__mmask16)((1u << (D - Df)) - 1), vtail = (__mmask16)((1u << (Dv - Dvf)) - 1);
+  for (int64_t j = 0; j < n; j++) {
+    const float* kr = k + keys[j] * kt;
+    __m512 acc = _mm512_setzero_ps();
+    int64_t d = 0;
+    for (; d < Df; d += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + d), _mm512_loadu_ps(kr + d), acc);
+    if (dtail) acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(dtail, q + d), _mm512_maskz_loadu_ps(dtail, kr + d), acc);
+    s[j] = scale * _mm512_reduce_add_ps(acc);
+  }
+  const float m = row_max(s, n);
+  const float sum = row_exp(s, s, n, m, 1.0f);
+  const float inv = 1.0f / sum;
+  for (int64_t j = 0; j < n; j++) s[j] *= inv;
+  for (int64_t e = 0; e < Dv; e += 16) {
+    const __mmask16 lanes = e < Dvf ? (__mmask16)0xFFFF : vtail;
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t j = 0; j < n; j++)
+      acc = _mm512_fmadd_ps(_mm512_set1_ps(s[j]), _mm512_maskz_loadu_ps(lanes, v + keys[j] * vt + e), acc);
+    _mm512_mask_storeu_ps(out + e, lanes, acc);
+  }
+  *lse = m + std::log(sum);
+}
+#endif
+
+// The row kernel for the active ISA.
+using GatheredRowFn = void (*)(const float*, const float*, int64_t, const float*, int64_t, const int32_t*, int64_t,
+                               int64_t, int64_t, float, float*, float*, float*);
+GatheredRowFn gathered_row_kernel() {
+#if defined(DALLE_X86)
+  if (active_isa() == Isa::Avx512) return &gathered_row_avx512;
+#endif
+  return &gathered_row;
+}
+
 Geometry read_geometry(const Napi::CallbackInfo& info, size_t i, const char* op) {
   Geometry g{};
   g.B = arg_i64(info, i, op), g.H = arg_i64(info, i + 1, op), g.Tq = arg_i64(info, i + 2, op);
@@ -219,6 +272,7 @@ Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
     const int64_t grain = 1 + (int64_t(1) << 15) / (work > 0 ? work : 1);  // tasks of about 32k multiply-adds
     const size_t row_bytes = (size_t)(Tk > 0 ? Tk : 1) * sizeof(float);   // one row's scores
     std::atomic<bool> no_memory{false};
+    const GatheredRowFn row_kernel = gathered_row_kernel();
     parallel_for(BH, grain, [&](int64_t t0, int64_t t1) {
       float* s;
       try {  // nothing may throw inside a pool thread: report after the parallel region
@@ -233,7 +287,7 @@ Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
         const float* kbp = k + b * ks.b + h * ks.h;
         const float* vb = v + b * vs.b + h * vs.h;
         for (int64_t i = 0; i < Tq; i++)
-          gathered_row(qb + i * qs.t, kbp, ks.t, vb, vs.t, keys.p + i * Tk, count[i], D, Dv, G.scale, s,
+          row_kernel(qb + i * qs.t, kbp, ks.t, vb, vs.t, keys.p + i * Tk, count[i], D, Dv, G.scale, s,
                        out + (bh * Tq + i) * Dv, lse + bh * Tq + i);
       }
       cache_free(s, row_bytes);
