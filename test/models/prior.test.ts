@@ -204,8 +204,9 @@ describe('prior model', () => {
     const full = noGrad(() => tidy(() =>
       model.forward(Tensor.from(text, [B, 5], 'i32'), Tensor.from(image, [B, N], 'i32')).imageLogits.toArray() as Float32Array));
     const fullAt = (b: number, i: number) => full.subarray((b * N + i) * 11, (b * N + i + 1) * 11);
-    for (const prefix of [0, 4]) {
-      const cache = model.createCache(B);
+    // fuse: the cache's one (3C, C) q/k/v projection (the default) or the three Linear layers.
+    for (const [prefix, fuse] of [[0, true], [4, true], [0, false]] as const) {
+      const cache = model.createCache(B, fuse);
       try {
         const steps: Float32Array[] = [];
         const pre = new Int32Array(B * prefix);
@@ -221,7 +222,7 @@ describe('prior model', () => {
         steps.forEach((s, k) => {
           for (let b = 0; b < B; b++) {
             const d = maxAbsDiff(s.subarray(b * 11, (b + 1) * 11), fullAt(b, prefix + k));
-            assert.ok(d < 1e-5, `prefix ${prefix}, image token ${prefix + k}, batch ${b}: cached logits differ by ${d}`);
+            assert.ok(d < 1e-5, `prefix ${prefix}, fused q/k/v ${fuse}, image token ${prefix + k}, batch ${b}: cached logits differ by ${d}`);
           }
         });
         assert.throws(() => model.step(cache, Tensor.from(new Int32Array(B), [B], 'i32')), /no next token/);

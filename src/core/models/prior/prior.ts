@@ -17,14 +17,15 @@
  *   position predicts image token 0, image position i predicts image token i + 1. So a forward over a caption and n
  *   image tokens runs T = L + n - 1 positions (the last image token is only a target).
  *
- * KV cache (generation): createCache(B) preallocates K and V (B, H, L + N, D) per layer; prefill(cache, text,
+ * KV cache (generation): createCache(B) preallocates K and V (B, H, L + N, D) per layer (and copies each layer's
+ * q/k/v weights into one (3C, C) projection, one GEMM a step instead of three); prefill(cache, text,
  * prefix?) runs the positions of the caption (and an image prefix) and returns the logits of the next image token;
  * step(cache, tokens) appends one image token and returns the logits of the one after it. Each cached query attends to
  * exactly the keys its row of the layer's mask allows, so the logits equal the full forward's (test/models/prior).
  */
 import { Module, normalInit } from '../../nn/module';
 import { Embedding, LayerNorm, Linear } from '../../nn/layers';
-import { add, crossEntropy, gelu, permute, reshape, scale, slice, concat, embedding } from '../../ops';
+import { add, crossEntropy, gelu, matmul, permute, reshape, scale, slice, concat, embedding } from '../../ops';
 import { Device, Philox, Tensor, checkpointed, keep, noGrad, shapeStr, tidy } from '../../tensor';
 import type { PriorConfig } from '../../config/schemas/prior';
 import { PriorMasks, priorCachedAttention, priorSelfAttention } from './attention';
@@ -88,12 +89,34 @@ class Attention extends Module {
     return permute(reshape(x, [B, T, this.H, this.C / this.H]), [0, 2, 1, 3]);
   }
 
-  /** x (B, T, C) -> (B, T, C). With a cache, the T positions start at `start` and their K/V are written into it. */
-  forward(x: Tensor, masks: PriorMasks, kind: MaskKind, cache?: { k: Tensor; v: Tensor; start: number }): Tensor {
+  /**
+   * The q, k and v projections as one (3C, C) weight and (3C) bias (rows q, then k, then v), or null without biases.
+   * A KV cache keeps them for its generation, so a step runs one GEMM and one bias add instead of three of each.
+   */
+  fusedQkv(): { weight: Tensor; bias: Tensor } | null {
+    const [q, k, v] = [this.q, this.k, this.v];
+    if (!q.bias || !k.bias || !v.bias) return null;
+    return noGrad(() => ({ weight: concat([q.weight, k.weight, v.weight], 0), bias: concat([q.bias!, k.bias!, v.bias!], 0) }));
+  }
+
+  /** (B, T, C) -> q, k, v (B, H, T, D) each: views of the projections (attention and writeCache read them in place). */
+  private projections(x: Tensor, fused?: { weight: Tensor; bias: Tensor }): [Tensor, Tensor, Tensor] {
+    if (!fused) return [this.heads(this.q.forward(x)), this.heads(this.k.forward(x)), this.heads(this.v.forward(x))];
+    const [B, T] = x.shape;
+    const H = this.H;
+    const qkv = add(matmul(x, fused.weight, { transB: true }), fused.bias); // (B, T, 3C)
+    const heads = permute(reshape(qkv, [B, T, 3 * H, this.C / H]), [0, 2, 1, 3]); // (B, 3H, T, D)
+    const part = (i: number) => slice(heads, [[0, B], [i * H, (i + 1) * H]]);
+    return [part(0), part(1), part(2)];
+  }
+
+  /**
+   * x (B, T, C) -> (B, T, C). With a cache, the T positions start at `start` and their K/V are written into it (and
+   * its fused q/k/v projection is used when it has one: the same dot products, in one GEMM).
+   */
+  forward(x: Tensor, masks: PriorMasks, kind: MaskKind, cache?: LayerCache): Tensor {
     const [B, T, C] = x.shape;
-    const q = this.heads(this.q.forward(x)); // (B, H, T, D)
-    const k = this.heads(this.k.forward(x));
-    const v = this.heads(this.v.forward(x));
+    const [q, k, v] = this.projections(x, cache?.qkv ?? undefined); // (B, H, T, D) each
     let o: Tensor; // (B, H, T, D)
     if (cache) {
       const end = cache.start + T;
@@ -107,6 +130,14 @@ class Attention extends Module {
     }
     return this.proj.forward(reshape(permute(o, [0, 2, 1, 3]), [B, T, C]));
   }
+}
+
+/** One layer's part of a PriorKvCache for a forward starting at position `start`. */
+interface LayerCache {
+  k: Tensor;
+  v: Tensor;
+  start: number;
+  qkv?: { weight: Tensor; bias: Tensor } | null;
 }
 
 /** cache[:, :, start:start+T] = x, x (B, H, T, D) (any strides), cache (B', H, Tmax, D) contiguous, B <= B'. */
@@ -157,7 +188,7 @@ class Block extends Module {
   }
 
   /** Resblocks r (attention) and r + 1 (MLP), each x + f(x) through `residual` (mixed precision: train/precision). */
-  forward(x: Tensor, masks: PriorMasks, cache?: { k: Tensor; v: Tensor; start: number }, residual: ResidualHook = plainResidual, r = 0): Tensor {
+  forward(x: Tensor, masks: PriorMasks, cache?: LayerCache, residual: ResidualHook = plainResidual, r = 0): Tensor {
     const h = residual.resblock(r, x, (y) => this.attn.forward(this.ln1.forward(y), masks, this.kind, cache));
     return residual.resblock(r + 1, h, (y) => this.mlp.forward(this.ln2.forward(y)));
   }
@@ -167,6 +198,11 @@ class Block extends Module {
 export class PriorKvCache {
   readonly k: Tensor[] = [];
   readonly v: Tensor[] = [];
+  /**
+   * Per layer, its q/k/v projection weights fused ((3C, C) and (3C)), copied when the cache is made (the weights do
+   * not change during a generation); null where a layer has none (createCache(batch, false), or no biases).
+   */
+  readonly qkv: Array<{ weight: Tensor; bias: Tensor } | null> = [];
   /** Positions filled (text, then image tokens). */
   length = 0;
 
@@ -184,6 +220,7 @@ export class PriorKvCache {
 
   dispose(): void {
     for (const t of [...this.k, ...this.v]) t.dispose();
+    for (const f of this.qkv) if (f) for (const t of [f.weight, f.bias]) t.dispose();
   }
 }
 
@@ -257,6 +294,14 @@ export class Prior extends Module {
     this.colIndex = keep(Tensor.from(cols, [G * G], 'i32'));
   }
 
+  /**
+   * Where the weights are: the index tables move with them (to()). Module's getter walks every parameter's dotted
+   * name, and the generation loop asks once per token.
+   */
+  override get device(): Device {
+    return this.rowIndex.device;
+  }
+
   /** N = G^2 image positions. */
   get imageLen(): number {
     return this.gridSide * this.gridSide;
@@ -304,7 +349,8 @@ export class Prior extends Module {
   private trunk(x: Tensor, cache?: PriorKvCache, start = 0): Tensor {
     let h = x;
     this.blocks.forEach((block, i) => {
-      const run = (y: Tensor): Tensor => block.forward(y, this.masks, cache ? { k: cache.k[i], v: cache.v[i], start } : undefined, this.residual, 2 * i);
+      const layer = cache ? { k: cache.k[i], v: cache.v[i], start, qkv: cache.qkv[i] } : undefined;
+      const run = (y: Tensor): Tensor => block.forward(y, this.masks, layer, this.residual, 2 * i);
       // Recomputation wraps the whole block, its two residual hooks included (fp16's per-resblock scale boundaries
       // are in the recomputed graph); a cached forward writes K/V, so it is never recomputed (it is noGrad anyway).
       // A cached forward (noGrad: nothing is kept for a backward) frees each block's temporaries as it ends, so the
@@ -351,9 +397,21 @@ export class Prior extends Module {
     return { loss, textLoss, imageLoss };
   }
 
-  /** K/V buffers for `batch` sequences of up to L + N positions. Dispose it when done. */
-  createCache(batch: number): PriorKvCache {
-    return new PriorKvCache(batch, this.nLayers, this.nHeads, this.seqLen, this.headDim, this.rowIndex.device);
+  /**
+   * K/V buffers for `batch` sequences of up to L + N positions, and each layer's fused q/k/v projection (3 C^2 + 3 C
+   * floats a layer; fuseQkv false: none, each projection on its own). Dispose it when done.
+   */
+  createCache(batch: number, fuseQkv = true): PriorKvCache {
+    const cache = new PriorKvCache(batch, this.nLayers, this.nHeads, this.seqLen, this.headDim, this.device);
+    for (const block of this.blocks) {
+      const fused = fuseQkv ? block.attn.fusedQkv() : null;
+      if (fused) {
+        keep(fused.weight);
+        keep(fused.bias);
+      }
+      cache.qkv.push(fused);
+    }
+    return cache;
   }
 
   /**

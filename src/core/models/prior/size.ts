@@ -113,7 +113,7 @@ export interface PriorGenerationMemoryEstimate {
   readonly rows: number;
   /** fp32 weights (no gradients, no optimizer). */
   readonly weightBytes: number;
-  /** The KV cache: K and V (rows, H, L + N, D) fp32 per layer. */
+  /** The KV cache: K and V (rows, H, L + N, D) fp32 per layer, and its fused q/k/v weights (3C, C) and biases. */
   readonly cacheBytes: number;
   /** The larger of the prefill's temporaries (one block's at a time, plus every block's output) and a step's. */
   readonly transientBytes: number;
@@ -137,7 +137,8 @@ export function priorGenerationMemory(
   const S = L + m.image_grid * m.image_grid;
   const weightBytes = parameterSizes(m).reduce((a, n) => a + f32(1, n), 0);
   const cacheElements = rows * m.n_heads * S * m.head_dim; // one K or V buffer
-  const cacheBytes = f32(2 * m.n_layers, cacheElements);
+  // K and V, plus each layer's fused q/k/v projection (prior.ts createCache: a (3C, C) weight and a (3C) bias).
+  const cacheBytes = f32(2 * m.n_layers, cacheElements) + m.n_layers * (f32(1, 3 * C * C) + f32(1, 3 * C));
   // A cached forward frees each block's temporaries when the block ends (prior.ts trunk): one block's at a time,
   // plus every block's output (rows, T, C) until the forward returns.
   const block = (T: number) => f32(16, rows * T * C) + f32(3, rows * T * 4 * C) + f32(1, rows * m.n_heads * T * T);
