@@ -5,6 +5,7 @@
 import * as assert from 'node:assert';
 import { native } from '../../src/core/native';
 import { Philox } from '../../src/core/tensor';
+import { contiguousStrides } from '../../src/core/tensor/tensor';
 
 type Case = { shape: number[]; dst: number[]; src: number[]; dstSpan: number; srcSpan: number };
 
@@ -13,15 +14,6 @@ function span(shape: readonly number[], strides: readonly number[]): number {
   return shape.reduce((acc, d, i) => acc + (d - 1) * strides[i], 0) + 1;
 }
 
-function contiguousStrides(shape: readonly number[]): number[] {
-  const s = new Array<number>(shape.length);
-  let acc = 1;
-  for (let d = shape.length - 1; d >= 0; d--) {
-    s[d] = acc;
-    acc *= shape[d];
-  }
-  return s;
-}
 
 /** Source: a contiguous buffer of a bigger shape, permuted, every dimension stepped by 1 or 2. Destination: contiguous
  * or every dimension padded (a slice of a bigger buffer). */
