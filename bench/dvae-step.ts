@@ -6,10 +6,9 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { dvaeConfig, resolveConfig } from '../src/core/config';
-import { Dvae, dvaeLoss } from '../src/core/models/dvae';
 import { native } from '../src/core/native';
-import { Philox, backward, keep, noGrad, randUniform, tidy, zeroGrad } from '../src/core/tensor';
-import { AdamW } from '../src/core/train/adamw';
+import { noGrad, tidy } from '../src/core/tensor';
+import { dvaeStepBench } from './dvae-step-setup';
 
 const ROOT = path.join(__dirname, '..', '..');
 const JEMALLOC = '/usr/lib/x86_64-linux-gnu/libjemalloc.so.2';
@@ -52,17 +51,9 @@ function main(): void {
   const res = config.data.resolution;
   const B = config.train.batch_size;
 
-  const model = new Dvae(config, { seed: 0 });
-  const params = model.namedParameters().map(([name, tensor]) => ({ name, tensor }));
-  const opt = new AdamW([{ params }], { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 1e-4 });
-  const rng = new Philox(1);
-  const x = keep(randUniform(rng, [B, 3, res, res]));
-  const step = () =>
-    tidy(() => {
-      zeroGrad(opt.parameters);
-      backward(dvaeLoss(model, x, { tau: 0.5, beta: 1, rng }).loss);
-      opt.update();
-    });
+  const bench = dvaeStepBench(config);
+  const { model, x } = bench;
+  const step = bench.step;
   const stepMs = bestMs(step, reps);
   const encodeMs = bestMs(() => tidy(() => void noGrad(() => model.encode(x))), reps);
 
@@ -77,9 +68,7 @@ function main(): void {
   console.log(`                    ours        PyTorch ${ref.torch}   ratio`);
   console.log(`training step ms    ${stepMs.toFixed(1).padStart(8)}    ${ref.step_ms.toFixed(1).padStart(8)}            ${(stepMs / ref.step_ms).toFixed(2)}  (< 1: ours faster)`);
   console.log(`encode images/s     ${ours.encode_images_per_s.toFixed(0).padStart(8)}    ${ref.encode_images_per_s.toFixed(0).padStart(8)}            ${(ours.encode_images_per_s / ref.encode_images_per_s).toFixed(2)}  (> 1: ours faster)`);
-  opt.dispose();
-  model.dispose();
-  x.dispose();
+  bench.dispose();
 }
 
 main();

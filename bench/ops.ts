@@ -14,15 +14,14 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { dvaeConfig, priorConfig, resolveConfig } from '../src/core/config';
-import { Dvae, dvaeLoss } from '../src/core/models/dvae';
 import { native } from '../src/core/native';
 import '../src/core/ops';
-import { Philox, backward, keep, randUniform, registeredOps, tidy, zeroGrad } from '../src/core/tensor';
-import { AdamW } from '../src/core/train/adamw';
+import { registeredOps } from '../src/core/tensor';
 import { FULL_TIMING, OpBenchRow, QUICK_TIMING, benchOps, furthestFromBound, markdownTable, sortByTimeShare } from './lib/op-bench';
 import { OpCalls, countOpCalls } from './lib/op-calls';
 import { measureMachinePeaks } from './lib/machine-peaks';
 import { BenchModel, OP_BENCH_SHAPES, dimsFromConfigs } from './ops-shapes';
+import { dvaeStepBench } from './dvae-step-setup';
 import { priorStepBench } from './prior-step-setup';
 
 const ROOT = path.join(__dirname, '..', '..');
@@ -80,29 +79,16 @@ function priorStep(): StepProfile {
   }
 }
 
-/** One dvae-emoji training step (as bench/dvae-step.ts: forward, loss, backward, AdamW) counted, then one timed. */
+/** One dvae-emoji training step (bench/dvae-step-setup.ts: forward, loss, backward, AdamW) counted, then one timed. */
 function dvaeStep(): StepProfile {
-  const config = resolveConfig(dvaeConfig, { file: path.join(ROOT, 'configs', 'dvae-emoji.yaml') });
-  const model = new Dvae(config, { seed: 0 });
-  const opt = new AdamW([{ params: model.namedParameters().map(([name, tensor]) => ({ name, tensor })) }],
-    { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 1e-4 });
-  const rng = new Philox(1);
-  const res = config.data.resolution;
-  const x = keep(randUniform(rng, [config.train.batch_size, 3, res, res]));
-  const step = () => tidy(() => {
-    zeroGrad(opt.parameters);
-    backward(dvaeLoss(model, x, { tau: 0.5, beta: 1, rng }).loss);
-    opt.update();
-  });
+  const bench = dvaeStepBench(resolveConfig(dvaeConfig, { file: path.join(ROOT, 'configs', 'dvae-emoji.yaml') }));
   try {
-    const calls = countOpCalls(registeredOps(), step);
+    const calls = countOpCalls(registeredOps(), bench.step);
     const t0 = process.hrtime.bigint();
-    step();
+    bench.step();
     return { calls, stepMs: Number(process.hrtime.bigint() - t0) / 1e6 };
   } finally {
-    opt.dispose();
-    model.dispose();
-    x.dispose();
+    bench.dispose();
   }
 }
 

@@ -3,10 +3,16 @@
 #include <cmath>
 #include <cstring>
 
+#include "cpu_features.h"
 #include "napi_util.h"
 #include "threadpool.h"
 
 namespace dalle {
+
+// copy_avx512.cc, copy_avx2.cc: dst[i * dst_ld + j] = src[j * src_ld + i] for i, j < 16 (8), 4-byte items.
+void transpose16x16_b32_avx512(const uint32_t* src, int64_t src_ld, uint32_t* dst, int64_t dst_ld);
+void transpose8x8_b32_avx2(const uint32_t* src, int64_t src_ld, uint32_t* dst, int64_t dst_ld);
+
 namespace {
 
 constexpr int kMaxRank = 8;
@@ -100,7 +106,9 @@ int coalesce(int rank, int64_t* shape, int64_t* dst_strides, int64_t* src_stride
 
 // A transposing copy (the destination's last dimension is strided in the source, while another dimension p is
 // contiguous there, as after permute): copied in 32x32 tiles of (p, last) so that both sides are read and written
-// along cache lines, instead of one strided element at a time.
+// along cache lines, instead of one strided element at a time. Whole tiles of 4-byte items are transposed in
+// registers (copy_avx512.cc, copy_avx2.cc): the dVAE's code logits (16, 256, 1024) -> (16, 1024, 256) took 4.0 ms
+// with the scalar loop and 0.83 ms so (40 GB/s, 2 threads).
 template <class T>
 bool strided_copy_tiled(T* dst, const T* src, int rank, const int64_t* shape, const int64_t* dst_strides,
                         const int64_t* src_strides) {
@@ -118,6 +126,8 @@ bool strided_copy_tiled(T* dst, const T* src, int rank, const int64_t* shape, co
     if (d != p) outer *= shape[d];
   const int64_t sp_stride = src_strides[p], dp_stride = dst_strides[p];
   const int64_t sl_stride = src_strides[rank - 1];
+  // 4-byte items in whole tiles move as 16 x 16 (AVX-512) or 8 x 8 (AVX2) register transposes; 0: the scalar loop.
+  const int64_t block = active_isa() == Isa::Avx512 ? 16 : active_isa() == Isa::Avx2 ? 8 : 0;
   parallel_for(outer * tiles_p, 1, [&](int64_t b, int64_t e) {
     for (int64_t job = b; job < e; job++) {
       int64_t o = job / tiles_p, tp = job % tiles_p;
@@ -132,6 +142,16 @@ bool strided_copy_tiled(T* dst, const T* src, int rank, const int64_t* shape, co
       const int64_t p0 = tp * kTile, p1 = p0 + kTile < P ? p0 + kTile : P;
       for (int64_t tl = 0; tl < tiles_l; tl++) {
         const int64_t l0 = tl * kTile, l1 = l0 + kTile < last ? l0 + kTile : last;
+        if (sizeof(T) == 4 && block && p1 - p0 == kTile && l1 - l0 == kTile) {  // whole tile: register blocks
+          for (int64_t i = p0; i < p1; i += block)
+            for (int64_t j = l0; j < l1; j += block) {
+              const uint32_t* bs = reinterpret_cast<const uint32_t*>(src + soff + i + j * sl_stride);
+              uint32_t* bd = reinterpret_cast<uint32_t*>(dst + doff + i * dp_stride + j);
+              if (block == 16) transpose16x16_b32_avx512(bs, sl_stride, bd, dp_stride);
+              else transpose8x8_b32_avx2(bs, sl_stride, bd, dp_stride);
+            }
+          continue;
+        }
         for (int64_t i = p0; i < p1; i++) {
           T* dp = dst + doff + i * dp_stride;
           const T* sp = src + soff + i * sp_stride;  // src_strides[p] == 1

@@ -331,13 +331,18 @@ describe('native gemm', function () {
     }
   });
 
-  it('batched: independent matrices, and stride 0 broadcasts A or B', () => {
+  it('batched: independent matrices, stride 0 broadcasts A or B, and shared A over wide B in strips', () => {
     eachPath((isa, threads) => {
       const cases = [
         { batch: 3, M: 17, N: 33, K: 20, sa0: false, sb0: false, ta: false, tb: true },
         { batch: 4, M: 5, N: 70, K: 65, sa0: true, sb0: false, ta: true, tb: false },
         { batch: 5, M: 40, N: 6, K: 31, sa0: false, sb0: true, ta: false, tb: false },
         { batch: 2, M: 64, N: 64, K: 64, sa0: false, sb0: false, ta: true, tb: true },
+        // Shared A over wide B (the 1x1 convolution's path: A packed once, B in strips): several one-sliver strips
+        // with a partial last one (K 700), one image on two threads, and a transposed A.
+        { batch: 3, M: 19, N: 150, K: 700, sa0: true, sb0: false, ta: false, tb: false },
+        { batch: 1, M: 13, N: 301, K: 33, sa0: true, sb0: false, ta: true, tb: false },
+        { batch: 4, M: 9, N: 96, K: 1, sa0: true, sb0: false, ta: false, tb: false },
       ];
       for (const t of cases) {
         const g = gemm(t.M, t.N, t.K, t.ta, t.tb, 0.75, 0.5, [2, 1, 3]);

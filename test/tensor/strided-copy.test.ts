@@ -1,7 +1,8 @@
 // The native stridedCopy (native/cpu/copy.cc) against a plain element-by-element reference: random shapes of odd sizes
 // (size-1 dimensions included), random permutations and steps on the source, strided destinations (slice's backward
 // scatters), every item size, 1 and 2 threads; dimensions that coalesce into one run (a contiguous copy, rows of a
-// wider matrix), runs longer than a thread's piece, and 32-wide rows (the heads split and merge of attention).
+// wider matrix), runs longer than a thread's piece, 32-wide rows (the heads split and merge of attention), and
+// transposing copies in whole and partial 32 x 32 tiles.
 import * as assert from 'node:assert';
 import { native } from '../../src/core/native';
 import { Philox } from '../../src/core/tensor';
@@ -110,6 +111,11 @@ describe('native stridedCopy', () => {
     add([3, 5, 29, 32], contiguousStrides([3, 5, 29, 32]), [29 * 5 * 32, 32, 5 * 32, 1]); // heads split (B, H, T, D)
     add([], [], []); // a scalar
     add([7, 1, 9], [1, 63, 7], [9, 9, 1]); // a transposing copy (tiled path) with a size-1 dimension
+    // Transposing copies with whole 32 x 32 tiles (16 x 16 register blocks for 4-byte items on AVX-512) and partial
+    // ones: odd sizes, a padded destination, and the dVAE's code logits (B, h*w, V) -> (B, V, h*w).
+    add([2, 70, 45], contiguousStrides([2, 70, 45]), [70 * 45, 1, 70]);
+    add([64, 96], [101, 1], [1, 64]);
+    add([2, 96, 256], contiguousStrides([2, 96, 256]), [96 * 256, 1, 96]);
     for (const threads of [1, 2]) {
       native.setThreads(threads);
       for (const c of cases) for (const item of [1, 2, 4, 8]) check(c, item, rng, `${threads} threads`);
