@@ -164,21 +164,28 @@ export const OP_BENCH_SHAPES: Record<string, Shapes> = {
     return [{ model: 'prior-emoji', name: 'causal (B,H,T,hd)', inputs: [f(c.heads), f(c.heads), f(c.heads)], attrs: { causal: true }, flops, trainFlops: 3.5 * flops }];
   },
   conv2d: (d) => {
-    // The dVAE's convolutions with the most FLOPs per step (encoder and decoder; widths from n_hid).
+    // The dVAE's convolutions with the most FLOPs per step that take no ReLU first (widths from n_hid).
     const v = d.dvae, h = v.nHid, r = v.res;
     return [
       conv(d, 'input 7x7 3->h, 64 px', v.B, 3, h, r, 7, false),
-      conv(d, '3x3 h->h/4 resblock in, 64 px', v.B, h, h / 4, r, 3),
-      conv(d, '3x3 bottleneck h/4, 64 px', v.B, h / 4, h / 4, r, 3),
-      conv(d, '3x3 h/4->h resblock out, 64 px', v.B, h / 4, h, r, 3),
-      conv(d, '3x3 bottleneck h/2, 32 px', v.B, h / 2, h / 2, r / 2, 3),
-      conv(d, '3x3 h/2->2h resblock out, 32 px', v.B, h / 2, 2 * h, r / 2, 3),
-      conv(d, '3x3 bottleneck h, 16 px', v.B, h, h, r / 4, 3),
-      conv(d, '3x3 h->4h resblock out, 16 px', v.B, h, 4 * h, r / 4, 3),
       conv(d, '1x1 4h->vocab code logits, 16 px', v.B, 4 * h, v.vocab, r / 4, 1),
       conv(d, '1x1 vocab->2h from codes, 16 px', v.B, v.vocab, 2 * h, r / 4, 1),
       conv(d, '1x1 4h->2h skip, 32 px', v.B, 4 * h, 2 * h, r / 2, 1),
       conv(d, '1x1 2h->h skip, 64 px', v.B, 2 * h, h, r, 1),
+    ];
+  },
+  reluConv2d: (d) => {
+    // The res paths' convolutions (each follows a ReLU) and the decoder's output, encoder and decoder.
+    const v = d.dvae, h = v.nHid, r = v.res;
+    return [
+      conv(d, '3x3 h->h/4 resblock in, 64 px', v.B, h, h / 4, r, 3),
+      conv(d, '3x3 bottleneck h/4, 64 px', v.B, h / 4, h / 4, r, 3),
+      conv(d, '3x3 h/4->h resblock out, 64 px', v.B, h / 4, h, r, 3),
+      conv(d, '1x1 h/4->h resblock out, 64 px', v.B, h / 4, h, r, 1),
+      conv(d, '3x3 bottleneck h/2, 32 px', v.B, h / 2, h / 2, r / 2, 3),
+      conv(d, '3x3 h/2->2h resblock out, 32 px', v.B, h / 2, 2 * h, r / 2, 3),
+      conv(d, '3x3 bottleneck h, 16 px', v.B, h, h, r / 4, 3),
+      conv(d, '3x3 h->4h resblock out, 16 px', v.B, h, 4 * h, r / 4, 3),
       conv(d, '1x1 h->6 output, 64 px', v.B, h, 6, r, 1),
     ];
   },

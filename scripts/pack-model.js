@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Packs a trained run (dVAE or prior) into a slim model directory for shipping: the run's config.yaml (and
 // tokenizer.json), and its latest checkpoint's weights only (no optimizer state), 2-D weights optionally in f16.
-// The result is itself a run directory (config.yaml, latest, checkpoints/step-N/{model.safetensors,state.json}), so
+// The result is itself a run directory (config.yaml, latest, checkpoints/step-N/{model.safetensors,SHA256SUMS,state.json}), so
 // every command that takes --dvae / --prior reads it unchanged (loading casts the weights back to f32).
 // Usage: node scripts/pack-model.js RUN OUT_DIR [--f16]
 'use strict';
@@ -14,6 +14,7 @@ const { saveTensors } = require(path.join(root, 'dist/src/core/io/tensors'));
 const { Tensor, tidy } = require(path.join(root, 'dist/src/core/tensor'));
 const { cast } = require(path.join(root, 'dist/src/core/ops'));
 const { writeFileAtomicSync } = require(path.join(root, 'dist/src/core/io/atomic'));
+const { CHECKSUMS_FILE, formatChecksums, sha256File } = require(path.join(root, 'dist/src/core/io/checksums'));
 
 function main(argv) {
   const args = argv.filter((a) => !a.startsWith('--'));
@@ -38,6 +39,8 @@ function main(argv) {
     }
     saveTensors(path.join(ckpt, MODEL_FILE), tensors, contents.metadata);
   });
+  // SHA256SUMS, as every checkpoint carries: loading checks the weights against it.
+  writeFileAtomicSync(path.join(ckpt, CHECKSUMS_FILE), formatChecksums(new Map([[MODEL_FILE, sha256File(path.join(ckpt, MODEL_FILE))]])));
   const state = { ...found.state, files: { [MODEL_FILE]: fs.statSync(path.join(ckpt, MODEL_FILE)).size } };
   writeFileAtomicSync(path.join(ckpt, STATE_FILE), JSON.stringify(state, null, 2) + '\n');
   for (const extra of ['config.yaml', 'tokenizer.json']) {

@@ -83,8 +83,9 @@ const DirectKernels* direct_kernels(int64_t k, char part = 'f', int64_t HW = 0) 
 
 // ---- padding --------------------------------------------------------------------------------------------------------
 
-// Channels [c0, c1) of one image x (C, H, W) into xp (C, Hp, Wp) with a zero border of p.
-void pad_channels(const float* x, int64_t H, int64_t W, int64_t p, int64_t c0, int64_t c1, float* xp) {
+// Channels [c0, c1) of one image x (C, H, W) into xp (C, Hp, Wp) with a zero border of p; with `relu`, ReLU(x).
+void pad_channels(const float* x, int64_t H, int64_t W, int64_t p, int64_t c0, int64_t c1, float* xp,
+                  bool relu = false) {
   const int64_t Hp = H + 2 * p, Wp = W + 2 * p;
   for (int64_t c = c0; c < c1; c++) {
     const float* src = x + c * H * W;
@@ -92,7 +93,12 @@ void pad_channels(const float* x, int64_t H, int64_t W, int64_t p, int64_t c0, i
     memset(dst, 0, sizeof(float) * (p * Wp + p));  // top rows and the first row's left border
     for (int64_t h = 0; h < H; h++) {
       float* row = dst + (p + h) * Wp + p;
-      memcpy(row, src + h * W, sizeof(float) * W);
+      if (relu) {
+        const float* s = src + h * W;
+        for (int64_t w = 0; w < W; w++) row[w] = s[w] > 0.0f ? s[w] : 0.0f;  // NaN -> 0, as the relu op
+      } else {
+        memcpy(row, src + h * W, sizeof(float) * W);
+      }
       // right border of this row and left border of the next
       memset(row + W, 0, sizeof(float) * 2 * p);
     }
@@ -139,10 +145,13 @@ void pack_dx(const float* w, int64_t Co, int64_t C, int64_t k, int64_t mr, float
 
 // ---- direct path ----------------------------------------------------------------------------------------------------
 
-// y (B, Co, H, W) = correlation of x (B, C, H, W) with packed weights wb (see ConvFwdJob); bias may be null.
+// y (B, Co, H, W) = correlation of x (B, C, H, W) (of ReLU(x) with `relu`) with packed weights wb (see ConvFwdJob);
+// bias may be null; gate (B, Co, H, W) or null gates y (ConvFwdJob::gate).
 void direct_forward(const DirectKernels& kern, const float* x, const float* wb, const float* bias, float* y, int64_t B,
-                    int64_t C, int64_t Co, int64_t H, int64_t W, int64_t k) {
+                    int64_t C, int64_t Co, int64_t H, int64_t W, int64_t k, bool relu = false,
+                    const float* gate = nullptr) {
   const int64_t p = k / 2, Hp = H + 2 * p, Wp = W + 2 * p;
+  const bool copy = p > 0 || relu;  // k = 1 reads the input in place unless it needs its ReLU
   const int64_t img = C * Hp * Wp + kConvSlack;
   const int threads = num_threads();
   // Bands of output rows: a band's input rows should stay in L2 across the channel blocks (~256 KiB), and there
@@ -158,7 +167,7 @@ void direct_forward(const DirectKernels& kern, const float* x, const float* wb, 
   band = (H + nb - 1) / nb;
   nb = (H + band - 1) / band;
   const int64_t items = B * nb;
-  Workspace ws(p > 0 ? (size_t)img * threads : 0);
+  Workspace ws(copy ? (size_t)img * threads : 0);
   parallel_run([&](int ti, int tn) {
     int64_t i0, i1;
     split(items, ti, tn, &i0, &i1);
@@ -166,21 +175,23 @@ void direct_forward(const DirectKernels& kern, const float* x, const float* wb, 
     int64_t padded = -1;
     for (int64_t it = i0; it < i1; it++) {
       const int64_t b = it / nb, h0 = (it % nb) * band, h1 = h0 + band < H ? h0 + band : H;
-      const float* src = x + b * C * H * W;  // k = 1 reads the input in place
-      if (p > 0 && b != padded) {
-        pad_channels(src, H, W, p, 0, C, xp);
+      const float* src = x + b * C * H * W;
+      if (copy && b != padded) {
+        pad_channels(src, H, W, p, 0, C, xp, relu);
         memset(xp + C * Hp * Wp, 0, sizeof(float) * kConvSlack);
         padded = b;
       }
-      ConvFwdJob job{p > 0 ? xp : src, wb, bias, y + b * Co * H * W, C, Co, H, W, k, h0, h1, 0, Co};
+      ConvFwdJob job{copy ? xp : src, wb, bias, y + b * Co * H * W, C, Co, H, W, k, h0, h1, 0, Co,
+                     gate ? gate + b * Co * H * W : nullptr};
       kern.fwd(&job);
     }
   });
 }
 
 void direct_dw(const DirectKernels& kern, const float* x, const float* dy, float* dw, int64_t B, int64_t C,
-               int64_t Co, int64_t H, int64_t W, int64_t k) {
+               int64_t Co, int64_t H, int64_t W, int64_t k, bool relu = false) {
   const int64_t p = k / 2, Hp = H + 2 * p, Wp = W + 2 * p, HW = H * W;
+  const bool copy = p > 0 || relu;  // k = 1 reads the input in place unless it needs its ReLU
   const int64_t img = C * Hp * Wp + kConvSlack;
   const int64_t U = kern.dw_units(k), MR = kern.dw_co(k);
   const int64_t units = C * k, ublocks = (units + U - 1) / U, cblocks = (Co + MR - 1) / MR;
@@ -202,12 +213,12 @@ void direct_dw(const DirectKernels& kern, const float* x, const float* dy, float
     *cb = ch * chunk + rem % n_in;
   };
   const int threads = num_threads();
-  Workspace ws(p > 0 ? (size_t)img * G * threads : 0);
+  Workspace ws(copy ? (size_t)img * G * threads : 0);
   parallel_run([&](int ti, int tn) {
     int64_t t0, t1;
     split(tiles, ti, tn, &t0, &t1);
     if (t0 >= t1) return;
-    float* xp = p > 0 ? ws.p + (size_t)img * G * ti : nullptr;
+    float* xp = copy ? ws.p + (size_t)img * G * ti : nullptr;
     // The input channels this thread's tiles read.
     int64_t ub_lo = ublocks, ub_hi = -1;
     for (int64_t t = t0; t < t1; t++) {
@@ -221,15 +232,14 @@ void direct_dw(const DirectKernels& kern, const float* x, const float* dy, float
     const int64_t c1 = last_unit / k + 1;
     for (int64_t g0 = 0; g0 < B; g0 += G) {
       const int64_t gn = B - g0 < G ? B - g0 : G;
-      if (p > 0) {
-        for (int64_t g = 0; g < gn; g++) pad_channels(x + (g0 + g) * C * HW, H, W, p, c0, c1, xp + g * img);
+      if (copy) {
+        for (int64_t g = 0; g < gn; g++) pad_channels(x + (g0 + g) * C * HW, H, W, p, c0, c1, xp + g * img, relu);
       }
       for (int64_t t = t0; t < t1; t++) {
         int64_t ub, cb;
         tile_at(t, &ub, &cb);
         const int64_t u0 = ub * U, co0 = cb * MR;
-        // k = 1 reads the input in place
-        ConvDwJob job{p > 0 ? xp : x + g0 * C * HW, dy + g0 * Co * HW, dw, p > 0 ? img : C * HW, Co * HW, gn, C, Co,
+        ConvDwJob job{copy ? xp : x + g0 * C * HW, dy + g0 * Co * HW, dw, copy ? img : C * HW, Co * HW, gn, C, Co,
                       H, W, k, co0, Co - co0 < MR ? Co - co0 : MR, u0, units - u0 < U ? units - u0 : U, g0 > 0};
         kern.dw(&job);
       }
@@ -384,24 +394,40 @@ void check_conv(const char* op, int64_t B, int64_t C, int64_t Co, int64_t H, int
               op, "tensor too large: x %s, w %s", shape_str(xs, 4).c_str(), shape_str(ws, 4).c_str());
 }
 
+// x (n floats) -> ReLU(x) in a workspace, for the GEMM path (which reads its operands in place).
+void relu_copy(const float* x, int64_t n, float* out) {
+  parallel_for(n, 1 << 14, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; i++) out[i] = x[i] > 0.0f ? x[i] : 0.0f;
+  });
+}
+
+// dx *= (x > 0), in place (the GEMM path's dx of a fused input ReLU).
+void relu_gate(const float* x, int64_t n, float* dx) {
+  parallel_for(n, 1 << 14, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; i++) dx[i] = x[i] > 0.0f ? dx[i] : 0.0f;
+  });
+}
+
 }  // namespace
 
 void conv2d_forward(const float* x, const float* w, const float* bias, float* y, int64_t B, int64_t Cin, int64_t Cout,
-                    int64_t H, int64_t W, int64_t k) {
+                    int64_t H, int64_t W, int64_t k, bool relu_in) {
   check_conv("conv2dForward", B, Cin, Cout, H, W, k);
   const DirectKernels* kern = direct_kernels(k);
   if (!kern) {
-    gemm_forward(x, w, bias, y, B, Cin, Cout, H, W, k);
+    Workspace xr(relu_in ? (size_t)(B * Cin * H * W) : 0);
+    if (relu_in) relu_copy(x, B * Cin * H * W, xr.p);
+    gemm_forward(relu_in ? xr.p : x, w, bias, y, B, Cin, Cout, H, W, k);
     return;
   }
   const int64_t mr = kern->fwd_mr(), T = Cin * k * k;
   Workspace wb((size_t)((Cout + mr - 1) / mr) * mr * T);
   pack_fwd(w, Cout, T, mr, wb.p);
-  direct_forward(*kern, x, wb.p, bias, y, B, Cin, Cout, H, W, k);
+  direct_forward(*kern, x, wb.p, bias, y, B, Cin, Cout, H, W, k, relu_in);
 }
 
 void conv2d_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db, int64_t B,
-                     int64_t Cin, int64_t Cout, int64_t H, int64_t W, int64_t k) {
+                     int64_t Cin, int64_t Cout, int64_t H, int64_t W, int64_t k, bool relu_in) {
   check_conv("conv2dBackward", B, Cin, Cout, H, W, k);
   const DirectKernels* kern = direct_kernels(k);
   const DirectKernels* kern_w = direct_kernels(k, 'w', H * W);
@@ -409,27 +435,30 @@ void conv2d_backward(const float* x, const float* w, const float* dy, float* dx,
   if (db) bias_grad(kern_b, dy, db, B, Cout, H * W);
   if (dw) {
     if (kern_w) {
-      direct_dw(*kern_w, x, dy, dw, B, Cin, Cout, H, W, k);
+      direct_dw(*kern_w, x, dy, dw, B, Cin, Cout, H, W, k, relu_in);  // pads ReLU(x) while padding
     } else {
-      gemm_dw(x, dy, dw, B, Cin, Cout, H, W, k);
+      Workspace xr(relu_in ? (size_t)(B * Cin * H * W) : 0);
+      if (relu_in) relu_copy(x, B * Cin * H * W, xr.p);
+      gemm_dw(relu_in ? xr.p : x, dy, dw, B, Cin, Cout, H, W, k);
     }
   }
   if (!dx) return;
   if (!kern) {
     gemm_dx(w, dy, dx, B, Cin, Cout, H, W, k);
+    if (relu_in) relu_gate(x, B * Cin * H * W, dx);
   } else {
     const int64_t mr = kern->fwd_mr(), T = Cout * k * k;
     Workspace wb((size_t)((Cin + mr - 1) / mr) * mr * T);
     pack_dx(w, Cout, Cin, k, mr, wb.p);
-    direct_forward(*kern, dy, wb.p, nullptr, dx, B, Cout, Cin, H, W, k);
+    // the gate is applied as each dx vector is stored
+    direct_forward(*kern, dy, wb.p, nullptr, dx, B, Cout, Cin, H, W, k, false, relu_in ? x : nullptr);
   }
 }
 
 namespace {
 
-// conv2dForward(x, w, bias | null, y, B, Cin, Cout, H, W, k)
-Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
-  const char* op = "conv2dForward";
+// conv2dForward(x, w, bias | null, y, B, Cin, Cout, H, W, k); conv2dReluForward: the same on ReLU(x).
+Napi::Value Conv2dForwardImpl(const Napi::CallbackInfo& info, const char* op, bool relu_in) {
   const float* x = arg_data<const float>(info, 0, op);
   const float* w = arg_data<const float>(info, 1, op);
   const float* bias = arg_data<const float>(info, 2, op);
@@ -439,13 +468,17 @@ Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
   check_conv(op, B, Cin, Cout, H, W, k);
   DALLE_CHECK(x && w && y, op, "x, w and y must be non-null (x (%lld, %lld, %lld, %lld))", (long long)B,
               (long long)Cin, (long long)H, (long long)W);
-  conv2d_forward(x, w, bias, y, B, Cin, Cout, H, W, k);
+  conv2d_forward(x, w, bias, y, B, Cin, Cout, H, W, k, relu_in);
   return info.Env().Undefined();
 }
+Napi::Value Conv2dForward(const Napi::CallbackInfo& info) { return Conv2dForwardImpl(info, "conv2dForward", false); }
+Napi::Value Conv2dReluForward(const Napi::CallbackInfo& info) {
+  return Conv2dForwardImpl(info, "conv2dReluForward", true);
+}
 
-// conv2dBackward(x, w, dy, dx | null, dw | null, db | null, B, Cin, Cout, H, W, k)
-Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
-  const char* op = "conv2dBackward";
+// conv2dBackward(x, w, dy, dx | null, dw | null, db | null, B, Cin, Cout, H, W, k); conv2dReluBackward: the gradients
+// of the convolution of ReLU(x), dx with respect to x (x is the input before the ReLU).
+Napi::Value Conv2dBackwardImpl(const Napi::CallbackInfo& info, const char* op, bool relu_in) {
   const float* x = arg_data<const float>(info, 0, op);
   const float* w = arg_data<const float>(info, 1, op);
   const float* dy = arg_data<const float>(info, 2, op);
@@ -461,12 +494,20 @@ Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
               (long long)k);
   DALLE_CHECK(!dw || x, op, "dw needs x (x (%lld, %lld, %lld, %lld))", (long long)B, (long long)Cin, (long long)H,
               (long long)W);
-  conv2d_backward(x, w, dy, dx, dw, db, B, Cin, Cout, H, W, k);
+  DALLE_CHECK(!(relu_in && dx) || x, op, "dx of a fused ReLU needs x (x (%lld, %lld, %lld, %lld))", (long long)B,
+              (long long)Cin, (long long)H, (long long)W);
+  conv2d_backward(x, w, dy, dx, dw, db, B, Cin, Cout, H, W, k, relu_in);
   return info.Env().Undefined();
+}
+Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) { return Conv2dBackwardImpl(info, "conv2dBackward", false); }
+Napi::Value Conv2dReluBackward(const Napi::CallbackInfo& info) {
+  return Conv2dBackwardImpl(info, "conv2dReluBackward", true);
 }
 
 DALLE_EXPORT("conv2dForward", Conv2dForward);
 DALLE_EXPORT("conv2dBackward", Conv2dBackward);
+DALLE_EXPORT("conv2dReluForward", Conv2dReluForward);
+DALLE_EXPORT("conv2dReluBackward", Conv2dReluBackward);
 
 }  // namespace
 }  // namespace dalle

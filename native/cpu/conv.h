@@ -7,14 +7,16 @@
 
 namespace dalle {
 
-// x (B, Cin, H, W), w (Cout, Cin, k, k), bias (Cout) or null -> y (B, Cout, H, W)
+// x (B, Cin, H, W), w (Cout, Cin, k, k), bias (Cout) or null -> y (B, Cout, H, W). relu_in: the convolution of
+// ReLU(x), the ReLU fused into the input (applied while padding; no ReLU tensor).
 void conv2d_forward(const float* x, const float* w, const float* bias, float* y, int64_t B, int64_t Cin,
-                    int64_t Cout, int64_t H, int64_t W, int64_t k);
+                    int64_t Cout, int64_t H, int64_t W, int64_t k, bool relu_in = false);
 
 // Gradients; each output pointer may be null (not needed). dx, dw, db are overwritten (not accumulated):
-// the autograd layer accumulates.
+// the autograd layer accumulates. relu_in: the gradients of the convolution of ReLU(x); dx is with respect to x (the
+// input before the ReLU: zero where x <= 0, gated as it is stored), so x is needed for dx too.
 void conv2d_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db, int64_t B,
-                     int64_t Cin, int64_t Cout, int64_t H, int64_t W, int64_t k);
+                     int64_t Cin, int64_t Cout, int64_t H, int64_t W, int64_t k, bool relu_in = false);
 
 // 2x2 max-pool, stride 2 (H, W even): x (B, C, H, W) -> y (B, C, H/2, W/2); argmax (B, C, H/2, W/2) int32 holds the
 // winning position 0..3 within each window (row-major: 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right; first

@@ -29,6 +29,8 @@ static inline V vfma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
 static inline V vadd(V a, V b) { return _mm256_add_ps(a, b); }
 static inline void vstoreu(float* p, V v) { _mm256_storeu_ps(p, v); }
 static inline void vstore_n(float* p, V v, int n) { _mm256_maskstore_ps(p, first_n(n), v); }
+// v where g > 0, else 0 (NaN in g gives 0, as the ReLU's gradient does)
+static inline V vgate(V v, V g) { return _mm256_and_ps(v, _mm256_cmp_ps(g, vzero(), _CMP_GT_OQ)); }
 static inline float vhsum(V v) {
   __m128 b = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   b = _mm_add_ps(b, _mm_movehl_ps(b, b));

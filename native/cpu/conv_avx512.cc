@@ -26,6 +26,8 @@ static inline V vfma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
 static inline V vadd(V a, V b) { return _mm512_add_ps(a, b); }
 static inline void vstoreu(float* p, V v) { _mm512_storeu_ps(p, v); }
 static inline void vstore_n(float* p, V v, int n) { _mm512_mask_storeu_ps(p, first_n(n), v); }
+// v where g > 0, else 0 (NaN in g gives 0, as the ReLU's gradient does)
+static inline V vgate(V v, V g) { return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(g, vzero(), _CMP_GT_OQ), v); }
 // Fixed order: halves, then quarters, then pairs.
 static inline float vhsum(V v) {
   __m256 a = _mm256_add_ps(_mm512_extractf32x8_ps(v, 0), _mm512_extractf32x8_ps(v, 1));

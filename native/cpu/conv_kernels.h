@@ -26,6 +26,9 @@ struct ConvFwdJob {
   int64_t C, Co, H, W, k;
   int64_t h0, h1;     // output rows of this job
   int64_t co0, co1;   // output channels of this job (co0 a multiple of mr)
+  // (Co, H, W) like y, or null. Set: y = (gate > 0 ? sum : 0), the ReLU gradient gate of a fused input ReLU's dx
+  // (gate = the conv's input before its ReLU); no bias then.
+  const float* gate;
 };
 
 // Weight gradient of one tile: dw[co][t] for co in [co0, co0 + nco), taps of units [u0, u0 + nu) (a unit is one

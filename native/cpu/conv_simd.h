@@ -21,9 +21,15 @@ namespace {
 // K > 0: k fixed at compile time (kw loop unrolled); K == 0: k at run time. K == 1 reads the unpadded input in place,
 // so it masks its loads (the lanes past n may lie past the end of the tensor). Only kernel rows [kh0, kh1) are
 // summed: tiles on the image's first and last p rows skip the rows of taps that fall on the zero padding.
+// gate_off: null, or the byte distance from y to the job's gate (ConvFwdJob::gate): each stored vector is then gated.
+static inline const float* gate_at(const float* dst, const int64_t* gate_off) {
+  return reinterpret_cast<const float*>((intptr_t)dst + (intptr_t)*gate_off);
+}
+
 template <int MR, int NR, int K>
 void fwd_tile(const float* const* xs, float* const* ys, const int* ns, const float* wb, const float* bias,
-              int64_t C, int64_t k_rt, int64_t kh0, int64_t kh1, int64_t HpWp, int64_t Wp, int64_t HW, int mrows) {
+              int64_t C, int64_t k_rt, int64_t kh0, int64_t kh1, int64_t HpWp, int64_t Wp, int64_t HW, int mrows,
+              const int64_t* gate_off) {
   const int64_t k = K > 0 ? K : k_rt;
   V acc[MR][NR];
   for (int m = 0; m < MR; m++) {
@@ -63,9 +69,9 @@ void fwd_tile(const float* const* xs, float* const* ys, const int* ns, const flo
     for (int j = 0; j < NR; j++) {
       float* dst = ys[j] + m * HW;
       if (ns[j] == VL) {
-        vstoreu(dst, acc[m][j]);
+        vstoreu(dst, gate_off ? vgate(acc[m][j], vloadu(gate_at(dst, gate_off))) : acc[m][j]);
       } else {
-        vstore_n(dst, acc[m][j], ns[j]);
+        vstore_n(dst, gate_off ? vgate(acc[m][j], vload_n(gate_at(dst, gate_off), ns[j])) : acc[m][j], ns[j]);
       }
     }
   }
@@ -74,14 +80,14 @@ void fwd_tile(const float* const* xs, float* const* ys, const int* ns, const flo
 template <int MR, int NR, int K>
 void fwd_tile_n(int n, const float* const* xs, float* const* ys, const int* ns, const float* wb, const float* bias,
                 int64_t C, int64_t k_rt, int64_t kh0, int64_t kh1, int64_t HpWp, int64_t Wp, int64_t HW,
-                int mrows) {
+                int mrows, const int64_t* gate_off) {
   if constexpr (NR > 1) {
     if (n < NR) {
-      fwd_tile_n<MR, NR - 1, K>(n, xs, ys, ns, wb, bias, C, k_rt, kh0, kh1, HpWp, Wp, HW, mrows);
+      fwd_tile_n<MR, NR - 1, K>(n, xs, ys, ns, wb, bias, C, k_rt, kh0, kh1, HpWp, Wp, HW, mrows, gate_off);
       return;
     }
   }
-  fwd_tile<MR, NR, K>(xs, ys, ns, wb, bias, C, k_rt, kh0, kh1, HpWp, Wp, HW, mrows);
+  fwd_tile<MR, NR, K>(xs, ys, ns, wb, bias, C, k_rt, kh0, kh1, HpWp, Wp, HW, mrows, gate_off);
 }
 
 // Slots are gathered row by row into tiles of NR; interior rows share tiles across rows, each of the first and last
@@ -91,6 +97,9 @@ template <int MR, int NR, int K>
 void fwd_run(const ConvFwdJob* jb) {
   const int64_t k = jb->k, p = (k - 1) / 2, H = jb->H, W = jb->W, HW = H * W, Wp = W + k - 1;
   const int64_t HpWp = (H + k - 1) * Wp, T = jb->C * k * k, vpr = (W + VL - 1) / VL;  // vectors per row
+  // the gate's address minus y's, in bytes (the two are separate tensors: integer arithmetic, not pointer subtraction)
+  const int64_t gate_dist = jb->gate ? (int64_t)((intptr_t)jb->gate - (intptr_t)jb->y) : 0;
+  const int64_t* gate_off = jb->gate ? &gate_dist : nullptr;
   for (int64_t co = jb->co0; co < jb->co1; co += MR) {
     const float* wb = jb->wb + (co / MR) * T * MR;
     const float* bias = jb->bias ? jb->bias + co : nullptr;
@@ -102,7 +111,7 @@ void fwd_run(const ConvFwdJob* jb) {
     for (int64_t h = jb->h0; h < jb->h1; h++) {
       const bool border = h < p || h >= H - p;
       if (border && n) {  // close the interior tile
-        fwd_tile_n<MR, NR, K>(n, xs, ys, ns, wb, bias, jb->C, k, 0, k, HpWp, Wp, HW, mrows);
+        fwd_tile_n<MR, NR, K>(n, xs, ys, ns, wb, bias, jb->C, k, 0, k, HpWp, Wp, HW, mrows, gate_off);
         n = 0;
       }
       const int64_t kh0 = border && p - h > 0 ? p - h : 0, kh1 = border && H + p - h < k ? H + p - h : k;
@@ -112,16 +121,16 @@ void fwd_run(const ConvFwdJob* jb) {
         ys[n] = jb->y + co * HW + h * W + w0;
         ns[n] = (int)(W - w0 < VL ? W - w0 : VL);
         if (++n == NR) {
-          fwd_tile<MR, NR, K>(xs, ys, ns, wb, bias, jb->C, k, kh0, kh1, HpWp, Wp, HW, mrows);
+          fwd_tile<MR, NR, K>(xs, ys, ns, wb, bias, jb->C, k, kh0, kh1, HpWp, Wp, HW, mrows, gate_off);
           n = 0;
         }
       }
       if (border && n) {
-        fwd_tile_n<MR, NR, K>(n, xs, ys, ns, wb, bias, jb->C, k, kh0, kh1, HpWp, Wp, HW, mrows);
+        fwd_tile_n<MR, NR, K>(n, xs, ys, ns, wb, bias, jb->C, k, kh0, kh1, HpWp, Wp, HW, mrows, gate_off);
         n = 0;
       }
     }
-    if (n) fwd_tile_n<MR, NR, K>(n, xs, ys, ns, wb, bias, jb->C, k, 0, k, HpWp, Wp, HW, mrows);
+    if (n) fwd_tile_n<MR, NR, K>(n, xs, ys, ns, wb, bias, jb->C, k, 0, k, HpWp, Wp, HW, mrows, gate_off);
   }
 }
 

@@ -1,6 +1,7 @@
 // What each command that computes needs of a device: the ops its models run there (those that call kernels; views,
 // casts and concatenation need none). applyRuntime (runtime.ts) refuses a GPU at the start, listing the ops it lacks
-// kernels for, so a job never dies half-way on a missing kernel. test/backend/device-jobs.test.ts runs the jobs on a
+// kernels for (fused ops excepted: callers run the ops they fuse where the device lacks them), so a job never dies
+// half-way on a missing kernel. test/backend/device-jobs.test.ts runs the jobs on a
 // stand-in device and checks that every op they ran is listed here.
 
 /** The commands that compute with the engine (and so take --device). */
@@ -11,8 +12,9 @@ export type ComputeJob = (typeof COMPUTE_JOBS)[number];
 const ELEMENTWISE = ['add', 'sub', 'mul', 'div', 'exp', 'log', 'sigmoid', 'tanh', 'relu', 'gelu', 'neg', 'sqrt', 'square', 'affine'];
 const REDUCTIONS = ['sum', 'mean', 'max'];
 
-/** The dVAE (models/dvae): convolutions, pooling and upsampling, the gumbel-softmax and its KL, codes in (embedding). */
-const DVAE_OPS = [...ELEMENTWISE, ...REDUCTIONS, 'conv2d', 'maxPool2x2', 'upsample2x', 'softmax', 'logSoftmax', 'embedding', 'matmul'];
+/** The dVAE (models/dvae): convolutions, pooling and upsampling, the gumbel-softmax and its KL, codes in (embedding);
+ *  reluConv2d where the device has it (a fused op: relu then conv2d elsewhere, see OpDef.fusionOf). */
+const DVAE_OPS = [...ELEMENTWISE, ...REDUCTIONS, 'conv2d', 'reluConv2d', 'maxPool2x2', 'upsample2x', 'softmax', 'logSoftmax', 'embedding', 'matmul'];
 /** The transformer prior (models/prior), mixed precision's gradient scaling included. */
 const PRIOR_OPS = [...ELEMENTWISE, ...REDUCTIONS, 'matmul', 'layerNorm', 'embedding', 'crossEntropy', 'attention', 'sparseAttention', 'softmax', 'logSoftmax', 'gradScaleLeave'];
 /** CLIP (models/clip): a text transformer and a convolutional image tower. */

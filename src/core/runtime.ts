@@ -36,7 +36,7 @@ export function backendGaps(backend: Backend, job?: ComputeJob): Gaps {
   if (job === undefined) return { ops: unsupportedOps(backend), engine: missingKernels(backend, ENGINE_KERNELS) };
   const needed = new Set(JOB_OPS[job]);
   const ops = registeredOps()
-    .filter((def) => needed.has(def.name))
+    .filter((def) => needed.has(def.name) && !def.fusionOf)
     .map((def) => ({ op: def.name, missing: opMissingKernels(def, backend) }))
     .filter((o) => o.missing.length > 0);
   return { ops, engine: missingKernels(backend, TRAINING_JOBS.has(job) ? ENGINE_KERNELS : INFERENCE_ENGINE_KERNELS) };

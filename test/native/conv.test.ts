@@ -1,5 +1,6 @@
 // The dVAE's image kernels (native/cpu/conv.cc, pool.cc) against float64 references written here as direct loops:
-// conv2d forward and every gradient (k = 1, 3, 5, 7 and a GEMM-path 9), 2x2 max-pool and 2x nearest upsampling,
+// conv2d forward and every gradient (k = 1, 3, 5, 7 and a GEMM-path 9), also with the input ReLU fused
+// (conv2dReluForward / conv2dReluBackward: the convolution of ReLU(x), dx gated by x > 0), 2x2 max-pool and 2x nearest upsampling,
 // forward and backward. Fresh random inputs each run (seed in every message; DALLE_TEST_SEED replays one), every ISA
 // this CPU has, 1 and 2 threads, and 1- vs 2-thread results bitwise identical. The references' own gradient formulas
 // are checked by central finite differences on tiny sizes.
@@ -21,6 +22,8 @@ interface Addon {
     W: number, k: number): void;
   conv2dBackward(x: number | null, w: number | null, dy: number, dx: number | null, dw: number | null,
     db: number | null, B: number, C: number, Co: number, H: number, W: number, k: number): void;
+  conv2dReluForward: Addon['conv2dForward'];
+  conv2dReluBackward: Addon['conv2dBackward'];
   maxpool2x2Forward(x: number, y: number, argmax: number, B: number, C: number, H: number, W: number): void;
   maxpool2x2Backward(dy: number, argmax: number, dx: number, B: number, C: number, H: number, W: number): void;
   upsample2xForward(x: number, y: number, B: number, C: number, H: number, W: number): void;
@@ -231,14 +234,15 @@ const shapeName = (s: ConvShape): string => `B${s.B} C${s.C}->${s.Co} ${s.H}x${s
 
 interface ConvOut { y: Float32Array; dx: Float32Array; dw: Float32Array; db: Float32Array }
 
-function runConv(s: ConvShape, x: Float32Array, w: Float32Array, b: Float32Array, dy: Float32Array): ConvOut {
+/** Forward and all gradients; `relu`: the fused-ReLU entry points. */
+function runConv(s: ConvShape, x: Float32Array, w: Float32Array, b: Float32Array, dy: Float32Array, relu = false): ConvOut {
   const mem = new Arena();
   try {
     const nx = x.length, ny = dy.length, nw = w.length;
     const px = mem.put(x), pw = mem.put(w), pb = mem.put(b), pdy = mem.put(dy);
     const py = mem.out(ny), pdx = mem.out(nx), pdw = mem.out(nw), pdb = mem.out(s.Co);
-    addon.conv2dForward(px, pw, pb, py, s.B, s.C, s.Co, s.H, s.W, s.k);
-    addon.conv2dBackward(px, pw, pdy, pdx, pdw, pdb, s.B, s.C, s.Co, s.H, s.W, s.k);
+    (relu ? addon.conv2dReluForward : addon.conv2dForward)(px, pw, pb, py, s.B, s.C, s.Co, s.H, s.W, s.k);
+    (relu ? addon.conv2dReluBackward : addon.conv2dBackward)(px, pw, pdy, pdx, pdw, pdb, s.B, s.C, s.Co, s.H, s.W, s.k);
     return { y: mem.read(py, ny), dx: mem.read(pdx, nx), dw: mem.read(pdw, nw), db: mem.read(pdb, s.Co) };
   } finally {
     mem.freeAll();
@@ -249,22 +253,26 @@ describe(`native conv2d (seed ${TEST_SEED}; DALLE_TEST_SEED replays it)`, () => 
   after(restoreDefaults);
 
   CONV_CASES.forEach((s, index) => {
-    it(`${shapeName(s)}: forward and gradients match the float64 reference on every ISA and thread count`, function () {
+    for (const relu of [false, true]) it(`${shapeName(s)}${relu ? ' (input ReLU fused)' : ''}: forward and gradients match the float64 reference on every ISA and thread count`, function () {
       this.timeout(60000);
       const seed = TEST_SEED + 101 * index;
       const rnd = makeRandom(seed);
       const x = randArray(s.B * s.C * s.H * s.W, rnd), w = randArray(s.Co * s.C * s.k * s.k, rnd);
       const b = randArray(s.Co, rnd), dy = randArray(s.B * s.Co * s.H * s.W, rnd);
-      const y = convForwardRef(x, w, b, s);
-      const g = convBackwardRef(x, w, dy, s);
+      for (let i = 0; i < x.length; i += 7) x[i] = 0; // ReLU'(0) = 0: the fused dx must gate exact zeros out
+      // With the fused ReLU: the convolution of ReLU(x); dx = (gradient at ReLU(x)) where x > 0, else 0.
+      const xr = relu ? x.map((v) => (v > 0 ? v : 0)) : x;
+      const y = convForwardRef(xr, w, b, s);
+      const g = convBackwardRef(xr, w, dy, s);
+      if (relu) g.dx.forEach((_, i) => { if (!(x[i] > 0)) g.dx[i] = 0; });
       try {
         for (const isa of isas()) {
           addon.setIsa(isa);
           const outs: ConvOut[] = [];
           for (const t of THREADS) {
             addon.setThreads(t);
-            const o = runConv(s, x, w, b, dy);
-            const tag = `${shapeName(s)} ${isa} ${t} thread(s), seed ${seed}`;
+            const o = runConv(s, x, w, b, dy, relu);
+            const tag = `${shapeName(s)}${relu ? ' relu' : ''} ${isa} ${t} thread(s), seed ${seed}`;
             assertClose(o.y, y, s.C * s.k * s.k, `y, ${tag}`);
             assertClose(o.dx, g.dx, s.Co * s.k * s.k, `dx, ${tag}`);
             assertClose(o.dw, g.dw, s.B * s.H * s.W, `dw, ${tag}`);

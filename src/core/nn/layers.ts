@@ -1,6 +1,6 @@
 // Layers with PyTorch's conventions for shapes and initialisation scales (so weights map over directly).
 // Keys: B = batch, T = sequence, C = channels / features.
-import { add, conv2d, embedding, layerNorm, matmul, reshape } from '../ops';
+import { add, conv2d, embedding, layerNorm, matmul, reluThenConv2d, reshape } from '../ops';
 import { Tensor } from '../tensor';
 import { Philox } from '../tensor/rng';
 import { Module, normalInit } from './module';
@@ -37,6 +37,11 @@ export class Conv2d extends Module {
 
   forward(x: Tensor): Tensor {
     return conv2d(x, this.w, this.b);
+  }
+
+  /** forward(relu(x)), with the ReLU fused into the convolution where the backend can (no ReLU tensor is made). */
+  forwardAfterRelu(x: Tensor): Tensor {
+    return reluThenConv2d(x, this.w, this.b);
   }
 }
 

@@ -1,10 +1,12 @@
 // The dVAE's image ops on NCHW float32: conv2d (stride 1, same padding, odd square kernel; weights (Cout, Cin, k, k)
-// as in OpenAI's released dVAE), 2x2 max-pool and nearest 2x upsampling. Kernels: native/cpu/conv.cc, pool.cc.
+// as in OpenAI's released dVAE), reluConv2d (conv2d of ReLU(x), fused), 2x2 max-pool and nearest 2x upsampling.
+// Kernels: native/cpu/conv.cc, pool.cc.
 // Keys: B = batch, C = channels (Cin, Cout), H, W = height and width, k = kernel size.
-import { activeBackend, opKernel } from '../backend/registry';
-import { OpCase, applyOp, defineOp } from '../tensor/op';
+import { activeBackend, backendFor, opKernel } from '../backend/registry';
+import { OpCase, applyOp, defineOp, opMissingKernels } from '../tensor/op';
 import { RefTensor, refTensor } from '../tensor/reference';
 import { Tensor, shapeStr } from '../tensor/tensor';
+import { relu } from './elementwise';
 import { contiguous } from './view';
 
 type ConvForward = (x: number, w: number, bias: number | null, y: number, B: number, Cin: number, Cout: number,
@@ -75,59 +77,90 @@ function refConv2d(x: RefTensor, w: RefTensor, bias?: RefTensor): RefTensor {
   return y;
 }
 
-export const conv2dOp = defineOp<Record<string, never>>({
-  name: 'conv2d',
-  kernels: ['conv2dForward', 'conv2dBackward'],
-  forward(inputs) {
-    const [x, w, bias] = inputs;
-    requireF32('conv2d', ...inputs);
-    const d = convDims(x.shape, w.shape, bias?.shape);
-    return withContiguous(inputs, ([xc, wc, bc]) => {
-      const y = Tensor.empty([d.B, d.Cout, d.H, d.W], 'f32');
-      opKernel<ConvForward>('conv2dForward')(xc.address, wc.address, bc ? bc.address : null, y.address,
-        d.B, d.Cin, d.Cout, d.H, d.W, d.k);
-      return y;
-    });
-  },
-  backward(ctx, g) {
-    const [x, w, bias] = ctx.inputs;
-    const d = convDims(x.shape, w.shape, bias?.shape);
-    const dx = x.requiresGrad ? Tensor.empty(x.shape, 'f32') : null;
-    const dw = w.requiresGrad ? Tensor.empty(w.shape, 'f32') : null;
-    const db = bias?.requiresGrad ? Tensor.empty(bias.shape, 'f32') : null;
-    withContiguous([x, w, g], ([xc, wc, gc]) =>
-      opKernel<ConvBackward>('conv2dBackward')(xc.address, wc.address, gc.address, dx?.address ?? null,
-        dw?.address ?? null, db?.address ?? null, d.B, d.Cin, d.Cout, d.H, d.W, d.k));
-    return bias ? [dx, dw, db] : [dx, dw];
-  },
-  reference([x, w, bias]) {
-    return refConv2d(x, w, bias);
-  },
-  cases() {
-    const cases: OpCase<Record<string, never>>[] = [];
-    const shapes: Array<[number, number, number, number, number, number]> = [
-      // B, Cin, Cout, H, W, k
-      [1, 1, 1, 1, 1, 1], [1, 3, 7, 5, 7, 3], [3, 7, 5, 7, 5, 5], [2, 3, 33, 16, 16, 7], [2, 33, 7, 8, 6, 1],
-      [1, 129, 3, 4, 4, 3], [2, 16, 16, 9, 9, 3],
-    ];
-    for (const [B, Cin, Cout, H, W, k] of shapes) {
-      cases.push({
-        name: `x (${B}, ${Cin}, ${H}, ${W}) k${k} -> ${Cout} with bias`,
-        inputs: [{ shape: [B, Cin, H, W] }, { shape: [Cout, Cin, k, k] }, { shape: [Cout] }],
-        attrs: {},
-        // Each output sums Cin*k*k products of unit-scale terms: float32 rounding grows like sqrt(terms).
-        tol: { atol: 1e-5 * Math.sqrt(Cin * k * k) },
+/**
+ * conv2d and reluConv2d: one definition, two kernel pairs. reluConv2d convolves ReLU(x) without making the ReLU tensor
+ * (the kernels apply it while padding the input, and gate dx by x > 0 as they store it): the dVAE's res-path
+ * convolutions all follow a ReLU. It is a separate op with its own kernel names, so a backend without them (the CUDA
+ * one) reports them missing instead of running the plain kernels on the wrong input; reluThenConv2d picks.
+ */
+function defineConv2d(name: 'conv2d' | 'reluConv2d', forwardKernel: string, backwardKernel: string, inputRelu: boolean) {
+  return defineOp<Record<string, never>>({
+    name,
+    kernels: [forwardKernel, backwardKernel],
+    ...(inputRelu ? { fusionOf: ['relu', 'conv2d'] } : {}),
+    forward(inputs) {
+      const [x, w, bias] = inputs;
+      requireF32(name, ...inputs);
+      const d = convDims(x.shape, w.shape, bias?.shape);
+      return withContiguous(inputs, ([xc, wc, bc]) => {
+        const y = Tensor.empty([d.B, d.Cout, d.H, d.W], 'f32');
+        opKernel<ConvForward>(forwardKernel)(xc.address, wc.address, bc ? bc.address : null, y.address,
+          d.B, d.Cin, d.Cout, d.H, d.W, d.k);
+        return y;
       });
-    }
-    cases.push({ name: 'no bias', inputs: [{ shape: [2, 5, 6, 7] }, { shape: [3, 5, 3, 3] }], attrs: {} });
-    cases.push({ name: 'tiny full', inputs: [{ shape: [1, 2, 3, 3] }, { shape: [2, 2, 3, 3] }, { shape: [2] }], attrs: {}, gradcheck: 'full' });
-    return cases;
-  },
-});
+    },
+    backward(ctx, g) {
+      const [x, w, bias] = ctx.inputs;
+      const d = convDims(x.shape, w.shape, bias?.shape);
+      const dx = x.requiresGrad ? Tensor.empty(x.shape, 'f32') : null;
+      const dw = w.requiresGrad ? Tensor.empty(w.shape, 'f32') : null;
+      const db = bias?.requiresGrad ? Tensor.empty(bias.shape, 'f32') : null;
+      withContiguous([x, w, g], ([xc, wc, gc]) =>
+        opKernel<ConvBackward>(backwardKernel)(xc.address, wc.address, gc.address, dx?.address ?? null,
+          dw?.address ?? null, db?.address ?? null, d.B, d.Cin, d.Cout, d.H, d.W, d.k));
+      return bias ? [dx, dw, db] : [dx, dw];
+    },
+    reference([x, w, bias]) {
+      return refConv2d(inputRelu ? refRelu(x) : x, w, bias);
+    },
+    cases() {
+      const cases: OpCase<Record<string, never>>[] = [];
+      const shapes: Array<[number, number, number, number, number, number]> = [
+        // B, Cin, Cout, H, W, k
+        [1, 1, 1, 1, 1, 1], [1, 3, 7, 5, 7, 3], [3, 7, 5, 7, 5, 5], [2, 3, 33, 16, 16, 7], [2, 33, 7, 8, 6, 1],
+        [1, 129, 3, 4, 4, 3], [2, 16, 16, 9, 9, 3],
+      ];
+      for (const [B, Cin, Cout, H, W, k] of shapes) {
+        cases.push({
+          name: `x (${B}, ${Cin}, ${H}, ${W}) k${k} -> ${Cout} with bias`,
+          inputs: [{ shape: [B, Cin, H, W] }, { shape: [Cout, Cin, k, k] }, { shape: [Cout] }],
+          attrs: {},
+          // Each output sums Cin*k*k products of unit-scale terms: float32 rounding grows like sqrt(terms).
+          tol: { atol: 1e-5 * Math.sqrt(Cin * k * k) },
+        });
+      }
+      cases.push({ name: 'no bias', inputs: [{ shape: [2, 5, 6, 7] }, { shape: [3, 5, 3, 3] }], attrs: {} });
+      // (With the ReLU, a normal input lands within the finite difference's step of 1e-5 from the kink at 0 with odds
+      // of about 1e-5 per value, as for the relu op's own cases.)
+      cases.push({ name: 'tiny full', inputs: [{ shape: [1, 2, 3, 3] }, { shape: [2, 2, 3, 3] }, { shape: [2] }], attrs: {}, gradcheck: 'full' });
+      return cases;
+    },
+  });
+}
+
+function refRelu(x: RefTensor): RefTensor {
+  const out = refTensor([...x.shape]);
+  for (let i = 0; i < x.data.length; i++) out.data[i] = x.data[i] > 0 ? x.data[i] : 0;
+  return out;
+}
+
+export const conv2dOp = defineConv2d('conv2d', 'conv2dForward', 'conv2dBackward', false);
+export const reluConv2dOp = defineConv2d('reluConv2d', 'conv2dReluForward', 'conv2dReluBackward', true);
 
 /** y = conv(x, w) + bias; x (B, Cin, H, W), w (Cout, Cin, k, k), bias (Cout). Stride 1, same padding. */
 export function conv2d(x: Tensor, w: Tensor, bias?: Tensor): Tensor {
   return applyOp(conv2dOp, bias ? [x, w, bias] : [x, w], {});
+}
+
+/**
+ * y = conv(ReLU(x), w) + bias, as conv2d(relu(x), w, bias): fused (reluConv2d) where x's backend has its kernels,
+ * else the two ops.
+ */
+export function reluThenConv2d(x: Tensor, w: Tensor, bias?: Tensor): Tensor {
+  if (opMissingKernels(reluConv2dOp, backendFor(x.device)).length === 0) {
+    return applyOp(reluConv2dOp, bias ? [x, w, bias] : [x, w], {});
+  }
+  return conv2d(relu(x), w, bias);
 }
 
 // ---- max-pool 2x2 ------------------------------------------------------------------------------------------------

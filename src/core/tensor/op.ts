@@ -65,6 +65,11 @@ export interface OpDef<A = Record<string, never>> {
   reference(inputs: RefTensor[], attrs: A): RefTensor;
   /** Harness cases: odd sizes (1, 7, 33, 129 and larger) and every attribute combination that matters. */
   cases(): OpCase<A>[];
+  /**
+   * Set on a fused op that callers run only where the backend has its kernels, else the ops named here (reluConv2d:
+   * ['relu', 'conv2d']). A backend without its kernels still runs every job: it is not reported as unsupported.
+   */
+  readonly fusionOf?: readonly string[];
 }
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -110,9 +115,11 @@ export function opMissingKernels(def: OpDef<any>, backend: Backend): readonly st
   return missing;
 }
 
-/** The registered ops that cannot run on `backend`, each with the kernels it lacks there. */
+/** The registered ops that cannot run on `backend`, each with the kernels it lacks there (fused ops, which callers
+ *  replace by the ops they fuse there, are not counted). */
 export function unsupportedOps(backend: Backend): Array<{ op: string; missing: readonly string[] }> {
   return registeredOps()
+    .filter((def) => !def.fusionOf)
     .map((def) => ({ op: def.name, missing: opMissingKernels(def, backend) }))
     .filter((r) => r.missing.length > 0);
 }

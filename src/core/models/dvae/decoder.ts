@@ -3,7 +3,7 @@
 //   upsampling (all groups but the last); output: ReLU, 1x1 conv to 2C channels (C locations mu, C log-scales ln b).
 // Key: B = batch, C = image channels, V = vocab_size, G = n_groups, f = 2^(G-1), h, w = grid side, H = f h, W = f w.
 import { Conv2d, Module } from '../../nn';
-import { add, contiguous, embedding, permute, relu, reshape, transpose, upsample2x } from '../../ops';
+import { add, contiguous, embedding, permute, reshape, transpose, upsample2x } from '../../ops';
 import { Philox, Tensor, shapeStr } from '../../tensor';
 import { DvaeArch, sideLayout } from './layout';
 import { Named, ResBlock, makeConv } from './resblock';
@@ -57,6 +57,6 @@ export class Decoder extends Module {
       for (const b of g.blocks) h = b.forward(h); // (B, 2^(G-g) n_hid, h', w')
       if (g.upsample) h = upsample2x(h); // (B, ., 2h', 2w')
     }
-    return this.output.forward(relu(h)); // (B, 2C, H, W)
+    return this.output.forwardAfterRelu(h); // conv(relu(h)): (B, 2C, H, W)
   }
 }
