@@ -328,7 +328,7 @@ void gemm_forward(const float* x, const float* w, const float* bias, float* y, i
                   int64_t H, int64_t W, int64_t k) {
   const int64_t HW = H * W, T = C * k * k;
   if (k == 1) {
-    sgemm_batched(B, false, false, Co, HW, C, 1.0f, w, C, 0, x, HW, C * HW, 0.0f, y, HW, Co * HW);
+    sgemm_batched_shared_a(B, false, Co, HW, C, 1.0f, w, C, x, HW, C * HW, 0.0f, y, HW, Co * HW);
   } else {
     // One image per thread at a time; each image's GEMM runs on its thread alone (same result as a threaded one).
     const int threads = num_threads();
@@ -350,7 +350,7 @@ void gemm_dx(const float* w, const float* dy, float* dx, int64_t B, int64_t C, i
              int64_t k) {
   const int64_t HW = H * W, T = C * k * k;
   if (k == 1) {
-    sgemm_batched(B, true, false, C, HW, Co, 1.0f, w, C, 0, dy, HW, Co * HW, 0.0f, dx, HW, C * HW);
+    sgemm_batched_shared_a(B, true, C, HW, Co, 1.0f, w, C, dy, HW, Co * HW, 0.0f, dx, HW, C * HW);
     return;
   }
   const int threads = num_threads();

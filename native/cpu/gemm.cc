@@ -344,7 +344,9 @@ Problem make_problem(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float al
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Shared op(A) over wide row-major B (a 1x1 convolution: W (Co, C) @ x[b] (C, HW) for every image b).
+// Shared op(A) over wide row-major B (a 1x1 convolution: W (Co, C) @ x[b] (C, HW) for every image b): the path of
+// sgemm_batched_shared_a, which conv.cc calls. (Chosen automatically for every batched GEMM with a shared A, it made
+// the prior's x @ W products, which matmul runs as W^T-shared batches of 288 columns, 13-27% slower: it stays opt-in.)
 //
 // The blocked path packs each B in NC-wide panels (1.5 MiB at K = 128) that spill to L3, streams the panel once per
 // MR rows of A, and packs op(A) again for every problem of the batch. Here op(A) is packed once for the batch, and
@@ -428,11 +430,6 @@ void batched(const char* op, bool bf16, int64_t batch, bool ta, bool tb, int64_t
     return make_problem(ta, tb, M, N, K, alpha, static_cast<const char*>(A) + i * sa * es, lda,
                         static_cast<const char*>(B) + i * sb * es, ldb, beta, C + i * sc, ldc);
   };
-  if (use_strips(im, tb, sa, M, N, K, alpha)) {
-    batched_strips(im, batch, ta, M, N, K, alpha, static_cast<const float*>(A), lda, static_cast<const float*>(B),
-                   ldb, sb, beta, C, ldc, sc);
-    return;
-  }
   const int T = num_threads();
   const double macs = (double)M * N * (K ? K : 1);
   // Whole GEMMs per thread when that balances (and each is small); otherwise one threaded GEMM after another.
@@ -465,6 +462,28 @@ void sgemm_batched(int64_t batch, bool trans_a, bool trans_b, int64_t M, int64_t
                    float beta, float* C, int64_t ldc, int64_t stride_c) {
   batched("sgemmBatched", false, batch, trans_a, trans_b, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta,
           C, ldc, stride_c);
+}
+
+void sgemm_batched_shared_a(int64_t batch, bool trans_a, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                            int64_t lda, const float* B, int64_t ldb, int64_t stride_b, float beta, float* C,
+                            int64_t ldc, int64_t stride_c) {
+  const char* op = "sgemmBatchedSharedA";
+  DALLE_CHECK(batch >= 0, op, "negative batch %lld", (long long)batch);
+  check_args(op, trans_a, false, M, N, K, A, lda, B, ldb, C, ldc, batch > 0);
+  DALLE_CHECK(stride_b >= 0 && stride_c >= 0, op, "negative batch stride (B %lld, C %lld)", (long long)stride_b,
+              (long long)stride_c);
+  if (batch > 1 && M > 0 && N > 0) {
+    DALLE_CHECK(stride_c >= (M - 1) * ldc + N, op,
+                "stride of C (%lld) makes the (%lld, %lld) results of the batch overlap (ldc %lld)", (long long)stride_c,
+                (long long)M, (long long)N, (long long)ldc);
+  }
+  if (batch == 0 || M == 0 || N == 0) return;
+  const Impl im = select_impl(false);
+  if (use_strips(im, false, 0, M, N, K, alpha)) {
+    batched_strips(im, batch, trans_a, M, N, K, alpha, A, lda, B, ldb, stride_b, beta, C, ldc, stride_c);
+  } else {
+    batched(op, false, batch, trans_a, false, M, N, K, alpha, A, lda, 0, B, ldb, stride_b, beta, C, ldc, stride_c);
+  }
 }
 
 void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A,
@@ -529,6 +548,25 @@ Napi::Value SgemmBatched(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// sgemmBatchedSharedA(batch, transA, M, N, K, alpha, a, lda, b, ldb, strideB, beta, c, ldc, strideC): what the 1x1
+// convolutions call (A shared by the batch, B row-major), exported for its tests.
+Napi::Value SgemmBatchedSharedA(const Napi::CallbackInfo& info) {
+  const char* op = "sgemmBatchedSharedA";
+  int64_t batch = arg_i64(info, 0, op);
+  bool ta = arg_flag(info, 1, op);
+  int64_t M = arg_i64(info, 2, op), N = arg_i64(info, 3, op), K = arg_i64(info, 4, op);
+  float alpha = (float)arg_f64(info, 5, op);
+  const float* a = arg_data<const float>(info, 6, op);
+  int64_t lda = arg_i64(info, 7, op);
+  const float* b = arg_data<const float>(info, 8, op);
+  int64_t ldb = arg_i64(info, 9, op), sb = arg_i64(info, 10, op);
+  float beta = (float)arg_f64(info, 11, op);
+  float* c = arg_data<float>(info, 12, op);
+  int64_t ldc = arg_i64(info, 13, op), sc = arg_i64(info, 14, op);
+  sgemm_batched_shared_a(batch, ta, M, N, K, alpha, a, lda, b, ldb, sb, beta, c, ldc, sc);
+  return info.Env().Undefined();
+}
+
 // gemmSetBlocking(kc, mc, nc): block sizes for tuning (0 restores the default). Not synchronized with GEMMs running
 // on other threads: call it between benchmark runs only.
 Napi::Value GemmSetBlocking(const Napi::CallbackInfo& info) {
@@ -539,6 +577,7 @@ Napi::Value GemmSetBlocking(const Napi::CallbackInfo& info) {
 
 DALLE_EXPORT("sgemm", Sgemm);
 DALLE_EXPORT("sgemmBatched", SgemmBatched);
+DALLE_EXPORT("sgemmBatchedSharedA", SgemmBatchedSharedA);
 DALLE_EXPORT("gemmBf16", GemmBf16);
 DALLE_EXPORT("sgemmReference", SgemmReference);
 DALLE_EXPORT("gemmBf16Reference", GemmBf16Reference);

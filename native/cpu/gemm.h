@@ -16,6 +16,12 @@ void sgemm_batched(int64_t batch, bool trans_a, bool trans_b, int64_t M, int64_t
                    float beta, float* C, int64_t ldc, int64_t stride_c);
 
 // bf16 inputs (raw uint16 bit patterns), fp32 accumulation and output. Uses AVX512_BF16 vdpbf16ps where present.
+// C[b] = alpha * op(A) @ B[b] + beta * C[b] for every b: one op(A) (M, K) shared by the batch, B[b] (K, N) row-major.
+// Wide B (a 1x1 convolution's images) streams in L2 strips with op(A) packed once; otherwise as sgemm_batched.
+void sgemm_batched_shared_a(int64_t batch, bool trans_a, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                            int64_t lda, const float* B, int64_t ldb, int64_t stride_b, float beta, float* C,
+                            int64_t ldc, int64_t stride_c);
+
 void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A,
                int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc);
 

@@ -31,6 +31,8 @@ interface Addon {
   sgemmBatched(batch: number, ta: boolean, tb: boolean, M: number, N: number, K: number, alpha: number,
     a: number | null, lda: number, sa: number, b: number | null, ldb: number, sb: number, beta: number,
     c: number | null, ldc: number, sc: number): void;
+  sgemmBatchedSharedA(batch: number, ta: boolean, M: number, N: number, K: number, alpha: number, a: number,
+    lda: number, b: number, ldb: number, sb: number, beta: number, c: number, ldc: number, sc: number): void;
 }
 const addon: Addon = native as unknown as Addon; // loaded by the engine (DALLE_ADDON honoured)
 
@@ -331,18 +333,14 @@ describe('native gemm', function () {
     }
   });
 
-  it('batched: independent matrices, stride 0 broadcasts A or B, and shared A over wide B in strips', () => {
+  it('batched: independent matrices, and stride 0 broadcasts A or B', () => {
     eachPath((isa, threads) => {
       const cases = [
         { batch: 3, M: 17, N: 33, K: 20, sa0: false, sb0: false, ta: false, tb: true },
         { batch: 4, M: 5, N: 70, K: 65, sa0: true, sb0: false, ta: true, tb: false },
         { batch: 5, M: 40, N: 6, K: 31, sa0: false, sb0: true, ta: false, tb: false },
         { batch: 2, M: 64, N: 64, K: 64, sa0: false, sb0: false, ta: true, tb: true },
-        // Shared A over wide B (the 1x1 convolution's path: A packed once, B in strips): several one-sliver strips
-        // with a partial last one (K 700), one image on two threads, and a transposed A.
         { batch: 3, M: 19, N: 150, K: 700, sa0: true, sb0: false, ta: false, tb: false },
-        { batch: 1, M: 13, N: 301, K: 33, sa0: true, sb0: false, ta: true, tb: false },
-        { batch: 4, M: 9, N: 96, K: 1, sa0: true, sb0: false, ta: false, tb: false },
       ];
       for (const t of cases) {
         const g = gemm(t.M, t.N, t.K, t.ta, t.tb, 0.75, 0.5, [2, 1, 3]);
@@ -367,6 +365,42 @@ describe('native gemm', function () {
             throw new Error(`[${isa}, ${threads} threads] ${JSON.stringify(t)} ${(e as Error).message}`);
           }
           // the gap between matrices is not written
+          for (let j = t.M * g.ldc; j < sc; j++) assert.strictEqual(got[i * sc + j], C0[i * sc + j]);
+        }
+      }
+    });
+  });
+
+  it('sgemmBatchedSharedA (the 1x1 convolutions): A packed once, wide B in strips; small M and narrow B as batched', () => {
+    eachPath((isa, threads) => {
+      const cases = [
+        // several one-sliver strips with a partial last one (K 700), one image on two threads with a transposed A,
+        // K 1, and the fallbacks: M <= 8 (small-M path) and N too narrow for strips
+        { batch: 3, M: 19, N: 150, K: 700, ta: false },
+        { batch: 1, M: 13, N: 301, K: 33, ta: true },
+        { batch: 4, M: 9, N: 96, K: 1, ta: false },
+        { batch: 2, M: 6, N: 200, K: 17, ta: true },
+        { batch: 3, M: 40, N: 50, K: 9, ta: false },
+      ];
+      for (const t of cases) {
+        const g = gemm(t.M, t.N, t.K, t.ta, false, 0.75, 0.5, [2, 1, 3]);
+        const aMat = (t.ta ? t.K : t.M) * g.lda, bMat = t.K * g.ldb, cMat = t.M * g.ldc + 5;
+        const sb = bMat + 1, sc = cMat;
+        const A = randomF32(aMat), B = randomF32(sb * t.batch), C0 = randomF32(sc * t.batch);
+        const got = withBufs((mk) => {
+          const a = mk(A), b = mk(B), c = mk(C0);
+          addon.sgemmBatchedSharedA(t.batch, t.ta, t.M, t.N, t.K, g.alpha, a.addr, g.lda, b.addr, g.ldb, sb, g.beta,
+            c.addr, g.ldc, sc);
+          return c.readF32(sc * t.batch);
+        });
+        const scale = Math.abs(g.alpha) * maxAbs(A) * maxAbs(B) + Math.abs(g.beta) * maxAbs(C0);
+        for (let i = 0; i < t.batch; i++) {
+          const Bi = B.subarray(i * sb, i * sb + bMat), Ci = C0.subarray(i * sc, i * sc + t.M * g.ldc);
+          try {
+            assertClose(`batch ${i}`, g, got.subarray(i * sc, i * sc + t.M * g.ldc), refGemm(g, A, Bi, Ci), scale, Ci);
+          } catch (e) {
+            throw new Error(`[${isa}, ${threads} threads] ${JSON.stringify(t)} ${(e as Error).message}`);
+          }
           for (let j = t.M * g.ldc; j < sc; j++) assert.strictEqual(got[i * sc + j], C0[i * sc + j]);
         }
       }

@@ -8,7 +8,7 @@ import { Backend, KernelTable } from './backend';
  *  look up by name, and so one that every device backend must have (test/cuda/backend-wiring.test.ts). */
 export const CPU_NOT_KERNELS: readonly string[] = ['alloc', 'free', 'sizeClass', 'allocStats', 'trim', 'resetPeak',
   'minorFaults', 'copyIn', 'copyOut', 'memcpy', 'cast', 'setThreads', 'numThreads', 'cpuInfo', 'setIsa', 'selfTestError',
-  'selfTestParallelError', 'sgemm', 'sgemmReference', 'gemmBf16Reference', 'gemmSetBlocking', 'sparseAttentionSetBlocks',
+  'selfTestParallelError', 'sgemm', 'sgemmBatchedSharedA', 'sgemmReference', 'gemmBf16Reference', 'gemmSetBlocking', 'sparseAttentionSetBlocks',
   'sparseAttentionPlan', 'attnPlanTiles', 'attnPlanLayout', 'attnPlanAllowed', 'attnPlanRuns', 'attnPlanLaunch',
   'cudaLaunchShape'];
 
