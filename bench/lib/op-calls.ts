@@ -24,23 +24,20 @@ function bump(m: Map<string, Map<string, number>>, op: string, key: string): voi
 }
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export function countOpCalls(ops: readonly OpDef<any>[], fn: () => void): OpCalls {
-  const calls: OpCalls = { forward: new Map(), backward: new Map() };
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  const mutable = ops as Array<{ -readonly [K in keyof OpDef<any>]: OpDef<any>[K] }>;
+type AnyOp = OpDef<any>;
+
+/**
+ * Runs fn with each op's forward and backward replaced by wrap's (given the originals), and restores them afterwards,
+ * also when fn throws. applyOp reads def.forward and def.backward at each call, so no hook in the engine is needed.
+ */
+export function withWrappedOps(ops: readonly AnyOp[], wrap: (def: AnyOp, forward: AnyOp['forward'], backward: AnyOp['backward']) =>
+  { forward: AnyOp['forward']; backward: AnyOp['backward'] }, fn: () => void): void {
+  const mutable = ops as Array<{ -readonly [K in keyof AnyOp]: AnyOp[K] }>;
   const saved = mutable.map((def) => ({ forward: def.forward, backward: def.backward }));
   mutable.forEach((def, i) => {
-    const { forward, backward } = saved[i];
-    def.forward = (inputs: readonly Tensor[], attrs, ctx) => {
-      bump(calls.forward, def.name, callKey(inputs, attrs));
-      return forward.call(def, inputs, attrs, ctx);
-    };
-    if (backward) {
-      def.backward = (ctx, g) => {
-        bump(calls.backward, def.name, callKey(ctx.inputs, ctx.attrs));
-        return backward.call(def, ctx, g);
-      };
-    }
+    const w = wrap(def, saved[i].forward, saved[i].backward);
+    def.forward = w.forward;
+    if (saved[i].backward) def.backward = w.backward;
   });
   try {
     fn();
@@ -50,5 +47,19 @@ export function countOpCalls(ops: readonly OpDef<any>[], fn: () => void): OpCall
       def.backward = saved[i].backward;
     });
   }
+}
+
+export function countOpCalls(ops: readonly AnyOp[], fn: () => void): OpCalls {
+  const calls: OpCalls = { forward: new Map(), backward: new Map() };
+  withWrappedOps(ops, (def, forward, backward) => ({
+    forward: (inputs: readonly Tensor[], attrs, ctx) => {
+      bump(calls.forward, def.name, callKey(inputs, attrs));
+      return forward.call(def, inputs, attrs, ctx);
+    },
+    backward: backward && ((ctx, g) => {
+      bump(calls.backward, def.name, callKey(ctx.inputs, ctx.attrs));
+      return backward.call(def, ctx, g);
+    }),
+  }), fn);
   return calls;
 }

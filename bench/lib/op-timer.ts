@@ -3,7 +3,7 @@
 // time is exclusive: a backward made of ops (which run their forwards through applyOp) is charged only for what runs
 // outside those nested calls, so the times add up to the step's time spent in ops.
 import { OpDef, Tensor } from '../../src/core/tensor';
-import { callKey } from './op-calls';
+import { callKey, withWrappedOps } from './op-calls';
 
 export interface OpTime {
   readonly op: string;
@@ -35,25 +35,11 @@ export function timeOpCalls(ops: readonly OpDef<any>[], fn: () => void): { times
       t.ms += Number(inclusive - inner) / 1e6;
     }
   };
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  const mutable = ops as Array<{ -readonly [K in keyof OpDef<any>]: OpDef<any>[K] }>;
-  const saved = mutable.map((def) => ({ forward: def.forward, backward: def.backward }));
-  mutable.forEach((def, i) => {
-    const { forward, backward } = saved[i];
-    def.forward = (inputs: readonly Tensor[], attrs, ctx) =>
-      timed(def.name, 'fwd', callKey(inputs, attrs), () => forward.call(def, inputs, attrs, ctx));
-    if (backward) {
-      def.backward = (ctx, g) => timed(def.name, 'bwd', callKey(ctx.inputs, ctx.attrs), () => backward.call(def, ctx, g));
-    }
-  });
   const t0 = process.hrtime.bigint();
-  try {
-    fn();
-  } finally {
-    mutable.forEach((def, i) => {
-      def.forward = saved[i].forward;
-      def.backward = saved[i].backward;
-    });
-  }
+  withWrappedOps(ops, (def, forward, backward) => ({
+    forward: (inputs: readonly Tensor[], attrs, ctx) =>
+      timed(def.name, 'fwd', callKey(inputs, attrs), () => forward.call(def, inputs, attrs, ctx)),
+    backward: backward && ((ctx, g) => timed(def.name, 'bwd', callKey(ctx.inputs, ctx.attrs), () => backward.call(def, ctx, g))),
+  }), fn);
   return { times: [...times.values()].sort((a, b) => b.ms - a.ms), totalMs: Number(process.hrtime.bigint() - t0) / 1e6 };
 }

@@ -411,9 +411,10 @@ void batched_strips(const Impl& im, int64_t batch, bool ta, int64_t M, int64_t N
   cache_free(apack, abytes);
 }
 
-void batched(const char* op, bool bf16, int64_t batch, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
-             float alpha, const void* A, int64_t lda, int64_t sa, const void* B, int64_t ldb, int64_t sb, float beta,
-             float* C, int64_t ldc, int64_t sc) {
+// Checks a batched call's arguments (throws naming the shapes); returns whether there is anything to compute.
+bool check_batched(const char* op, int64_t batch, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void* A,
+                   int64_t lda, int64_t sa, const void* B, int64_t ldb, int64_t sb, const float* C, int64_t ldc,
+                   int64_t sc) {
   DALLE_CHECK(batch >= 0, op, "negative batch %lld", (long long)batch);
   check_args(op, ta, tb, M, N, K, A, lda, B, ldb, C, ldc, batch > 0);
   DALLE_CHECK(sa >= 0 && sb >= 0 && sc >= 0, op, "negative batch stride (A %lld, B %lld, C %lld)", (long long)sa,
@@ -423,7 +424,13 @@ void batched(const char* op, bool bf16, int64_t batch, bool ta, bool tb, int64_t
                 "stride of C (%lld) makes the (%lld, %lld) results of the batch overlap (ldc %lld)", (long long)sc,
                 (long long)M, (long long)N, (long long)ldc);
   }
-  if (batch == 0 || M == 0 || N == 0) return;
+  return batch > 0 && M > 0 && N > 0;
+}
+
+void batched(const char* op, bool bf16, int64_t batch, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+             float alpha, const void* A, int64_t lda, int64_t sa, const void* B, int64_t ldb, int64_t sb, float beta,
+             float* C, int64_t ldc, int64_t sc) {
+  if (!check_batched(op, batch, ta, tb, M, N, K, A, lda, sa, B, ldb, sb, C, ldc, sc)) return;
   const Impl im = select_impl(bf16);
   const int es = im.in_size;
   auto prob = [&](int64_t i) {
@@ -468,18 +475,9 @@ void sgemm_batched_shared_a(int64_t batch, bool trans_a, int64_t M, int64_t N, i
                             int64_t lda, const float* B, int64_t ldb, int64_t stride_b, float beta, float* C,
                             int64_t ldc, int64_t stride_c) {
   const char* op = "sgemmBatchedSharedA";
-  DALLE_CHECK(batch >= 0, op, "negative batch %lld", (long long)batch);
-  check_args(op, trans_a, false, M, N, K, A, lda, B, ldb, C, ldc, batch > 0);
-  DALLE_CHECK(stride_b >= 0 && stride_c >= 0, op, "negative batch stride (B %lld, C %lld)", (long long)stride_b,
-              (long long)stride_c);
-  if (batch > 1 && M > 0 && N > 0) {
-    DALLE_CHECK(stride_c >= (M - 1) * ldc + N, op,
-                "stride of C (%lld) makes the (%lld, %lld) results of the batch overlap (ldc %lld)", (long long)stride_c,
-                (long long)M, (long long)N, (long long)ldc);
-  }
-  if (batch == 0 || M == 0 || N == 0) return;
   const Impl im = select_impl(false);
   if (use_strips(im, false, 0, M, N, K, alpha)) {
+    if (!check_batched(op, batch, trans_a, false, M, N, K, A, lda, 0, B, ldb, stride_b, C, ldc, stride_c)) return;
     batched_strips(im, batch, trans_a, M, N, K, alpha, A, lda, B, ldb, stride_b, beta, C, ldc, stride_c);
   } else {
     batched(op, false, batch, trans_a, false, M, N, K, alpha, A, lda, 0, B, ldb, stride_b, beta, C, ldc, stride_c);
