@@ -362,6 +362,37 @@ Problem make_problem(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float al
 // interleaved): 24 KiB strips read B as 192-byte pieces of 128 rows 16 KiB apart and ran 7-20% slower at 64 px.
 constexpr int64_t kStripBytes = 256 * 1024;
 
+// Prefetches, into L2, the rows of B a thread will pack for its next strip, a few lines before each micro-kernel call
+// of the current strip, so that reading B from memory overlaps the arithmetic instead of stalling the next pack.
+struct StripPrefetch {
+  struct Region {
+    const char* base = nullptr;
+    int64_t row_bytes = 0, ld_bytes = 0, rows = 0, r = 0, off = 0, per_call = 0;
+    void start(const float* src, int64_t ld, int64_t ns, int64_t n_rows, int64_t calls) {
+      base = reinterpret_cast<const char*>(src);
+      row_bytes = ns * (int64_t)sizeof(float), ld_bytes = ld * (int64_t)sizeof(float), rows = n_rows, r = 0, off = 0;
+      per_call = ceil_div(ceil_div(row_bytes, 64) * n_rows, calls > 0 ? calls : 1);
+    }
+    template <int RW>
+    void step() {
+      for (int64_t i = 0; i < per_call && r < rows; i++) {
+        __builtin_prefetch(base + r * ld_bytes + off, RW, 2);
+        off += 64;
+        if (off >= row_bytes) off = 0, r++;
+      }
+    }
+  } b, c;
+  void start(const float* src, int64_t ld, int64_t ns, int64_t K, const float* dst, int64_t ldc, int64_t M, int64_t calls) {
+    b.start(src, ld, ns, K, calls);
+    c.start(dst, ldc, ns, M, calls);
+  }
+  void stop() { b.rows = 0, c.rows = 0; }
+  void step() {
+    b.step<0>();
+    c.step<1>();
+  }
+};
+
 bool use_strips(const Impl& im, bool tb, int64_t sa, int64_t M, int64_t N, int64_t K, float alpha) {
   return im.in_size == 4 && im.packed_size == 4 && !tb && sa == 0 && K > 0 && alpha != 0.0f && K <= g_blocking.kc &&
          N >= 2 * im.nr && M > kSmallM;
@@ -385,14 +416,23 @@ void batched_strips(const Impl& im, int64_t batch, bool ta, int64_t M, int64_t N
   const int64_t strips = ceil_div(N, ns_max), items = batch * strips;
   auto run = [&](int64_t i0, int64_t i1) {
     float* bpack = static_cast<float*>(tl_bbuf.get((size_t)(ns_max * K) * sizeof(float) + 64));
+    StripPrefetch next;
     for (int64_t it = i0; it < i1; it++) {
       const int64_t b = it / strips, n0 = (it % strips) * ns_max, ns = min64(ns_max, N - n0);
       im.pack(B + b * sb + n0, ldb, 1, ns, K, nr, bpack);  // op(B)^T (n, k) = B[k * ldb + n]
+      if (it + 1 < i1) {
+        const int64_t nb = (it + 1) / strips, nn0 = ((it + 1) % strips) * ns_max;
+        next.start(B + nb * sb + nn0, ldb, min64(ns_max, N - nn0), K, C + nb * sc + nn0, ldc, M,
+                   slivers_m * ceil_div(ns, nr));
+      } else {
+        next.stop();
+      }
       float* cb = C + b * sc + n0;
       for (int64_t s = 0; s < slivers_m; s++) {
         const float* as = apack + s * mr * K;
         const int64_t rows = min64(mr, M - s * mr);
         for (int64_t j = 0; j < ns; j += nr) {
+          next.step();
           im.ukernel(K, as, bpack + j * K, cb + s * mr * ldc + j, ldc, alpha, beta, rows, min64(nr, ns - j));
         }
       }

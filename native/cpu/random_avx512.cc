@@ -38,7 +38,55 @@ inline __m512d log8(__m512d x) {
   return _mm512_fmadd_pd(e, _mm512_set1_pd(6.93147180369123816490e-01), lo);
 }
 
+// High 32 bits of the 32x32-bit products a * m, lane by lane: mul_epu32 multiplies the even lanes (as 64-bit
+// products), so the odd lanes are shifted down and multiplied separately.
+inline __m512i mulhi_epu32(__m512i a, __m512i m) {
+  const __m512i even = _mm512_srli_epi64(_mm512_mul_epu32(a, m), 32);
+  const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);
+  return _mm512_mask_blend_epi32((__mmask16)0xAAAA, even, odd);
+}
+
 }  // namespace
+
+// Philox4x32-10 blocks for the 16 x `groups` counters first_counter, first_counter + 1, ... under key (k0, k1): block j
+// is words out[4j .. 4j + 3] (the stream's order, src/core/tensor/rng.ts). Each lane runs one counter through the
+// rounds; the four word vectors are then transposed into stream order. Bit-exact with the scalar philox_block.
+void philox_blocks_avx512(uint32_t k0, uint32_t k1, uint64_t first_counter, int64_t groups, uint32_t* out) {
+  const __m512i m0 = _mm512_set1_epi32((int)0xD2511F53u), m1 = _mm512_set1_epi32((int)0xCD9E8D57u);
+  alignas(64) uint32_t lo[16], hi[16];
+  for (int64_t g = 0; g < groups; g++) {
+    for (int j = 0; j < 16; j++) {
+      const uint64_t c = first_counter + (uint64_t)(g * 16 + j);
+      lo[j] = (uint32_t)c;
+      hi[j] = (uint32_t)(c >> 32);
+    }
+    __m512i c0 = _mm512_load_si512(lo), c1 = _mm512_load_si512(hi);
+    __m512i c2 = _mm512_setzero_si512(), c3 = _mm512_setzero_si512();
+    uint32_t key0 = k0, key1 = k1;
+    for (int r = 0; r < 10; r++) {
+      const __m512i n0 = _mm512_xor_si512(_mm512_xor_si512(mulhi_epu32(c2, m1), c1), _mm512_set1_epi32((int)key0));
+      const __m512i n1 = _mm512_mullo_epi32(c2, m1);
+      const __m512i n2 = _mm512_xor_si512(_mm512_xor_si512(mulhi_epu32(c0, m0), c3), _mm512_set1_epi32((int)key1));
+      const __m512i n3 = _mm512_mullo_epi32(c0, m0);
+      c0 = n0; c1 = n1; c2 = n2; c3 = n3;
+      key0 += 0x9E3779B9u;
+      key1 += 0xBB67AE85u;
+    }
+    // (4 words x 16 blocks) -> 16 blocks of 4 words: within each 128-bit lane L, u_i holds block 4L + i ...
+    const __m512i t0 = _mm512_unpacklo_epi32(c0, c1), t1 = _mm512_unpackhi_epi32(c0, c1);
+    const __m512i t2 = _mm512_unpacklo_epi32(c2, c3), t3 = _mm512_unpackhi_epi32(c2, c3);
+    const __m512i u0 = _mm512_unpacklo_epi64(t0, t2), u1 = _mm512_unpackhi_epi64(t0, t2);
+    const __m512i u2 = _mm512_unpacklo_epi64(t1, t3), u3 = _mm512_unpackhi_epi64(t1, t3);
+    // ... then a 4 x 4 transpose of 128-bit lanes puts blocks 4L .. 4L + 3 in output vector L.
+    const __m512i a = _mm512_shuffle_i32x4(u0, u1, 0x44), b = _mm512_shuffle_i32x4(u0, u1, 0xEE);
+    const __m512i c = _mm512_shuffle_i32x4(u2, u3, 0x44), d = _mm512_shuffle_i32x4(u2, u3, 0xEE);
+    uint32_t* o = out + g * 64;
+    _mm512_storeu_si512(o, _mm512_shuffle_i32x4(a, c, 0x88));
+    _mm512_storeu_si512(o + 16, _mm512_shuffle_i32x4(a, c, 0xDD));
+    _mm512_storeu_si512(o + 32, _mm512_shuffle_i32x4(b, d, 0x88));
+    _mm512_storeu_si512(o + 48, _mm512_shuffle_i32x4(b, d, 0xDD));
+  }
+}
 
 void gumbel_from_words_avx512(const uint32_t* words, float* dst, int64_t n) {
   const __m512d half = _mm512_set1_pd(0.5), inv32 = _mm512_set1_pd(1.0 / 4294967296.0);

@@ -125,6 +125,14 @@ describe('elementwise ops', () => {
       close(exp(s).toArray(), exp(sc).toArray(), 0, 0, `${isa} exp sliced`);
       close(sum(s, 0).toArray(), sum(sc, 0).toArray(), 0, 0, `${isa} sum sliced`);
       close(max(xt, [1]).toArray(), max(xc, [1]).toArray(), 0, 0, `${isa} max strided`);
+      // views large enough to be copied dense before the kernel (a strided last dimension of >= 2^14 elements)
+      const big = permute(randn([2, 67, 131]), [0, 2, 1]); // (2, 131, 67), last stride 131
+      const bigc = big.copyContiguousRaw();
+      const row = randn([67]);
+      close(add(big, row).toArray(), add(bigc, row).toArray(), 0, 0, `${isa} add permuted + broadcast row`);
+      const col = randn([131, 1]);
+      close(mul(col, big).toArray(), mul(col, bigc).toArray(), 0, 0, `${isa} mul column * permuted`);
+      close(exp(big).toArray(), exp(bigc).toArray(), 0, 0, `${isa} exp permuted`);
       const p = permute(randn([3, 4, 5]), [2, 0, 1]);
       close(concat([p, p], 1).toArray(), concat([p.copyContiguousRaw(), p.copyContiguousRaw()], 1).toArray(), 0, 0, 'concat');
     }));

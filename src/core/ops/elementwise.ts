@@ -33,9 +33,22 @@ const BINARY_KERNELS = [...EW_KERNELS, 'reduce'] as const;
 
 // ---- raw kernels (no autograd) -----------------------------------------------------------------------------------
 
-/** x as f32 (x itself when it is; a contiguous widened copy of f16/bf16, to dispose); i32 is an error. */
+/** Elements from which a view whose last dimension is strided is copied dense before the kernel runs. */
+const GATHER_COPY_MIN = 1 << 14;
+
+/** A view the kernel would read one element per cache line of: a strided last dimension (a permuted view, such as the
+ *  dVAE's codebook-last logits). The strided copy moves it in cache tiles (native/cpu/copy.cc) far faster than the
+ *  elementwise kernel gathers it: an add of a (16, 16, 16, 1024) permuted view took 7.9 ms, its copy and a dense add
+ *  1.8 ms. */
+function gathers(x: Tensor): boolean {
+  const last = x.rank - 1;
+  return x.size >= GATHER_COPY_MIN && last >= 0 && x.shape[last] > 1 && x.strides[last] !== 1 && !x.isContiguous();
+}
+
+/** x as f32 (x itself when it is and the kernel reads it well; a contiguous (widened) copy of f16/bf16 or of a view
+ *  that gathers, to dispose); i32 is an error. */
 function asF32(x: Tensor, op: string): Tensor {
-  if (x.dtype === 'f32') return x;
+  if (x.dtype === 'f32') return gathers(x) ? x.copyContiguousRaw() : x;
   if (x.dtype === 'i32') {
     throw new Error(`dalle: ${op} takes float tensors, got i32 ${shapeStr(x.shape)}; cast(x, 'f32') first`);
   }
