@@ -1,6 +1,6 @@
 // Layers with PyTorch's conventions for shapes and initialisation scales (so weights map over directly).
 // Keys: B = batch, T = sequence, C = channels / features.
-import { add, conv2d, embedding, layerNorm, matmul, reluThenConv2d, reshape } from '../ops';
+import { add, conv2d, embedding, layerNorm, matmul, mul, reluThenConv2d, reshape } from '../ops';
 import { Tensor } from '../tensor';
 import { Philox } from '../tensor/rng';
 import { Module, normalInit } from './module';
@@ -39,9 +39,14 @@ export class Conv2d extends Module {
     return conv2d(x, this.w, this.b);
   }
 
-  /** forward(relu(x)), with the ReLU fused into the convolution where the backend can (no ReLU tensor is made). */
-  forwardAfterRelu(x: Tensor): Tensor {
-    return reluThenConv2d(x, this.w, this.b);
+  /**
+   * scale * forward(relu(x)), with the ReLU fused into the convolution where the backend can (no ReLU tensor is made).
+   * A scale other than 1 scales the weights and bias instead of the output: (scale w) * x + scale b is the same
+   * function, and costs a pass over the (small) weights instead of two over the activations (forward and backward).
+   */
+  forwardAfterRelu(x: Tensor, scale = 1): Tensor {
+    if (scale === 1) return reluThenConv2d(x, this.w, this.b);
+    return reluThenConv2d(x, mul(this.w, scale), mul(this.b, scale));
   }
 }
 

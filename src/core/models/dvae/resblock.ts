@@ -4,7 +4,7 @@
 // (n_layers = all resblocks of one side) keeps the residual stream's scale near 1 at initialisation.
 // Key: B = batch, I = n_in, O = n_out, M = O / 4, H, W = side.
 import { Conv2d, Module } from '../../nn';
-import { add, mul } from '../../ops';
+import { add } from '../../ops';
 import { Philox, Tensor } from '../../tensor';
 import { BlockSpec, ConvSpec } from './layout';
 
@@ -36,8 +36,11 @@ export class ResBlock extends Module {
   /** x (B, I, H, W) -> (B, O, H, W). */
   forward(x: Tensor): Tensor {
     let h = x; // (B, I, H, W)
-    for (const conv of this.resPath) h = conv.forwardAfterRelu(h); // conv(relu(h)) ... -> (B, O, H, W)
+    const last = this.resPath.length - 1;
+    // conv(relu(h)) ... -> (B, O, H, W); the last conv's weights carry post_gain (the same function as scaling its
+    // output, without two passes over the activations)
+    this.resPath.forEach((conv, j) => (h = conv.forwardAfterRelu(h, j === last ? this.postGain : 1)));
     const id = this.idPath ? this.idPath.forward(x) : x; // (B, O, H, W)
-    return add(id, mul(h, this.postGain));
+    return add(id, h);
   }
 }
