@@ -52,6 +52,24 @@ struct ConvDbJob {
   int64_t B, Co, HW, co0, co1;
 };
 
+// Winograd F(2x2, 3x3) over strips [s0, s1) of one image (AVX-512 only; conv_winograd_avx512.cc): the forward (or
+// dx) of a 3x3 convolution with H even and W = 16 (then H % 4 == 0) or W % 32 == 0. A strip is 16 tiles of 2x2
+// outputs: for W % 32 == 0, strip s is tiles (ty, 16 sx + lane) with ty = s / (W / 32), sx = s % (W / 32); for W = 16,
+// tile rows 2s (lanes 0-7) and 2s + 1 (lanes 8-15). An image has (H / 2) (W / 32) or H / 4 strips.
+enum : int { kWinoStrips = 3 };  // strips per job at most
+struct WinogradJob {
+  const float* xp;     // the padded image (C, H + 2, W + 2) followed by kConvSlack floats
+  const float* U;      // transformed weights, in blocks of 8 output channels: U[((cb * 16 + xi) * C + c) * 8 + m]
+  const float* bias;   // (Co) or null
+  const float* gate;   // (Co, H, W) or null: y = gate > 0 ? y : 0 (as ConvFwdJob::gate; no bias then)
+  float* y;            // (Co, H, W)
+  float* V;            // workspace: 16 * C * kWinoStrips * 16 floats
+  float* M;            // workspace: 16 * 8 * kWinoStrips * 16 floats
+  int64_t C, Co, H, W;
+  int64_t s0, s1;      // strips of this job, s1 - s0 <= kWinoStrips
+};
+void conv3x3_winograd_avx512(const WinogradJob* job);
+
 // Tile sizes (depend on the ISA and k).
 int conv_fwd_mr_avx512();
 int conv_dw_tile_co_avx512(int64_t k);

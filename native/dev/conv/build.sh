@@ -16,6 +16,7 @@ for f in native/src/threadpool.cc native/src/cpu_features.cc native/src/error.cc
 done
 cc native/cpu/conv_avx2.cc $AVX2 ${TILE_FLAGS:-}
 cc native/cpu/conv_avx512.cc $AVX512 ${TILE_FLAGS:-}
+cc native/cpu/conv_winograd_avx512.cc $AVX512 ${TILE_FLAGS:-}
 if [ -f native/cpu/gemm.cc ]; then
   for f in native/cpu/gemm*.cc; do
     case "$f" in *_avx512.cc) cc "$f" $AVX512 ;; *_avx2.cc) cc "$f" $AVX2 ;; *) cc "$f" ;; esac
