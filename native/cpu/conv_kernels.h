@@ -70,6 +70,20 @@ struct WinogradJob {
 };
 void conv3x3_winograd_avx512(const WinogradJob* job);
 
+// The 1x1 weight gradient with lanes along input channels (AVX-512 only; conv_dw1x1_avx512.cc), for output channels
+// [co0, co1) and input channels [c0, c1) (c0, c1 - c0 and HW multiples of 16): dw[co][c] = sum over images b and
+// pixels p of dy[b][co][p] x[b][c][p] (ReLU(x) with relu), in that order, written (not accumulated) into dw (Co, C).
+enum : int { kDw1x1Pixels = 128 };  // pixels per transposed block
+struct ConvDw1x1Job {
+  const float* x;   // (B, C, HW)
+  const float* dy;  // (B, Co, HW)
+  float* dw;        // (Co, C)
+  float* xt;        // workspace: kDw1x1Pixels * (c1 - c0) floats
+  int64_t B, C, Co, HW, c0, c1, co0, co1;
+  int relu;
+};
+void conv_dw1x1_avx512(const ConvDw1x1Job* job);
+
 // Tile sizes (depend on the ISA and k).
 int conv_fwd_mr_avx512();
 int conv_dw_tile_co_avx512(int64_t k);

@@ -228,6 +228,7 @@ const CONV_CASES: ConvShape[] = [
   { B: 3, C: 7, Co: 5, H: 40, W: 33, k: 1 },     // H W >= 1024: the direct 1x1 weight gradient
   { B: 3, C: 5, Co: 6, H: 32, W: 32, k: 3 },     // 3x3 weight gradient over 2 images a group, then 1
   { B: 2, C: 9, Co: 10, H: 37, W: 35, k: 3 },    // a large odd image, a partial last vector
+  { B: 2, C: 80, Co: 70, H: 16, W: 52, k: 1 },   // AVX-512 1x1 weight gradient by channel lanes: 64 + 16 channels
   { B: 3, C: 4, Co: 5, H: 1, W: 1, k: 1 },
   { B: 1, C: 2, Co: 3, H: 5, W: 11, k: 9 },      // k > 7: im2col + GEMM on every ISA
 ];

@@ -17,6 +17,7 @@ done
 cc native/cpu/conv_avx2.cc $AVX2 ${TILE_FLAGS:-}
 cc native/cpu/conv_avx512.cc $AVX512 ${TILE_FLAGS:-}
 cc native/cpu/conv_winograd_avx512.cc $AVX512 ${TILE_FLAGS:-}
+cc native/cpu/conv_dw1x1_avx512.cc $AVX512 ${TILE_FLAGS:-}
 if [ -f native/cpu/gemm.cc ]; then
   for f in native/cpu/gemm*.cc; do
     case "$f" in *_avx512.cc) cc "$f" $AVX512 ;; *_avx2.cc) cc "$f" $AVX2 ;; *) cc "$f" ;; esac
