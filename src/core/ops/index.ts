@@ -13,3 +13,4 @@ export * from './reduce';
 export * from './concat';
 export * from './conv';
 export * from './precision';
+export * from './codebook';

@@ -18,7 +18,7 @@
 //   is left out: -ln p(x) = recon - C H W ln(1 - 2 eps)).
 // abs is not an engine op: |z| = relu(z) + relu(-z) (gradient sign(z), 0 at 0), and clamp(v, 0, 1) = relu(v) - relu(v - 1).
 // Key: B = batch, C = image channels, V = vocab_size, H, W = image side, h, w = grid side.
-import { add, addScalar, affine, argmax, exp, log, logSoftmax, mean, mul, neg, permute, relu, sigmoid, slice, softmax, sub, sum } from '../../ops';
+import { add, addScalar, affine, argmax, codebookStats, exp, log, logSoftmax, mean, mul, neg, permute, relu, sigmoid, slice, softmax, sub, sum } from '../../ops';
 import { Philox, Tensor, noGrad, randGumbel, shapeStr } from '../../tensor';
 import type { Dvae } from './dvae';
 
@@ -211,8 +211,7 @@ export function dvaeLoss(model: Dvae, x: Tensor, opts: DvaeLossOptions): DvaeLos
   const xm = mapPixels(x, model.eps); // (B, C, H, W)
   const logits = opts.encoderFrozen ? noGrad(() => model.encoder.forward(xm)) : model.encoder.forward(xm); // (B, V, h, w)
   const [, V, h, w] = logits.shape;
-  // One transpose to codebook-last serves the sample, the KL and the usage term: at a 32x32 grid these (B, V, h, w)
-  // tensors are the largest of the step, and each transpose (and its backward) is a full pass over one.
+  // The sample reads the logits codebook-last (softmax's axis); the KL and usage terms read them in place (codebookStats).
   const last = codebookLast(logits); // (B, h, w, V)
   let stats: Tensor; // (B, 2C, H, W)
   if (opts.encoderFrozen) {
@@ -225,12 +224,14 @@ export function dvaeLoss(model: Dvae, x: Tensor, opts: DvaeLossOptions): DvaeLos
   if (opts.reconLoss === 'gaussian' && opts.reconSigma === undefined) throw new Error('dalle: reconLoss gaussian needs reconSigma (train.recon_sigma)');
   const nll = opts.reconLoss === 'gaussian' ? gaussianNll(xm, stats, opts.reconSigma!) : logitLaplaceNll(xm, stats);
   const recon = mul(sum(nll), 1 / B);
-  const lq = logSoftmax(last); // (B, h, w, V)
-  const q = exp(lq);
-  const kl = mul(addScalar(sum(mul(q, lq)), B * h * w * Math.log(V)), 1 / B); // sum over cells of KL(q || uniform)
+  // q = softmax(logits) per cell: its per-code sums and the sum of q log q, in one pass over the NCHW logits
+  const codeStats = codebookStats(logits); // (V + 1)
+  const qLogQ = sum(slice(codeStats, [[V, V + 1]])); // sum over cells of sum_v q_v log q_v
+  const kl = mul(addScalar(qLogQ, B * h * w * Math.log(V)), 1 / B); // sum over cells of KL(q || uniform)
   const usageWeight = opts.usageWeight ?? 0;
   if (!(usageWeight >= 0)) throw new Error(`dalle: codebook usage weight must be >= 0, got ${usageWeight}`);
-  const qMean = opts.part ? opts.part.meanOverParts(mean(q, [0, 1, 2])) : mean(q, [0, 1, 2]); // (V), of the global batch
+  const qMeanHere = mul(slice(codeStats, [[0, V]]), 1 / (B * h * w)); // (V): mean of q over this batch's cells
+  const qMean = opts.part ? opts.part.meanOverParts(qMeanHere) : qMeanHere; // (V), of the global batch
   const usageGap = addScalar(sum(mul(qMean, log(addScalar(qMean, 1e-12)))), Math.log(V)); // as codebookUsageGap
   let loss = add(recon, mul(kl, beta));
   if (usageWeight > 0) loss = add(loss, mul(usageGap, usageWeight * h * w));

@@ -1,0 +1,75 @@
+// codebookStats (the dVAE's fused KL and code-usage statistics) on every ISA: the same values and gradients as the
+// composite it stands for (logSoftmax, exp, mul, sum over codebook-last logits), at odd sizes, whatever the threads.
+import * as assert from 'node:assert';
+import { native } from '../../src/core/native';
+import { codebookStats, codebookStatsComposite, mul, sum } from '../../src/core/ops';
+import { Tensor, backward, tidy } from '../../src/core/tensor';
+import { makeRandom } from '../harness/random';
+
+const rand = makeRandom(4242);
+
+function randn(shape: number[], scale = 1): Tensor {
+  const n = shape.reduce((p, d) => p * d, 1);
+  return Tensor.from(Float32Array.from({ length: n }, () => scale * rand.normal()), shape);
+}
+
+function isas(): Array<'portable' | 'avx2' | 'avx512'> {
+  const info = native.cpuInfo();
+  return ['portable', ...(info.avx2 ? ['avx2' as const] : []), ...(info.avx512 ? ['avx512' as const] : [])];
+}
+
+function close(got: ArrayLike<number>, want: ArrayLike<number>, rtol: number, atol: number, what: string): void {
+  assert.strictEqual(got.length, want.length, `${what}: length`);
+  for (let i = 0; i < got.length; i++) {
+    assert.ok(Math.abs(got[i] - want[i]) <= atol + rtol * Math.abs(want[i]), `${what}[${i}]: got ${got[i]}, want ${want[i]}`);
+  }
+}
+
+/** Values of f(logits) and the gradient of sum(f(logits) * weights). */
+function run(f: (x: Tensor) => Tensor, logits: Float32Array, shape: number[], weights: Tensor): { y: Float32Array; dx: Float32Array } {
+  return tidy(() => {
+    const x = Tensor.from(logits, shape);
+    x.requiresGrad = true;
+    const y = f(x);
+    backward(sum(mul(y, weights)));
+    return { y: y.toArray() as Float32Array, dx: x.grad!.toArray() as Float32Array };
+  });
+}
+
+describe('codebookStats', () => {
+  // (B, V, h, w): one cell; a partial last vector of cells; more cells than a vector; the dVAE's 1024 codes
+  const shapes = [[1, 1, 1, 1], [2, 7, 3, 5], [3, 33, 1, 17], [2, 1024, 4, 5]];
+  for (const shape of shapes) {
+    it(`matches the composite on every ISA and thread count, values and gradient: (${shape.join(', ')})`, () => {
+      const before = native.numThreads();
+      const isaBefore = native.cpuInfo().isa;
+      const V = shape[1];
+      const logits = randn(shape, 3).toArray() as Float32Array;
+      const weights = randn([V + 1]);
+      try {
+        const want = run(codebookStatsComposite, logits, shape, weights);
+        for (const isa of isas()) {
+          native.setIsa(isa);
+          const outs = [1, 2].map((threads) => {
+            native.setThreads(threads);
+            const got = run(codebookStats, logits, shape, weights);
+            close(got.y, want.y, 1e-5, 1e-5 * shape[0] * shape[2] * shape[3], `values ${isa} ${threads} thread(s)`);
+            close(got.dx, want.dx, 1e-4, 1e-5, `gradient ${isa} ${threads} thread(s)`);
+            return got;
+          });
+          assert.deepStrictEqual(outs[0], outs[1], `${isa}: 1 and 2 threads bitwise`);
+        }
+      } finally {
+        native.setIsa(isaBefore);
+        native.setThreads(before);
+        weights.dispose();
+      }
+    });
+  }
+
+  it('refuses logits that are not (B, V, h, w) f32', () => {
+    tidy(() => {
+      assert.throws(() => codebookStats(randn([2, 3])), /codebookStats needs logits \(B, V, h, w\), got \(2, 3\)/);
+    });
+  });
+});
