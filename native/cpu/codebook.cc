@@ -5,7 +5,7 @@
 // It replaces the chain logSoftmax, exp, mul, sum (the KL to the uniform prior) and mean (code usage) over a
 // codebook-last copy of the logits: at the dVAE's (16, 1024, 16, 16) logits, nine passes over 16.8 MB tensors and a
 // transpose, forward and backward (src/core/ops/codebook.ts). Kernels per ISA in codebook_simd.h (AVX-512, AVX2);
-// the portable one is plain C++ in double. Images run in parallel; each image's sums run in a fixed order and the
+// the portable one is plain C++ in double. Sums over cells and images run in double. Images run in parallel; each image's sums run in a fixed order and the
 // images are then added in order, so results do not depend on the thread count.
 #include <cmath>
 #include <vector>
@@ -18,9 +18,9 @@
 
 namespace dalle {
 
-float codebook_stats_forward_avx512(const float* l, int64_t V, int64_t HW, float* qsum, float* work);
+double codebook_stats_forward_avx512(const float* l, int64_t V, int64_t HW, double* qsum, float* work);
 void codebook_stats_backward_avx512(const float* l, int64_t V, int64_t HW, const float* g, float* dl, float* work);
-float codebook_stats_forward_avx2(const float* l, int64_t V, int64_t HW, float* qsum, float* work);
+double codebook_stats_forward_avx2(const float* l, int64_t V, int64_t HW, double* qsum, float* work);
 void codebook_stats_backward_avx2(const float* l, int64_t V, int64_t HW, const float* g, float* dl, float* work);
 
 namespace {
@@ -42,7 +42,7 @@ Cell cell_stats(const float* l, int64_t V, int64_t HW) {
   return {m, std::log(s), t / s - std::log(s)};
 }
 
-float forward_portable(const float* l, int64_t V, int64_t HW, float* qsum) {
+double forward_portable(const float* l, int64_t V, int64_t HW, double* qsum) {
   std::vector<double> acc(V, 0.0);
   double fsum = 0;
   for (int64_t j = 0; j < HW; j++) {
@@ -50,8 +50,8 @@ float forward_portable(const float* l, int64_t V, int64_t HW, float* qsum) {
     fsum += c.f;
     for (int64_t v = 0; v < V; v++) acc[v] += std::exp(l[v * HW + j] - c.m - c.log_s);
   }
-  for (int64_t v = 0; v < V; v++) qsum[v] = (float)acc[v];
-  return (float)fsum;
+  for (int64_t v = 0; v < V; v++) qsum[v] = acc[v];
+  return fsum;
 }
 
 void backward_portable(const float* l, int64_t V, int64_t HW, const float* g, float* dl) {
@@ -89,13 +89,13 @@ Napi::Value CodebookStatsForward(const Napi::CallbackInfo& info) {
   const int64_t B = arg_i64(info, 2, op), V = arg_i64(info, 3, op), HW = arg_i64(info, 4, op);
   check(op, B, V, HW);
   DALLE_CHECK(l && out, op, "null address");
-  std::vector<float> part((size_t)(B * (V + 1)));  // per image: qsum (V), then the sum of f
+  std::vector<double> part((size_t)(B * (V + 1)));  // per image: qsum (V), then the sum of f
   const Isa isa = active_isa();
   parallel_for(B, 1, [&](int64_t b0, int64_t b1) {
     Work work(V);
     for (int64_t b = b0; b < b1; b++) {
       const float* lb = l + b * V * HW;
-      float* pb = part.data() + b * (V + 1);
+      double* pb = part.data() + b * (V + 1);
 #if defined(DALLE_X86)
       if (isa == Isa::Avx512) { pb[V] = codebook_stats_forward_avx512(lb, V, HW, pb, work.p); continue; }
       if (isa == Isa::Avx2) { pb[V] = codebook_stats_forward_avx2(lb, V, HW, pb, work.p); continue; }
@@ -104,9 +104,9 @@ Napi::Value CodebookStatsForward(const Napi::CallbackInfo& info) {
     }
   });
   for (int64_t v = 0; v <= V; v++) {
-    float s = 0.0f;
+    double s = 0.0;
     for (int64_t b = 0; b < B; b++) s += part[b * (V + 1) + v];
-    out[v] = s;
+    out[v] = (float)s;
   }
   (void)isa;
   return info.Env().Undefined();

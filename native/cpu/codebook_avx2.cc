@@ -35,7 +35,7 @@ static inline V vexp(V x) { return simd256::exp8(x); }
 
 namespace dalle {
 
-float codebook_stats_forward_avx2(const float* l, int64_t V_, int64_t HW, float* qsum, float* work) {
+double codebook_stats_forward_avx2(const float* l, int64_t V_, int64_t HW, double* qsum, float* work) {
   return stats_forward(l, V_, HW, qsum, work);
 }
 void codebook_stats_backward_avx2(const float* l, int64_t V_, int64_t HW, const float* g, float* dl, float* work) {

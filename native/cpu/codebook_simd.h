@@ -21,10 +21,11 @@ namespace {
 
 static inline V cells(const float* p, int n) { return n == VL ? vloadu(p) : vload_n(p, n); }
 
-static inline float lane_sum(V v) {
+// The lanes of v summed in double, in lane order.
+static inline double lane_sum(V v) {
   alignas(64) float a[VL];
   vstoreu(a, v);
-  float s = 0.0f;
+  double s = 0.0;
   for (int i = 0; i < VL; i++) s += a[i];
   return s;
 }
@@ -56,24 +57,26 @@ static inline CellStats cell_stats(const float* l, int64_t nv, int64_t HW, int n
   return c;
 }
 
-// qsum (V) = sum over the image's cells of q; returns the sum over cells of f. work: 2 V VL floats.
-float stats_forward(const float* l, int64_t nv, int64_t HW, float* qsum, float* work) {
+// qsum (V) = sum over the image's cells of q; returns the sum over cells of f (each cell's f added in double, in cell
+// order: the loss is this sum, and a float sum's rounding would show in finite differences of it). work: 2 V VL floats.
+double stats_forward(const float* l, int64_t nv, int64_t HW, double* qsum, float* work) {
   float* qacc = work;
   float* eb = work + nv * VL;
   for (int64_t v = 0; v < nv; v++) vstoreu(qacc + v * VL, vzero());
-  alignas(64) float ones[VL];
+  alignas(64) float ones[VL], fa[VL];
   for (int i = 0; i < VL; i++) ones[i] = 1.0f;
-  V fsum = vzero();
+  double fsum = 0.0;
   for (int64_t j = 0; j < HW; j += VL) {
     const int n = HW - j < VL ? (int)(HW - j) : VL;
     const V live = vload_n(ones, n);  // 1 on the cells of this vector, 0 past the last
     const CellStats c = cell_stats(l + j, nv, HW, n, eb);
-    fsum = vfma(c.f, live, fsum);
+    vstoreu(fa, c.f);
+    for (int i = 0; i < n; i++) fsum += fa[i];
     const V scale = vmul(c.inv, live);
     for (int64_t v = 0; v < nv; v++) vstoreu(qacc + v * VL, vfma(vloadu(eb + v * VL), scale, vloadu(qacc + v * VL)));
   }
   for (int64_t v = 0; v < nv; v++) qsum[v] = lane_sum(vloadu(qacc + v * VL));
-  return lane_sum(fsum);
+  return fsum;
 }
 
 // dl (V, HW) of one image from g (V + 1). work: V VL floats.
