@@ -14,6 +14,7 @@
 #include "cpu_features.h"
 #include "error.h"
 #include "napi_util.h"
+#include "random.h"
 #include "threadpool.h"
 
 namespace dalle {
@@ -22,6 +23,12 @@ double codebook_stats_forward_avx512(const float* l, int64_t V, int64_t HW, doub
 void codebook_stats_backward_avx512(const float* l, int64_t V, int64_t HW, const float* g, float* dl, float* work);
 double codebook_stats_forward_avx2(const float* l, int64_t V, int64_t HW, double* qsum, float* work);
 void codebook_stats_backward_avx2(const float* l, int64_t V, int64_t HW, const float* g, float* dl, float* work);
+void codebook_relaxed_block_avx512(const float* l, const float* rows, int64_t V, int64_t HW, int64_t j, int n,
+                                   float inv_tau, float* z, float* work);
+void codebook_relaxed_backward_avx512(const float* z, const float* dz, int64_t V, int64_t HW, float inv_tau, float* dl);
+void codebook_relaxed_block_avx2(const float* l, const float* rows, int64_t V, int64_t HW, int64_t j, int n,
+                                 float inv_tau, float* z, float* work);
+void codebook_relaxed_backward_avx2(const float* z, const float* dz, int64_t V, int64_t HW, float inv_tau, float* dl);
 
 namespace {
 
@@ -138,6 +145,101 @@ Napi::Value CodebookStatsBackward(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// ---- relaxed codes ------------------------------------------------------------------------------------------------
+// z = softmax((l + g) / tau) over the codes of each cell, g = the Gumbel noise of the Philox stream (key, offset)
+// laid out codebook-last ((B, h, w, V): cell c's code v is word offset + c V + v, as randGumbel of that shape draws
+// it), written NCHW like the logits. The noise is drawn per block of 16 cells into a buffer and never stored.
+constexpr int kCellBlock = 16;
+
+void relaxed_block_portable(const float* l, const float* rows, int64_t V, int64_t HW, int64_t j, int n,
+                            float inv_tau, float* z) {
+  for (int i = 0; i < n; i++) {
+    double m = -INFINITY;
+    for (int64_t v = 0; v < V; v++) m = std::fmax(m, (double)((l[v * HW + j + i] + rows[i * V + v]) * inv_tau));
+    double s = 0;
+    for (int64_t v = 0; v < V; v++) s += std::exp((double)((l[v * HW + j + i] + rows[i * V + v]) * inv_tau) - m);
+    for (int64_t v = 0; v < V; v++)
+      z[v * HW + j + i] = (float)(std::exp((double)((l[v * HW + j + i] + rows[i * V + v]) * inv_tau) - m) / s);
+  }
+}
+
+// relaxedCodesForward(logits, z, B, V, HW, key0, key1, offsetLo, offsetHi, invTau)
+Napi::Value RelaxedCodesForward(const Napi::CallbackInfo& info) {
+  const char* op = "relaxedCodesForward";
+  const float* l = arg_data<const float>(info, 0, op);
+  float* z = arg_data<float>(info, 1, op);
+  const int64_t B = arg_i64(info, 2, op), V = arg_i64(info, 3, op), HW = arg_i64(info, 4, op);
+  const uint32_t k0 = (uint32_t)arg_i64(info, 5, op), k1 = (uint32_t)arg_i64(info, 6, op);
+  const uint64_t offset = (uint64_t)(uint32_t)arg_i64(info, 7, op) | ((uint64_t)(uint32_t)arg_i64(info, 8, op) << 32);
+  const float inv_tau = (float)arg_f64(info, 9, op);
+  check(op, B, V, HW);
+  DALLE_CHECK(l && z, op, "null address");
+  DALLE_CHECK(inv_tau > 0.0f && inv_tau < INFINITY, op, "1 / temperature must be positive and finite, got %g", (double)inv_tau);
+  const int64_t blocks = (HW + kCellBlock - 1) / kCellBlock;
+  const Isa isa = active_isa();
+  parallel_for(B * blocks, 1, [&](int64_t i0, int64_t i1) {
+    const size_t floats = (size_t)(3 * V * kCellBlock);
+    float* buf = static_cast<float*>(cache_alloc(floats * sizeof(float)));
+    float* rows = buf;                   // (16 cells, V) noise, cell-major
+    float* work = buf + V * kCellBlock;  // the leaves' 2 V 16
+    for (int64_t it = i0; it < i1; it++) {
+      const int64_t b = it / blocks, j = (it % blocks) * kCellBlock;
+      const int n = (int)(HW - j < kCellBlock ? HW - j : kCellBlock);
+      gumbel_noise(k0, k1, offset, (b * HW + j) * V, n * V, rows);
+      const float* lb = l + b * V * HW;
+      float* zb = z + b * V * HW;
+#if defined(DALLE_X86)
+      if (isa == Isa::Avx512) {
+        codebook_relaxed_block_avx512(lb, rows, V, HW, j, n, inv_tau, zb, work);
+        continue;
+      }
+      if (isa == Isa::Avx2) {  // 8 cells a vector: two halves of the block
+        codebook_relaxed_block_avx2(lb, rows, V, HW, j, n < 8 ? n : 8, inv_tau, zb, work);
+        if (n > 8) codebook_relaxed_block_avx2(lb, rows + 8 * V, V, HW, j + 8, n - 8, inv_tau, zb, work);
+        continue;
+      }
+#endif
+      relaxed_block_portable(lb, rows, V, HW, j, n, inv_tau, zb);
+    }
+    cache_free(buf, floats * sizeof(float));
+  });
+  (void)isa;
+  return info.Env().Undefined();
+}
+
+// relaxedCodesBackward(z, dz, dl, B, V, HW, invTau): dl = invTau z (dz - sum over codes of z dz), per cell.
+Napi::Value RelaxedCodesBackward(const Napi::CallbackInfo& info) {
+  const char* op = "relaxedCodesBackward";
+  const float* z = arg_data<const float>(info, 0, op);
+  const float* dz = arg_data<const float>(info, 1, op);
+  float* dl = arg_data<float>(info, 2, op);
+  const int64_t B = arg_i64(info, 3, op), V = arg_i64(info, 4, op), HW = arg_i64(info, 5, op);
+  const float inv_tau = (float)arg_f64(info, 6, op);
+  check(op, B, V, HW);
+  DALLE_CHECK(z && dz && dl, op, "null address");
+  const Isa isa = active_isa();
+  parallel_for(B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; b++) {
+      const float* zb = z + b * V * HW;
+      const float* gb = dz + b * V * HW;
+      float* db = dl + b * V * HW;
+#if defined(DALLE_X86)
+      if (isa == Isa::Avx512) { codebook_relaxed_backward_avx512(zb, gb, V, HW, inv_tau, db); continue; }
+      if (isa == Isa::Avx2) { codebook_relaxed_backward_avx2(zb, gb, V, HW, inv_tau, db); continue; }
+#endif
+      for (int64_t j = 0; j < HW; j++) {
+        double dot = 0;
+        for (int64_t v = 0; v < V; v++) dot += (double)zb[v * HW + j] * gb[v * HW + j];
+        for (int64_t v = 0; v < V; v++) db[v * HW + j] = (float)(inv_tau * zb[v * HW + j] * (gb[v * HW + j] - dot));
+      }
+    }
+  });
+  (void)isa;
+  return info.Env().Undefined();
+}
+
+DALLE_EXPORT("relaxedCodesForward", RelaxedCodesForward);
+DALLE_EXPORT("relaxedCodesBackward", RelaxedCodesBackward);
 DALLE_EXPORT("codebookStatsForward", CodebookStatsForward);
 DALLE_EXPORT("codebookStatsBackward", CodebookStatsBackward);
 

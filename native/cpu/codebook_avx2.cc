@@ -1,4 +1,4 @@
-// AVX2 + FMA leaves of the codebook statistics (codebook.cc): the vector layer for codebook_simd.h.
+// AVX2 + FMA leaves of the codebook kernels (codebook.cc): the vector layer for codebook_simd.h.
 // Leaf functions only (see binding.gyp): no std headers, everything but the entry points has internal linkage.
 #include <immintrin.h>
 
@@ -27,6 +27,26 @@ static inline V vmax(V a, V b) { return _mm256_max_ps(a, b); }
 static inline V vfma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
 static inline V vexp(V x) { return simd256::exp8(x); }
 
+// dst[k * 8 + i] = src[i * ld + k] (i, k < 8): unpack, shuffle, then swap 128-bit halves.
+static inline void vtranspose(const float* src, int64_t ld, float* dst) {
+  __m256 r[8], t[8], u[8];
+  for (int j = 0; j < 8; j++) r[j] = _mm256_loadu_ps(src + j * ld);
+  for (int k = 0; k < 4; k++) {
+    t[2 * k] = _mm256_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+    t[2 * k + 1] = _mm256_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+  }
+  for (int k = 0; k < 2; k++) {
+    u[4 * k + 0] = _mm256_shuffle_ps(t[4 * k + 0], t[4 * k + 2], 0x44);
+    u[4 * k + 1] = _mm256_shuffle_ps(t[4 * k + 0], t[4 * k + 2], 0xEE);
+    u[4 * k + 2] = _mm256_shuffle_ps(t[4 * k + 1], t[4 * k + 3], 0x44);
+    u[4 * k + 3] = _mm256_shuffle_ps(t[4 * k + 1], t[4 * k + 3], 0xEE);
+  }
+  for (int c = 0; c < 4; c++) {
+    _mm256_storeu_ps(dst + c * 8, _mm256_permute2f128_ps(u[c], u[4 + c], 0x20));
+    _mm256_storeu_ps(dst + (4 + c) * 8, _mm256_permute2f128_ps(u[c], u[4 + c], 0x31));
+  }
+}
+
 }  // namespace
 }  // namespace dalle
 
@@ -40,6 +60,14 @@ double codebook_stats_forward_avx2(const float* l, int64_t V_, int64_t HW, doubl
 }
 void codebook_stats_backward_avx2(const float* l, int64_t V_, int64_t HW, const float* g, float* dl, float* work) {
   stats_backward(l, V_, HW, g, dl, work);
+}
+
+void codebook_relaxed_block_avx2(const float* l, const float* rows, int64_t V_, int64_t HW, int64_t j, int n,
+                                  float inv_tau, float* z, float* work) {
+  relaxed_block(l, rows, V_, HW, j, n, inv_tau, z, work);
+}
+void codebook_relaxed_backward_avx2(const float* z, const float* dz, int64_t V_, int64_t HW, float inv_tau, float* dl) {
+  relaxed_backward(z, dz, V_, HW, inv_tau, dl);
 }
 
 }  // namespace dalle

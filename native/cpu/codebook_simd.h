@@ -1,6 +1,6 @@
-// The codebook statistics kernels (codebook.cc), written once over a small vector layer and compiled per ISA:
+// The codebook kernels (codebook.cc: the statistics and the relaxed codes), written once over a small vector layer and compiled per ISA:
 // codebook_avx512.cc and codebook_avx2.cc define the layer (V, VL, vzero, vset1, vloadu, vload_n, vstoreu, vstore_n,
-// vadd, vsub, vmul, vdiv, vmax, vfma, vexp) and include this file. Internal linkage only (see conv_simd.h).
+// vadd, vsub, vmul, vdiv, vmax, vfma, vexp, vtranspose) and include this file. Internal linkage only (see conv_simd.h).
 //
 // One image's logits l (V, HW), NCHW: a softmax over the V codes of each of the HW cells. Lanes run along cells (HW is
 // contiguous), so each code's row is one vector load per VL cells and no transpose is needed. Per VL cells:
@@ -94,6 +94,59 @@ void stats_backward(const float* l, int64_t nv, int64_t HW, const float* g, floa
       const V q = vmul(vloadu(eb + v * VL), c.inv);
       const V lq_term = vsub(vmul(gk, vsub(cells(l + v * HW + j, n), c.m)), base);  // g_V (log q_v - f)
       const V d = vmul(q, vadd(vsub(vset1(g[v]), dot), lq_term));
+      if (n == VL) vstoreu(dl + v * HW + j, d);
+      else vstore_n(dl + v * HW + j, d, n);
+    }
+  }
+}
+
+// ---- relaxed codes: z = softmax((l + g) / tau) over the codes of each cell, g the Gumbel noise --------------------
+// The noise of VL cells arrives cell-major (rows[i * nv + v], as the stream orders it: codebook-last); it is transposed
+// to code-major vectors of cells (gt[v * VL + i]) so that the softmax runs with lanes along cells like the statistics.
+static inline void transpose_rows(const float* rows, int64_t nv, int n, float* gt) {
+  int64_t v = 0;
+  if (n == VL)
+    for (; v + VL <= nv; v += VL) vtranspose(rows + v, nv, gt + v * VL);
+  for (; v < nv; v++)
+    for (int i = 0; i < VL; i++) gt[v * VL + i] = i < n ? rows[i * nv + v] : 0.0f;
+}
+
+// z (nv, HW) at cells [j, j + n) of one image from its logits l (nv, HW) and the cells' noise rows. work: 2 nv VL.
+void relaxed_block(const float* l, const float* rows, int64_t nv, int64_t HW, int64_t j, int n, float inv_tau, float* z,
+                   float* work) {
+  float* gt = work;
+  float* eb = work + nv * VL;
+  transpose_rows(rows, nv, n, gt);
+  const V it = vset1(inv_tau);
+  V m = vset1(-__builtin_inff());
+  for (int64_t v = 0; v < nv; v++) {
+    const V a = vmul(vadd(cells(l + v * HW + j, n), vloadu(gt + v * VL)), it);
+    vstoreu(eb + v * VL, a);
+    m = vmax(m, a);
+  }
+  V s = vzero();
+  for (int64_t v = 0; v < nv; v++) {
+    const V e = vexp(vsub(vloadu(eb + v * VL), m));
+    vstoreu(eb + v * VL, e);
+    s = vadd(s, e);
+  }
+  const V inv = vdiv(vset1(1.0f), s);
+  for (int64_t v = 0; v < nv; v++) {
+    const V y = vmul(vloadu(eb + v * VL), inv);
+    if (n == VL) vstoreu(z + v * HW + j, y);
+    else vstore_n(z + v * HW + j, y, n);
+  }
+}
+
+// dl (nv, HW) of one image: inv_tau z (dz - sum_v z dz), from the relaxed codes z and their gradient dz.
+void relaxed_backward(const float* z, const float* dz, int64_t nv, int64_t HW, float inv_tau, float* dl) {
+  const V it = vset1(inv_tau);
+  for (int64_t j = 0; j < HW; j += VL) {
+    const int n = HW - j < VL ? (int)(HW - j) : VL;
+    V dot = vzero();
+    for (int64_t v = 0; v < nv; v++) dot = vfma(cells(z + v * HW + j, n), cells(dz + v * HW + j, n), dot);
+    for (int64_t v = 0; v < nv; v++) {
+      const V d = vmul(it, vmul(cells(z + v * HW + j, n), vsub(cells(dz + v * HW + j, n), dot)));
       if (n == VL) vstoreu(dl + v * HW + j, d);
       else vstore_n(dl + v * HW + j, d, n);
     }

@@ -7,6 +7,7 @@
 
 #include "cpu_features.h"
 #include "napi_util.h"
+#include "random.h"
 #include "threadpool.h"
 
 namespace dalle {
@@ -67,6 +68,27 @@ void stream_words(uint32_t k0, uint32_t k1, uint64_t offset, int64_t i0, int64_t
   for (int64_t j = 0; j < n; j++) words[j] = s.word((uint64_t)(i0 + j));
 }
 
+}  // namespace
+
+// Gumbel values of words offset + i0 .. offset + i0 + n - 1 of the stream (random.h), on the calling thread.
+void gumbel_noise(uint32_t k0, uint32_t k1, uint64_t offset, int64_t i0, int64_t n, float* dst) {
+  const double two32 = 4294967296.0;
+  uint32_t words[kChunk];
+  for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+    const int64_t len = n - c0 < kChunk ? n - c0 : kChunk;
+    stream_words(k0, k1, offset, i0 + c0, len, words);
+#if defined(DALLE_X86)
+    if (active_isa() == Isa::Avx512) {
+      gumbel_from_words_avx512(words, dst + c0, len);
+      continue;
+    }
+#endif
+    for (int64_t j = 0; j < len; j++) dst[c0 + j] = (float)-std::log(-std::log(((double)words[j] + 0.5) / two32));
+  }
+}
+
+namespace {
+
 // philoxFill(dst f32, n, key0, key1, offsetLo, offsetHi, kind, a, b)
 //   kind "uniform": a + (b - a) * u with u = (word >> 8) * 2^-24 (a = 0, b = 1 gives the reference exactly)
 //   kind "normal":  mean a, std b, Box-Muller on word pairs (2 words per pair of values)
@@ -116,20 +138,7 @@ Napi::Value PhiloxFill(const Napi::CallbackInfo& info) {
       }
     });
   } else if (kind == "gumbel") {
-    parallel_for(n, 1 << 14, [&](int64_t lo, int64_t hi) {
-      uint32_t words[kChunk];
-      for (int64_t i0 = lo; i0 < hi; i0 += kChunk) {
-        const int64_t len = hi - i0 < kChunk ? hi - i0 : kChunk;
-        stream_words(k0, k1, offset, i0, len, words);
-#if defined(DALLE_X86)
-        if (active_isa() == Isa::Avx512) {
-          gumbel_from_words_avx512(words, dst + i0, len);
-          continue;
-        }
-#endif
-        for (int64_t j = 0; j < len; j++) dst[i0 + j] = (float)-std::log(-std::log(((double)words[j] + 0.5) / two32));
-      }
-    });
+    parallel_for(n, 1 << 14, [&](int64_t lo, int64_t hi) { gumbel_noise(k0, k1, offset, lo, hi - lo, dst + lo); });
   } else {
     fail(op, __FILE__, __LINE__, "unknown distribution '%s' (uniform, normal, gumbel)", kind.c_str());
   }

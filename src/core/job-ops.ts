@@ -13,9 +13,9 @@ const ELEMENTWISE = ['add', 'sub', 'mul', 'div', 'exp', 'log', 'sigmoid', 'tanh'
 const REDUCTIONS = ['sum', 'mean', 'max'];
 
 /** The dVAE (models/dvae): convolutions, pooling and upsampling, the gumbel-softmax and its KL, codes in (embedding);
- *  reluConv2d and codebookStats where the device has them (fused ops: relu then conv2d, and the logSoftmax / exp / mul /
- *  sum chain, elsewhere; see OpDef.fusionOf). */
-const DVAE_OPS = [...ELEMENTWISE, ...REDUCTIONS, 'conv2d', 'reluConv2d', 'codebookStats', 'maxPool2x2', 'upsample2x', 'softmax', 'logSoftmax', 'embedding', 'matmul'];
+ *  reluConv2d, codebookStats and relaxedCodes where the device has them (fused ops: relu then conv2d, the logSoftmax /
+ *  exp / mul / sum chain, and the gumbel noise / add / softmax chain elsewhere; see OpDef.fusionOf). */
+const DVAE_OPS = [...ELEMENTWISE, ...REDUCTIONS, 'conv2d', 'reluConv2d', 'codebookStats', 'relaxedCodes', 'maxPool2x2', 'upsample2x', 'softmax', 'logSoftmax', 'embedding', 'matmul'];
 /** The transformer prior (models/prior), mixed precision's gradient scaling included. */
 const PRIOR_OPS = [...ELEMENTWISE, ...REDUCTIONS, 'matmul', 'layerNorm', 'embedding', 'crossEntropy', 'attention', 'sparseAttention', 'softmax', 'logSoftmax', 'gradScaleLeave'];
 /** CLIP (models/clip): a text transformer and a convolutional image tower. */

@@ -1,9 +1,10 @@
-// codebookStats (the dVAE's fused KL and code-usage statistics) on every ISA: the same values and gradients as the
-// composite it stands for (logSoftmax, exp, mul, sum over codebook-last logits), at odd sizes, whatever the threads.
+// codebookStats (the dVAE's fused KL and code-usage statistics) and relaxedCodes (its gumbel-softmax sample) on every
+// ISA: the same values and gradients as the composites they stand for (over codebook-last copies of the logits), the
+// same noise words drawn, at odd sizes, whatever the threads.
 import * as assert from 'node:assert';
 import { native } from '../../src/core/native';
-import { codebookStats, codebookStatsComposite, mul, sum } from '../../src/core/ops';
-import { Tensor, backward, tidy } from '../../src/core/tensor';
+import { codebookStats, codebookStatsComposite, mul, relaxedCodes, relaxedCodesComposite, sum } from '../../src/core/ops';
+import { Philox, Tensor, backward, tidy } from '../../src/core/tensor';
 import { makeRandom } from '../harness/random';
 
 const rand = makeRandom(4242);
@@ -54,6 +55,36 @@ describe('codebookStats', () => {
             native.setThreads(threads);
             const got = run(codebookStats, logits, shape, weights);
             close(got.y, want.y, 1e-5, 1e-5 * shape[0] * shape[2] * shape[3], `values ${isa} ${threads} thread(s)`);
+            close(got.dx, want.dx, 1e-4, 1e-5, `gradient ${isa} ${threads} thread(s)`);
+            return got;
+          });
+          assert.deepStrictEqual(outs[0], outs[1], `${isa}: 1 and 2 threads bitwise`);
+        }
+      } finally {
+        native.setIsa(isaBefore);
+        native.setThreads(before);
+        weights.dispose();
+      }
+    });
+  }
+
+  for (const shape of shapes) {
+    it(`relaxedCodes draws the composite's noise and matches it on every ISA and thread count: (${shape.join(', ')})`, () => {
+      const before = native.numThreads();
+      const isaBefore = native.cpuInfo().isa;
+      const logits = randn(shape, 2).toArray() as Float32Array;
+      const weights = randn(shape);
+      try {
+        for (const isa of isas()) {
+          native.setIsa(isa);
+          const ref = new Philox(77n, 5n); // an offset inside a block of four words
+          const want = run((x) => relaxedCodesComposite(x, 0.6, ref), logits, shape, weights);
+          const outs = [1, 2].map((threads) => {
+            native.setThreads(threads);
+            const rng = new Philox(77n, 5n);
+            const got = run((x) => relaxedCodes(x, 0.6, rng), logits, shape, weights);
+            assert.strictEqual(rng.offset, ref.offset, `${isa}: the same words used`);
+            close(got.y, want.y, 1e-5, 1e-6, `values ${isa} ${threads} thread(s)`);
             close(got.dx, want.dx, 1e-4, 1e-5, `gradient ${isa} ${threads} thread(s)`);
             return got;
           });

@@ -18,8 +18,8 @@
 //   is left out: -ln p(x) = recon - C H W ln(1 - 2 eps)).
 // abs is not an engine op: |z| = relu(z) + relu(-z) (gradient sign(z), 0 at 0), and clamp(v, 0, 1) = relu(v) - relu(v - 1).
 // Key: B = batch, C = image channels, V = vocab_size, H, W = image side, h, w = grid side.
-import { add, addScalar, affine, argmax, codebookStats, exp, log, logSoftmax, mean, mul, neg, permute, relu, sigmoid, slice, softmax, sub, sum } from '../../ops';
-import { Philox, Tensor, noGrad, randGumbel, shapeStr } from '../../tensor';
+import { add, addScalar, affine, argmax, codebookStats, relaxedCodes, exp, log, logSoftmax, mean, mul, neg, permute, relu, sigmoid, slice, softmax, sub, sum } from '../../ops';
+import { Philox, Tensor, noGrad, shapeStr } from '../../tensor';
 import type { Dvae } from './dvae';
 
 /** The paper's eps: pixels live in (eps, 1 - eps) for the logit-Laplace likelihood. */
@@ -88,23 +88,23 @@ function codebookLast(logits: Tensor): Tensor {
 
 /** Relaxed one-hot codes softmax((logits + g) / tau) over the codebook: (B, V, h, w) -> (B, V, h, w). */
 export function gumbelSoftmax(logits: Tensor, tau: number, rng: Philox): Tensor {
-  return gumbelSoftmaxLast(codebookLast(logits), tau, rng);
+  return gumbelSoftmaxParts(logits, tau, rng);
 }
 
 /**
- * gumbelSoftmax of logits already codebook-last: (B, h, w, V) -> (B, V, h, w). With `part`, this batch is part
- * `index` of `count` equal parts of a global batch (a data-parallel rank's): the noise is that part of the global
- * batch's draw (one word per value, so the parts before it are skipped and the parts after it passed over), so the
- * ranks together use the noise one process on the global batch would.
+ * gumbelSoftmax, the noise drawn as randGumbel of the codebook-last shape (B, h, w, V) would draw it (the fused
+ * relaxedCodes op draws it inside its kernel where the backend has one). With `part`, this batch is part `index` of
+ * `count` equal parts of a global batch (a data-parallel rank's): the noise is that part of the global batch's draw
+ * (one word per value, so the parts before it are skipped and the parts after it passed over), so the ranks together
+ * use the noise one process on the global batch would.
  */
-function gumbelSoftmaxLast(l: Tensor, tau: number, rng: Philox, part?: BatchPart): Tensor {
+function gumbelSoftmaxParts(logits: Tensor, tau: number, rng: Philox, part?: BatchPart): Tensor {
   if (!(tau > 0)) throw new Error(`dalle: gumbel-softmax temperature must be > 0, got ${tau}`);
-  const words = l.size; // one word per value (randGumbel)
+  const words = logits.size; // one word per value
   if (part) rng.reserve(part.index * words);
-  const g = randGumbel(rng, l.shape, l.device); // (B, h, w, V), drawn where the logits are
+  const z = relaxedCodes(logits, tau, rng); // (B, V, h, w)
   if (part) rng.reserve((part.count - 1 - part.index) * words);
-  const y = softmax(mul(add(l, g), 1 / tau)); // (B, h, w, V)
-  return permute(y, [0, 3, 1, 2]); // (B, V, h, w)
+  return z;
 }
 
 /**
@@ -211,13 +211,12 @@ export function dvaeLoss(model: Dvae, x: Tensor, opts: DvaeLossOptions): DvaeLos
   const xm = mapPixels(x, model.eps); // (B, C, H, W)
   const logits = opts.encoderFrozen ? noGrad(() => model.encoder.forward(xm)) : model.encoder.forward(xm); // (B, V, h, w)
   const [, V, h, w] = logits.shape;
-  // The sample reads the logits codebook-last (softmax's axis); the KL and usage terms read them in place (codebookStats).
-  const last = codebookLast(logits); // (B, h, w, V)
+  // The sample (relaxedCodes) and the KL and usage terms (codebookStats) read the (B, V, h, w) logits in place.
   let stats: Tensor; // (B, 2C, H, W)
   if (opts.encoderFrozen) {
     stats = model.decoder.forwardCodes(argmaxCodes(logits));
   } else {
-    let z = gumbelSoftmaxLast(last, tau, rng, opts.part); // (B, V, h, w)
+    let z = gumbelSoftmaxParts(logits, tau, rng, opts.part); // (B, V, h, w)
     if (opts.straightThrough) z = add(z, straightThroughShift(z));
     stats = model.decoder.forward(z);
   }
