@@ -550,6 +550,15 @@ void conv2d_forward(const float* x, const float* w, const float* bias, float* y,
   }
   const DirectKernels* kern = direct_kernels(k);
   if (!kern) {
+    // 1x1: the strip GEMM applies the ReLU to each packed strip of x and adds the bias to each strip of y while they
+    // are in cache (no ReLU copy of x, no bias pass over y), where it runs
+    StripExtras extras;
+    extras.relu_b = relu_in;
+    extras.bias = bias;
+    if (k == 1 && sgemm_batched_shared_a_strips(B, false, Cout, H * W, Cin, 1.0f, w, Cin, x, H * W, Cin * H * W, 0.0f,
+                                                y, H * W, Cout * H * W, extras)) {
+      return;
+    }
     Workspace xr(relu_in ? (size_t)(B * Cin * H * W) : 0);
     if (relu_in) relu_copy(x, B * Cin * H * W, xr.p);
     gemm_forward(relu_in ? xr.p : x, w, bias, y, B, Cin, Cout, H, W, k);
@@ -587,6 +596,12 @@ void conv2d_backward(const float* x, const float* w, const float* dy, float* dx,
     return;
   }
   if (!kern) {
+    StripExtras extras;  // 1x1: the gate applied to each strip of dx as it is finished, where the strip GEMM runs
+    extras.gate = relu_in ? x : nullptr;
+    if (k == 1 && sgemm_batched_shared_a_strips(B, true, Cin, H * W, Cout, 1.0f, w, Cin, dy, H * W, Cout * H * W, 0.0f,
+                                                dx, H * W, Cin * H * W, extras)) {
+      return;
+    }
     gemm_dx(w, dy, dx, B, Cin, Cout, H, W, k);
     if (relu_in) relu_gate(x, B * Cin * H * W, dx);
   } else {

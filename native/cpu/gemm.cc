@@ -400,7 +400,7 @@ bool use_strips(const Impl& im, bool tb, int64_t sa, int64_t M, int64_t N, int64
 
 void batched_strips(const Impl& im, int64_t batch, bool ta, int64_t M, int64_t N, int64_t K, float alpha,
                     const float* A, int64_t lda, const float* B, int64_t ldb, int64_t sb, float beta, float* C,
-                    int64_t ldc, int64_t sc) {
+                    int64_t ldc, int64_t sc, const StripExtras& ex = StripExtras()) {
   const int64_t mr = im.mr, nr = im.nr, slivers_m = ceil_div(M, mr);
   // op(A), packed once: sliver s (mr rows) at apack + s * mr * K.
   const size_t abytes = (size_t)(slivers_m * mr * K) * sizeof(float) + 64;
@@ -420,6 +420,10 @@ void batched_strips(const Impl& im, int64_t batch, bool ta, int64_t M, int64_t N
     for (int64_t it = i0; it < i1; it++) {
       const int64_t b = it / strips, n0 = (it % strips) * ns_max, ns = min64(ns_max, N - n0);
       im.pack(B + b * sb + n0, ldb, 1, ns, K, nr, bpack);  // op(B)^T (n, k) = B[k * ldb + n]
+      if (ex.relu_b) {  // ReLU of the packed strip, in L2: the same values a ReLU copy of B would give
+        const int64_t n_packed = round_up(ns, nr) * K;
+        for (int64_t i = 0; i < n_packed; i++) bpack[i] = bpack[i] > 0.0f ? bpack[i] : 0.0f;
+      }
       if (it + 1 < i1) {
         const int64_t nb = (it + 1) / strips, nn0 = ((it + 1) % strips) * ns_max;
         next.start(B + nb * sb + nn0, ldb, min64(ns_max, N - nn0), K, C + nb * sc + nn0, ldc, M,
@@ -434,6 +438,20 @@ void batched_strips(const Impl& im, int64_t batch, bool ta, int64_t M, int64_t N
         for (int64_t j = 0; j < ns; j += nr) {
           next.step();
           im.ukernel(K, as, bpack + j * K, cb + s * mr * ldc + j, ldc, alpha, beta, rows, min64(nr, ns - j));
+        }
+      }
+      if (ex.bias || ex.gate) {  // the strip's C, just written: bias, then the gate
+        const float* gb = ex.gate ? ex.gate + b * sc + n0 : nullptr;
+        for (int64_t m = 0; m < M; m++) {
+          float* c = cb + m * ldc;
+          if (ex.bias) {
+            const float bv = ex.bias[m];
+            for (int64_t j = 0; j < ns; j++) c[j] += bv;
+          }
+          if (gb) {
+            const float* g = gb + m * ldc;
+            for (int64_t j = 0; j < ns; j++) c[j] = g[j] > 0.0f ? c[j] : 0.0f;
+          }
         }
       }
     }
@@ -522,6 +540,18 @@ void sgemm_batched_shared_a(int64_t batch, bool trans_a, int64_t M, int64_t N, i
   } else {
     batched(op, false, batch, trans_a, false, M, N, K, alpha, A, lda, 0, B, ldb, stride_b, beta, C, ldc, stride_c);
   }
+}
+
+bool sgemm_batched_shared_a_strips(int64_t batch, bool trans_a, int64_t M, int64_t N, int64_t K, float alpha,
+                                   const float* A, int64_t lda, const float* B, int64_t ldb, int64_t stride_b,
+                                   float beta, float* C, int64_t ldc, int64_t stride_c, const StripExtras& extras) {
+  const Impl im = select_impl(false);
+  if (!use_strips(im, false, 0, M, N, K, alpha)) return false;
+  if (check_batched("sgemmBatchedSharedA", batch, trans_a, false, M, N, K, A, lda, 0, B, ldb, stride_b, C, ldc,
+                    stride_c)) {
+    batched_strips(im, batch, trans_a, M, N, K, alpha, A, lda, B, ldb, stride_b, beta, C, ldc, stride_c, extras);
+  }
+  return true;
 }
 
 void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A,

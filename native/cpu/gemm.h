@@ -22,6 +22,19 @@ void sgemm_batched_shared_a(int64_t batch, bool trans_a, int64_t M, int64_t N, i
                             int64_t lda, const float* B, int64_t ldb, int64_t stride_b, float beta, float* C,
                             int64_t ldc, int64_t stride_c);
 
+// What a 1x1 convolution does around its GEMM, done by the strip path on data still in cache: B read as ReLU(B),
+// then C[b][m][n] += bias[m], then C[b][m][n] = gate[b][m][n] > 0 ? C : 0 (gate laid out like C). Each is optional.
+struct StripExtras {
+  bool relu_b = false;
+  const float* bias = nullptr;  // (M) or null
+  const float* gate = nullptr;  // like C (ldc, stride_c), or null
+};
+// sgemm_batched_shared_a with extras when the strip path runs (returns true); returns false without computing
+// anything when it would not (the caller then runs sgemm_batched_shared_a and the extras itself).
+bool sgemm_batched_shared_a_strips(int64_t batch, bool trans_a, int64_t M, int64_t N, int64_t K, float alpha,
+                                   const float* A, int64_t lda, const float* B, int64_t ldb, int64_t stride_b,
+                                   float beta, float* C, int64_t ldc, int64_t stride_c, const StripExtras& extras);
+
 void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A,
                int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
