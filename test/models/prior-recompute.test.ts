@@ -106,8 +106,11 @@ describe('prior activation recomputation (train.recompute)', () => {
     const peak = (recompute: boolean): number => {
       lossAndGrads(m, recompute, 7, 4); // first: gradient buffers exist before the measured step
       native.resetPeak();
+      // the step's own peak: above what is in use when it starts (what earlier tests in this process left allocated,
+      // such as kernels' per-thread buffers, would otherwise count towards both peaks and blur their ratio)
+      const before = native.allocStats().bytesInUse;
       lossAndGrads(m, recompute, 7, 4);
-      return native.allocStats().peakBytesInUse;
+      return native.allocStats().peakBytesInUse - before;
     };
     const off = peak(false);
     const on = peak(true);
