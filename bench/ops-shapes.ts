@@ -217,6 +217,19 @@ export const OP_BENCH_SHAPES: Record<string, Shapes> = {
     const c = common(d);
     return [{ model: 'dvae-emoji', name: 'code logits (B,h,w,V)', inputs: [f(c.logits)], attrs: {}, flops: 14 * numel(c.logits) }];
   },
+  // The fused codebook ops read the code logits channels first, (B, V, h, w): bound by one read (and the relaxed codes'
+  // write), their exp counted like softmax's.
+  codebookStats: (d) => {
+    const [B, h, w, V] = common(d).logits;
+    return [{ model: 'dvae-emoji', name: 'code logits (B,V,h,w)', inputs: [f([B, V, h, w])], attrs: {}, flops: 14 * B * V * h * w }];
+  },
+  relaxedCodes: (d) => {
+    const [B, h, w, V] = common(d).logits;
+    return [{
+      model: 'dvae-emoji', name: 'code logits (B,V,h,w), tau 0.5', inputs: [f([B, V, h, w])],
+      attrs: { tau: 0.5, key0: 1, key1: 0, offsetLo: 0, offsetHi: 0 }, flops: 14 * B * V * h * w,
+    }];
+  },
   sum: (d) => {
     const c = common(d);
     return [
