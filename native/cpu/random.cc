@@ -1,7 +1,7 @@
 // Philox4x32-10 streams filled in parallel: value i of a request depends only on (key, offset + i), so the result is
 // the same for any thread count and equals the TypeScript reference (src/core/tensor/rng.ts, whose module comment
 // defines the stream). Uniform values are bit-exact; normal and Gumbel values go through libm in double and are
-// rounded once, like the reference (with AVX-512, Gumbel values use a series logarithm instead of libm's: random_avx512.cc).
+// rounded once, like the reference (with AVX-512, Gumbel values are computed in float, within 1e-6 of it: random_avx512.cc).
 #include <cmath>
 #include <cstring>
 
@@ -12,7 +12,7 @@
 
 namespace dalle {
 
-// AVX-512 leaves (random_avx512.cc): Gumbel values of n words, with a series logarithm in place of libm's; and the
+// AVX-512 leaves (random_avx512.cc): Gumbel values of n words, computed in float (within 1e-6 of the reference); and the
 // Philox blocks of 16 x groups consecutive counters, 16 counters per vector (bit-exact with philox_block).
 void gumbel_from_words_avx512(const uint32_t* words, float* dst, int64_t n);
 void philox_blocks_avx512(uint32_t k0, uint32_t k1, uint64_t first_counter, int64_t groups, uint32_t* out);

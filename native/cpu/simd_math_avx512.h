@@ -27,5 +27,40 @@ static inline __m512 exp16(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
+// log(x) for 16 floats: Cephes logf on the mantissa in [sqrt(1/2), sqrt(2)) from vgetmantps / vgetexpps (subnormals
+// included); about 1 ulp. log(+Inf) = +Inf, log(0) = -Inf, log(x < 0) = log(NaN) = NaN.
+static inline __m512 log16(__m512 x) {
+  // x = m 2^e with m in [0.5, 1); then m < sqrt(1/2) -> 2m - 1, e - 1, else m - 1 (Cephes logf).
+  __m512 m = _mm512_getmant_ps(x, _MM_MANT_NORM_p5_1, _MM_MANT_SIGN_zero);
+  __m512 e = _mm512_add_ps(_mm512_getexp_ps(x), _mm512_set1_ps(1.0f));
+  const __mmask16 lo = _mm512_cmp_ps_mask(m, _mm512_set1_ps(0.707106781186547524f), _CMP_LT_OQ);
+  e = _mm512_mask_sub_ps(e, lo, e, _mm512_set1_ps(1.0f));
+  m = _mm512_mask_add_ps(m, lo, m, m);
+  m = _mm512_sub_ps(m, _mm512_set1_ps(1.0f));
+  const __m512 z = _mm512_mul_ps(m, m);
+  __m512 y = _mm512_set1_ps(7.0376836292e-2f);
+  y = _mm512_fmadd_ps(y, m, _mm512_set1_ps(-1.1514610310e-1f));
+  y = _mm512_fmadd_ps(y, m, _mm512_set1_ps(1.1676998740e-1f));
+  y = _mm512_fmadd_ps(y, m, _mm512_set1_ps(-1.2420140846e-1f));
+  y = _mm512_fmadd_ps(y, m, _mm512_set1_ps(1.4249322787e-1f));
+  y = _mm512_fmadd_ps(y, m, _mm512_set1_ps(-1.6668057665e-1f));
+  y = _mm512_fmadd_ps(y, m, _mm512_set1_ps(2.0000714765e-1f));
+  y = _mm512_fmadd_ps(y, m, _mm512_set1_ps(-2.4999993993e-1f));
+  y = _mm512_fmadd_ps(y, m, _mm512_set1_ps(3.3333331174e-1f));
+  y = _mm512_mul_ps(_mm512_mul_ps(y, m), z);
+  y = _mm512_fmadd_ps(e, _mm512_set1_ps(-2.12194440e-4f), y);
+  y = _mm512_fnmadd_ps(z, _mm512_set1_ps(0.5f), y);
+  __m512 r = _mm512_add_ps(m, y);
+  r = _mm512_fmadd_ps(e, _mm512_set1_ps(0.693359375f), r);
+  // Special values: log(+Inf) = +Inf, log(0) = -Inf, log(x < 0) = log(NaN) = NaN.
+  const __mmask16 is_inf = _mm512_cmp_ps_mask(x, _mm512_set1_ps(__builtin_inff()), _CMP_EQ_OQ);
+  const __mmask16 is_zero = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_EQ_OQ);
+  const __mmask16 is_bad = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_NGE_UQ);  // x < 0 or NaN
+  r = _mm512_mask_mov_ps(r, is_inf, x);
+  r = _mm512_mask_mov_ps(r, is_zero, _mm512_set1_ps(-__builtin_inff()));
+  r = _mm512_mask_mov_ps(r, is_bad, _mm512_set1_ps(__builtin_nanf("")));
+  return r;
+}
+
 }  // namespace simd512
 }  // namespace dalle
