@@ -24,6 +24,12 @@ static inline V vloadu_reg(const float* p) {
   return v;
 }
 static inline V vload_n(const float* p, int n) { return _mm256_maskload_ps(p, first_n(n)); }
+// p[0..8), p[1..9), p[2..10): three loads (AVX2 has no lane rotation across its 128-bit halves).
+static inline void vwindows3(const float* p, V* out) {
+  out[0] = vloadu_reg(p);
+  out[1] = vloadu_reg(p + 1);
+  out[2] = vloadu_reg(p + 2);
+}
 static inline V vset1(float x) { return _mm256_set1_ps(x); }
 static inline V vfma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
 static inline V vadd(V a, V b) { return _mm256_add_ps(a, b); }

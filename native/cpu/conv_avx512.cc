@@ -1,5 +1,8 @@
 // AVX-512 direct-convolution kernels: the vector layer for conv_simd.h, and this ISA's tile sizes.
 // Leaf functions only (see binding.gyp): no std headers, everything but the entry points has internal linkage.
+// GCC 12 reports the undefined-vector start of some AVX-512 intrinsics (valignd, casts) as maybe used uninitialized
+// once inlined; every lane is written.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
 #include <cstddef>
@@ -21,6 +24,14 @@ static inline V vloadu_reg(const float* p) {
   return v;
 }
 static inline V vload_n(const float* p, int n) { return _mm512_maskz_loadu_ps(first_n(n), p); }
+// p[0..16), p[1..17), p[2..18) from two loads and two lane rotations (valignd): the 3x3 weight gradient's tile reads
+// three shifted windows of each input row, and on Zen 5 it is bound by loads (p[16..32) must be readable).
+static inline void vwindows3(const float* p, V* out) {
+  const __m512i a = _mm512_castps_si512(vloadu_reg(p)), b = _mm512_castps_si512(vloadu_reg(p + 16));
+  out[0] = _mm512_castsi512_ps(a);
+  out[1] = _mm512_castsi512_ps(_mm512_alignr_epi32(b, a, 1));
+  out[2] = _mm512_castsi512_ps(_mm512_alignr_epi32(b, a, 2));
+}
 static inline V vset1(float x) { return _mm512_set1_ps(x); }
 static inline V vfma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
 static inline V vadd(V a, V b) { return _mm512_add_ps(a, b); }

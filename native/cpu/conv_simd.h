@@ -1,6 +1,6 @@
 // The direct-convolution kernels, written once over a small vector layer and compiled per ISA: conv_avx512.cc and
 // conv_avx2.cc each define the layer (V, VL, vzero, vloadu, vloadu_reg, vload_n, vset1, vfma, vadd, vstoreu, vstore_n, vhsum;
-// all `static inline`) and then include this file. Everything here has internal linkage (an anonymous namespace), so
+// vwindows3; all `static inline`) and then include this file. Everything here has internal linkage (an anonymous namespace), so
 // nothing compiled with one ISA's flags can be picked by the linker for code compiled with another's. No std headers.
 //
 // Shapes key as in conv_kernels.h: C in, Co out, k kernel (odd), Hp = H + k - 1, Wp = W + k - 1, T = C * k * k.
@@ -168,6 +168,13 @@ void dw_tile(const ConvDwJob* jb) {
     V dv[MR];
     for (int m = 0; m < MR; m++) dv[m] = FULL ? vloadu_reg(dr + m * HW + w0) : vload_n(dr + m * HW + w0, n);
     for (int u = 0; u < U; u++) {
+      if constexpr (FULL && K == 3) {  // the three shifted windows of one row from two loads (vwindows3)
+        V xv[3];
+        vwindows3(xr + uoff[u] + w0, xv);
+        for (int kw = 0; kw < 3; kw++)
+          for (int m = 0; m < MR; m++) acc[m][u * K + kw] = vfma(dv[m], xv[kw], acc[m][u * K + kw]);
+        continue;
+      }
 #pragma GCC unroll 8
       for (int kw = 0; kw < K; kw++) {
         const float* xq = xr + uoff[u] + w0 + kw;
