@@ -29,30 +29,8 @@ static inline V vmax(V a, V b) { return _mm512_max_ps(a, b); }
 static inline V vfma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
 static inline V vexp(V x) { return simd512::exp16(x); }
 
-// dst[k * 16 + i] = src[i * ld + k] (i, k < 16): the 16 x 16 register transpose of copy_avx512.cc.
-static inline void vtranspose(const float* src, int64_t ld, float* dst) {
-  __m512i r[16], t[16];
-  for (int j = 0; j < 16; j++) r[j] = _mm512_castps_si512(_mm512_loadu_ps(src + j * ld));
-  for (int k = 0; k < 8; k++) {
-    t[2 * k] = _mm512_unpacklo_epi32(r[2 * k], r[2 * k + 1]);
-    t[2 * k + 1] = _mm512_unpackhi_epi32(r[2 * k], r[2 * k + 1]);
-  }
-  for (int k = 0; k < 4; k++) {
-    r[4 * k + 0] = _mm512_unpacklo_epi64(t[4 * k + 0], t[4 * k + 2]);
-    r[4 * k + 1] = _mm512_unpackhi_epi64(t[4 * k + 0], t[4 * k + 2]);
-    r[4 * k + 2] = _mm512_unpacklo_epi64(t[4 * k + 1], t[4 * k + 3]);
-    r[4 * k + 3] = _mm512_unpackhi_epi64(t[4 * k + 1], t[4 * k + 3]);
-  }
-  for (int c = 0; c < 4; c++) {
-    const __m512i a01 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0x44), a23 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0x44);
-    const __m512i b01 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0xEE), b23 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0xEE);
-    t[c] = _mm512_shuffle_i32x4(a01, a23, 0x88);
-    t[4 + c] = _mm512_shuffle_i32x4(a01, a23, 0xDD);
-    t[8 + c] = _mm512_shuffle_i32x4(b01, b23, 0x88);
-    t[12 + c] = _mm512_shuffle_i32x4(b01, b23, 0xDD);
-  }
-  for (int k = 0; k < 16; k++) _mm512_storeu_si512(dst + k * 16, t[k]);
-}
+// dst[k * 16 + i] = src[i * ld + k] (i, k < 16).
+static inline void vtranspose(const float* src, int64_t ld, float* dst) { simd512::transpose16x16<false>(src, ld, dst, 16); }
 
 }  // namespace
 }  // namespace dalle

@@ -8,11 +8,13 @@
 // one chain over (b, p) in order, whichever tile or thread computes it.
 // GCC 12 reports the undefined-vector start of some AVX-512 intrinsics as maybe used uninitialized once inlined.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
 #include <cstdint>
 
 #include "conv_kernels.h"
+#include "simd_math_avx512.h"
 
 namespace dalle {
 namespace {
@@ -22,36 +24,12 @@ typedef __m512 V;
 // xt[p][j] = x[c0 + j][p0 + p] (ReLU'd with relu) for p < P, j < nc (nc, P multiples of 16): 16x16 register transposes.
 void transpose_block(const float* x, int64_t HW, int64_t c0, int64_t nc, int64_t p0, int64_t P, bool relu,
                      float* xt) {
-  const V zero = _mm512_setzero_ps();
   for (int64_t jb = 0; jb < nc; jb += 16)
     for (int64_t pb = 0; pb < P; pb += 16) {
-      __m512i r[16], t[16];
-      for (int j = 0; j < 16; j++) {
-        V v = _mm512_loadu_ps(x + (c0 + jb + j) * HW + p0 + pb);
-        if (relu) v = _mm512_max_ps(v, zero);  // MAXPS gives the second operand for NaN: NaN -> 0, as the relu op
-        r[j] = _mm512_castps_si512(v);
-      }
-      for (int k = 0; k < 8; k++) {
-        t[2 * k] = _mm512_unpacklo_epi32(r[2 * k], r[2 * k + 1]);
-        t[2 * k + 1] = _mm512_unpackhi_epi32(r[2 * k], r[2 * k + 1]);
-      }
-      for (int k = 0; k < 4; k++) {
-        r[4 * k + 0] = _mm512_unpacklo_epi64(t[4 * k + 0], t[4 * k + 2]);
-        r[4 * k + 1] = _mm512_unpackhi_epi64(t[4 * k + 0], t[4 * k + 2]);
-        r[4 * k + 2] = _mm512_unpacklo_epi64(t[4 * k + 1], t[4 * k + 3]);
-        r[4 * k + 3] = _mm512_unpackhi_epi64(t[4 * k + 1], t[4 * k + 3]);
-      }
-      // r[4g + i]: 128-bit lane L holds column 4L + i of rows 4g..4g+3; gather each column's four lanes (as
-      // copy_avx512.cc's transpose16x16_b32_avx512): t[k] = column k, pixel pb + k of the block.
-      for (int i = 0; i < 4; i++) {
-        const __m512i a = _mm512_shuffle_i32x4(r[i], r[4 + i], 0x44), b = _mm512_shuffle_i32x4(r[i], r[4 + i], 0xEE);
-        const __m512i c = _mm512_shuffle_i32x4(r[8 + i], r[12 + i], 0x44), d = _mm512_shuffle_i32x4(r[8 + i], r[12 + i], 0xEE);
-        t[i] = _mm512_shuffle_i32x4(a, c, 0x88);
-        t[4 + i] = _mm512_shuffle_i32x4(a, c, 0xDD);
-        t[8 + i] = _mm512_shuffle_i32x4(b, d, 0x88);
-        t[12 + i] = _mm512_shuffle_i32x4(b, d, 0xDD);
-      }
-      for (int k = 0; k < 16; k++) _mm512_storeu_si512(xt + (pb + k) * nc + jb, t[k]);
+      const float* src = x + (c0 + jb) * HW + p0 + pb;
+      float* dst = xt + pb * nc + jb;
+      if (relu) simd512::transpose16x16<true>(src, HW, dst, nc);  // NaN -> 0, as the relu op
+      else simd512::transpose16x16<false>(src, HW, dst, nc);
     }
 }
 

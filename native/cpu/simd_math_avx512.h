@@ -3,6 +3,8 @@
 #pragma once
 #include <immintrin.h>
 
+#include <cstdint>
+
 namespace dalle {
 namespace simd512 {
 
@@ -60,6 +62,45 @@ static inline __m512 log16(__m512 x) {
   r = _mm512_mask_mov_ps(r, is_zero, _mm512_set1_ps(-__builtin_inff()));
   r = _mm512_mask_mov_ps(r, is_bad, _mm512_set1_ps(__builtin_nanf("")));
   return r;
+}
+
+// dst[i * dst_ld + j] = src[j * src_ld + i] for i, j < 16 (ReLU'd with RELU: max(x, 0), NaN -> 0): 16 rows loaded,
+// transposed in registers (unpack 32-bit, unpack 64-bit, then two 128-bit lane shuffles), 16 rows stored, so both sides
+// move whole 64-byte lines. Without RELU the items are moved as raw bits (f32 or i32 alike).
+template <bool RELU>
+static inline void transpose16x16(const float* src, int64_t src_ld, float* dst, int64_t dst_ld) {
+  __m512i r[16], t[16];
+  for (int j = 0; j < 16; j++) {
+    if (RELU) {  // MAXPS gives the second operand for NaN
+      r[j] = _mm512_castps_si512(_mm512_max_ps(_mm512_loadu_ps(src + j * src_ld), _mm512_setzero_ps()));
+    } else {
+      r[j] = _mm512_loadu_si512(src + j * src_ld);
+    }
+  }
+  // 32-bit interleave of row pairs: t[2k] = (r[2k][0], r[2k+1][0], r[2k][1], r[2k+1][1], ...) per 128-bit lane
+  for (int k = 0; k < 8; k++) {
+    t[2 * k] = _mm512_unpacklo_epi32(r[2 * k], r[2 * k + 1]);
+    t[2 * k + 1] = _mm512_unpackhi_epi32(r[2 * k], r[2 * k + 1]);
+  }
+  // 64-bit interleave of pairs of pairs: each 128-bit lane now holds one column of 4 consecutive rows
+  for (int k = 0; k < 4; k++) {
+    r[4 * k + 0] = _mm512_unpacklo_epi64(t[4 * k + 0], t[4 * k + 2]);
+    r[4 * k + 1] = _mm512_unpackhi_epi64(t[4 * k + 0], t[4 * k + 2]);
+    r[4 * k + 2] = _mm512_unpacklo_epi64(t[4 * k + 1], t[4 * k + 3]);
+    r[4 * k + 3] = _mm512_unpackhi_epi64(t[4 * k + 1], t[4 * k + 3]);
+  }
+  // r[4g + c]: lane L = column 4L + c of rows 4g..4g+3. Gather lane L of the 4 groups: 128-bit shuffles.
+  for (int c = 0; c < 4; c++) {
+    const __m512i a01 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0x44);       // g0 L0, g0 L1, g1 L0, g1 L1
+    const __m512i a23 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0x44);  // g2 L0, g2 L1, g3 L0, g3 L1
+    const __m512i b01 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0xEE);       // g0 L2, g0 L3, g1 L2, g1 L3
+    const __m512i b23 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0xEE);
+    t[c] = _mm512_shuffle_i32x4(a01, a23, 0x88);       // column c:      g0 L0, g1 L0, g2 L0, g3 L0
+    t[4 + c] = _mm512_shuffle_i32x4(a01, a23, 0xDD);   // column 4 + c:  lane 1 of each group
+    t[8 + c] = _mm512_shuffle_i32x4(b01, b23, 0x88);   // column 8 + c
+    t[12 + c] = _mm512_shuffle_i32x4(b01, b23, 0xDD);  // column 12 + c
+  }
+  for (int i = 0; i < 16; i++) _mm512_storeu_si512(dst + i * dst_ld, t[i]);
 }
 
 }  // namespace simd512

@@ -37,64 +37,63 @@ function run(f: (x: Tensor) => Tensor, logits: Float32Array, shape: number[], we
   });
 }
 
+type Result = { y: Float32Array; dx: Float32Array };
+
+/**
+ * For every ISA: `want(isa)` (the composite), then the fused op on 1 and 2 threads (`got`), each close to want, and
+ * the two thread counts bitwise equal. ISA and threads are restored; `weights` is disposed.
+ */
+function onEveryIsaAndThreads(weights: Tensor, want: (isa: string) => Result, got: (isa: string) => Result,
+  valueTol: [number, number]): void {
+  const before = native.numThreads();
+  const isaBefore = native.cpuInfo().isa;
+  try {
+    for (const isa of isas()) {
+      native.setIsa(isa);
+      const w = want(isa);
+      const outs = [1, 2].map((threads) => {
+        native.setThreads(threads);
+        const g = got(isa);
+        close(g.y, w.y, valueTol[0], valueTol[1], `values ${isa} ${threads} thread(s)`);
+        close(g.dx, w.dx, 1e-4, 1e-5, `gradient ${isa} ${threads} thread(s)`);
+        return g;
+      });
+      assert.deepStrictEqual(outs[0], outs[1], `${isa}: 1 and 2 threads bitwise`);
+    }
+  } finally {
+    native.setIsa(isaBefore);
+    native.setThreads(before);
+    weights.dispose();
+  }
+}
+
 describe('codebookStats', () => {
   // (B, V, h, w): one cell; a partial last vector of cells; more cells than a vector; the dVAE's 1024 codes
   const shapes = [[1, 1, 1, 1], [2, 7, 3, 5], [3, 33, 1, 17], [2, 1024, 4, 5]];
   for (const shape of shapes) {
     it(`matches the composite on every ISA and thread count, values and gradient: (${shape.join(', ')})`, () => {
-      const before = native.numThreads();
-      const isaBefore = native.cpuInfo().isa;
-      const V = shape[1];
       const logits = randn(shape, 3).toArray() as Float32Array;
-      const weights = randn([V + 1]);
-      try {
-        const want = run(codebookStatsComposite, logits, shape, weights);
-        for (const isa of isas()) {
-          native.setIsa(isa);
-          const outs = [1, 2].map((threads) => {
-            native.setThreads(threads);
-            const got = run(codebookStats, logits, shape, weights);
-            close(got.y, want.y, 1e-5, 1e-5 * shape[0] * shape[2] * shape[3], `values ${isa} ${threads} thread(s)`);
-            close(got.dx, want.dx, 1e-4, 1e-5, `gradient ${isa} ${threads} thread(s)`);
-            return got;
-          });
-          assert.deepStrictEqual(outs[0], outs[1], `${isa}: 1 and 2 threads bitwise`);
-        }
-      } finally {
-        native.setIsa(isaBefore);
-        native.setThreads(before);
-        weights.dispose();
-      }
+      const weights = randn([shape[1] + 1]);
+      const want = run(codebookStatsComposite, logits, shape, weights); // on the ISA active now
+      onEveryIsaAndThreads(weights, () => want, () => run(codebookStats, logits, shape, weights),
+        [1e-5, 1e-5 * shape[0] * shape[2] * shape[3]]);
     });
   }
 
   for (const shape of shapes) {
     it(`relaxedCodes draws the composite's noise and matches it on every ISA and thread count: (${shape.join(', ')})`, () => {
-      const before = native.numThreads();
-      const isaBefore = native.cpuInfo().isa;
       const logits = randn(shape, 2).toArray() as Float32Array;
       const weights = randn(shape);
-      try {
-        for (const isa of isas()) {
-          native.setIsa(isa);
-          const ref = new Philox(77n, 5n); // an offset inside a block of four words
-          const want = run((x) => relaxedCodesComposite(x, 0.6, ref), logits, shape, weights);
-          const outs = [1, 2].map((threads) => {
-            native.setThreads(threads);
-            const rng = new Philox(77n, 5n);
-            const got = run((x) => relaxedCodes(x, 0.6, rng), logits, shape, weights);
-            assert.strictEqual(rng.offset, ref.offset, `${isa}: the same words used`);
-            close(got.y, want.y, 1e-5, 1e-6, `values ${isa} ${threads} thread(s)`);
-            close(got.dx, want.dx, 1e-4, 1e-5, `gradient ${isa} ${threads} thread(s)`);
-            return got;
-          });
-          assert.deepStrictEqual(outs[0], outs[1], `${isa}: 1 and 2 threads bitwise`);
-        }
-      } finally {
-        native.setIsa(isaBefore);
-        native.setThreads(before);
-        weights.dispose();
-      }
+      const ref = new Philox(77n, 5n); // an offset inside a block of four words
+      onEveryIsaAndThreads(weights,
+        () => run((x) => relaxedCodesComposite(x, 0.6, ref.clone()), logits, shape, weights),
+        (isa) => {
+          const rng = new Philox(77n, 5n);
+          const got = run((x) => relaxedCodes(x, 0.6, rng), logits, shape, weights);
+          assert.strictEqual(rng.offset, ref.offset + BigInt(logits.length), `${isa}: the words of one draw used`);
+          return got;
+        },
+        [1e-5, 1e-6]);
     });
   }
 
